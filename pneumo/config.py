@@ -1,0 +1,51 @@
+"""Project-wide constants, each with the reason it has its value.
+
+Everything that the library, the training script, the CLI and the app must agree on lives here, so it cannot drift.
+Values that belong to a trained model (threshold, metrics, input size) live in the model's JSON metadata instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Where the package lives; models/ and assets/ sit beside it in the repository.
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The repository root: app, CLI and tests find committed files relative to it, never via ../shared.
+ROOT_DIR = PACKAGE_DIR.parent
+# Committed model files; the app and the CLI default to the model here.
+MODELS_DIR = ROOT_DIR / "models"
+# Sample images and other static files shipped with the app.
+ASSETS_DIR = ROOT_DIR / "assets"
+# The committed model: the app and `pneumo.predict` load it when no --model is given.
+DEFAULT_MODEL_PATH = MODELS_DIR / "pneumo_cnn.keras"
+
+# The public data set's training copies are 224x224, squashed from the originals: train and predict at that size.
+IMAGE_SIZE = 224
+# Grayscale radiographs: one channel carries all information (the RGB copies have three equal channels).
+CHANNELS = 1
+# Index 0 and 1 of the model's single sigmoid output: P(PNEUMONIA) = output, P(NORMAL) = 1 - output.
+CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+# The convolution layer Grad-CAM explains: the last feature map before global average pooling.
+GRADCAM_LAYER = "gradcam_conv"
+# Used only when a model's metadata has no threshold: 0.5 is the natural cut of a class-balanced sigmoid.
+DEFAULT_THRESHOLD = 0.5
+
+# Loader guard: a 2-byte PNG header can claim gigapixels; real X-rays are at most ~4300x4300 (18.5 MP).
+MAX_IMAGE_PIXELS = 50_000_000
+# Loader guard: files larger than this are refused before decoding (DICOMs of large detectors are ~30-60 MB).
+MAX_FILE_BYTES = 200 * 1024 * 1024
+# Loader guard: below this side length there is nothing for a 224 px model to see.
+MIN_IMAGE_SIDE = 32
+# Loader guard: radiographs are roughly square; a 30000x10 strip is not an image of a chest.
+MAX_ASPECT_RATIO = 6.0
+# Plausibility check: chest radiographs of this data set have width/height between ~0.6 and ~2.2.
+PLAUSIBLE_ASPECT = (0.5, 2.5)
+# Plausibility check: below this side length (pixels) a result is shown with a warning.
+PLAUSIBLE_MIN_SIDE = 200
+# Plausibility check: mean |R-G|+|G-B| above this (0-255 scale) means a colour photo, not a radiograph.
+MAX_COLOURFULNESS = 12.0
+# DICOM modalities that are projection radiographs; anything else (CT, MR, US, ...) is not analysed.
+XRAY_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "RF", "PX", "OT"})
+
+# File endings the CLI picks up when it is given a folder.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})

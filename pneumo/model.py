@@ -1,0 +1,127 @@
+"""The CNN: a small functional Keras model with rescaling and intensity normalisation inside it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+from pneumo import config
+
+log = logging.getLogger(__name__)
+
+
+@keras.saving.register_keras_serializable(package="pneumo")
+class PerImageStandardization(layers.Layer):
+    """Subtract each image's mean and divide by its standard deviation: exposure and contrast stop mattering.
+
+    Input and output: float (B, H, W, C).
+    """
+
+    def __init__(self, epsilon: float = 1e-3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, x):  # noqa: D102
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        var = ops.var(x, axis=(1, 2, 3), keepdims=True)
+        return (x - mean) / ops.sqrt(var + self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:  # noqa: D102
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _sep_block(x, filters: int, name: str, weight_decay: float, last_name: str | None = None):
+    """Two depthwise-separable 3x3 convolutions, each followed by batch norm and ReLU."""
+    reg = keras.regularizers.l2(weight_decay) if weight_decay else None
+    for i in (1, 2):
+        x = layers.SeparableConv2D(
+            filters, 3, padding="same", use_bias=False, pointwise_regularizer=reg, name=f"{name}_sep{i}"
+        )(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.ReLU(name=last_name if (i == 2 and last_name) else f"{name}_relu{i}")(x)
+    return x
+
+
+def build_model(
+    image_size: int = config.IMAGE_SIZE,
+    stem_width: int = 32,
+    widths: tuple[int, ...] = (64, 128, 192, 256),
+    dropout: float = 0.3,
+    weight_decay: float = 1e-4,
+) -> keras.Model:
+    """Build the classifier: (B, S, S, 1) pixel values 0..255 in, P(pneumonia) (B, 1) out.
+
+    A stride-2 stem convolution and a 2x2 max-pool (S -> S/4), then one block of two separable convolutions per
+    width with 2x2 max-pooling between blocks (S/4 -> S/32 for four blocks), global average pooling, dropout and
+    one logit. The last block's output is named ``config.GRADCAM_LAYER`` (7x7 at 224 px); the logit layer is named
+    ``logit`` so that Grad-CAM can differentiate the logit rather than the saturating sigmoid.
+    """
+    inputs = keras.Input((image_size, image_size, config.CHANNELS), name="image")  # (B, S, S, 1), 0..255
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)  # (B, S, S, 1), 0..1
+    x = PerImageStandardization(name="standardize")(x)  # zero mean, unit variance per image
+    x = layers.Conv2D(stem_width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)  # S/2
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.MaxPooling2D(2, name="stem_pool")(x)  # (B, S/4, S/4, stem_width)
+    for i, w in enumerate(widths, start=1):
+        last = i == len(widths)
+        x = _sep_block(x, w, f"block{i}", weight_decay, last_name=config.GRADCAM_LAYER if last else None)
+        if not last:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)  # halves H and W
+    x = layers.GlobalAveragePooling2D(name="gap")(x)  # (B, widths[-1])
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logit = layers.Dense(1, name="logit")(x)  # (B, 1)
+    prob = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)  # (B, 1) = P(PNEUMONIA)
+    return keras.Model(inputs, prob, name="pneumo_cnn")
+
+
+def metadata_path(model_path: str | Path) -> Path:
+    """The JSON metadata file that travels with a model file: same name, ``.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A Keras model and its metadata; treat both as read-only."""
+
+    model: keras.Model
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def image_size(self) -> int:
+        return int(self.metadata.get("input_size", config.IMAGE_SIZE))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata.get("threshold", config.DEFAULT_THRESHOLD))
+
+    @property
+    def gradcam_layer(self) -> str:
+        return str(self.metadata.get("gradcam_layer", config.GRADCAM_LAYER))
+
+    @property
+    def class_names(self) -> tuple[str, str]:
+        names = self.metadata.get("class_names", config.CLASS_NAMES)
+        return (str(names[0]), str(names[1]))
+
+
+def load_model(path: str | Path = config.DEFAULT_MODEL_PATH) -> LoadedModel:
+    """Load a ``.keras`` model and its JSON metadata (missing metadata falls back to config defaults)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    model = keras.saving.load_model(path, compile=False)
+    meta_file = metadata_path(path)
+    metadata: dict[str, Any] = {}
+    if meta_file.exists():
+        metadata = json.loads(meta_file.read_text())
+    else:
+        log.warning("no metadata next to %s; using defaults", path)
+    return LoadedModel(model=model, metadata=metadata, path=path)
