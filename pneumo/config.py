@@ -49,3 +49,12 @@ XRAY_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "RF", "PX", "OT"})
 
 # File endings the CLI picks up when it is given a folder.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+
+# Environment variable naming another model file for the app (tests, or a freshly trained model before it is committed).
+MODEL_ENV_VAR = "PNEUMO_MODEL"
+# Largest upload the app accepts (MB); keep in step with .streamlit/config.toml (large-detector DICOMs are ~30-60 MB).
+APP_MAX_UPLOAD_MB = 50
+# Analysed images the app keeps in memory (each holds the full-resolution pixels): bounds memory well under 1 GB.
+APP_CACHE_ENTRIES = 16
+# Seconds an analysed image stays in the app's memory cache: long enough for a session, short enough to forget uploads.
+APP_CACHE_TTL_S = 3600

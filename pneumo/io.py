@@ -1,9 +1,10 @@
 """Read a radiograph from a path or bytes into one 8-bit grayscale array.
 
 One entry point, :func:`load_image`, serves the CLI, the app and training. It accepts PNG, JPEG, BMP, TIFF and DICOM;
-8/16-bit grayscale, RGB, RGBA, palette and CMYK; it applies EXIF orientation and, for DICOM, the modality and VOI LUTs
-and MONOCHROME1 inversion. Anything it cannot read raises :class:`ImageLoadError` with a message a person understands.
-Nothing is written to disk and nothing about the pixels or patient is logged.
+8/16-bit grayscale, RGB, RGBA, palette and CMYK; it applies EXIF orientation and, for DICOM, the modality LUT, the VOI
+LUT or window and MONOCHROME1 inversion (first frame of multi-frame files). Anything it cannot read raises
+:class:`ImageLoadError` with a message a person understands; no other exception escapes (tests/test_fuzz.py checks
+this). Nothing is written to disk and nothing about the pixels or patient is logged.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,18 @@ log = logging.getLogger(__name__)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # PIL's own bomb guard raises at 2x this; we check the declared size ourselves first (see _check_size).
 Image.MAX_IMAGE_PIXELS = config.MAX_IMAGE_PIXELS
+# pydicom's warnings quote header values, which can be patient data: keep them out of every log. Its logger has a
+# NullHandler, so with propagation off nothing reaches the root logger (or Python's last-resort stderr handler).
+logging.getLogger("pydicom").propagate = False
 
 _PIL_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "TIFF"}
+# Formats whose frame count is checked: a multi-frame PNG/GIF/WebP is an animation, not a radiograph.
+_ANIMATABLE = {"PNG", "GIF", "WEBP", "FLI", "ICNS"}
+# Leading bytes of raster formats: a file with one of these is not DICOM, whatever its name says.
+_RASTER_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"II*\x00", b"MM\x00*", b"GIF8", b"RIFF", b"%PDF", b"PK")
+# Colourfulness is estimated on at most this many pixels (an unbiased strided sample; a full int16 copy of a
+# 50 MP RGB image would cost 300 MB).
+_COLOUR_SAMPLE_PIXELS = 1_000_000
 
 
 class ImageLoadError(ValueError):
@@ -75,83 +88,233 @@ def _check_size(width: int, height: int) -> None:
             f"The image is too large ({width}x{height} pixels); the limit is "
             f"{config.MAX_IMAGE_PIXELS // 1_000_000} megapixels."
         )
+    if max(width, height) / min(width, height) > config.MAX_ASPECT_RATIO:
+        raise ImageLoadError(
+            f"The image is a {width}x{height} strip, not a radiograph (aspect ratio over {config.MAX_ASPECT_RATIO:g})."
+        )
     if min(width, height) < config.MIN_IMAGE_SIDE:
         raise ImageLoadError(
             f"The image is too small ({width}x{height} pixels); at least "
             f"{config.MIN_IMAGE_SIDE} pixels per side are needed."
         )
-    if max(width, height) / min(width, height) > config.MAX_ASPECT_RATIO:
-        raise ImageLoadError(
-            f"The image is a {width}x{height} strip, not a radiograph (aspect ratio over {config.MAX_ASPECT_RATIO:g})."
-        )
 
 
 def _is_dicom(data: bytes, name: str) -> bool:
-    return data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+    """DICOM by its 'DICM' magic, or by a .dcm/.dicom name (preamble-less files) unless it starts like a raster."""
+    if data[128:132] == b"DICM":
+        return True
+    return name.lower().endswith((".dcm", ".dicom")) and not data.startswith(_RASTER_MAGIC)
+
+
+# ---------------------------------------------------------------------------------------------------------- DICOM
+
+
+def _safe_uid(uid: Any) -> str:
+    """A transfer syntax UID for a message: digits and dots only (the value comes from an untrusted header)."""
+    text = "".join(c for c in str(uid) if c.isdigit() or c == ".")[:64]
+    return text or "unreadable"
+
+
+def _transfer_syntax(ds: Any) -> Any:
+    """The dataset's transfer syntax UID; for a preamble-less file without one, the encoding pydicom detected."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return UID(str(meta.TransferSyntaxUID).strip("\x00 "))
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return UID("")
+    ts = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    ds.file_meta = meta if meta is not None else FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ts  # the decoder reads it from here
+    return ts
+
+
+def _first_number(value: Any) -> float:
+    """The first value of a possibly multi-valued numeric DICOM element (DS/IS) as float."""
+    from pydicom.multival import MultiValue
+
+    return float(value[0] if isinstance(value, (list, tuple, MultiValue)) else value)
+
+
+def _window(arr: np.ndarray, ds: Any) -> np.ndarray | None:
+    """Apply the first VOI window (WindowCenter/Width, PS3.3 C.11.2.1.2) to float (H, W); returns 0..255 or None.
+
+    Implemented here rather than via ``pydicom.pixels.apply_windowing`` because that returns the window in the
+    stored-value range (which depends on BitsStored and rescale tags), and we need the display range 0..255.
+    """
+    centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centers is None or widths is None:
+        return None
+    center, width = _first_number(centers), _first_number(widths)
+    func = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if not (np.isfinite(center) and np.isfinite(width)):
+        return None
+    if func == "SIGMOID":
+        if width <= 0:
+            return None
+        return 255.0 / (1.0 + np.exp(np.clip(-4.0 * (arr - center) / width, -500, 500)))
+    if func == "LINEAR_EXACT":
+        if width <= 0:
+            return None
+        return np.clip(((arr - center) / width + 0.5) * 255.0, 0.0, 255.0)
+    if width < 1:  # LINEAR (the default)
+        return None
+    return np.clip(((arr - (center - 0.5)) / max(width - 1.0, 1e-9) + 0.5) * 255.0, 0.0, 255.0)
+
+
+def _mono_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """Stored values (H, W) -> displayed uint8 (H, W): modality LUT, then VOI LUT or window, else min-max."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    raw = arr
+    try:
+        arr = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    except Exception:  # noqa: BLE001 - a malformed rescale/LUT: show the stored values, min-max scaled
+        log.info("DICOM modality LUT could not be applied; using stored values")
+        return _to_uint8(raw)
+    shown: np.ndarray | None = None
+    try:
+        if "VOILUTSequence" in ds:
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+            out = np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), dtype=np.float64)
+            top = float(2 ** min(max(bits, 1), 16) - 1)
+            shown = out * (255.0 / top) if out.min() >= 0 and out.max() <= top else None
+        else:
+            shown = _window(arr, ds)
+    except Exception:  # noqa: BLE001 - a malformed VOI LUT or window: fall back to min-max
+        log.info("DICOM VOI LUT/window could not be applied; using min-max scaling")
+        shown = None
+    if shown is not None and float(shown.std()) < 0.5 <= float(arr.std()):
+        # A window that paints the whole image one shade is a header error, not a picture: fall back to min-max.
+        log.info("DICOM window leaves a uniform image; using min-max scaling")
+        shown = None
+    if shown is None:
+        return _to_uint8(arr)
+    return np.round(np.nan_to_num(shown, nan=0.0)).clip(0, 255).astype(np.uint8)
 
 
 def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode the first frame of a DICOM to uint8 grayscale; only non-identifying tags go into the info."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import get_decoder
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged header
         raise ImageLoadError("Not a readable DICOM file (the header is damaged or incomplete).") from exc
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ImageLoadError("This DICOM file has no pixel data (it holds no image).")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    try:
+        has_pixels = any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    except Exception as exc:  # noqa: BLE001 - a dataset that cannot even be searched
+        raise ImageLoadError("Not a readable DICOM file (the header is damaged or incomplete).") from exc
+    ts = _transfer_syntax(ds)
+    if ts and not (ts.is_valid and ts.is_transfer_syntax):
+        raise ImageLoadError(
+            f"This DICOM declares an unknown or damaged transfer syntax ({_safe_uid(ts)}); its pixels cannot be read."
+        )
+    if not has_pixels:
+        raise ImageLoadError("This DICOM file has no pixel data (it holds no image, e.g. a report or a header only).")
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as exc:  # noqa: BLE001 - e.g. a non-numeric Rows value
+        raise ImageLoadError("This DICOM's image size fields are damaged.") from exc
     _check_size(cols, rows)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if rows * cols * max(frames, 1) > 4 * config.MAX_IMAGE_PIXELS:
-        raise ImageLoadError(f"This DICOM holds too many pixels ({frames} frames of {cols}x{rows}).")
+    if not ts:
+        raise ImageLoadError("This DICOM does not say how its pixels are encoded (no transfer syntax).")
     try:
-        tsyntax = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else ""
-    except Exception:  # noqa: BLE001 - a damaged meta header is reported below like any decode failure
-        tsyntax = ""
+        decoder = get_decoder(ts)
+    except NotImplementedError as exc:  # a real transfer syntax that pydicom has no decoder class for
+        raise ImageLoadError(f"This DICOM's pixel encoding ({ts.name}) is not supported.") from exc
+    if not decoder.is_available:
+        raise ImageLoadError(
+            f"This DICOM is compressed as {ts.name} and no decoder for that is installed here; "
+            "export it as PNG or uncompressed DICOM."
+        )
     try:
-        arr = ds.pixel_array if frames <= 1 else ds.pixel_array[0]
-    except NotImplementedError as exc:
-        raise ImageLoadError(
-            f"This DICOM is compressed with a codec that is not installed (transfer syntax {tsyntax or 'unknown'})."
-        ) from exc
-    except RuntimeError as exc:
-        raise ImageLoadError(
-            f"This DICOM's pixel data cannot be decoded (transfer syntax {tsyntax or 'unknown'}): {exc}"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt data
-        raise ImageLoadError("This DICOM's pixel data is damaged or does not match its header.") from exc
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 3 and frames > 1 and photometric.startswith("MONO"):
-        arr = arr[0]
-    if arr.ndim == 3:  # colour DICOM (RGB / YBR): convert to gray
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
+        # Only the first frame is decoded; as_rgb turns YBR colour into RGB (the header still says YBR).
+        arr, meta = decoder.as_array(ds, index=0, as_rgb=True)  # (H, W) or (H, W, 3)
+        photometric = str(getattr(meta["photometric_interpretation"], "value", meta["photometric_interpretation"]))
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt or inconsistent pixel data
+        what = f"compressed ({ts.name}) " if ts.is_compressed else ""
+        raise ImageLoadError(f"This DICOM's {what}pixel data is damaged or does not match its header.") from exc
+    photometric = photometric.upper().strip()
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2 and not (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
+        raise ImageLoadError(f"This DICOM's pixel data has an unexpected shape {arr.shape}.")
+    if arr.shape[:2] != (rows, cols):
+        raise ImageLoadError("This DICOM's pixel data does not match the image size in its header.")
+    try:
+        if arr.ndim == 2 and photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
 
-            arr = convert_color_space(arr, photometric, "RGB")
-        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    else:
-        try:
-            arr = apply_modality_lut(arr, ds)
-            arr = apply_voi_lut(arr, ds, index=0)
-        except Exception:  # noqa: BLE001 - a malformed LUT: fall back to the raw values, min-max scaled
-            log.warning("DICOM LUT could not be applied; using raw pixel values")
-    pixels = _to_uint8(arr)
-    if photometric == "MONOCHROME1":
+            arr = apply_color_lut(arr, ds)  # (H, W, 3)
+        if arr.ndim == 3:  # colour (RGB after as_rgb; YBR only if the decoder left it): luma, min-max scaled
+            if photometric.startswith("YBR"):
+                from pydicom.pixels import convert_color_space
+
+                arr = convert_color_space(arr, photometric, "RGB")
+            pixels = _to_uint8(arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+        else:
+            pixels = _mono_to_uint8(arr, ds)
+    except Exception as exc:  # noqa: BLE001 - a damaged palette or colour header
+        raise ImageLoadError("This DICOM's colour information is damaged.") from exc
+    if photometric == "MONOCHROME1":  # 0 = white: invert for display
         pixels = 255 - pixels
+
+    def tag(keyword: str) -> str:
+        try:
+            return str(ds.get(keyword, "") or "").strip()
+        except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
+            return ""
+
+    try:
+        bits_stored = int(ds.get("BitsStored", 0) or 0)
+    except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
+        bits_stored = 0
     info = {
         "format": "DICOM",
-        "modality": str(ds.get("Modality", "") or "").upper() or "unknown",
-        "view_position": str(ds.get("ViewPosition", "") or "") or "unknown",
-        "body_part": str(ds.get("BodyPartExamined", "") or "") or "unknown",
+        "modality": tag("Modality").upper() or "unknown",
+        "view_position": tag("ViewPosition") or "unknown",
+        "body_part": tag("BodyPartExamined") or "unknown",
         "photometric": photometric,
+        "transfer_syntax": ts.name,
         "frames": frames,
         "original_size": (cols, rows),
-        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "bits_stored": bits_stored,
     }
-    return pixels, info
+    return np.ascontiguousarray(pixels), info
+
+
+# ---------------------------------------------------------------------------------------------------- PIL formats
+
+
+def _png_crc_error(data: bytes) -> str | None:
+    """The name of the first PNG chunk whose CRC is wrong (Pillow does not check every chunk), else None."""
+    pos = 8
+    while pos + 12 <= len(data):
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            return None  # truncated: Pillow reports that with a better message
+        kind = data[pos + 4 : pos + 8]
+        if zlib.crc32(data[pos + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
+            return kind.decode("latin-1")
+        if kind == b"IEND":
+            return None
+        pos = end + 4
+    return None
+
+
+def _colourfulness(rgb: np.ndarray) -> float:
+    """Mean |R-G| + |G-B| of uint8 (H, W, 3), on a strided sample of at most _COLOUR_SAMPLE_PIXELS pixels."""
+    h, w = rgb.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / _COLOUR_SAMPLE_PIXELS))))
+    sample = rgb[::step, ::step].astype(np.int16)  # (h/step, w/step, 3)
+    return float(np.mean(np.abs(sample[..., 0] - sample[..., 1])) + np.mean(np.abs(sample[..., 1] - sample[..., 2])))
 
 
 def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
@@ -167,10 +330,16 @@ def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
         except Exception as exc:  # noqa: BLE001 - PIL raises SyntaxError, OSError, ValueError... for bad headers
             raise ImageLoadError(f"The image header is damaged ({type(exc).__name__}).") from exc
         fmt = (im.format or "").upper()
+        try:
+            frames = int(getattr(im, "n_frames", 1)) if fmt in _ANIMATABLE else 1
+        except Exception as exc:  # noqa: BLE001 - counting frames reads the whole file; it may be damaged
+            raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
+        if frames > 1:
+            raise ImageLoadError("Animated images are not supported; upload a single radiograph.")
         if fmt not in _PIL_FORMATS:
             raise ImageLoadError(f"{fmt or 'This'} images are not supported; use PNG, JPEG, BMP, TIFF or DICOM.")
-        if getattr(im, "n_frames", 1) > 1 and fmt != "TIFF" and fmt != "MPO":
-            raise ImageLoadError("Animated images are not supported; upload a single radiograph.")
+        if fmt == "PNG" and (chunk := _png_crc_error(data)) is not None:
+            raise ImageLoadError(f"The PNG file is damaged (checksum error in its {chunk!r} chunk).")
         _check_size(*im.size)
         mode = im.mode
         try:
@@ -180,28 +349,52 @@ def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
             raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
         except OSError as exc:
             msg = str(exc).lower()
-            if "truncat" in msg or "premature" in msg or "end of file" in msg:
+            if "truncat" in msg or "premature" in msg or "end of file" in msg or "not enough" in msg:
                 raise ImageLoadError(f"The {fmt} file is truncated (incomplete download?).") from exc
             raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
         except Exception as exc:  # noqa: BLE001 - e.g. SyntaxError for a broken PNG chunk, ValueError for bad EXIF
             raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
     info: dict[str, Any] = {"format": "JPEG" if fmt == "MPO" else fmt, "mode": mode, "original_size": im.size}
     colourfulness = 0.0
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        pixels = _to_uint8(np.asarray(im))
-    elif im.mode == "L":
-        pixels = np.asarray(im, dtype=np.uint8)
-    elif im.mode == "1":
-        pixels = np.asarray(im.convert("L"), dtype=np.uint8)
-    else:
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            black = Image.new("RGBA", im.size, (0, 0, 0, 255))
-            im = Image.alpha_composite(black, im)
-        rgb = np.asarray(im.convert("RGB"), dtype=np.int16)  # (H, W, 3)
-        colourfulness = float(np.mean(np.abs(rgb[..., 0] - rgb[..., 1])) + np.mean(np.abs(rgb[..., 1] - rgb[..., 2])))
-        pixels = np.asarray(im.convert("RGB").convert("L"), dtype=np.uint8)
+    try:
+        if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float gray: min-max to 8 bits
+            pixels = _to_uint8(np.asarray(im))
+        elif im.mode == "L":
+            pixels = np.asarray(im, dtype=np.uint8)
+        elif im.mode == "1":
+            pixels = np.asarray(im.convert("L"), dtype=np.uint8)
+        else:
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
+            im = im.convert("RGB")
+            colourfulness = _colourfulness(np.asarray(im))  # (H, W, 3) uint8
+            pixels = np.asarray(im.convert("L"), dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - an exotic pixel mode (e.g. LAB TIFF) that PIL cannot convert
+        raise ImageLoadError(f"The {fmt} file uses a pixel format ({mode}) that cannot be converted to gray.") from exc
+    if pixels.ndim != 2:
+        raise ImageLoadError(f"The {fmt} file uses a pixel format ({mode}) that cannot be converted to gray.")
     return np.ascontiguousarray(pixels), info, colourfulness
+
+
+def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview, name: str) -> tuple[bytes, str]:
+    """The file's bytes and name; refuses missing, unreadable and oversized files before reading them."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name
+    path = Path(source)
+    name = name or path.name
+    try:
+        size = path.stat().st_size
+        if size > config.MAX_FILE_BYTES:
+            raise ImageLoadError(f"The file is too large ({size / 2**20:.0f} MB).")
+        return path.read_bytes(), name
+    except IsADirectoryError as exc:
+        raise ImageLoadError("This is a folder, not an image file.") from exc
+    except FileNotFoundError as exc:
+        raise ImageLoadError("File not found.") from exc
+    except PermissionError as exc:
+        raise ImageLoadError("The file cannot be read (permission denied).") from exc
+    except OSError as exc:
+        raise ImageLoadError(f"The file cannot be read ({exc.strerror or type(exc).__name__}).") from exc
 
 
 def load_image(source: str | os.PathLike[str] | bytes, name: str = "") -> LoadedImage:
@@ -211,37 +404,30 @@ def load_image(source: str | os.PathLike[str] | bytes, name: str = "") -> Loaded
     unreadable (not an image, truncated, damaged, absurd size, DICOM without pixels, missing codec, ...).
     ``name`` (a file name) only helps recognise DICOM files without the 'DICM' preamble.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    else:
-        path = Path(source)
-        name = name or path.name
-        try:
-            size = path.stat().st_size
-            if size > config.MAX_FILE_BYTES:
-                raise ImageLoadError(f"The file is too large ({size / 2**20:.0f} MB).")
-            data = path.read_bytes()
-        except IsADirectoryError as exc:
-            raise ImageLoadError("This is a folder, not an image file.") from exc
-        except FileNotFoundError as exc:
-            raise ImageLoadError("File not found.") from exc
-        except PermissionError as exc:
-            raise ImageLoadError("The file cannot be read (permission denied).") from exc
-        except OSError as exc:
-            raise ImageLoadError(f"The file cannot be read ({exc.strerror or type(exc).__name__}).") from exc
+    data, name = _read_source(source, name)
     if not data:
         raise ImageLoadError("The file is empty.")
     if len(data) > config.MAX_FILE_BYTES:
         raise ImageLoadError(f"The file is too large ({len(data) / 2**20:.0f} MB).")
-    if _is_dicom(data, name):
-        pixels, info = _load_dicom(data)
-        colourfulness = 0.0
-    else:
-        if data[:4] == b"%PDF":
-            raise ImageLoadError("Not an image: this is a PDF document.")
-        if data[:2] == b"PK":
-            raise ImageLoadError("Not an image: this is a ZIP archive (or an Office document).")
-        pixels, info, colourfulness = _load_pil(data)
+    try:
+        if _is_dicom(data, name):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom warns about odd header values, quoting them
+                pixels, info = _load_dicom(data)
+            colourfulness = 0.0
+        else:
+            if data[:4] == b"%PDF":
+                raise ImageLoadError("Not an image: this is a PDF document.")
+            if data[:2] == b"PK":
+                raise ImageLoadError("Not an image: this is a ZIP archive (or an Office document).")
+            pixels, info, colourfulness = _load_pil(data)
+    except ImageLoadError:
+        raise
+    except MemoryError as exc:
+        raise ImageLoadError("The image is too large to decode in the memory available.") from exc
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a decoder bug must not become a traceback
+        log.warning("unexpected %s while decoding an image", type(exc).__name__)  # no message: it may quote the file
+        raise ImageLoadError("The file could not be decoded (damaged, or an unusual variant of its format).") from exc
     h, w = pixels.shape
     _check_size(w, h)
     return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness)

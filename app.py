@@ -1,0 +1,22 @@
+"""pneumo's Streamlit app: ``streamlit run app.py`` (also the entry point on Streamlit Community Cloud).
+
+Only navigation lives here; each page is a script in app_pages/ that wires widgets to pneumo functions.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the server log
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="pneumo: chest X-ray demo", page_icon="🫁", layout="wide")
+
+pages = [
+    st.Page("app_pages/analyze.py", title="Analyze", icon="🔍", url_path="analyze", default=True),
+    st.Page("app_pages/stages.py", title="Four stages", icon="🗓️", url_path="stages"),
+    st.Page("app_pages/model_card.py", title="Model card", icon="📋", url_path="model-card"),
+    st.Page("app_pages/about.py", title="About", icon="ℹ️", url_path="about"),
+]
+page = st.navigation(pages)
+st.sidebar.caption("Research demo, not a medical device.")
+page.run()

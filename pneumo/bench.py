@@ -1,0 +1,637 @@
+"""Benchmark the pneumo model side by side with the models users would pick instead, on this machine.
+
+Examples:
+    python -m pneumo.bench                       # full mode: readable table (about 2-3 minutes on 2 cores)
+    python -m pneumo.bench --quick --json        # a few repetitions, one JSON object (CI)
+    python -m pneumo.bench --training            # also time one training epoch and extrapolate a full training
+    python -m pneumo.bench --model other.keras   # any pneumo model with its .json metadata
+
+Timed items (after warm-up; median and p95 over the repetitions):
+    decode_ms           load_image + preprocess of one full-resolution JPEG (~1500x1200, ~0.5 MB)
+    predict_ms          P(pneumonia) of one preprocessed image (batch 1) with pneumo.inference.predict_proba
+    explain_ms          the app's per-image path from decoded pixels: preprocess, probability + Grad-CAM
+                        (one forward/backward pass), heatmap, overlay at the image's original resolution
+    batch_images_per_s  the prediction CLI path for 32 JPEGs: decode, preprocess, one batch of 32, labels
+References (random weights, built here, nothing downloaded), timed the same way in the same process:
+    densenet121_224     keras.applications.DenseNet121 (CheXNet / torchxrayvision architecture), 224x224, gray
+                        repeated to 3 channels, ImageNet normalisation inside the model, GAP + one logit; Grad-CAM on
+                        layer 'relu' (the final BN-ReLU after the last dense block, 7x7x1024)
+    seed_ensemble_64    five copies of the original notebook's CNN at 64x64, fused into one graph (favourable to
+                        the reference: one call instead of five); Grad-CAM on each member's last convolution (8x8x128),
+                        averaged; P(pneumonia) = mean of the five softmax outputs
+Ratios are pneumo / reference, so < 1 means pneumo is faster for *_ms and slower for batch_images_per_s.
+peak_rss_mb is measured in a fresh subprocess per model (import, load or build, one explain, one batch of 32);
+quick mode measures it for pneumo only. import_s is `import pneumo.inference, pneumo.gradcam` in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("pneumo.bench")
+
+REFERENCES = ("densenet121_224", "seed_ensemble_64")
+TIMED_ITEMS = ("predict_ms", "explain_ms", "batch_images_per_s")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Repetition counts and sizes of one benchmark mode."""
+
+    warmup: int  # untimed calls before timing (tf.function tracing, allocator and cache warm-up)
+    reps: int  # timed repetitions of each single-image item
+    batch_reps: int  # timed batches of `batch_size` JPEGs through the CLI path
+    import_reps: int  # fresh processes timing the package import (median reported)
+    train_images: int  # synthetic images of the --training epoch
+    batch_size: int = 32  # the prediction CLI's default batch size
+    fullres: tuple[int, int] = (1500, 1200)  # (width, height) of the decoded JPEG: the data set's originals are
+    # ~1000-1850 px wide, ~0.3-0.6 MB
+    train_split_images: int = 4432  # the public train split after the 15% patient validation split (5216 - 784),
+    val_split_images: int = 784  # used when a model's metadata does not record its own split
+
+
+PLANS = {
+    "full": Plan(warmup=5, reps=40, batch_reps=5, import_reps=3, train_images=512),
+    "quick": Plan(warmup=1, reps=3, batch_reps=1, import_reps=1, train_images=64),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# measuring
+def stats_ms(times_ms: list[float]) -> dict[str, float]:
+    """Median, p95, min and count of a list of durations in milliseconds."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    return {
+        "median": round(float(np.median(t)), 3),
+        "p95": round(float(np.percentile(t, 95)), 3),
+        "min": round(float(t.min()), 3),
+        "n": len(t),
+    }
+
+
+def time_ms(fn: Callable[[], Any], reps: int, warmup: int) -> dict[str, float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``reps`` times timed; returns :func:`stats_ms`."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return stats_ms(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, memory and library versions: the numbers only mean something together with these."""
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "memory_gb": mem_gb,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs
+def fullres_jpeg(size: tuple[int, int], quality: int = 92) -> bytes:
+    """A full-resolution JPEG (width, height) in memory: the largest committed sample, resized, else a synthetic one."""
+    import cv2
+
+    from pneumo import config
+
+    samples = sorted((config.ASSETS_DIR / "samples").glob("*.jp*g"), key=lambda p: p.stat().st_size)
+    img = cv2.imread(str(samples[-1]), cv2.IMREAD_GRAYSCALE) if samples else None
+    if img is None:  # a fresh clone without assets: a chest-like synthetic image
+        h, w = size[1], size[0]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        u, v = xx / w, yy / h
+        img = 200 - 80 * np.exp(-(((u - 0.3) / 0.14) ** 2 + ((v - 0.5) / 0.3) ** 2))
+        img -= 80 * np.exp(-(((u - 0.7) / 0.14) ** 2 + ((v - 0.5) / 0.3) ** 2))
+        img += np.random.default_rng(0).normal(0, 6, img.shape)
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    img = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)  # (H, W) uint8
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("could not encode the benchmark JPEG")
+    return buf.tobytes()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the models
+@dataclass
+class Candidate:
+    """A model as the benchmark sees it: (B, S, S, 1) pixel values 0..255 in, P(pneumonia) (B, 1) out."""
+
+    name: str
+    model: Any  # keras.Model
+    cam: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, S, S, 1) -> probs (B,), signed cams (B, h, w)
+    size: int
+    threshold: float
+    gradcam_layer: str
+    description: str
+    file_mb: float
+
+
+def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Generic Grad-CAM for models whose ``cam_model`` outputs ([feature maps], [class log-odds scores]).
+
+    Each member's score (B, 1) is the log-odds of PNEUMONIA; its gradient weights that member's feature map (like
+    pneumo.gradcam). Returns a function (B, S, S, 1) -> (mean member P(pneumonia) (B,), mean signed cam (B, h, w)).
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)], reduce_retracing=True)
+    def cam(x):
+        with tf.GradientTape() as tape:
+            fmaps, scores = cam_model(x, training=False)  # [(B, h, w, K)], [(B, 1)]
+            target = tf.add_n([tf.reduce_sum(s) for s in scores])  # members and images are independent
+        grads = tape.gradient(target, fmaps)  # [(B, h, w, K)]
+        signed = [
+            tf.reduce_sum(tf.reduce_mean(g, axis=(1, 2), keepdims=True) * f, axis=-1) for g, f in zip(grads, fmaps)
+        ]  # [(B, h, w)]
+        prob = tf.add_n([tf.sigmoid(s[:, 0]) for s in scores]) / len(scores)  # (B,)
+        return prob, tf.add_n(signed) / len(signed)
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prob, signed = cam(tf.constant(np.asarray(x, dtype=np.float32)))
+        return prob.numpy().astype(np.float64), signed.numpy().astype(np.float32)
+
+    return run
+
+
+def _file_mb(model) -> float:
+    """Size of the model saved as .keras (in a temporary folder, deleted at once)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.keras"
+        model.save(path)
+        return round(path.stat().st_size / 2**20, 2)
+
+
+def build_densenet121(size: int = 224) -> Candidate:
+    """DenseNet-121 with random weights at 224x224: the CheXNet / torchxrayvision architecture."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((size, size, 1), name="image")  # (B, S, S, 1), 0..255
+    x = layers.Concatenate(name="gray_to_rgb")([inp, inp, inp])  # (B, S, S, 3)
+    x = layers.Rescaling(1.0 / 255.0)(x)
+    x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.229**2, 0.224**2, 0.225**2])(x)  # ImageNet
+    base = keras.applications.DenseNet121(include_top=False, weights=None, input_tensor=x)
+    fmap = base.get_layer("relu").output  # (B, 7, 7, 1024): last dense block after its final BN + ReLU
+    logit = layers.Dense(1, name="logit")(layers.GlobalAveragePooling2D(name="gap")(fmap))  # (B, 1)
+    prob = layers.Activation("sigmoid", name="probability")(logit)
+    model = keras.Model(inp, prob, name="densenet121_224")
+    cam_model = keras.Model(inp, [[fmap], [logit]])
+    return Candidate(
+        name="densenet121_224",
+        model=model,
+        cam=make_gradcam(cam_model, size),
+        size=size,
+        threshold=0.5,
+        gradcam_layer="relu (7x7x1024, after the last dense block)",
+        description="keras.applications.DenseNet121(weights=None) + GAP + 1 logit, gray repeated to RGB",
+        file_mb=_file_mb(model),
+    )
+
+
+def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
+    """Five copies of the original notebook's CNN (random weights), fused into one model."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((size, size, 1), name="image")  # (B, 64, 64, 1), 0..255
+    x0 = layers.Rescaling(1.0 / 255.0)(inp)
+    fmaps, scores, probs = [], [], []
+    for m in range(members):
+        x = layers.BatchNormalization(name=f"m{m}_bn")(x0)
+        x = layers.Conv2D(32, 3, padding="same", activation="relu", name=f"m{m}_conv1")(x)  # 64x64x32
+        x = layers.MaxPooling2D(2)(x)  # 32x32
+        x = layers.Dropout(0.25)(x)
+        x = layers.Conv2D(32, 5, padding="same", activation="relu", name=f"m{m}_conv2")(x)
+        x = layers.MaxPooling2D(2)(x)  # 16x16
+        x = layers.Conv2D(64, 5, padding="same", activation="relu", name=f"m{m}_conv3")(x)
+        x = layers.MaxPooling2D(2)(x)  # 8x8
+        f = layers.Conv2D(128, 5, padding="same", activation="relu", name=f"m{m}_conv4")(x)  # (B, 8, 8, 128)
+        x = layers.MaxPooling2D(2)(f)  # 4x4x128
+        x = layers.Dense(256, activation="relu")(layers.Flatten()(x))
+        logits = layers.Dense(2, name=f"m{m}_logits")(x)  # (B, 2): NORMAL, PNEUMONIA
+        soft = layers.Softmax()(logits)
+        fmaps.append(f)
+        # log-odds of PNEUMONIA: sigmoid(l1 - l0) == softmax(l)[1]
+        scores.append(layers.Lambda(lambda t: t[:, 1:2] - t[:, 0:1])(logits))  # (B, 1)
+        probs.append(layers.Lambda(lambda t: t[:, 1:2])(soft))  # (B, 1)
+    prob = layers.Average(name="probability")(probs)  # (B, 1)
+    model = keras.Model(inp, prob, name="seed_ensemble_64")
+    cam_model = keras.Model(inp, [fmaps, scores])
+    return Candidate(
+        name="seed_ensemble_64",
+        model=model,
+        cam=make_gradcam(cam_model, size),
+        size=size,
+        threshold=0.5,
+        gradcam_layer="each member's last conv (8x8x128), averaged",
+        description="5 x notebook CNN (BN, conv32 3x3, pool, dropout, conv32 5x5, pool, conv64 5x5, pool, "
+        "conv128 5x5, pool, dense 256, dense 2 softmax), one fused graph",
+        file_mb=_file_mb(model),
+    )
+
+
+def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
+    """The pneumo model as a Candidate, its LoadedModel, and the load time in seconds."""
+    from pneumo.gradcam import explain_batch
+    from pneumo.model import load_model
+
+    t0 = time.perf_counter()
+    loaded = load_model(model_path)
+    load_s = time.perf_counter() - t0
+    cand = Candidate(
+        name="pneumo",
+        model=loaded.model,
+        cam=lambda x: explain_batch(loaded.model, x, loaded.gradcam_layer),
+        size=loaded.image_size,
+        threshold=loaded.threshold,
+        gradcam_layer=loaded.gradcam_layer,
+        description=f"{loaded.metadata.get('name', model_path.stem)} ({model_path.name})",
+        file_mb=round(model_path.stat().st_size / 2**20, 2),
+    )
+    return cand, loaded, load_s
+
+
+def build_reference(name: str) -> Candidate:
+    """One of REFERENCES, with fresh random weights."""
+    if name == "densenet121_224":
+        return build_densenet121()
+    if name == "seed_ensemble_64":
+        return build_seed_ensemble()
+    raise ValueError(f"unknown reference: {name}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the per-model work, exactly as the app and the CLI do it
+def explain_one(cand: Candidate, pixels: np.ndarray) -> np.ndarray:
+    """The app's per-image path: decoded uint8 (H, W) -> overlay uint8 (H, W, 3) of the predicted class."""
+    from pneumo.gradcam import heatmap_from_cam, overlay_heatmap
+    from pneumo.inference import label_for
+    from pneumo.preprocess import preprocess
+
+    x = preprocess(pixels, cand.size)  # (S, S, 1) uint8
+    probs, cams = cand.cam(x[None])  # (1,), (1, h, w)
+    cls = 1 if label_for(float(probs[0]), cand.threshold) == "PNEUMONIA" else 0
+    heat = heatmap_from_cam(cams[0], cls, cand.size)  # (S, S) in [0, 1]
+    return overlay_heatmap(pixels, heat)  # (H, W, 3)
+
+
+def predict_files(cand: Candidate, blobs: list[bytes], batch_size: int) -> list[str]:
+    """The prediction CLI's path (pneumo.predict.run without the model load): decode, preprocess, batch, label."""
+    from pneumo.inference import label_for, predict_proba
+    from pneumo.io import load_image
+    from pneumo.preprocess import preprocess
+
+    labels: list[str] = []
+    for start in range(0, len(blobs), batch_size):
+        x = np.stack([preprocess(load_image(b).pixels, cand.size) for b in blobs[start : start + batch_size]])
+        labels += [label_for(float(p), cand.threshold) for p in predict_proba(cand.model, x, batch_size)]
+    return labels
+
+
+def measure(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
+    """predict_ms, explain_ms, batch_ms and batch_images_per_s of one candidate."""
+    from pneumo.inference import predict_proba
+    from pneumo.io import load_image
+    from pneumo.preprocess import preprocess
+
+    pixels = load_image(jpeg).pixels  # (H, W) uint8, full resolution
+    x1 = preprocess(pixels, cand.size)[None]  # (1, S, S, 1)
+    blobs = [jpeg] * plan.batch_size
+    log.info("timing %s", cand.name)
+    out: dict[str, Any] = {
+        "predict_ms": time_ms(lambda: predict_proba(cand.model, x1), plan.reps, plan.warmup),
+        "explain_ms": time_ms(lambda: explain_one(cand, pixels), plan.reps, plan.warmup),
+    }
+    batch = time_ms(lambda: predict_files(cand, blobs, plan.batch_size), plan.batch_reps, 1)
+    out["batch_ms"] = batch
+    out["batch_images_per_s"] = round(plan.batch_size / (batch["median"] / 1000.0), 2)
+    out.update(
+        model_params=int(cand.model.count_params()),
+        model_file_mb=cand.file_mb,
+        input_size=cand.size,
+        gradcam_layer=cand.gradcam_layer,
+        description=cand.description,
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fresh-process measurements: import time and peak memory
+def _probe(name: str, model_path: Path) -> dict[str, float]:
+    """Run in a fresh process: import time of the package, then peak RSS of one explain and one batch of 32."""
+    t0 = time.perf_counter()
+    import pneumo.gradcam  # noqa: F401
+    import pneumo.inference  # noqa: F401
+
+    import_s = time.perf_counter() - t0
+    cand = load_pneumo(model_path)[0] if name == "pneumo" else build_reference(name)
+    jpeg = fullres_jpeg(PLANS["quick"].fullres)
+    from pneumo.io import load_image
+
+    explain_one(cand, load_image(jpeg).pixels)
+    predict_files(cand, [jpeg] * PLANS["quick"].batch_size, PLANS["quick"].batch_size)
+    return {"import_s": round(import_s, 3), "peak_rss_mb": peak_rss_mb()}
+
+
+def run_probe(name: str, model_path: Path) -> dict[str, float]:
+    """:func:`_probe` in a fresh Python process (so that nothing measured before counts)."""
+    from pneumo import config
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.ROOT_DIR), env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "pneumo.bench", "--probe", name, "--model", str(model_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"probe {name} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training time
+def bench_training(loaded, plan: Plan) -> dict[str, Any]:
+    """Time one epoch of the real training step on synthetic images and extrapolate to the model's training run.
+
+    The model, augmentation, optimiser, loss, metric, class weights and tf.data pipeline are those of pneumo.train,
+    with the settings recorded in the model's metadata. Epoch 1 (which traces the step) and epoch 2 are timed;
+    the validation pass that Keras runs after every epoch is timed separately and scaled to the validation size.
+    """
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    from pneumo.model import build_model
+    from pneumo.train import Settings, make_augment
+
+    meta_training = loaded.metadata.get("training", {})
+    s = Settings()
+    known = {f.name for f in dataclasses.fields(Settings)}
+    for k, v in meta_training.get("settings", {}).items():
+        if k in known:
+            setattr(s, k, tuple(v) if isinstance(v, list) else v)
+    s.image_size = loaded.image_size
+    data = meta_training.get("data", {})
+    n_val = int(loaded.metadata.get("validation_split", {}).get("images", plan.val_split_images))
+    n_train = int(data["train_images"]) - n_val if "train_images" in data else plan.train_split_images
+    epochs_run = meta_training.get("epochs_run")
+
+    n, size = plan.train_images, s.image_size
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, size, size, 1)).astype("float32")  # (N, S, S, 1) 0..255
+    y = (rng.random(n) < 0.74).astype("float32")  # the train split's PNEUMONIA share
+    counts = np.bincount(y.astype(int), minlength=2)
+    class_weight = {c: float(n / (2.0 * max(counts[c], 1))) for c in (0, 1)}
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(n, seed=s.seed, reshuffle_each_iteration=True)
+        .batch(s.batch_size)
+        .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    keras.utils.set_random_seed(s.seed)
+    model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay)
+    model.compile(
+        optimizer=keras.optimizers.Adam(s.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):  # noqa: D102
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):  # noqa: D102
+            self.times.append(time.perf_counter() - self.t0)
+
+    log.info("timing training: 2 epochs of %d synthetic %dx%d images", n, size, size)
+    timer = EpochTimer()
+    model.fit(ds, epochs=2, class_weight=class_weight, callbacks=[timer], verbose=0)
+    first_s, epoch_s = timer.times
+    n_vb = min(n, 256)
+    model.evaluate(x[:n_vb], y[:n_vb], batch_size=32, verbose=0)  # traces the test step
+    t0 = time.perf_counter()
+    model.evaluate(x[:n_vb], y[:n_vb], batch_size=32, verbose=0)
+    val_s = time.perf_counter() - t0
+
+    per_epoch = epoch_s * n_train / n + val_s * n_val / n_vb
+    out: dict[str, Any] = {
+        "synthetic_images": n,
+        "image_size": size,
+        "batch_size": s.batch_size,
+        "first_epoch_s": round(first_s, 2),
+        "epoch_s": round(epoch_s, 2),
+        "train_ms_per_image": round(1000 * epoch_s / n, 2),
+        "validation_ms_per_image": round(1000 * val_s / n_vb, 2),
+        "train_split_images": n_train,
+        "validation_images": n_val,
+        "extrapolated_epoch_s": round(per_epoch, 1),
+        "epochs_run": epochs_run,
+        "extrapolated_training_s": None,
+        "recorded_training_s": meta_training.get("seconds"),
+    }
+    if epochs_run:
+        out["extrapolated_training_s"] = round(per_epoch * int(epochs_run) + (first_s - epoch_s), 1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def run_benchmark(model_path: Path, quick: bool = False, training: bool = False) -> dict[str, Any]:
+    """The whole benchmark; returns the JSON-ready result."""
+    import keras
+
+    from pneumo.io import load_image
+    from pneumo.preprocess import preprocess
+
+    mode = "quick" if quick else "full"
+    plan = PLANS[mode]
+    result: dict[str, Any] = {"mode": mode, "plan": asdict(plan), "machine": machine_info()}
+    if result["machine"]["load_avg_1m_at_start"] and result["machine"]["load_avg_1m_at_start"] > 0.5:
+        log.warning(
+            "load average %.2f at start: other processes use the CPU, timings will be slower than usual",
+            result["machine"]["load_avg_1m_at_start"],
+        )
+
+    # fresh processes first, while nothing else of ours runs
+    log.info("timing the package import and peak memory in fresh processes")
+    probes = [run_probe("pneumo", model_path) for _ in range(plan.import_reps)]
+    jpeg = fullres_jpeg(plan.fullres)
+    pixels = load_image(jpeg).pixels
+    result["input"] = {"jpeg_bytes": len(jpeg), "width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
+
+    cand, loaded, load_s = load_pneumo(model_path)
+    log.info("timing decode")
+    pn: dict[str, Any] = {
+        "decode_ms": time_ms(lambda: preprocess(load_image(jpeg).pixels, cand.size), plan.reps, plan.warmup)
+    }
+    pn.update(measure(cand, jpeg, plan))
+    pn["import_s"] = round(float(np.median([p["import_s"] for p in probes])), 3)
+    pn["load_model_s"] = round(load_s, 3)
+    pn["peak_rss_mb"] = max(p["peak_rss_mb"] for p in probes)
+    pn["peak_rss_mb_this_process"] = peak_rss_mb()  # pneumo only so far: references come next
+    result["pneumo"] = pn
+
+    for name in REFERENCES:
+        log.info("building %s (random weights)", name)
+        keras.utils.set_random_seed(0)
+        ref = measure(build_reference(name), jpeg, plan)
+        ref["peak_rss_mb"] = None if quick else run_probe(name, model_path)["peak_rss_mb"]
+        result[name] = ref
+        keras.backend.clear_session()
+
+    result["ratios"] = {
+        name: {
+            item: round(
+                (pn[item]["median"] if isinstance(pn[item], dict) else pn[item])
+                / (result[name][item]["median"] if isinstance(result[name][item], dict) else result[name][item]),
+                4,
+            )
+            for item in (*TIMED_ITEMS, "model_params", "model_file_mb")
+        }
+        for name in REFERENCES
+    }
+    for name in REFERENCES:
+        if result[name]["peak_rss_mb"]:
+            result["ratios"][name]["peak_rss_mb"] = round(pn["peak_rss_mb"] / result[name]["peak_rss_mb"], 4)
+    result["targets"] = {
+        "explain_ms_median_le_150": pn["explain_ms"]["median"] <= 150.0,
+        "predict_ms_below_seed_ensemble": pn["predict_ms"]["median"]
+        < result["seed_ensemble_64"]["predict_ms"]["median"],
+        "predict_ms_le_quarter_densenet": result["ratios"]["densenet121_224"]["predict_ms"] <= 0.25,
+        "peak_rss_mb_lt_1024": pn["peak_rss_mb"] < 1024.0,
+    }
+    if training:
+        result["training"] = bench_training(loaded, plan)
+    return result
+
+
+def _fmt_stat(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, dict):
+        return f"{v['median']:.1f} / {v['p95']:.1f}"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+    return f"{v:,}"
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """The result as a readable plain-text table."""
+    m = r["machine"]
+    lines = [
+        f"pneumo benchmark ({r['mode']} mode): {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, "
+        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}, Python {m['python']}",
+        f"input: {r['input']['width']}x{r['input']['height']} JPEG, {r['input']['jpeg_bytes'] / 1024:.0f} KB; "
+        f"times: median / p95 over {r['plan']['reps']} runs after {r['plan']['warmup']} warm-up runs",
+        "",
+    ]
+    cols = ("pneumo", *REFERENCES)
+    head = f"{'item':<26}" + "".join(f"{c:>20}" for c in cols) + "".join(f"{'pneumo/' + c[:8]:>18}" for c in REFERENCES)
+    lines += [head, "-" * len(head)]
+    items = (
+        "decode_ms",
+        "predict_ms",
+        "explain_ms",
+        "batch_images_per_s",
+        "peak_rss_mb",
+        "model_params",
+        "model_file_mb",
+        "import_s",
+        "load_model_s",
+    )
+    for item in items:
+        row = f"{item:<26}" + "".join(f"{_fmt_stat(r[c].get(item)):>20}" for c in cols)
+        ratios = [r["ratios"][c].get(item) for c in REFERENCES]
+        row += "".join(f"{'' if q is None else f'{q:.3f}':>18}" for q in ratios)
+        lines.append(row)
+    lines += ["", "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in r["targets"].items())]
+    if "training" in r:
+        t = r["training"]
+        lines += [
+            "",
+            f"training: {t['synthetic_images']} synthetic {t['image_size']}px images, batch {t['batch_size']}: "
+            f"first epoch {t['first_epoch_s']} s (includes tracing), then {t['epoch_s']} s "
+            f"({t['train_ms_per_image']} ms/image) + validation {t['validation_ms_per_image']} ms/image",
+            f"extrapolated: {t['extrapolated_epoch_s']} s per epoch on {t['train_split_images']} training + "
+            f"{t['validation_images']} validation images; {t['epochs_run']} epochs -> "
+            f"{_fmt_stat(t['extrapolated_training_s'])} s (recorded run: {_fmt_stat(t['recorded_training_s'])} s)",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pneumo import config
+
+    p = argparse.ArgumentParser(prog="python -m pneumo.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="a few repetitions, just to prove it works (CI)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--training", action="store_true", help="also time training epochs and extrapolate")
+    p.add_argument("--model", type=Path, default=config.DEFAULT_MODEL_PATH, help="a .keras model with its .json")
+    p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one fresh-process measurement
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    if not args.model.exists():
+        p.error(f"model not found: {args.model} (train one with `python -m pneumo.train` or pass --model)")
+    if args.probe:
+        print(json.dumps(_probe(args.probe, args.model)))
+        return 0
+    result = run_benchmark(args.model, quick=args.quick, training=args.training)
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Model-card content read from a model's JSON metadata: metric tables and ROC / confusion / threshold plots.
+
+Every number shown comes from the metadata written by training; nothing here computes a metric itself.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+# What each metrics block of the metadata was measured on; unknown keys are shown with their own name.
+SPLIT_DESCRIPTIONS = {
+    "validation": "validation split: whole patients held out of the data set's training folder, used to choose the "
+    "threshold and the best epoch",
+    "official_val": "the data set's official 'val' folder (16 images, too few for firm conclusions)",
+    "test": "the data set's official test folder (never used for training or model selection)",
+    "train": "training images (optimistic: the model has seen them)",
+}
+_METRIC_NAMES = (
+    ("n", "images"),
+    ("auc", "ROC AUC"),
+    ("accuracy", "accuracy"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("ece", "calibration error (ECE)"),
+    ("threshold", "threshold"),
+)
+
+
+def split_description(split: str) -> str:
+    """Plain words for a metrics block's key, e.g. 'test' -> the official test folder."""
+    return SPLIT_DESCRIPTIONS.get(split, split.replace("_", " "))
+
+
+def metric_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metrics block in the metadata (validation first, then test, then the others)."""
+    metrics = metadata.get("metrics", {}) or {}
+    order = sorted(metrics, key=lambda k: ({"validation": 0, "test": 1, "official_val": 2}.get(k, 3), k))
+    rows = []
+    for split in order:
+        block = metrics[split] or {}
+        row: dict[str, Any] = {"measured on": split_description(split)}
+        for key, title in _METRIC_NAMES:
+            if key in block:
+                row[title] = block[key]
+        if "n_normal" in block and "n_pneumonia" in block:
+            row["images"] = f"{block.get('n', '?')} ({block['n_normal']} normal, {block['n_pneumonia']} pneumonia)"
+        rows.append(row)
+    return rows
+
+
+def _confusion(block: dict[str, Any]) -> np.ndarray | None:
+    """2x2 int array [[tn, fp], [fn, tp]] (rows = true NORMAL, PNEUMONIA) from a metrics block, or None."""
+    c = block.get("confusion")
+    if not c:
+        return None
+    return np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]], dtype=int)
+
+
+def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Figure | None:
+    """ROC curve, confusion matrix and sensitivity/specificity versus threshold for one split; None without data."""
+    roc = (metadata.get("roc") or {}).get(split)
+    block = (metadata.get("metrics") or {}).get(split, {})
+    conf = _confusion(block)
+    points = metadata.get("operating_points") if split == "validation" else None
+    have = {"roc": roc is not None, "confusion": conf is not None, "points": bool(points)}
+    panels = [p for p in ("roc", "confusion", "points") if have[p]]
+    if not panels:
+        return None
+    fig = Figure(figsize=(4.1 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    threshold = float(metadata.get("threshold", 0.5))
+    for ax, panel in zip(axes, panels, strict=True):
+        if panel == "roc":
+            ax.plot(roc["fpr"], roc["tpr"], color="#1565c0", lw=2, label=f"AUC {block.get('auc', float('nan')):.3f}")
+            ax.plot([0, 1], [0, 1], ls="--", color="#9e9e9e", lw=1, label="chance")
+            if "sensitivity" in block and "specificity" in block:
+                ax.plot(1 - block["specificity"], block["sensitivity"], "o", color="#c62828",
+                        label=f"threshold {threshold:.2f}")  # fmt: skip
+            ax.set_xlabel("1 - specificity (false-positive rate)")
+            ax.set_ylabel("sensitivity (true-positive rate)")
+            ax.set_title("ROC curve")
+            ax.set_aspect("equal")
+            ax.legend(loc="lower right", fontsize=8)
+        elif panel == "confusion":
+            ax.imshow(conf, cmap="Blues", vmin=0)
+            for (i, j), v in np.ndenumerate(conf):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=14,
+                        color="white" if v > conf.max() / 2 else "black")  # fmt: skip
+            ax.set_xticks([0, 1], ["NORMAL", "PNEUMONIA"])
+            ax.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            ax.set_title(f"Confusion at threshold {block.get('threshold', threshold):.2f}")
+        else:
+            t = [p["threshold"] for p in points]
+            ax.plot(t, [p["sensitivity"] for p in points], color="#c62828", lw=2, label="sensitivity")
+            ax.plot(t, [p["specificity"] for p in points], color="#2e7d32", lw=2, label="specificity")
+            ax.axvline(threshold, color="#424242", ls="--", lw=1, label=f"default {threshold:.2f}")
+            ax.set_xlabel("threshold")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title("Operating points")
+            ax.legend(loc="lower center", fontsize=8)
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """PNG bytes of a figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -1,0 +1,103 @@
+"""The prediction CLI's contract: csv/json output, folders, errors, exit status, heatmaps."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumo.predict import main
+from tests.conftest import ROOT, synthetic_xray
+
+
+@pytest.fixture()
+def image_dir(tmp_path) -> Path:
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    Image.fromarray(synthetic_xray(seed=1)).save(d / "a.png")
+    Image.fromarray(synthetic_xray(seed=2, opacity=True)).save(d / "sub" / "b.jpeg")
+    Image.fromarray(synthetic_xray(seed=3)).save(d / "sub" / "a.png")  # same name, other folder
+    (d / "notes.txt").write_text("not picked up from a folder")
+    return d
+
+
+def _run(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_dir):
+    code, out = _run(capsys, "--model", str(tiny_model_path), str(image_dir))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert out.splitlines()[0] == "path,probability,label,error"
+    assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "a.png", "b.jpeg"]
+    for r in rows:
+        assert len(r["probability"].split(".")[1]) == 6
+        p = float(r["probability"])
+        assert 0.0 <= p <= 1.0
+        if abs(p - tiny_model.threshold) > 1e-6:  # the printed value is rounded; the label uses the exact one
+            assert r["label"] == ("PNEUMONIA" if p >= tiny_model.threshold else "NORMAL")
+        assert r["error"] == ""
+
+
+def test_unreadable_file_gives_error_row_and_exit_two(capsys, tiny_model_path, image_dir, tmp_path):
+    bad = tmp_path / "broken.jpeg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    code, out = _run(capsys, "--model", str(tiny_model_path), str(bad), str(image_dir / "a.png"))
+    assert code == 2
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [Path(r["path"]).name for r in rows] == ["broken.jpeg", "a.png"]
+    assert rows[0]["label"] == "ERROR" and rows[0]["probability"] == "" and rows[0]["error"]
+    assert rows[1]["label"] in ("NORMAL", "PNEUMONIA") and rows[1]["probability"]
+
+
+def test_json_format_and_heatmaps(capsys, tiny_model_path, image_dir, tmp_path):
+    hm = tmp_path / "heat"
+    code, out = _run(capsys, "--model", str(tiny_model_path), "--format", "json", "--heatmaps", str(hm), str(image_dir))
+    assert code == 0
+    rows = json.loads(out)
+    assert len(rows) == 3 and {"path", "probability", "label", "error"} <= set(rows[0])
+    pngs = sorted(hm.glob("*.png"))
+    assert len(pngs) == 3  # one per image, the two a.png do not overwrite each other
+    overlay = np.asarray(Image.open(pngs[0]))
+    assert overlay.ndim == 3 and overlay.shape[2] == 3
+    assert overlay.shape[:2] == synthetic_xray().shape  # at the original resolution
+
+
+def test_batching_gives_same_results(capsys, tiny_model_path, image_dir):
+    _, out1 = _run(capsys, "--model", str(tiny_model_path), "--batch-size", "1", str(image_dir))
+    _, out32 = _run(capsys, "--model", str(tiny_model_path), str(image_dir))
+    p1 = [float(r["probability"]) for r in csv.DictReader(io.StringIO(out1))]
+    p32 = [float(r["probability"]) for r in csv.DictReader(io.StringIO(out32))]
+    np.testing.assert_allclose(p1, p32, atol=2e-6)
+
+
+def test_usage_errors(tmp_path, tiny_model_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(tiny_model_path), str(tmp_path)])  # empty folder
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "missing.keras"), str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_cli_subprocess_exit_code(tmp_path, tiny_model_path):
+    """As a user runs it: python -m pneumo.predict, csv on stdout, status 2 for a missing file."""
+    img = tmp_path / "x.png"
+    Image.fromarray(synthetic_xray()).save(img)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "pneumo.predict", "--model", str(tiny_model_path), str(img), str(tmp_path / "no.png")]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "path,probability,label,error" and len(lines) == 3
+    assert lines[2].endswith("ERROR,File not found.")

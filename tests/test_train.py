@@ -1,0 +1,71 @@
+"""A real training run with the smoke preset on a synthetic folder (a few seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, synthetic_xray
+
+
+def _synthetic_dataset(root: Path, n: int = 8) -> None:
+    """The public layout with a few synthetic images per class, several per patient, full-res and odd sizes."""
+    for split, count in (("train", n), ("val", 2), ("test", 3)):
+        for label, cls in enumerate(("NORMAL", "PNEUMONIA")):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(count):
+                img = synthetic_xray(width=200 + 7 * i, height=180, seed=100 * label + i, opacity=bool(label))
+                name = f"person{i // 2}_bacteria_{i}.jpeg" if label else f"IM-{i // 2:04d}-000{i % 2}.jpeg"
+                Image.fromarray(img).convert("RGB").save(d / name)
+
+
+@pytest.mark.slow
+def test_training_smoke_run_writes_loadable_model(tmp_path):
+    data_dir, out = tmp_path / "data", tmp_path / "out"
+    _synthetic_dataset(data_dir)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "pneumo.train", "--data", str(data_dir), "--out", str(out), "--preset", "smoke"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "validation AUC" in res.stderr
+
+    meta = json.loads((out / "pneumo_cnn.json").read_text())
+    for key in ("input_size", "class_names", "gradcam_layer", "threshold", "threshold_rule", "parameters",
+                "metrics", "operating_points", "roc", "training", "versions", "created"):
+        assert key in meta, key
+    val = meta["metrics"]["validation"]
+    for key in ("auc", "accuracy", "sensitivity", "specificity", "ece", "confusion"):
+        assert key in val
+    # the official val and the test split are evaluated and recorded, with their sizes
+    assert meta["metrics"]["official_val"]["n"] == 4
+    assert meta["metrics"]["test"]["n"] == 6
+    assert len(meta["training"]["data"]["fingerprint_sha256"]) == 64
+    assert meta["training"]["command"].startswith("python -m pneumo.train")
+    assert (out / "pneumo_cnn_training.png").stat().st_size > 1000
+
+    from pneumo.inference import predict_proba
+    from pneumo.model import load_model
+    from pneumo.preprocess import preprocess
+
+    loaded = load_model(out / "pneumo_cnn.keras")
+    assert loaded.model.count_params() == meta["parameters"]
+    assert loaded.image_size == 32
+    p = predict_proba(loaded.model, preprocess(synthetic_xray(), 32))
+    assert p.shape == (1,) and 0.0 <= p[0] <= 1.0 and np.isfinite(p[0])
+
+
+def test_cli_settings_override():
+    from pneumo.train import parse_args
+
+    args, s = parse_args(["--data", "x", "--preset", "smoke", "--epochs", "3", "--learning-rate", "0.01"])
+    assert s.epochs == 3 and s.learning_rate == 0.01 and s.image_size == 32
+    _, full = parse_args(["--data", "x"])
+    assert full.image_size == 224 and full.max_per_class == 0
