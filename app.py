@@ -8,14 +8,21 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the server log
 
 import streamlit as st  # noqa: E402
+from starlette.formparsers import MultiPartParser  # noqa: E402
 
-st.set_page_config(page_title="pneumo: chest X-ray demo", page_icon="🫁", layout="wide")
+from pneumo import config  # noqa: E402
+
+# Streamlit's upload route parses uploads with Starlette, which spools any file over 1 MB to a temporary file on disk.
+# Keep every accepted upload (at most maxUploadSize) in memory instead: uploads are never written to disk.
+MultiPartParser.spool_max_size = (config.APP_MAX_UPLOAD_MB + 1) * 1024 * 1024
+
+st.set_page_config(page_title="pneumo: chest X-ray demo", page_icon=":material/pulmonology:", layout="wide")
 
 pages = [
-    st.Page("app_pages/analyze.py", title="Analyze", icon="🔍", url_path="analyze", default=True),
-    st.Page("app_pages/stages.py", title="Four stages", icon="🗓️", url_path="stages"),
-    st.Page("app_pages/model_card.py", title="Model card", icon="📋", url_path="model-card"),
-    st.Page("app_pages/about.py", title="About", icon="ℹ️", url_path="about"),
+    st.Page("app_pages/analyze.py", title="Analyze", icon=":material/search:", url_path="analyze", default=True),
+    st.Page("app_pages/stages.py", title="Four stages", icon=":material/timeline:", url_path="stages"),
+    st.Page("app_pages/model_card.py", title="Model card", icon=":material/description:", url_path="model-card"),
+    st.Page("app_pages/about.py", title="About", icon=":material/info:", url_path="about"),
 ]
 page = st.navigation(pages)
 st.sidebar.caption("Research demo, not a medical device.")

@@ -17,6 +17,7 @@ from pneumo.report import build_report
 
 # Longest side of the images sent to the browser (the full-resolution overlay is a download).
 DISPLAY_SIDE = 1200
+ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
 
 st.title("Analyze a chest X-ray")
@@ -90,19 +91,23 @@ if source == "Upload X-rays":
     )
     items = [(f.name, f.getvalue()) for f in files or []]
     if not items:
-        st.info("Upload one or more frontal chest radiographs, or choose **Try a sample image** above.", icon="📤")
+        st.info(
+            "Upload one or more frontal chest radiographs, or choose **Try a sample image** above.",
+            icon=":material/upload_file:",
+        )
 else:
     samples = an.list_samples()
     if not samples:
         st.error("No sample images found in assets/samples.")
     else:
+        by_file = {s.file: s for s in samples}
         choice = st.selectbox(
             "Sample image (from Kermany et al. 2018, CC BY 4.0)",
-            [*samples, None],
-            format_func=lambda s: "All samples (results table)" if s is None else s.title,
+            [*by_file, ALL_SAMPLES],
+            format_func=lambda f: "All samples (results table)" if f == ALL_SAMPLES else by_file[f].title,
             key="sample",
         )
-        chosen = samples if choice is None else [choice]
+        chosen = samples if choice == ALL_SAMPLES else [by_file[choice]]
         items = [(s.file, s.path.read_bytes()) for s in chosen]
         st.caption(
             "Pediatric chest radiographs from Guangzhou Women and Children's Medical Center, published by Kermany, "
@@ -121,19 +126,19 @@ with st.spinner("Analysing…"):
 def show_detail(res: an.Analysis) -> None:
     """Result, Grad-CAM, facts and report downloads for one analysed file."""
     if res.error:
-        st.error(f"**{res.name}** could not be read: {res.error}", icon="🚫")
+        st.error(f"**{res.name}** could not be read: {res.error}", icon=":material/error:")
         return
     for w in res.warnings:
-        st.warning(w, icon="🔎")
+        st.warning(w, icon=":material/help:")
     if res.refusal:
-        st.error(res.refusal, icon="⛔")
+        st.error(res.refusal, icon=":material/block:")
         st.image(_display(res.pixels), caption=res.name, width=420)
         _facts(res)
         return
     if res.doubtful:
         st.error(
             "This does not look like a chest radiograph, so the model's output would be meaningless and is not shown.",
-            icon="⛔",
+            icon=":material/block:",
         )
         if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
             st.image(_display(res.pixels), caption=res.name, width=420)
@@ -171,18 +176,18 @@ def show_detail(res: an.Analysis) -> None:
     _facts(res)
 
     stem = res.name.rsplit(".", 1)[0] or "image"
-    d1, d2, d3, _ = st.columns([1, 1, 1.3, 1.7])
     meta = loaded.metadata
 
     def _report(fmt: str, r=res, t=threshold, c=cls, a=alpha):
         return lambda: build_report(r, t, meta, target_class=c, alpha=a, fmt=fmt)
 
-    d1.download_button("Report (PDF)", _report("pdf"), f"{stem}_pneumo_report.pdf", "application/pdf",
-                       on_click="ignore", icon="📄", key="dl_pdf")  # fmt: skip
-    d2.download_button("Report (PNG)", _report("png"), f"{stem}_pneumo_report.png", "image/png",
-                       on_click="ignore", icon="🖼️", key="dl_png")  # fmt: skip
-    d3.download_button("Overlay, full resolution", lambda o=overlay: _png(o), f"{stem}_gradcam.png", "image/png",
-                       on_click="ignore", icon="🔥", key="dl_overlay")  # fmt: skip
+    with st.container(horizontal=True):
+        st.download_button("Report (PDF)", _report("pdf"), f"{stem}_pneumo_report.pdf", "application/pdf",
+                           on_click="ignore", icon=":material/picture_as_pdf:", key="dl_pdf")  # fmt: skip
+        st.download_button("Report (PNG)", _report("png"), f"{stem}_pneumo_report.png", "image/png",
+                           on_click="ignore", icon=":material/image:", key="dl_png")  # fmt: skip
+        st.download_button("Overlay, full resolution", lambda o=overlay: _png(o), f"{stem}_gradcam.png", "image/png",
+                           on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
 
 
 def _facts(res: an.Analysis) -> None:
@@ -226,7 +231,7 @@ if len(results) > 1:
     )
     st.download_button(
         "Download the table (CSV)", an.rows_to_csv(rows, threshold), "pneumo_results.csv", "text/csv",
-        on_click="ignore", icon="⬇️",
+        on_click="ignore", icon=":material/download:",
     )  # fmt: skip
     index = st.selectbox("Show the detail of", range(len(results)), format_func=lambda i: results[i].name, key="detail")
     st.divider()

@@ -56,4 +56,4 @@ def analyze(data: bytes, name: str, loaded: LoadedModel) -> Analysis:
 
 def show_disclaimer() -> None:
     """The medical disclaimer, shown on the Analyze and About pages."""
-    st.warning(DISCLAIMER, icon="⚠️")
+    st.warning(DISCLAIMER, icon=":material/warning:")

@@ -23,15 +23,21 @@ def _evaluation_png(meta_json: str, split: str) -> bytes | None:
 
 
 st.title("Model card")
-st.caption(f"Everything on this page is read from the model's metadata, `{loaded.path.with_suffix('.json').name}`.")
+st.caption(
+    f"Model **{meta.get('name', loaded.path.stem)}**, trained {str(meta.get('created', 'unknown'))[:10]}. Everything "
+    f"on this page is read from its metadata file, `{loaded.path.with_suffix('.json').name}`."
+)
+val = (meta.get("metrics") or {}).get("validation", {})
 c = st.columns(5)
-c[0].metric("Model", str(meta.get("name", loaded.path.stem)))
-c[1].metric("Trained", str(meta.get("created", "unknown"))[:10])
-c[2].metric("Parameters", f"{int(meta.get('parameters', loaded.model.count_params())):,}")
-c[3].metric("Input", f"{loaded.image_size} × {loaded.image_size} px")
-c[4].metric("Threshold", f"{loaded.threshold:.2f}")
+c[0].metric("Parameters", f"{int(meta.get('parameters', loaded.model.count_params())):,}")
+c[1].metric("Input", f"{loaded.image_size} × {loaded.image_size} px")
+c[2].metric("Threshold", f"{loaded.threshold:.2f}")
+if "auc" in val:
+    c[3].metric("Validation AUC", f"{val['auc']:.3f}")
+if "sensitivity" in val and "specificity" in val:
+    c[4].metric("Validation sens. / spec.", f"{val['sensitivity']:.0%} / {val['specificity']:.0%}")
 
-st.header("Intended use")
+st.subheader("Intended use")
 st.markdown(
     """
 - **For:** teaching and research: showing how a small CNN separates normal from pneumonia on pediatric chest
@@ -41,7 +47,7 @@ st.markdown(
 """
 )
 
-st.header("Training data")
+st.subheader("Training data")
 st.markdown(
     f"""
 - **Data set:** {
@@ -60,7 +66,7 @@ st.markdown(
 """
 )
 
-st.header("Architecture")
+st.subheader("Architecture")
 widths = settings.get("widths")
 st.markdown(
     f"""
@@ -78,7 +84,7 @@ with st.expander("Layer by layer"):
     loaded.model.summary(print_fn=lambda s, **_: lines.append(s), line_length=100)
     st.code("\n".join(lines), language=None)
 
-st.header("Measured performance")
+st.subheader("Measured performance")
 rows = modelcard.metric_rows(meta)
 if rows:
     st.dataframe(rows, hide_index=True)
@@ -99,7 +105,7 @@ for tab, split in zip(tabs, splits, strict=True):
         else:
             st.caption("No curves stored for this split.")
 
-st.header("Threshold rule")
+st.subheader("Threshold rule")
 st.markdown(meta.get("threshold_rule", "Not recorded."))
 st.markdown(
     f"The stored threshold is **{loaded.threshold:.2f}**: probability ≥ threshold → PNEUMONIA. The Analyze page lets "
@@ -108,10 +114,10 @@ st.markdown(
 
 plot = loaded.path.parent / str((meta.get("files") or {}).get("plot", loaded.path.stem + "_training.png"))
 if plot.is_file():
-    st.header("Training curves")
+    st.subheader("Training curves")
     st.image(str(plot), width="stretch")
 
-st.header("Known limitations")
+st.subheader("Known limitations")
 st.markdown(
     """
 - **Pediatric, single centre.** All images are of children aged 1-5 from one hospital; performance on adults or on
@@ -125,7 +131,7 @@ st.markdown(
 """
 )
 
-st.header("How to retrain")
+st.subheader("How to retrain")
 st.markdown("This model was trained with:")
 st.code(training.get("command", "python -m pneumo.train --data <chest_xray folder> --out models/"), language="bash")
 st.markdown(

@@ -13,7 +13,7 @@ def _timeline() -> bytes:
 
 
 st.title("The four stages of pneumonia")
-st.info(stages.NOT_STAGED, icon="ℹ️")
+st.info(stages.NOT_STAGED, icon=":material/info:")
 st.markdown(
     "Classic **lobar pneumonia** passes through four overlapping stages, named after what a pathologist sees in the "
     "lung. The timeline shows the typical course without treatment and what a chest X-ray usually shows along the way."

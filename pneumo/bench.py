@@ -7,11 +7,13 @@ Examples:
     python -m pneumo.bench --model other.keras   # any pneumo model with its .json metadata
 
 Timed items (after warm-up; median and p95 over the repetitions):
-    decode_ms           load_image + preprocess of one full-resolution JPEG (~1500x1200, ~0.5 MB)
+    decode_ms           load_image + preprocess of one full-resolution JPEG (1500x1200, ~0.3 MB, made from the
+                        largest committed sample, or synthetic on a clone without assets)
     predict_ms          P(pneumonia) of one preprocessed image (batch 1) with pneumo.inference.predict_proba
     explain_ms          the app's per-image path from decoded pixels: preprocess, probability + Grad-CAM
                         (one forward/backward pass), heatmap, overlay at the image's original resolution
     batch_images_per_s  the prediction CLI path for 32 JPEGs: decode, preprocess, one batch of 32, labels
+                        (pneumo.predict.run without loading the model; quick mode uses 8)
 References (random weights, built here, nothing downloaded), timed the same way in the same process:
     densenet121_224     keras.applications.DenseNet121 (CheXNet / torchxrayvision architecture), 224x224, gray
                         repeated to 3 channels, ImageNet normalisation inside the model, GAP + one logit; Grad-CAM on
@@ -56,6 +58,7 @@ class Plan:
     warmup: int  # untimed calls before timing (tf.function tracing, allocator and cache warm-up)
     reps: int  # timed repetitions of each single-image item
     batch_reps: int  # timed batches of `batch_size` JPEGs through the CLI path
+    batch_warmup: int  # untimed batches first (the forward pass is already traced by the predict_ms warm-up)
     import_reps: int  # fresh processes timing the package import (median reported)
     train_images: int  # synthetic images of the --training epoch
     batch_size: int = 32  # the prediction CLI's default batch size
@@ -66,8 +69,8 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan(warmup=5, reps=40, batch_reps=5, import_reps=3, train_images=512),
-    "quick": Plan(warmup=1, reps=3, batch_reps=1, import_reps=1, train_images=64),
+    "full": Plan(warmup=5, reps=40, batch_reps=5, batch_warmup=1, import_reps=3, train_images=512),
+    "quick": Plan(warmup=1, reps=3, batch_reps=1, batch_warmup=0, import_reps=1, train_images=64, batch_size=8),
 }
 
 
@@ -172,7 +175,7 @@ class Candidate:
     threshold: float
     gradcam_layer: str
     description: str
-    file_mb: float
+    file_mb: float | None = None  # None: measured by saving the model to a temporary file
 
 
 def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -190,7 +193,8 @@ def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarra
             target = tf.add_n([tf.reduce_sum(s) for s in scores])  # members and images are independent
         grads = tape.gradient(target, fmaps)  # [(B, h, w, K)]
         signed = [
-            tf.reduce_sum(tf.reduce_mean(g, axis=(1, 2), keepdims=True) * f, axis=-1) for g, f in zip(grads, fmaps)
+            tf.reduce_sum(tf.reduce_mean(g, axis=(1, 2), keepdims=True) * f, axis=-1)
+            for g, f in zip(grads, fmaps, strict=True)
         ]  # [(B, h, w)]
         prob = tf.add_n([tf.sigmoid(s[:, 0]) for s in scores]) / len(scores)  # (B,)
         return prob, tf.add_n(signed) / len(signed)
@@ -233,7 +237,6 @@ def build_densenet121(size: int = 224) -> Candidate:
         threshold=0.5,
         gradcam_layer="relu (7x7x1024, after the last dense block)",
         description="keras.applications.DenseNet121(weights=None) + GAP + 1 logit, gray repeated to RGB",
-        file_mb=_file_mb(model),
     )
 
 
@@ -275,7 +278,6 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
         gradcam_layer="each member's last conv (8x8x128), averaged",
         description="5 x notebook CNN (BN, conv32 3x3, pool, dropout, conv32 5x5, pool, conv64 5x5, pool, "
         "conv128 5x5, pool, dense 256, dense 2 softmax), one fused graph",
-        file_mb=_file_mb(model),
     )
 
 
@@ -351,12 +353,12 @@ def measure(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
         "predict_ms": time_ms(lambda: predict_proba(cand.model, x1), plan.reps, plan.warmup),
         "explain_ms": time_ms(lambda: explain_one(cand, pixels), plan.reps, plan.warmup),
     }
-    batch = time_ms(lambda: predict_files(cand, blobs, plan.batch_size), plan.batch_reps, 1)
+    batch = time_ms(lambda: predict_files(cand, blobs, plan.batch_size), plan.batch_reps, plan.batch_warmup)
     out["batch_ms"] = batch
     out["batch_images_per_s"] = round(plan.batch_size / (batch["median"] / 1000.0), 2)
     out.update(
         model_params=int(cand.model.count_params()),
-        model_file_mb=cand.file_mb,
+        model_file_mb=cand.file_mb if cand.file_mb is not None else _file_mb(cand.model),
         input_size=cand.size,
         gradcam_layer=cand.gradcam_layer,
         description=cand.description,
@@ -366,29 +368,35 @@ def measure(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # fresh-process measurements: import time and peak memory
-def _probe(name: str, model_path: Path) -> dict[str, float]:
-    """Run in a fresh process: import time of the package, then peak RSS of one explain and one batch of 32."""
-    t0 = time.perf_counter()
-    import pneumo.gradcam  # noqa: F401
-    import pneumo.inference  # noqa: F401
+# run by `python -c` in a fresh process: the import is timed before anything else is imported
+_PROBE_CODE = """import sys, time
+t0 = time.perf_counter()
+import pneumo.inference, pneumo.gradcam
+import_s = time.perf_counter() - t0
+from pneumo import bench
+bench.probe(sys.argv[1], sys.argv[2], import_s)
+"""
 
-    import_s = time.perf_counter() - t0
-    cand = load_pneumo(model_path)[0] if name == "pneumo" else build_reference(name)
-    jpeg = fullres_jpeg(PLANS["quick"].fullres)
+
+def probe(name: str, model_path: str, import_s: float) -> None:
+    """In a fresh process: one explain and one batch of 32, then print import time and peak RSS as JSON."""
     from pneumo.io import load_image
 
+    cand = load_pneumo(Path(model_path))[0] if name == "pneumo" else build_reference(name)
+    plan = PLANS["full"]  # peak memory at the CLI's real batch size, in every mode
+    jpeg = fullres_jpeg(plan.fullres)
     explain_one(cand, load_image(jpeg).pixels)
-    predict_files(cand, [jpeg] * PLANS["quick"].batch_size, PLANS["quick"].batch_size)
-    return {"import_s": round(import_s, 3), "peak_rss_mb": peak_rss_mb()}
+    predict_files(cand, [jpeg] * plan.batch_size, plan.batch_size)
+    print(json.dumps({"import_s": round(import_s, 3), "peak_rss_mb": peak_rss_mb()}))
 
 
 def run_probe(name: str, model_path: Path) -> dict[str, float]:
-    """:func:`_probe` in a fresh Python process (so that nothing measured before counts)."""
+    """:func:`probe` in a fresh Python process, so that nothing measured before counts."""
     from pneumo import config
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.ROOT_DIR), env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "pneumo.bench", "--probe", name, "--model", str(model_path)]
+    cmd = [sys.executable, "-c", _PROBE_CODE, name, str(model_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"probe {name} failed:\n{res.stderr[-2000:]}")
@@ -458,7 +466,8 @@ def bench_training(loaded, plan: Plan) -> dict[str, Any]:
 
     log.info("timing training: 2 epochs of %d synthetic %dx%d images", n, size, size)
     timer = EpochTimer()
-    model.fit(ds, epochs=2, class_weight=class_weight, callbacks=[timer], verbose=0)
+    # shuffle=False only silences Keras' warning: the tf.data pipeline shuffles, as in pneumo.train
+    model.fit(ds, epochs=2, class_weight=class_weight, callbacks=[timer], verbose=0, shuffle=False)
     first_s, epoch_s = timer.times
     n_vb = min(n, 256)
     model.evaluate(x[:n_vb], y[:n_vb], batch_size=32, verbose=0)  # traces the test step
@@ -531,20 +540,7 @@ def run_benchmark(model_path: Path, quick: bool = False, training: bool = False)
         result[name] = ref
         keras.backend.clear_session()
 
-    result["ratios"] = {
-        name: {
-            item: round(
-                (pn[item]["median"] if isinstance(pn[item], dict) else pn[item])
-                / (result[name][item]["median"] if isinstance(result[name][item], dict) else result[name][item]),
-                4,
-            )
-            for item in (*TIMED_ITEMS, "model_params", "model_file_mb")
-        }
-        for name in REFERENCES
-    }
-    for name in REFERENCES:
-        if result[name]["peak_rss_mb"]:
-            result["ratios"][name]["peak_rss_mb"] = round(pn["peak_rss_mb"] / result[name]["peak_rss_mb"], 4)
+    result["ratios"] = {name: ratios(pn, result[name]) for name in REFERENCES}
     result["targets"] = {
         "explain_ms_median_le_150": pn["explain_ms"]["median"] <= 150.0,
         "predict_ms_below_seed_ensemble": pn["predict_ms"]["median"]
@@ -555,6 +551,18 @@ def run_benchmark(model_path: Path, quick: bool = False, training: bool = False)
     if training:
         result["training"] = bench_training(loaded, plan)
     return result
+
+
+def ratios(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
+    """pneumo / reference for each timed item (medians) and each size; 5 significant digits."""
+    out = {}
+    for item in (*TIMED_ITEMS, "model_params", "model_file_mb", "peak_rss_mb"):
+        a, b = mine.get(item), theirs.get(item)
+        if isinstance(a, dict):
+            a, b = a["median"], b["median"]
+        if a is not None and b:
+            out[item] = float(f"{a / b:.5g}")
+    return out
 
 
 def _fmt_stat(v: Any) -> str:
@@ -594,9 +602,14 @@ def format_table(r: dict[str, Any]) -> str:
     for item in items:
         row = f"{item:<26}" + "".join(f"{_fmt_stat(r[c].get(item)):>20}" for c in cols)
         ratios = [r["ratios"][c].get(item) for c in REFERENCES]
-        row += "".join(f"{'' if q is None else f'{q:.3f}':>18}" for q in ratios)
+        row += "".join(f"{'' if q is None else f'{q:.3g}':>18}" for q in ratios)
         lines.append(row)
-    lines += ["", "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in r["targets"].items())]
+    lines += [
+        "ratios are pneumo / reference of the medians: below 1 is faster or smaller, except batch_images_per_s "
+        "where above 1 is faster",
+        "",
+        "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in r["targets"].items()),
+    ]
     if "training" in r:
         t = r["training"]
         lines += [
@@ -619,16 +632,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--training", action="store_true", help="also time training epochs and extrapolate")
     p.add_argument("--model", type=Path, default=config.DEFAULT_MODEL_PATH, help="a .keras model with its .json")
-    p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one fresh-process measurement
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if not args.model.exists():
         p.error(f"model not found: {args.model} (train one with `python -m pneumo.train` or pass --model)")
-    if args.probe:
-        print(json.dumps(_probe(args.probe, args.model)))
-        return 0
     result = run_benchmark(args.model, quick=args.quick, training=args.training)
-    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_table(result))
     return 0
 
 

@@ -68,15 +68,24 @@ class LoadedImage:
         return w, h
 
 
+def _work_dtype(arr: np.ndarray) -> type:
+    """float32 for data of up to 16 bits (exact, half the memory of float64); float64 for wider data."""
+    return np.float32 if arr.dtype.itemsize <= 2 or arr.dtype == np.float32 else np.float64
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """Min-max scale any numeric (H, W) array to uint8; a constant image becomes all zeros."""
-    arr = np.asarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(arr.min()), float(arr.max())
+    arr = np.asarray(arr)
+    work = arr.astype(_work_dtype(arr), copy=True)  # (H, W) float, scaled in place below
+    if not np.all(np.isfinite(work)):
+        np.nan_to_num(work, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(work.min()), float(work.max())
     if hi - lo < 1e-12:
         return np.zeros(arr.shape, dtype=np.uint8)
-    return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    work -= lo
+    work *= 255.0 / (hi - lo)
+    np.rint(work, out=work)
+    return work.astype(np.uint8)
 
 
 def _check_size(width: int, height: int) -> None:
@@ -143,7 +152,8 @@ def _window(arr: np.ndarray, ds: Any) -> np.ndarray | None:
     """Apply the first VOI window (WindowCenter/Width, PS3.3 C.11.2.1.2) to float (H, W); returns 0..255 or None.
 
     Implemented here rather than via ``pydicom.pixels.apply_windowing`` because that returns the window in the
-    stored-value range (which depends on BitsStored and rescale tags), and we need the display range 0..255.
+    stored-value range (which depends on BitsStored and rescale tags), and we need the display range 0..255; the
+    result equals theirs rescaled (tests/test_io.py checks this). Works in the dtype of ``arr``, in place.
     """
     centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
     if centers is None or widths is None:
@@ -155,23 +165,53 @@ def _window(arr: np.ndarray, ds: Any) -> np.ndarray | None:
     if func == "SIGMOID":
         if width <= 0:
             return None
-        return 255.0 / (1.0 + np.exp(np.clip(-4.0 * (arr - center) / width, -500, 500)))
+        out = arr - center  # (H, W)
+        out *= -4.0 / width
+        np.clip(out, -80.0, 80.0, out=out)
+        np.exp(out, out=out)
+        out += 1.0
+        return np.divide(255.0, out, out=out)
     if func == "LINEAR_EXACT":
         if width <= 0:
             return None
-        return np.clip(((arr - center) / width + 0.5) * 255.0, 0.0, 255.0)
-    if width < 1:  # LINEAR (the default)
+        low, span = center - width / 2.0, width
+    elif func == "LINEAR":
+        if width < 1:
+            return None
+        low, span = (center - 0.5) - (width - 1.0) / 2.0, max(width - 1.0, 1e-9)
+    else:
         return None
-    return np.clip(((arr - (center - 0.5)) / max(width - 1.0, 1e-9) + 0.5) * 255.0, 0.0, 255.0)
+    out = arr - low  # (H, W): ((x - c) / w + 0.5) * 255 == (x - (c - w / 2)) * 255 / w
+    out *= 255.0 / span
+    return np.clip(out, 0.0, 255.0, out=out)
+
+
+def _modality(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """Stored values -> modality values (H, W). A linear rescale is done here in float32 (pydicom's
+    ``apply_modality_lut`` makes float64 copies: +300 MB on a large detector); LUT sequences go to pydicom."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "ModalityLUTSequence" in ds or "VOILUTSequence" in ds:
+        return np.asarray(apply_modality_lut(arr, ds))  # integer stays integer: a VOI LUT needs integer indices
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise ValueError("non-finite rescale")
+    out = arr.astype(_work_dtype(arr), copy=True)  # (H, W)
+    if slope != 1.0:
+        out *= slope
+    if intercept != 0.0:
+        out += intercept
+    return out
 
 
 def _mono_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
     """Stored values (H, W) -> displayed uint8 (H, W): modality LUT, then VOI LUT or window, else min-max."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_voi_lut
 
     raw = arr
     try:
-        arr = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+        arr = _modality(arr, ds)
     except Exception:  # noqa: BLE001 - a malformed rescale/LUT: show the stored values, min-max scaled
         log.info("DICOM modality LUT could not be applied; using stored values")
         return _to_uint8(raw)
@@ -179,21 +219,24 @@ def _mono_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
     try:
         if "VOILUTSequence" in ds:
             bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-            out = np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), dtype=np.float64)
+            out = np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), dtype=np.float32)
             top = float(2 ** min(max(bits, 1), 16) - 1)
             shown = out * (255.0 / top) if out.min() >= 0 and out.max() <= top else None
         else:
-            shown = _window(arr, ds)
+            shown = _window(arr if arr.dtype.kind == "f" else arr.astype(np.float32), ds)
     except Exception:  # noqa: BLE001 - a malformed VOI LUT or window: fall back to min-max
         log.info("DICOM VOI LUT/window could not be applied; using min-max scaling")
         shown = None
-    if shown is not None and float(shown.std()) < 0.5 <= float(arr.std()):
+    step = max(1, int(np.sqrt(arr.size / 250_000)))  # uniformity is judged on a strided sample of ~250k pixels
+    if shown is not None and float(shown[::step, ::step].std()) < 0.5 <= float(arr[::step, ::step].std()):
         # A window that paints the whole image one shade is a header error, not a picture: fall back to min-max.
         log.info("DICOM window leaves a uniform image; using min-max scaling")
         shown = None
     if shown is None:
         return _to_uint8(arr)
-    return np.round(np.nan_to_num(shown, nan=0.0)).clip(0, 255).astype(np.uint8)
+    np.nan_to_num(shown, copy=False, nan=0.0)
+    np.rint(shown, out=shown)
+    return shown.astype(np.uint8)
 
 
 def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
@@ -252,12 +295,14 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             from pydicom.pixels import apply_color_lut
 
             arr = apply_color_lut(arr, ds)  # (H, W, 3)
-        if arr.ndim == 3:  # colour (RGB after as_rgb; YBR only if the decoder left it): luma, min-max scaled
+        if arr.ndim == 3:  # colour (RGB after as_rgb; YBR only if the decoder left it): luma
             if photometric.startswith("YBR"):
                 from pydicom.pixels import convert_color_space
 
                 arr = convert_color_space(arr, photometric, "RGB")
-            pixels = _to_uint8(arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+            luma = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # (H, W)
+            # 8-bit colour is converted like PIL's RGB -> L (no stretching); wider colour is min-max scaled.
+            pixels = np.rint(luma).clip(0, 255).astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(luma)
         else:
             pixels = _mono_to_uint8(arr, ds)
     except Exception as exc:  # noqa: BLE001 - a damaged palette or colour header
@@ -320,6 +365,7 @@ def _colourfulness(rgb: np.ndarray) -> float:
 def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
     """Decode a PIL-readable raster to uint8 grayscale, returning (pixels, info, colourfulness)."""
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL warns about corrupt EXIF etc.; we either decode or raise
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             im = Image.open(io.BytesIO(data))

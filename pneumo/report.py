@@ -46,9 +46,9 @@ def report_lines(
         raise ValueError("a report needs an analysed image with a probability")
     p = result.probability
     default_t = float(metadata.get("threshold", config.DEFAULT_THRESHOLD))
-    which = (
-        "the model's default" if abs(threshold - default_t) < 1e-9 else f"chosen by the user; default {default_t:.2f}"
-    )
+    which = "the model's default"
+    if abs(threshold - default_t) > 1e-9:
+        which = f"chosen by the user; the model's default is {default_t:.2f}"
     lines = [
         f"File: {result.name}",
         f"Result: {label_for(p, threshold)} at threshold {threshold:.2f} ({which}).",

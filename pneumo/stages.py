@@ -127,28 +127,32 @@ SOURCES: tuple[str, ...] = (
 
 
 def timeline_figure() -> Figure:
-    """A timeline of the four stages (days from onset) with what the radiograph typically shows below it."""
-    fig = Figure(figsize=(10, 2.9), layout="constrained")
+    """A timeline of the four stages with what the radiograph typically shows below it.
+
+    Each stage gets the same width (the stages last from about a day to weeks, so a linear day axis would hide the
+    short ones); the tick labels give the typical day at each boundary.
+    """
+    fig = Figure(figsize=(10, 2.6), layout="constrained")
     ax = fig.add_subplot()
     xray = (
-        ("often normal\nor faint haze", 0, 2),
-        ("dense lobar consolidation,\nair bronchograms", 2, 8),
-        ("opacity fades over weeks;\nlags behind recovery", 8, 21),
+        ("often normal,\nor a faint haze", 0, 1),
+        ("dense consolidation of a lobe or segment,\nair bronchograms (same look in both stages)", 1, 3),
+        ("opacity fades over weeks,\nlagging behind recovery", 3, 4),
     )
-    for s in STAGES:
-        ax.barh(1, s.end_day - s.start_day, left=s.start_day, height=0.62, color=s.colour, edgecolor="white", lw=2)
+    for k, s in enumerate(STAGES):
+        ax.barh(1, 1, left=k, height=0.7, color=s.colour, edgecolor="white", lw=3)
         dark = s.colour in ("#c62828", "#8e8e8e", "#7cb342")
-        ax.text((s.start_day + s.end_day) / 2, 1, s.name.replace(" ", "\n", 1) if s.end_day - s.start_day < 3
-                else s.name, ha="center", va="center", fontsize=10, weight="bold",
+        ax.text(k + 0.5, 1, s.name, ha="center", va="center", fontsize=11, weight="bold",
                 color="white" if dark else "#222222")  # fmt: skip
     for text, a, b in xray:
-        ax.barh(0, b - a, left=a, height=0.62, color="#eceff1", edgecolor="white", lw=2)
-        ax.text((a + b) / 2, 0, text, ha="center", va="center", fontsize=8.5, color="#263238")
-    ax.annotate("", xy=(22.5, 1), xytext=(21, 1), arrowprops={"arrowstyle": "->", "color": "#7cb342", "lw": 2})
+        ax.barh(0, b - a, left=a, height=0.7, color="#eceff1", edgecolor="white", lw=3)
+        ax.text((a + b) / 2, 0, text, ha="center", va="center", fontsize=9, color="#263238")
+    ticks = [s.start_day for s in STAGES] + [STAGES[-1].end_day]
+    labels = ["onset"] + [f"day {d:g}" for d in ticks[1:-1]] + ["weeks later"]
+    ax.set_xticks(range(len(ticks)), labels, fontsize=9)
     ax.set_yticks([0, 1], ["Chest X-ray", "Lung"], fontsize=10)
-    ax.set_xticks([0, 1, 2, 4, 8, 14, 21], ["onset", "1", "2", "4", "8", "14", "21"])
-    ax.set_xlabel("days after onset (typical untreated course; stages overlap)", fontsize=9)
-    ax.set_xlim(0, 23)
+    ax.set_xlabel("typical course without treatment (stages overlap; not to scale)", fontsize=9, color="#52606d")
+    ax.set_xlim(-0.02, len(STAGES) + 0.02)
     ax.set_ylim(-0.5, 1.5)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)

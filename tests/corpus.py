@@ -24,6 +24,7 @@ BASE_SAMPLE = ROOT / "assets" / "samples" / "normal_NORMAL2-IM-0640-0001.jpeg"
 BASE_SIZE = (288, 240)
 # Transfer syntaxes whose decoders pydicom 3 only has through optional plugins (pylibjpeg, pyjpegls, gdcm).
 PLUGIN_ONLY_SYNTAXES = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.70")
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # JPEG 2000 (lossless only): pydicom decodes it through Pillow
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,25 @@ def valid_cases() -> list[Case]:
             lossy=True,
         ),
     ]
+    if j2k_available():  # a compressed DICOM that does decode here (pydicom's Pillow plugin)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG2000", irreversible=False, no_jp2=True)  # lossless J2K codestream
+        cases.append(
+            Case(
+                "dicom_j2k_lossless.dcm",
+                _dicom_encapsulated(J2K_LOSSLESS, buf.getvalue(), g.shape, "MONOCHROME2"),
+                expected=g,
+            )
+        )
     return cases
+
+
+def j2k_available() -> bool:
+    """Whether Pillow can write and pydicom can read JPEG 2000 in this environment."""
+    from PIL import features
+    from pydicom.pixels import get_decoder
+
+    return bool(features.check("jpg_2000")) and get_decoder(J2K_LOSSLESS).is_available
 
 
 def all_cases() -> list[Case]:

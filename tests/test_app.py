@@ -1,0 +1,306 @@
+"""AppTest checks of every page of the Streamlit app, run against the tiny fixture model (via $PNEUMO_MODEL)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, synthetic_xray
+
+streamlit_testing = pytest.importorskip("streamlit.testing.v1")
+AppTest = streamlit_testing.AppTest
+
+APP = str(ROOT / "app.py")
+TIMEOUT = 120  # the first run imports TensorFlow and loads the model
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dicom_bytes(modality: str = "DX", width: int = 300, height: int = 260, seed: int = 0) -> bytes:
+    """A small DICOM with patient fields that the app must never show."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.PatientName = "Doe^Jane"
+    ds.PatientID = "SECRET-4711"
+    ds.PatientBirthDate = "19800101"
+    ds.Modality = modality
+    ds.ViewPosition = "PA"
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = height, width
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    pixels = synthetic_xray(width, height, seed=seed).astype(np.uint16) * 16  # (H, W) 12-bit
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def all_text(at) -> str:
+    """Every piece of text the page shows (for checks that something never appears)."""
+    parts = []
+    for kind in ("markdown", "caption", "error", "warning", "info", "title", "subheader", "header", "metric"):
+        for el in getattr(at, kind):
+            parts.append(str(getattr(el, "value", "")))
+            parts.append(str(getattr(el, "label", "")))
+    for img in at.image:
+        parts += list(img.captions)
+    return "\n".join(parts)
+
+
+def metric(at, label: str) -> str | None:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    return None
+
+
+@pytest.fixture
+def app(tiny_model_path, monkeypatch):
+    """A fresh AppTest of app.py that uses the tiny model, after its first run."""
+    monkeypatch.setenv("PNEUMO_MODEL", str(tiny_model_path))
+    return AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+
+
+@pytest.fixture
+def tiny_predict(tiny_model):
+    """P(pneumonia) of a file's bytes with the tiny model, computed without the app."""
+    from pneumo.inference import predict_proba
+    from pneumo.io import load_image
+    from pneumo.preprocess import preprocess
+
+    def predict(data: bytes) -> float:
+        x = preprocess(load_image(data).pixels, tiny_model.image_size)
+        return float(predict_proba(tiny_model.model, x)[0])
+
+    return predict
+
+
+def upload(at, files: list[tuple[str, bytes]]):
+    at.file_uploader(key="uploads").set_value([(name, data, "application/octet-stream") for name, data in files])
+    return at.run()
+
+
+def test_analyze_start_page_shows_disclaimer_and_uploader(app):
+    assert not app.exception
+    assert app.title[0].value == "Analyze a chest X-ray"
+    assert any("not a medical device" in w.value for w in app.warning)
+    assert len(app.file_uploader) == 1
+    assert metric(app, "Probability of pneumonia") is None
+    assert app.slider(key="threshold").value == pytest.approx(0.5)  # the tiny model's metadata threshold
+
+
+def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_model):
+    from pneumo.inference import label_for
+
+    data = png_bytes(synthetic_xray(seed=11, opacity=True))
+    upload(app, [("chest.png", data)])
+    assert not app.exception and not app.error
+    p = tiny_predict(data)
+    assert metric(app, "Probability of pneumonia") == f"{p:.1%}"
+    assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
+    captions = [c for img in app.image for c in img.captions]
+    assert any(c.startswith("Original, 300 × 260") for c in captions)
+    assert any(c.startswith("Grad-CAM for") for c in captions)
+    assert {b.label for b in app.get("download_button")} >= {"Report (PDF)", "Report (PNG)"}
+
+
+def test_threshold_relabels_and_shows_validation_operating_point(app, tiny_predict):
+    data = png_bytes(synthetic_xray(seed=12))
+    upload(app, [("chest.png", data)])
+    p = tiny_predict(data)
+    assert 0.02 < p < 0.98, "the tiny model should give a probability away from the slider ends"
+    app.slider(key="threshold").set_value(0.01).run()
+    assert metric(app, "Label at this threshold") == "PNEUMONIA"
+    sidebar_md = " ".join(m.value for m in app.sidebar.markdown)
+    assert "sensitivity 99.0%" in sidebar_md and "specificity 1.0%" in sidebar_md  # fixture: sens = 1 - t, spec = t
+    assert any(b.label.startswith("Reset to the model's threshold") for b in app.sidebar.button)
+    app.slider(key="threshold").set_value(0.99).run()
+    assert metric(app, "Label at this threshold") == "NORMAL"
+    assert metric(app, "Probability of pneumonia") == f"{p:.1%}"  # the probability itself does not move
+    next(b for b in app.sidebar.button if b.label.startswith("Reset")).click().run()
+    assert app.slider(key="threshold").value == pytest.approx(0.5)
+
+
+def test_widget_changes_reuse_the_cached_analysis(app, monkeypatch):
+    """Opacity, explained class and threshold never re-run the network: one explain_batch call per new image."""
+    import pneumo.analysis
+
+    calls = []
+    real = pneumo.analysis.explain_batch
+    monkeypatch.setattr(pneumo.analysis, "explain_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = png_bytes(synthetic_xray(seed=1234, opacity=True))  # bytes no other test uses: not cached yet
+    upload(app, [("fresh.png", data)])
+    assert len(calls) == 1
+    before = [img.value for img in app.image]
+    app.slider(key="opacity").set_value(0.9).run()
+    after_opacity = [img.value for img in app.image]
+    app.radio(key="explain").set_value("NORMAL").run()
+    app.slider(key="threshold").set_value(0.3).run()
+    assert not app.exception
+    assert len(calls) == 1
+    assert before[0] == after_opacity[0] and before[1] != after_opacity[1]  # only the overlay changed
+
+
+def test_bad_upload_shows_error_and_app_keeps_running(app):
+    upload(app, [("notes.txt", b"this is not an image")])
+    assert not app.exception
+    assert any("could not be read" in e.value and "Not an image" in e.value for e in app.error)
+    assert metric(app, "Probability of pneumonia") is None
+    upload(app, [("chest.png", png_bytes(synthetic_xray(seed=13)))])
+    assert not app.exception and not app.error
+    assert metric(app, "Probability of pneumonia") is not None
+
+
+def test_several_uploads_give_a_table_csv_and_detail(app, tiny_predict):
+    good = [png_bytes(synthetic_xray(seed=s)) for s in (21, 22)]
+    upload(app, [("a.png", good[0]), ("b.png", good[1]), ("broken.jpg", b"\xff\xd8\xff\xe0 truncated")])
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert list(table["file"]) == ["a.png", "b.png", "broken.jpg"]
+    assert table["probability"][0] == pytest.approx(tiny_predict(good[0]), abs=1e-5)
+    assert list(table["label"])[2] == "ERROR"
+    assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
+    assert app.main.subheader[-1].value == "a.png"  # the first file's detail by default
+    app.selectbox(key="detail").set_value(2).run()
+    assert any("broken.jpg" in e.value for e in app.error)
+    app.selectbox(key="detail").set_value(1).run()
+    assert metric(app, "Probability of pneumonia") == f"{tiny_predict(good[1]):.1%}"
+
+
+def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app):
+    app.radio(key="source").set_value("Try a sample image").run()
+    assert not app.exception
+    box = app.selectbox(key="sample")
+    titles = [o for o in box.options]
+    assert len(titles) == 5  # four samples + "all samples"
+    assert sum("seen in training" in t for t in titles) == 1  # samples.json marks one as pneumo_split=training
+    assert metric(app, "Probability of pneumonia") is not None
+    box.set_value("all").run()
+    assert len(app.dataframe[0].value) == 4
+
+
+def test_dicom_shows_safe_facts_only(app):
+    upload(app, [("scan.dcm", dicom_bytes("DX"))])
+    assert not app.exception and not app.error
+    text = all_text(app)
+    assert "Modality: DX" in text and "View position: PA" in text and "300 × 260" in text
+    assert "Doe" not in text and "SECRET" not in text and "1980" not in text
+    assert metric(app, "Probability of pneumonia") is not None
+
+
+def test_non_xray_dicom_is_refused_with_a_reason(app):
+    upload(app, [("ct.dcm", dicom_bytes("CT"))])
+    assert not app.exception
+    assert any("modality is CT" in e.value for e in app.error)
+    assert metric(app, "Probability of pneumonia") is None
+    assert "Doe" not in all_text(app)
+
+
+def test_colour_photo_is_not_given_a_result_unless_asked(app):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)  # (H, W, 3) colourful noise
+    upload(app, [("holiday.png", png_bytes(photo))])
+    assert not app.exception
+    assert any("colour" in w.value for w in app.warning)
+    assert metric(app, "Probability of pneumonia") is None
+    app.toggle[0].set_value(True).run()
+    assert metric(app, "Probability of pneumonia") is not None
+
+
+def test_stages_page(app):
+    app.switch_page("app_pages/stages.py").run()
+    assert not app.exception
+    assert app.title[0].value == "The four stages of pneumonia"
+    md = " ".join(m.value for m in app.markdown)
+    for i, name in enumerate(("Congestion", "Red hepatization", "Grey hepatization", "Resolution"), start=1):
+        assert f"#### {i}. {name}" in md
+    assert any("does not stage pneumonia" in i.value for i in app.info)
+    assert len(app.image) == 1  # the timeline
+    assert "radiopaedia.org" in md
+
+
+def test_model_card_page_reads_metadata(app, tiny_model):
+    app.switch_page("app_pages/model_card.py").run()
+    assert not app.exception
+    assert metric(app, "Parameters") == f"{tiny_model.metadata['parameters']:,}"
+    table = app.dataframe[0].value
+    assert table["measured on"][0].startswith("validation split")
+    assert table["ROC AUC"][0] == pytest.approx(0.5)
+    assert any(c.value == "tests/conftest.py make_tiny_model" for c in app.code)
+    assert len(app.image) >= 1  # ROC, confusion and operating points
+
+
+def test_model_card_labels_test_metrics_and_shows_training_plot(tmp_path, tiny_model_path, monkeypatch):
+    model = tmp_path / "card.keras"
+    shutil.copy(tiny_model_path, model)
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    meta["metrics"]["test"] = {**meta["metrics"]["validation"], "auc": 0.875, "n": 624}
+    meta["files"] = {"plot": "card_training.png"}
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    Image.fromarray(synthetic_xray(200, 100)).save(tmp_path / "card_training.png")
+    monkeypatch.setenv("PNEUMO_MODEL", str(model))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("app_pages/model_card.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    test_row = table[table["measured on"].str.contains("official test folder")]
+    assert float(test_row["ROC AUC"].iloc[0]) == pytest.approx(0.875)
+    assert any(h.value == "Training curves" for h in at.subheader)
+
+
+def test_about_page(app):
+    import pneumo
+
+    app.switch_page("app_pages/about.py").run()
+    assert not app.exception
+    assert any("not a medical device" in w.value for w in app.warning)
+    assert any(f"pneumo {pneumo.__version__}" in m.value for m in app.markdown)
+
+
+def test_missing_model_is_explained_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("PNEUMO_MODEL", str(tmp_path / "nothing.keras"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert any("No model file" in e.value for e in at.error)
+    at.switch_page("app_pages/about.py").run()
+    assert not at.exception
+
+
+def test_model_path_comes_from_config_unless_overridden(monkeypatch, tmp_path):
+    from pneumo import config
+    from pneumo.analysis import resolve_model_path
+
+    monkeypatch.delenv("PNEUMO_MODEL", raising=False)
+    assert resolve_model_path() == config.DEFAULT_MODEL_PATH
+    monkeypatch.setenv("PNEUMO_MODEL", str(tmp_path / "m.keras"))
+    assert resolve_model_path() == tmp_path / "m.keras"
+
+
+def test_streamlit_config_suits_xrays_and_sends_no_statistics():
+    tomllib = pytest.importorskip("tomllib")
+
+    from pneumo import config
+
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["maxUploadSize"] == config.APP_MAX_UPLOAD_MB >= 50
+    assert cfg["browser"]["gatherUsageStats"] is False
+    assert Path(ROOT / "app.py").read_text().count("st.Page(") == 4

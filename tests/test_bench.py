@@ -1,0 +1,138 @@
+"""The benchmark: its JSON contract (quick mode on the tiny model, as CI runs it) and its reference Grad-CAM.
+
+No timing thresholds here: the targets are measured by `python -m pneumo.bench`, never asserted in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pneumo import bench
+from tests.conftest import ROOT
+
+MODELS = ("pneumo", *bench.REFERENCES)
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def test_stats_ms_median_and_p95():
+    s = bench.stats_ms([float(i) for i in range(1, 101)])  # 1..100 ms
+    assert s["median"] == pytest.approx(50.5)
+    assert s["p95"] == pytest.approx(95.05)
+    assert s["min"] == 1.0 and s["n"] == 100
+
+
+def test_time_ms_runs_warmup_untimed():
+    calls = []
+    s = bench.time_ms(lambda: calls.append(1), reps=4, warmup=2)
+    assert len(calls) == 6 and s["n"] == 4
+    assert 0 <= s["median"] <= s["p95"]
+
+
+def test_fullres_jpeg_has_the_requested_size():
+    from pneumo.io import load_image
+
+    img = load_image(bench.fullres_jpeg((640, 480)))
+    assert img.size == (640, 480)
+
+
+def test_seed_ensemble_gradcam_agrees_with_its_prediction():
+    """The generic Grad-CAM returns the model's own probability and one 8x8 map per image."""
+    import keras
+
+    from pneumo.inference import predict_proba
+
+    keras.utils.set_random_seed(0)
+    cand = bench.build_seed_ensemble(members=2)  # the averaging over members is exercised with two (cheaper)
+    x = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 1)).astype(np.float32)
+    probs, cams = cand.cam(x)
+    assert cams.shape == (3, 8, 8) and np.isfinite(cams).all()
+    np.testing.assert_allclose(probs, predict_proba(cand.model, x), atol=1e-5)
+    overlay = bench.explain_one(cand, x[0, :, :, 0].astype(np.uint8))
+    assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def quick_result(tiny_model_path) -> dict:
+    """`python -m pneumo.bench --quick --json --training` on the tiny model, as CI runs it."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "pneumo.bench", "--quick", "--json", "--training", "--model", str(tiny_model_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout)  # stdout is exactly one JSON object
+
+
+@pytest.mark.slow
+def test_quick_json_contract(quick_result, tiny_model_path):
+    r = quick_result
+    assert r["mode"] == "quick"
+    assert set(MODELS) <= r.keys()
+    for name in MODELS:
+        m = r[name]
+        for item in ("predict_ms", "explain_ms", "batch_ms"):
+            assert _positive(m[item]["median"]) and _positive(m[item]["p95"]), (name, item, m[item])
+            assert m[item]["p95"] >= m[item]["median"] >= m[item]["min"]
+        assert _positive(m["batch_images_per_s"])
+        per_s = r["plan"]["batch_size"] / (m["batch_ms"]["median"] / 1000)
+        assert m["batch_images_per_s"] == pytest.approx(per_s, rel=0.01)
+        assert _positive(m["model_params"]) and _positive(m["model_file_mb"])
+    pn = r["pneumo"]
+    assert _positive(pn["decode_ms"]["median"]) and _positive(pn["decode_ms"]["p95"])
+    for item in ("peak_rss_mb", "import_s", "load_model_s"):
+        assert _positive(pn[item]), item
+    assert pn["peak_rss_mb"] < 100_000  # MiB, not KiB or bytes
+    assert pn["input_size"] == 32
+    assert pn["model_params"] == json.loads(tiny_model_path.with_suffix(".json").read_text())["parameters"]
+    assert r["densenet121_224"]["input_size"] == 224 and r["densenet121_224"]["model_params"] > 7_000_000
+    assert r["seed_ensemble_64"]["input_size"] == 64
+    assert r["input"]["width"] >= 1400 and r["input"]["height"] >= 1100  # a full-resolution JPEG
+
+
+@pytest.mark.slow
+def test_quick_json_ratios_are_pneumo_over_reference(quick_result):
+    r = quick_result
+    for name in bench.REFERENCES:
+        ratios = r["ratios"][name]
+        for item in bench.TIMED_ITEMS:
+            mine, theirs = r["pneumo"][item], r[name][item]
+            if isinstance(mine, dict):
+                mine, theirs = mine["median"], theirs["median"]
+            assert _positive(ratios[item])
+            assert ratios[item] == pytest.approx(mine / theirs, rel=1e-3), (name, item)
+    assert set(r["targets"]) == {
+        "explain_ms_median_le_150",
+        "predict_ms_below_seed_ensemble",
+        "predict_ms_le_quarter_densenet",
+        "peak_rss_mb_lt_1024",
+    }
+    assert all(isinstance(v, bool) for v in r["targets"].values())
+
+
+@pytest.mark.slow
+def test_quick_training_extrapolation(quick_result):
+    t = quick_result["training"]
+    assert t["synthetic_images"] == bench.PLANS["quick"].train_images and t["image_size"] == 32
+    assert _positive(t["epoch_s"]) and _positive(t["first_epoch_s"]) and _positive(t["extrapolated_epoch_s"])
+    # the tiny model's metadata records no split or epochs: the public split's sizes are used, no total is made up
+    assert (t["train_split_images"], t["validation_images"]) == (4432, 784)
+    assert t["epochs_run"] is None and t["extrapolated_training_s"] is None
+    expected = t["epoch_s"] * 4432 / t["synthetic_images"] + t["validation_ms_per_image"] / 1000 * 784
+    assert t["extrapolated_epoch_s"] == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.slow
+def test_table_shows_every_item_and_ratio(quick_result):
+    table = bench.format_table(quick_result)
+    for word in (*MODELS, "decode_ms", "predict_ms", "explain_ms", "batch_images_per_s", "peak_rss_mb", "training"):
+        assert word in table
+    ratio = quick_result["ratios"]["densenet121_224"]["explain_ms"]
+    assert f"{ratio:.3g}" in table
