@@ -16,7 +16,9 @@ from pneumo import config  # noqa: E402
 # Keep every accepted upload (at most maxUploadSize) in memory instead: uploads are never written to disk.
 MultiPartParser.spool_max_size = (config.APP_MAX_UPLOAD_MB + 1) * 1024 * 1024
 
-st.set_page_config(page_title="pneumo: chest X-ray demo", page_icon=":material/pulmonology:", layout="wide")
+# a local favicon: Material-icon or emoji favicons are fetched from a CDN, which offline installations cannot reach
+FAVICON = config.ASSETS_DIR / "favicon.png"
+st.set_page_config(page_title="pneumo: chest X-ray demo", page_icon=str(FAVICON), layout="wide")
 
 pages = [
     st.Page("app_pages/analyze.py", title="Analyze", icon=":material/search:", url_path="analyze", default=True),

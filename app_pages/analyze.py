@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from app_pages.common import analyze, model_or_stop, show_disclaimer
+from app_pages.common import analyze, model_or_stop, release_memory, show_disclaimer
 from pneumo import analysis as an
 from pneumo import config
 from pneumo.inference import confidence_text, label_for
@@ -42,6 +42,20 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _overlay_png(res: an.Analysis, cls: int, alpha: float):
+    """A deferred download of the full-resolution overlay, recomputed on click from the cached analysis.
+
+    The callable lives as long as the session: capturing the overlay itself would keep megabytes per session alive.
+    """
+
+    def make() -> bytes:
+        data = _png(an.heatmap_overlay(res, cls, alpha, loaded.image_size))
+        release_memory()
+        return data
+
+    return make
+
+
 def _reset_threshold() -> None:
     st.session_state["threshold"] = default_t
 
@@ -72,9 +86,11 @@ with st.sidebar:
     else:
         st.caption("The model's metadata has no validation operating point for this threshold.")
     if abs(threshold - default_t) > 1e-9:
-        st.button(f"Reset to the model's threshold ({default_t:.2f})", on_click=_reset_threshold)
+        st.button(f"Reset to the model's threshold ({an.format_threshold(default_t)})", on_click=_reset_threshold)
     else:
-        st.caption(f"This is the model's own threshold ({default_t:.2f}), chosen on the validation split.")
+        st.caption(
+            f"This is the model's own threshold ({an.format_threshold(default_t)}), chosen on the validation split."
+        )
 
 # ---- input ------------------------------------------------------------------------------------------------------
 source = st.radio(
@@ -148,7 +164,9 @@ def show_detail(res: an.Analysis) -> None:
     label = label_for(p, threshold)
     c1, c2, c3 = st.columns(3)
     c1.metric("Label at this threshold", label, help="PNEUMONIA when the probability is at or above the threshold.")
-    c2.metric("Probability of pneumonia", f"{p:.1%}", help="The model's output for this image: P(pneumonia).")
+    c2.metric(
+        "Probability of pneumonia", an.format_probability(p), help="The model's output for this image: P(pneumonia)."
+    )
     c3.metric(
         "How sure", confidence_text(p, threshold).split(":")[0].capitalize(),
         help="Distance between the probability and the threshold on the log-odds scale: under 1 borderline, "
@@ -179,15 +197,20 @@ def show_detail(res: an.Analysis) -> None:
     meta = loaded.metadata
 
     def _report(fmt: str, r=res, t=threshold, c=cls, a=alpha):
-        return lambda: build_report(r, t, meta, target_class=c, alpha=a, fmt=fmt)
+        def make() -> bytes:
+            data = build_report(r, t, meta, target_class=c, alpha=a, fmt=fmt)
+            release_memory()  # matplotlib leaves a few tens of MB of freed buffers
+            return data
+
+        return make
 
     with st.container(horizontal=True):
         st.download_button("Report (PDF)", _report("pdf"), f"{stem}_pneumo_report.pdf", "application/pdf",
                            on_click="ignore", icon=":material/picture_as_pdf:", key="dl_pdf")  # fmt: skip
         st.download_button("Report (PNG)", _report("png"), f"{stem}_pneumo_report.png", "image/png",
                            on_click="ignore", icon=":material/image:", key="dl_png")  # fmt: skip
-        st.download_button("Overlay, full resolution", lambda o=overlay: _png(o), f"{stem}_gradcam.png", "image/png",
-                           on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
+        st.download_button("Overlay, full resolution", _overlay_png(res, cls, alpha), f"{stem}_gradcam.png",
+                           "image/png", on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
 
 
 def _facts(res: an.Analysis) -> None:
@@ -225,7 +248,7 @@ if len(results) > 1:
             "probability": st.column_config.ProgressColumn(
                 "P(pneumonia)", min_value=0.0, max_value=1.0, format="percent"
             ),
-            "label": st.column_config.TextColumn(f"Label at {threshold:.2f}"),
+            "label": st.column_config.TextColumn(f"Label at {an.format_threshold(threshold)}"),
             "note": st.column_config.TextColumn("Notes", width="large"),
         },
     )
@@ -233,7 +256,13 @@ if len(results) > 1:
         "Download the table (CSV)", an.rows_to_csv(rows, threshold), "pneumo_results.csv", "text/csv",
         on_click="ignore", icon=":material/download:",
     )  # fmt: skip
-    index = st.selectbox("Show the detail of", range(len(results)), format_func=lambda i: results[i].name, key="detail")
+    index = st.selectbox(
+        "Show the detail of",
+        range(len(results)),
+        index=len(results) - 1,  # the newest upload: adding a file to the uploader shows that file
+        format_func=lambda i: results[i].name,
+        key="detail",
+    )
     st.divider()
     st.subheader(results[index].name)
     show_detail(results[index])

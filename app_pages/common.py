@@ -8,6 +8,8 @@ session information, and they are dropped after ``config.APP_CACHE_TTL_S`` or wh
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -17,7 +19,30 @@ from pneumo.analysis import Analysis, analyze_bytes, file_digest, resolve_model_
 from pneumo.model import LoadedModel, load_model
 from pneumo.report import DISCLAIMER
 
-__all__ = ["DISCLAIMER", "analyze", "get_model", "model_or_stop", "show_disclaimer"]
+__all__ = ["DISCLAIMER", "analyze", "get_model", "model_or_stop", "release_memory", "show_disclaimer"]
+
+
+def _libc() -> ctypes.CDLL | None:
+    """glibc, on Linux only (Streamlit Community Cloud); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+if _LIBC is not None and hasattr(_LIBC, "mallopt"):
+    # Streamlit runs every session in its own thread, and glibc gives each thread its own heap arena that keeps freed
+    # memory: with a few visitors that alone costs hundreds of MB. Two arenas (M_ARENA_MAX = -8) keep the app < 1 GB.
+    _LIBC.mallopt(-8, 2)
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the operating system (glibc only; a no-op elsewhere)."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 @st.cache_resource(show_spinner="Loading the model (first visit only)…")
@@ -45,7 +70,9 @@ def model_or_stop() -> LoadedModel:
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False, validate=None)
 def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _loaded: LoadedModel) -> Analysis:
     """The one place where the network runs for an upload; keyed by (content hash, name, model)."""
-    return analyze_bytes(_data, name, _loaded)
+    result = analyze_bytes(_data, name, _loaded)
+    release_memory()  # decoding and Grad-CAM leave large temporary buffers behind
+    return result
 
 
 def analyze(data: bytes, name: str, loaded: LoadedModel) -> Analysis:

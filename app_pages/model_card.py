@@ -8,6 +8,7 @@ import streamlit as st
 
 from app_pages.common import model_or_stop
 from pneumo import modelcard
+from pneumo.analysis import format_threshold
 
 loaded = model_or_stop()
 meta = loaded.metadata
@@ -28,14 +29,17 @@ st.caption(
     f"on this page is read from its metadata file, `{loaded.path.with_suffix('.json').name}`."
 )
 val = (meta.get("metrics") or {}).get("validation", {})
-c = st.columns(5)
+c = st.columns(6)
 c[0].metric("Parameters", f"{int(meta.get('parameters', loaded.model.count_params())):,}")
-c[1].metric("Input", f"{loaded.image_size} × {loaded.image_size} px")
-c[2].metric("Threshold", f"{loaded.threshold:.2f}")
-if "auc" in val:
-    c[3].metric("Validation AUC", f"{val['auc']:.3f}")
-if "sensitivity" in val and "specificity" in val:
-    c[4].metric("Validation sens. / spec.", f"{val['sensitivity']:.0%} / {val['specificity']:.0%}")
+c[1].metric("Input", f"{loaded.image_size} px", help=f"{loaded.image_size} × {loaded.image_size} grayscale")
+c[2].metric("Threshold", format_threshold(loaded.threshold))
+for col, key, title, fmt in (
+    (c[3], "auc", "Validation AUC", "{:.3f}"),
+    (c[4], "sensitivity", "Val. sensitivity", "{:.1%}"),
+    (c[5], "specificity", "Val. specificity", "{:.1%}"),
+):
+    if key in val:
+        col.metric(title, fmt.format(val[key]), help="measured on the validation split at the stored threshold")
 
 st.subheader("Intended use")
 st.markdown(
@@ -62,7 +66,9 @@ st.markdown(
   {data.get("train_pneumonia", "?")} pneumonia).
 - **Validation split:** {meta.get("validation_split", {}).get("rule", "not recorded")}
   ({meta.get("validation_split", {}).get("images", "?")} images).
-- **Data fingerprint (SHA-256 of the file list):** `{data.get("fingerprint_sha256", "not recorded")}`
+- **Data fingerprint (SHA-256 over every training file's path and content):** `{
+        data.get("fingerprint_sha256", "not recorded")
+    }`
 """
 )
 
@@ -87,19 +93,34 @@ with st.expander("Layer by layer"):
 st.subheader("Measured performance")
 rows = modelcard.metric_rows(meta)
 if rows:
-    st.dataframe(rows, hide_index=True)
-    st.caption(
-        "Sensitivity = share of pneumonia images labelled PNEUMONIA; specificity = share of normal images labelled "
-        "NORMAL; both at the threshold shown. ECE = expected calibration error of the probabilities."
+    st.dataframe(
+        rows,
+        hide_index=True,
+        column_config={
+            "data": st.column_config.TextColumn("Measured on"),
+            "images": st.column_config.TextColumn("Images"),
+            "ROC AUC": st.column_config.NumberColumn(format="%.3f"),
+            "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
+            "sensitivity": st.column_config.NumberColumn("Sensitivity", format="percent"),
+            "specificity": st.column_config.NumberColumn("Specificity", format="percent"),
+            "ECE": st.column_config.NumberColumn(format="%.3f"),
+            "threshold": st.column_config.NumberColumn("Threshold", format="%.2f"),
+        },
+    )
+    splits_here = list((meta.get("metrics") or {}).keys())
+    st.markdown(
+        "\n".join(f"- **{modelcard.split_label(s)}**: {modelcard.split_description(s)}." for s in splits_here)
+        + "\n\nSensitivity = share of pneumonia images labelled PNEUMONIA; specificity = share of normal images "
+        "labelled NORMAL, both at the threshold shown; ECE = expected calibration error of the probabilities."
     )
 else:
     st.warning("The metadata contains no metrics.")
 splits = [s for s in ("validation", "test", "official_val") if s in (meta.get("metrics") or {})]
-tabs = st.tabs([modelcard.split_description(s).split(":")[0].capitalize() for s in splits]) if splits else []
+tabs = st.tabs([modelcard.split_label(s) for s in splits]) if splits else []
 for tab, split in zip(tabs, splits, strict=True):
     with tab:
         png = _evaluation_png(json.dumps(meta, sort_keys=True), split)
-        st.caption(f"Measured on the {modelcard.split_description(split)}.")
+        st.caption(f"Measured on the {modelcard.split_label(split).lower()}: {modelcard.split_description(split)}.")
         if png:
             st.image(png, width="stretch")
         else:
@@ -108,8 +129,8 @@ for tab, split in zip(tabs, splits, strict=True):
 st.subheader("Threshold rule")
 st.markdown(meta.get("threshold_rule", "Not recorded."))
 st.markdown(
-    f"The stored threshold is **{loaded.threshold:.2f}**: probability ≥ threshold → PNEUMONIA. The Analyze page lets "
-    "you move it and shows the validation sensitivity and specificity that go with each value."
+    f"The stored threshold is **{format_threshold(loaded.threshold)}**: probability ≥ threshold → PNEUMONIA. "
+    "The Analyze page lets you move it and shows the validation sensitivity and specificity that go with each value."
 )
 
 plot = loaded.path.parent / str((meta.get("files") or {}).get("plot", loaded.path.stem + "_training.png"))

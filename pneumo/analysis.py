@@ -199,12 +199,32 @@ def operating_point(metadata: dict[str, Any], threshold: float) -> OperatingPoin
     return OperatingPoint(float(best["threshold"]), float(best["sensitivity"]), float(best["specificity"]))
 
 
+def format_threshold(threshold: float, percent: bool = False) -> str:
+    """A threshold with two decimals, or three when it lies between the 0.01 steps (0.435): never rounded away."""
+    three = abs(round(threshold, 2) - threshold) > 1e-9
+    if percent:
+        return f"{threshold:.1%}" if three else f"{threshold:.0%}"
+    return f"{threshold:.3f}" if three else f"{threshold:.2f}"
+
+
+def format_probability(probability: float) -> str:
+    """A probability as a percentage with one decimal; never '100.0%' or '0.0%', which a model cannot know."""
+    if probability >= 0.9995:
+        return "> 99.9%"
+    if probability < 0.0005:
+        return "< 0.1%"
+    return f"{probability:.1%}"
+
+
 def plain_verdict(probability: float, threshold: float) -> str:
     """One sentence that says what the probability means relative to the operating point."""
     label = label_for(probability, threshold)
     side = "above" if label == config.CLASS_NAMES[1] else "below"
     conf = confidence_text(probability, threshold)
-    head = f"The estimated probability of pneumonia, {probability:.1%}, is {side} the threshold of {threshold:.0%}"
+    cut = format_threshold(threshold, percent=True)
+    head = (
+        f"The estimated probability of pneumonia, {format_probability(probability)}, is {side} the threshold of {cut}"
+    )
     if conf.startswith("borderline"):
         return (
             f"{head}, but close to it: the result is **borderline**, and a slightly different image or threshold "

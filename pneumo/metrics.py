@@ -9,9 +9,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 
 THRESHOLD_RULE = (
-    "Youden plateau median: on the patient-level validation split, compute Youden's J = sensitivity + specificity - 1 "
-    "for thresholds 0.01..0.99 (step 0.01); keep every threshold whose J is within 0.01 of the best; use the median "
-    "of those. On an easy validation set many thresholds tie, and the median avoids picking the edge of the tie."
+    "Sensitivity floor: the highest threshold on the grid 0.01..0.99 (step 0.01) at which sensitivity on the "
+    "patient-level validation split is still >= {min_sensitivity:.2f}; this maximises specificity subject to that "
+    "sensitivity. Youden's J is not used because the validation split carved from train is much easier than unseen "
+    "patients: on it almost any threshold is optimal, and the low thresholds Youden picks cost specificity on new "
+    "normals."
 )
 
 
@@ -73,12 +75,11 @@ def operating_points(y_true: np.ndarray, prob: np.ndarray) -> list[dict[str, flo
     return pts
 
 
-def choose_threshold(y_true: np.ndarray, prob: np.ndarray, tolerance: float = 0.01) -> float:
-    """The Youden-plateau-median threshold (see :data:`THRESHOLD_RULE`)."""
+def choose_threshold(y_true: np.ndarray, prob: np.ndarray, min_sensitivity: float = 0.95) -> float:
+    """The sensitivity-floor threshold (see :data:`THRESHOLD_RULE`); the lowest grid value if none reaches it."""
     pts = operating_points(y_true, prob)
-    j = np.array([p["sensitivity"] + p["specificity"] - 1.0 for p in pts])
-    keep = THRESHOLD_GRID[j >= j.max() - tolerance]
-    return float(np.round(np.median(keep), 2))
+    ok = [p["threshold"] for p in pts if p["sensitivity"] >= min_sensitivity]
+    return float(max(ok)) if ok else float(THRESHOLD_GRID[0])
 
 
 def roc_points(y_true: np.ndarray, prob: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:

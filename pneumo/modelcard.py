@@ -11,28 +11,34 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-# What each metrics block of the metadata was measured on; unknown keys are shown with their own name.
-SPLIT_DESCRIPTIONS = {
-    "validation": "validation split: whole patients held out of the data set's training folder, used to choose the "
-    "threshold and the best epoch",
-    "official_val": "the data set's official 'val' folder (16 images, too few for firm conclusions)",
-    "test": "the data set's official test folder (never used for training or model selection)",
-    "train": "training images (optimistic: the model has seen them)",
+# Each metrics block of the metadata: a short name and what it was measured on; unknown keys show their own name.
+SPLITS = {
+    "validation": (
+        "Validation split",
+        "whole patients held out of the data set's training folder; used to choose the best epoch and the threshold",
+    ),
+    "test": ("Official test folder", "the data set's official test folder, never used for training or any choice"),
+    "official_val": ("Official 'val' folder", "the data set's official 'val' folder: 16 images, too few to conclude"),
+    "train": ("Training images", "images the model was trained on (optimistic)"),
 }
 _METRIC_NAMES = (
-    ("n", "images"),
     ("auc", "ROC AUC"),
     ("accuracy", "accuracy"),
     ("sensitivity", "sensitivity"),
     ("specificity", "specificity"),
-    ("ece", "calibration error (ECE)"),
+    ("ece", "ECE"),
     ("threshold", "threshold"),
 )
 
 
+def split_label(split: str) -> str:
+    """Short name of a metrics block's key, e.g. 'test' -> 'Official test folder'."""
+    return SPLITS.get(split, (split.replace("_", " ").capitalize(), ""))[0]
+
+
 def split_description(split: str) -> str:
-    """Plain words for a metrics block's key, e.g. 'test' -> the official test folder."""
-    return SPLIT_DESCRIPTIONS.get(split, split.replace("_", " "))
+    """What a metrics block was measured on, in plain words."""
+    return SPLITS.get(split, ("", f"the '{split}' data recorded in the metadata"))[1]
 
 
 def metric_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,12 +48,11 @@ def metric_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for split in order:
         block = metrics[split] or {}
-        row: dict[str, Any] = {"measured on": split_description(split)}
-        for key, title in _METRIC_NAMES:
-            if key in block:
-                row[title] = block[key]
+        row: dict[str, Any] = {"data": split_label(split), "images": str(block.get("n", "?"))}
         if "n_normal" in block and "n_pneumonia" in block:
             row["images"] = f"{block.get('n', '?')} ({block['n_normal']} normal, {block['n_pneumonia']} pneumonia)"
+        for key, title in _METRIC_NAMES:
+            row[title] = block.get(key)
         rows.append(row)
     return rows
 

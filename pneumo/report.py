@@ -12,7 +12,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pneumo import __version__, config
-from pneumo.analysis import Analysis, heatmap_overlay, operating_point, plain_verdict
+from pneumo.analysis import (
+    Analysis,
+    format_probability,
+    format_threshold,
+    heatmap_overlay,
+    operating_point,
+    plain_verdict,
+)
 from pneumo.inference import label_for
 
 DISCLAIMER = (
@@ -48,11 +55,11 @@ def report_lines(
     default_t = float(metadata.get("threshold", config.DEFAULT_THRESHOLD))
     which = "the model's default"
     if abs(threshold - default_t) > 1e-9:
-        which = f"chosen by the user; the model's default is {default_t:.2f}"
+        which = f"chosen by the user; the model's default is {format_threshold(default_t)}"
     lines = [
         f"File: {result.name}",
-        f"Result: {label_for(p, threshold)} at threshold {threshold:.2f} ({which}).",
-        f"Probability of pneumonia: {p:.1%}. {_plain(plain_verdict(p, threshold))}",
+        f"Result: {label_for(p, threshold)} at threshold {format_threshold(threshold)} ({which}).",
+        f"Probability of pneumonia: {format_probability(p)}. {_plain(plain_verdict(p, threshold))}",
     ]
     op = operating_point(metadata, threshold)
     val = metadata.get("metrics", {}).get("validation", {})

@@ -44,6 +44,7 @@ class Settings:
     epochs: int = 24  # upper bound; early stopping on validation AUC usually ends sooner
     patience: int = 6  # epochs without a validation-AUC improvement before stopping
     learning_rate: float = 1e-3
+    min_sensitivity: float = 0.95  # threshold rule: the highest threshold keeping validation sensitivity >= this
     val_fraction: float = 0.15  # share of each class's training images (whole patients) held out for validation
     seed: int = 1337
     max_per_class: int = 0  # 0 = all images; the smoke preset uses a few
@@ -81,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
     p.add_argument("--name", default="pneumo_cnn", help="file stem of the model and its metadata")
     p.add_argument("--preset", default="full", choices=sorted(PRESETS))
+    p.add_argument(
+        "--threshold-only",
+        action="store_true",
+        help="no training: re-choose the threshold of the existing OUT/NAME.keras on the same validation split "
+        "with the current rule, and rewrite its metadata and plot (the training record is kept)",
+    )
     for f in dataclasses.fields(Settings):
         if f.type in ("int", "float", "str"):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=None)
@@ -197,45 +204,59 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     n_pat = len({data.patient_id(paths[i].name) for i in va})
     log.info("patient split: train %d images, validation %d images (%d patients)", len(tr), len(va), n_pat)
 
-    # class weights: each class contributes equally to the loss (train is 1:2.9 NORMAL:PNEUMONIA)
-    counts = np.bincount(y_tr, minlength=2)
-    class_weight = {c: float(len(y_tr) / (2.0 * max(counts[c], 1))) for c in (0, 1)}
+    model_file = args.out / f"{args.name}.keras"
+    if args.threshold_only:
+        from pneumo.model import load_model
 
-    ds = (
-        tf.data.Dataset.from_tensor_slices((x_tr.astype("float32"), y_tr.astype("float32")))
-        .shuffle(len(y_tr), seed=s.seed, reshuffle_each_iteration=True)
-        .batch(s.batch_size)
-        .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay)
-    model.compile(
-        optimizer=keras.optimizers.Adam(s.learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
-    log.info("model: %d parameters", model.count_params())
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=s.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=3, min_lr=1e-5),
-    ]
-    hist = model.fit(
-        ds,
-        validation_data=(x_va.astype("float32"), y_va.astype("float32")),
-        epochs=s.epochs,
-        class_weight=class_weight,
-        callbacks=callbacks,
-        verbose=2,
-    )
-    history = {k: [round(float(v), 5) for v in vals] for k, vals in hist.history.items()}
-    best_epoch = int(np.argmax(history["val_auc"])) + 1
+        previous = json.loads(metadata_path(model_file).read_text())["training"]
+        final = load_model(model_file).model
+        history, class_weight = previous["history"], previous["class_weight"]
+        best_epoch, seconds = previous["best_epoch"], previous["seconds"]
+        command = previous["command"]
+    else:
+        # class weights: each class contributes equally to the loss (train is 1:2.9 NORMAL:PNEUMONIA)
+        counts = np.bincount(y_tr, minlength=2)
+        class_weight = {c: float(len(y_tr) / (2.0 * max(counts[c], 1))) for c in (0, 1)}
 
-    # a fresh, uncompiled copy: no optimizer state in the file, nothing stateful from training
-    final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay)
-    final.set_weights(model.get_weights())
+        ds = (
+            tf.data.Dataset.from_tensor_slices((x_tr.astype("float32"), y_tr.astype("float32")))
+            .shuffle(len(y_tr), seed=s.seed, reshuffle_each_iteration=True)
+            .batch(s.batch_size)
+            .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay)
+        model.compile(
+            optimizer=keras.optimizers.Adam(s.learning_rate),
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.AUC(name="auc")],
+        )
+        log.info("model: %d parameters", model.count_params())
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor="val_auc", mode="max", patience=s.patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=3, min_lr=1e-5),
+        ]
+        hist = model.fit(
+            ds,
+            validation_data=(x_va.astype("float32"), y_va.astype("float32")),
+            epochs=s.epochs,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            verbose=2,
+        )
+        history = {k: [round(float(v), 5) for v in vals] for k, vals in hist.history.items()}
+        best_epoch = int(np.argmax(history["val_auc"])) + 1
+
+        # a fresh, uncompiled copy: no optimizer state in the file, nothing stateful from training
+        final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay)
+        final.set_weights(model.get_weights())
+        seconds = round(time.time() - t0, 1)
+        command = "python -m pneumo.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
 
     p_va = predict_probs(final, x_va)
-    threshold = metrics.choose_threshold(y_va, p_va)
+    threshold = metrics.choose_threshold(y_va, p_va, s.min_sensitivity)
     evaluation = {"validation": metrics.metrics_at(y_va, p_va, threshold)}
     roc_sets = {"validation (patient split)": (y_va, p_va)}
     for split in ("val", "test"):
@@ -249,8 +270,8 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
                 log.info("%s: %s", key, json.dumps({k: v for k, v in evaluation[key].items() if k != "confusion"}))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model_file = args.out / f"{args.name}.keras"
-    final.save(model_file)
+    if not args.threshold_only:
+        final.save(model_file)
     plot_file = args.out / f"{args.name}_training.png"
     plot_training(history, roc_sets, plot_file)
     meta = {
@@ -263,7 +284,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "output": "sigmoid P(PNEUMONIA)",
         "gradcam_layer": config.GRADCAM_LAYER,
         "threshold": threshold,
-        "threshold_rule": metrics.THRESHOLD_RULE,
+        "threshold_rule": metrics.THRESHOLD_RULE.format(min_sensitivity=s.min_sensitivity),
         "parameters": int(final.count_params()),
         "metrics": evaluation,
         "validation_split": {
@@ -274,13 +295,18 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "operating_points": metrics.operating_points(y_va, p_va),
         "roc": {"validation": metrics.roc_points(y_va, p_va)},
         "training": {
-            "command": "python -m pneumo.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()",
+            "command": command,
+            "threshold_command": (
+                "python -m pneumo.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
+            )
+            if args.threshold_only
+            else command,
             "preset": args.preset,
             "settings": dataclasses.asdict(s),
             "class_weight": class_weight,
             "epochs_run": len(history["loss"]),
             "best_epoch": best_epoch,
-            "seconds": round(time.time() - t0, 1),
+            "seconds": seconds,
             "history": history,
             "data": {
                 "fingerprint_sha256": fp,

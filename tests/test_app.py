@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumo.analysis import format_probability
 from tests.conftest import ROOT, synthetic_xray
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
@@ -115,7 +116,7 @@ def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_mode
     upload(app, [("chest.png", data)])
     assert not app.exception and not app.error
     p = tiny_predict(data)
-    assert metric(app, "Probability of pneumonia") == f"{p:.1%}"
+    assert metric(app, "Probability of pneumonia") == format_probability(p)
     assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
     captions = [c for img in app.image for c in img.captions]
     assert any(c.startswith("Original, 300 × 260") for c in captions)
@@ -135,7 +136,7 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, tiny_predi
     assert any(b.label.startswith("Reset to the model's threshold") for b in app.sidebar.button)
     app.slider(key="threshold").set_value(0.99).run()
     assert metric(app, "Label at this threshold") == "NORMAL"
-    assert metric(app, "Probability of pneumonia") == f"{p:.1%}"  # the probability itself does not move
+    assert metric(app, "Probability of pneumonia") == format_probability(p)  # the probability itself does not move
     next(b for b in app.sidebar.button if b.label.startswith("Reset")).click().run()
     assert app.slider(key="threshold").value == pytest.approx(0.5)
 
@@ -179,11 +180,10 @@ def test_several_uploads_give_a_table_csv_and_detail(app, tiny_predict):
     assert table["probability"][0] == pytest.approx(tiny_predict(good[0]), abs=1e-5)
     assert list(table["label"])[2] == "ERROR"
     assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
-    assert app.main.subheader[-1].value == "a.png"  # the first file's detail by default
-    app.selectbox(key="detail").set_value(2).run()
+    assert app.main.subheader[-1].value == "broken.jpg"  # the newest file's detail by default
     assert any("broken.jpg" in e.value for e in app.error)
     app.selectbox(key="detail").set_value(1).run()
-    assert metric(app, "Probability of pneumonia") == f"{tiny_predict(good[1]):.1%}"
+    assert metric(app, "Probability of pneumonia") == format_probability(tiny_predict(good[1]))
 
 
 def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app):
@@ -243,7 +243,7 @@ def test_model_card_page_reads_metadata(app, tiny_model):
     assert not app.exception
     assert metric(app, "Parameters") == f"{tiny_model.metadata['parameters']:,}"
     table = app.dataframe[0].value
-    assert table["measured on"][0].startswith("validation split")
+    assert table["data"][0] == "Validation split"
     assert table["ROC AUC"][0] == pytest.approx(0.5)
     assert any(c.value == "tests/conftest.py make_tiny_model" for c in app.code)
     assert len(app.image) >= 1  # ROC, confusion and operating points
@@ -262,7 +262,7 @@ def test_model_card_labels_test_metrics_and_shows_training_plot(tmp_path, tiny_m
     at.switch_page("app_pages/model_card.py").run()
     assert not at.exception
     table = at.dataframe[0].value
-    test_row = table[table["measured on"].str.contains("official test folder")]
+    test_row = table[table["data"] == "Official test folder"]
     assert float(test_row["ROC AUC"].iloc[0]) == pytest.approx(0.875)
     assert any(h.value == "Training curves" for h in at.subheader)
 

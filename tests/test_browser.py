@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from pneumo import config
+from pneumo.analysis import format_probability
 from tests.conftest import ROOT, make_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -193,7 +194,8 @@ def test_upload_in_browser_matches_cli(server, browser, model_path, shots):
     shown = value.inner_text().strip()
     cli = _cli_probability(model_path, SAMPLE)
     # the page shows one decimal of a percentage; the CLI six decimals of the probability
-    assert shown == f"{cli:.1%}" or abs(float(shown.rstrip("%")) - 100 * cli) <= 0.05 + 1e-6, (shown, cli)
+    expected = format_probability(cli)
+    assert shown == expected or abs(float(shown.rstrip("%")) - 100 * cli) <= 0.05 + 1e-6, (shown, cli)
     assert page.locator('[data-testid="stImage"]').count() >= 2  # original and Grad-CAM overlay
     rss, anon = _rss_mb(proc.pid), _rss_mb(proc.pid, "RssAnon")
     print(f"\nupload to probability {seconds:.1f} s; server RSS {rss:.0f} MB ({anon:.0f} MB private); "

@@ -69,23 +69,21 @@ def test_ece_perfectly_calibrated_is_zero():
     assert metrics.expected_calibration_error(np.ones(4), np.zeros(4)) == 1.0
 
 
-def test_threshold_rule_takes_middle_of_plateau():
-    # perfectly separable: every threshold in (0.2, 0.8] is optimal; the rule picks the middle, not the edge
+def test_threshold_rule_keeps_sensitivity_floor():
+    # perfectly separable: the highest threshold that keeps every pneumonia case, i.e. the most specific one
     y = np.array([0] * 50 + [1] * 50)
-    p = np.concatenate([np.linspace(0.0, 0.2, 50), np.linspace(0.81, 1.0, 50)])
-    t = metrics.choose_threshold(y, p)
-    assert 0.45 <= t <= 0.55
-    m = metrics.metrics_at(y, p, t)
-    assert m["sensitivity"] == 1.0 and m["specificity"] == 1.0
-    # an overlapping case: the threshold still gives the best Youden J on the grid (within the tolerance)
+    p = np.concatenate([np.linspace(0.0, 0.2, 50), np.linspace(0.815, 1.0, 50)])
+    assert metrics.choose_threshold(y, p, 1.0) == 0.81
+    # overlapping scores: sensitivity at the threshold reaches the floor, one step higher it does not
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     p = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
-    t = metrics.choose_threshold(y, p)
-    pts = metrics.operating_points(y, p)
-    best = max(q["sensitivity"] + q["specificity"] for q in pts)
-    at_t = next(q for q in pts if abs(q["threshold"] - t) < 1e-9)
-    assert at_t["sensitivity"] + at_t["specificity"] >= best - 0.011
+    for floor in (0.8, 0.95):
+        t = metrics.choose_threshold(y, p, floor)
+        assert metrics.metrics_at(y, p, t)["sensitivity"] >= floor
+        assert metrics.metrics_at(y, p, t + 0.01)["sensitivity"] < floor
+    # no threshold reaches an impossible floor: the lowest grid value
+    assert metrics.choose_threshold(np.array([0, 1]), np.array([0.5, 0.0]), 0.99) == 0.01
 
 
 def test_operating_points_monotone():

@@ -55,6 +55,17 @@ def test_overlay_is_full_resolution_and_class_dependent(analysed, tiny_model):
         assert not np.array_equal(pneu, norm)
 
 
+def test_format_probability_never_claims_certainty():
+    assert an.format_probability(0.999995) == "> 99.9%" and an.format_probability(0.00001) == "< 0.1%"
+    assert an.format_probability(0.4567) == "45.7%" and an.format_probability(0.9994) == "99.9%"
+
+
+def test_format_threshold_never_hides_a_third_decimal():
+    assert an.format_threshold(0.5) == "0.50" and an.format_threshold(0.435) == "0.435"
+    assert an.format_threshold(0.42, percent=True) == "42%" and an.format_threshold(0.435, percent=True) == "43.5%"
+    assert "threshold of 43.5%" in an.plain_verdict(0.9, 0.435)
+
+
 def test_explained_class_follows_the_label_at_the_threshold():
     assert an.explained_class("Predicted class", 0.7, 0.5) == 1
     assert an.explained_class("Predicted class", 0.7, 0.8) == 0
@@ -105,7 +116,7 @@ def test_report_png_and_pdf(analysed, tiny_model):
     when = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
-    assert f"{analysed.probability:.1%}" in text
+    assert an.format_probability(analysed.probability) in text
     assert "threshold 0.30 (chosen by the user; the model's default is 0.50)" in text
     assert "sensitivity 70.0%, specificity 30.0%" in text
     assert "Model: tiny, trained 2026-01-01" in text and "2026-01-02 03:04 UTC" in text
@@ -137,11 +148,8 @@ def test_modelcard_rows_label_every_split(tiny_model):
     meta = {**tiny_model.metadata, "metrics": {**tiny_model.metadata["metrics"], "test": {"auc": 0.9, "n": 624},
                                                 "custom_set": {"auc": 0.7}}}  # fmt: skip
     rows = modelcard.metric_rows(meta)
-    assert [r["measured on"].split(":")[0].split(" (")[0] for r in rows] == [
-        "validation split",
-        "the data set's official test folder",
-        "custom set",
-    ]
+    assert [r["data"] for r in rows] == ["Validation split", "Official test folder", "Custom set"]
+    assert "never used" in modelcard.split_description("test")
     assert rows[1]["ROC AUC"] == 0.9
     fig = modelcard.evaluation_figure(meta, "validation")
     assert len(fig.axes) == 3  # ROC, confusion, operating points
