@@ -144,13 +144,13 @@ def show_detail(res: an.Analysis) -> None:
     if res.error:
         st.error(f"**{res.name}** could not be read: {res.error}", icon=":material/error:")
         return
-    for w in res.warnings:
-        st.warning(w, icon=":material/help:")
-    if res.refusal:
+    if res.refusal:  # the refusal says everything; the plausibility warnings would repeat it
         st.error(res.refusal, icon=":material/block:")
         st.image(_display(res.pixels), caption=res.name, width=420)
         _facts(res)
         return
+    for w in res.warnings:
+        st.warning(w, icon=":material/help:")
     if res.doubtful:
         st.error(
             "This does not look like a chest radiograph, so the model's output would be meaningless and is not shown.",
@@ -219,18 +219,22 @@ def _facts(res: an.Analysis) -> None:
 
 
 def _probability_bar(p: float, t: float) -> None:
-    """A bar from 0 to 100 % filled to the probability, with a marker at the threshold."""
+    """A bar from 0 to 100 % filled to the probability, with a marker and a label at the threshold."""
     colour = "#c62828" if p >= t else "#2e7d32"
+    shift = "0%" if t < 0.15 else "-100%" if t > 0.85 else "-50%"  # keep the label inside the bar's width
     st.html(
-        f"""<div style="margin:2px 0 14px 0;font-family:sans-serif">
+        f"""<div style="margin:2px 0 14px 0;font-family:sans-serif;font-size:12px;color:#52606d">
+        <div style="position:relative;height:18px">
+          <span style="position:absolute;left:{t * 100:.1f}%;transform:translateX({shift});white-space:nowrap">
+            threshold {an.format_threshold(t, percent=True)}</span>
+        </div>
         <div style="position:relative;height:16px;background:#e8ecf1;border-radius:8px">
           <div style="width:{p * 100:.1f}%;height:100%;background:{colour};border-radius:8px"></div>
-          <div title="threshold" style="position:absolute;left:calc({t * 100:.1f}% - 1px);top:-5px;width:3px;
-               height:26px;background:#1f2933"></div>
+          <div title="threshold" style="position:absolute;left:calc({t * 100:.1f}% - 1px);top:-4px;width:3px;
+               height:24px;background:#1f2933"></div>
         </div>
-        <div style="position:relative;height:16px;font-size:12px;color:#52606d">
+        <div style="position:relative;height:16px">
           <span style="position:absolute;left:0">0%</span>
-          <span style="position:absolute;left:{t * 100:.1f}%;transform:translateX(-50%)">threshold {t:.0%}</span>
           <span style="position:absolute;right:0">100%</span>
         </div></div>"""
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pydicom import config as pydicom_config
 
 from pneumo import config
 
@@ -33,6 +34,12 @@ Image.MAX_IMAGE_PIXELS = config.MAX_IMAGE_PIXELS
 # pydicom's warnings quote header values, which can be patient data: keep them out of every log. Its logger has a
 # NullHandler, so with propagation off nothing reaches the root logger (or Python's last-resort stderr handler).
 logging.getLogger("pydicom").propagate = False
+# pydicom warns about invalid header values, quoting them (patient data): tell it not to validate on reading at all.
+# This is a process-wide setting, not `warnings.catch_warnings()`, which is not thread-safe while the app decodes
+# several users' uploads at once.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+# PIL's warnings concern corrupt metadata (EXIF), which we either decode or reject; best-effort silence.
+warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
 
 _PIL_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "TIFF"}
 # Formats whose frame count is checked: a multi-frame PNG/GIF/WebP is an animation, not a radiograph.
@@ -364,42 +371,39 @@ def _colourfulness(rgb: np.ndarray) -> float:
 
 def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
     """Decode a PIL-readable raster to uint8 grayscale, returning (pixels, info, colourfulness)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PIL warns about corrupt EXIF etc.; we either decode or raise
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
-        except UnidentifiedImageError as exc:
-            raise ImageLoadError("Not an image: the file is not PNG, JPEG, BMP, TIFF or DICOM.") from exc
-        except Exception as exc:  # noqa: BLE001 - PIL raises SyntaxError, OSError, ValueError... for bad headers
-            raise ImageLoadError(f"The image header is damaged ({type(exc).__name__}).") from exc
-        fmt = (im.format or "").upper()
-        try:
-            frames = int(getattr(im, "n_frames", 1)) if fmt in _ANIMATABLE else 1
-        except Exception as exc:  # noqa: BLE001 - counting frames reads the whole file; it may be damaged
-            raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
-        if frames > 1:
-            raise ImageLoadError("Animated images are not supported; upload a single radiograph.")
-        if fmt not in _PIL_FORMATS:
-            raise ImageLoadError(f"{fmt or 'This'} images are not supported; use PNG, JPEG, BMP, TIFF or DICOM.")
-        if fmt == "PNG" and (chunk := _png_crc_error(data)) is not None:
-            raise ImageLoadError(f"The PNG file is damaged (checksum error in its {chunk!r} chunk).")
-        _check_size(*im.size)
-        mode = im.mode
-        try:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
-        except OSError as exc:
-            msg = str(exc).lower()
-            if "truncat" in msg or "premature" in msg or "end of file" in msg or "not enough" in msg:
-                raise ImageLoadError(f"The {fmt} file is truncated (incomplete download?).") from exc
-            raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
-        except Exception as exc:  # noqa: BLE001 - e.g. SyntaxError for a broken PNG chunk, ValueError for bad EXIF
-            raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
+    try:
+        im = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError("Not an image: the file is not PNG, JPEG, BMP, TIFF or DICOM.") from exc
+    except Exception as exc:  # noqa: BLE001 - PIL raises SyntaxError, OSError, ValueError... for bad headers
+        raise ImageLoadError(f"The image header is damaged ({type(exc).__name__}).") from exc
+    fmt = (im.format or "").upper()
+    try:
+        frames = int(getattr(im, "n_frames", 1)) if fmt in _ANIMATABLE else 1
+    except Exception as exc:  # noqa: BLE001 - counting frames reads the whole file; it may be damaged
+        raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
+    if frames > 1:
+        raise ImageLoadError("Animated images are not supported; upload a single radiograph.")
+    if fmt not in _PIL_FORMATS:
+        raise ImageLoadError(f"{fmt or 'This'} images are not supported; use PNG, JPEG, BMP, TIFF or DICOM.")
+    if fmt == "PNG" and (chunk := _png_crc_error(data)) is not None:
+        raise ImageLoadError(f"The PNG file is damaged (checksum error in its {chunk!r} chunk).")
+    _check_size(*im.size)
+    mode = im.mode
+    try:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
+    except OSError as exc:
+        msg = str(exc).lower()
+        if "truncat" in msg or "premature" in msg or "end of file" in msg or "not enough" in msg:
+            raise ImageLoadError(f"The {fmt} file is truncated (incomplete download?).") from exc
+        raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. SyntaxError for a broken PNG chunk, ValueError for bad EXIF
+        raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
     info: dict[str, Any] = {"format": "JPEG" if fmt == "MPO" else fmt, "mode": mode, "original_size": im.size}
     colourfulness = 0.0
     try:
@@ -457,9 +461,7 @@ def load_image(source: str | os.PathLike[str] | bytes, name: str = "") -> Loaded
         raise ImageLoadError(f"The file is too large ({len(data) / 2**20:.0f} MB).")
     try:
         if _is_dicom(data, name):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # pydicom warns about odd header values, quoting them
-                pixels, info = _load_dicom(data)
+            pixels, info = _load_dicom(data)
             colourfulness = 0.0
         else:
             if data[:4] == b"%PDF":

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from pneumo import __version__, config
 from pneumo.analysis import (
     Analysis,
-    format_probability,
     format_threshold,
     heatmap_overlay,
     operating_point,
@@ -59,7 +58,7 @@ def report_lines(
     lines = [
         f"File: {result.name}",
         f"Result: {label_for(p, threshold)} at threshold {format_threshold(threshold)} ({which}).",
-        f"Probability of pneumonia: {format_probability(p)}. {_plain(plain_verdict(p, threshold))}",
+        _plain(plain_verdict(p, threshold)),
     ]
     op = operating_point(metadata, threshold)
     val = metadata.get("metrics", {}).get("validation", {})

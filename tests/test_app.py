@@ -211,6 +211,7 @@ def test_non_xray_dicom_is_refused_with_a_reason(app):
     upload(app, [("ct.dcm", dicom_bytes("CT"))])
     assert not app.exception
     assert any("modality is CT" in e.value for e in app.error)
+    assert not any("modality" in w.value for w in app.warning)  # said once, as the reason for no result
     assert metric(app, "Probability of pneumonia") is None
     assert "Doe" not in all_text(app)
 

@@ -101,16 +101,19 @@ def test_dicom_header_values_never_reach_logs_warnings_or_messages():
     lib.addHandler(on_lib)
     root.setLevel(logging.DEBUG)
     try:
+        # record with the process's filters as pneumo.io installs them (filters are global: no per-call override)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
             with pytest.raises(ImageLoadError, match="transfer syntax") as err:
                 load_image(data, name="scan.dcm")
     finally:
         root.removeHandler(on_root)
         lib.removeHandler(on_lib)
         root.setLevel(old_level)
-    assert any("Doe^Jane" in m for m in on_lib.messages), "pydicom no longer quotes the value: test proves nothing"
-    shown = " ".join(on_root.messages) + " ".join(str(w.message) for w in caught) + str(err.value)
+    # pydicom would quote the value in a warning while validating; pneumo.io switches that validation off
+    from pydicom import config as pydicom_config
+
+    assert pydicom_config.settings.reading_validation_mode == pydicom_config.IGNORE
+    shown = " ".join(on_root.messages + on_lib.messages) + " ".join(str(w.message) for w in caught) + str(err.value)
     assert not any(s in shown for s in PATIENT_STRINGS), shown
 
 
