@@ -136,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m pneumo.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM) or folders (recursive)")
-    p.add_argument("--model", type=Path, default=config.DEFAULT_MODEL_PATH, help="a .keras model with its .json")
+    default_model = Path(os.environ.get(config.MODEL_ENV_VAR, "").strip() or config.DEFAULT_MODEL_PATH)
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=default_model,
+        help=f"a .keras model with its .json (default: ${config.MODEL_ENV_VAR} or the committed model)",
+    )
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--heatmaps", type=Path, default=None, help="write one Grad-CAM overlay PNG per image here")
     p.add_argument("--batch-size", type=int, default=32)
