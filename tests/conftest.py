@@ -86,3 +86,16 @@ def tiny_model(tiny_model_path):
     from pneumo.model import load_model
 
     return load_model(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def app_model_path(tmp_path_factory) -> Path:
+    """The model an end-to-end test runs the app with: $PNEUMO_MODEL, else the committed one, else a tiny one."""
+    from pneumo import config
+
+    override = os.environ.get(config.MODEL_ENV_VAR)
+    if override:
+        return Path(override)
+    if config.DEFAULT_MODEL_PATH.exists():
+        return config.DEFAULT_MODEL_PATH
+    return make_tiny_model(tmp_path_factory.mktemp("app_model"))

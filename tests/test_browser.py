@@ -22,7 +22,7 @@ import pytest
 
 from pneumo import config
 from pneumo.analysis import format_probability
-from tests.conftest import ROOT, make_tiny_model
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +56,8 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    override = os.environ.get(config.MODEL_ENV_VAR)
-    if override:
-        return Path(override)
-    if config.DEFAULT_MODEL_PATH.exists():
-        return config.DEFAULT_MODEL_PATH
-    return make_tiny_model(tmp_path_factory.mktemp("browser_model"))
+def model_path(app_model_path) -> Path:
+    return app_model_path
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import config
-from tests.conftest import ROOT, make_tiny_model, synthetic_xray
+from tests.conftest import ROOT, synthetic_xray
 from tests.corpus import dicom_bytes
 from tests.live_app import LiveServer, launch_chromium, require_browser, shown_probability, upload, wait_for_result
 
@@ -41,13 +40,8 @@ TIMEOUT_MS = 240_000  # eight cold sessions on a 2-core CI runner
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    override = os.environ.get(config.MODEL_ENV_VAR)
-    if override:
-        return Path(override)
-    if config.DEFAULT_MODEL_PATH.exists():
-        return config.DEFAULT_MODEL_PATH
-    return make_tiny_model(tmp_path_factory.mktemp("load_model"))
+def model_path(app_model_path) -> Path:
+    return app_model_path
 
 
 def _png(pixels: np.ndarray) -> bytes:

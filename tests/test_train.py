@@ -38,8 +38,20 @@ def test_training_smoke_run_writes_loadable_model(tmp_path):
     assert "validation AUC" in res.stderr
 
     meta = json.loads((out / "pneumo_cnn.json").read_text())
-    for key in ("input_size", "class_names", "gradcam_layer", "threshold", "threshold_rule", "parameters",
-                "metrics", "operating_points", "roc", "training", "versions", "created"):
+    for key in (
+        "input_size",
+        "class_names",
+        "gradcam_layer",
+        "threshold",
+        "threshold_rule",
+        "parameters",
+        "metrics",
+        "operating_points",
+        "roc",
+        "training",
+        "versions",
+        "created",
+    ):
         assert key in meta, key
     val = meta["metrics"]["validation"]
     for key in ("auc", "accuracy", "sensitivity", "specificity", "ece", "confusion"):
