@@ -100,7 +100,17 @@ def time_ms(fn: Callable[[], Any], reps: int, warmup: int) -> dict[str, float]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
+    """Peak resident set size of this process so far, in MiB.
+
+    On Linux this is VmHWM of /proc/self/status: ru_maxrss would also count the parent's RSS at the moment a
+    subprocess was spawned (the high-water mark survives exec), inflating the probes' numbers.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB -> MiB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
