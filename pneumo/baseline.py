@@ -57,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--cache-dir", default=Settings.cache_dir, help="decoded-image cache ('' = none)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     s = Settings()
     t0 = time.time()
     paths, labels = data.list_split(args.data / "train")
-    x224 = data.load_arrays(paths, s.image_size, Path(s.cache_dir))  # (N, 224, 224, 1), same cache as training
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    x224 = data.load_arrays(paths, s.image_size, cache)  # (N, 224, 224, 1), same cache as training
     x = np.stack([cv2.resize(im[:, :, 0], (args.size, args.size), interpolation=cv2.INTER_AREA) for im in x224])
     x = x[..., None].astype("float32")  # (N, size, size, 1)
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)

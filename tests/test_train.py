@@ -81,3 +81,34 @@ def test_cli_settings_override():
     assert s.epochs == 3 and s.learning_rate == 0.01 and s.image_size == 32
     _, full = parse_args(["--data", "x"])
     assert full.image_size == 224 and full.max_per_class == 0
+
+
+@pytest.mark.slow
+def test_seed_baseline_smoke_run(tmp_path):
+    """python -m pneumo.baseline scores the seed notebook's approach on the same patient split."""
+    data_dir, out = tmp_path / "data", tmp_path / "baseline.json"
+    _synthetic_dataset(data_dir, n=10)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pneumo.baseline",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--members",
+        "2",
+        "--size",
+        "32",
+        "--cache-dir",
+        "",
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    val = result["validation"]
+    assert val["n"] == val["n_normal"] + val["n_pneumonia"] > 0 and val["threshold"] == 0.5
+    assert 0.0 <= val["accuracy"] <= 1.0 and "2 x notebook CNN at 32x32" in result["approach"]
