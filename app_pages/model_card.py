@@ -147,6 +147,9 @@ st.markdown(
   may highlight shortcuts (text markers, borders, devices) rather than lung.
 - **No stage, no cause.** It does not distinguish bacterial from viral pneumonia or stage the disease, and it knows
   only NORMAL and PNEUMONIA: other findings (effusion, masses, tubes) are outside its scope.
+- **Validation is optimistic.** The validation split comes from the same pool of images as the training set and is
+  much easier than new patients: on the data set's separate test folder, comparable models score clearly lower, with
+  most of the loss in specificity (normals called pneumonia). Expect lower figures than those above.
 - **Data-set quirks.** Images were squashed to a square; the public data set has known duplicates and label noise.
 - **Not a medical device**, not validated for clinical use.
 """
