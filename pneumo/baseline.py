@@ -23,24 +23,36 @@ import numpy as np
 log = logging.getLogger("pneumo.baseline")
 
 
+def notebook_cnn(x, prefix: str = ""):
+    """The notebook CNN's layers on x, float (B, S, S, 1) in 0..1.
+
+    Returns (last convolution's feature map (B, S/8, S/8, 128), logits (B, 2) for NORMAL, PNEUMONIA).
+    """
+    from keras import layers
+
+    x = layers.BatchNormalization(name=f"{prefix}bn")(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name=f"{prefix}conv1")(x)  # (B, S, S, 32)
+    x = layers.MaxPooling2D(2)(x)  # S/2
+    x = layers.Dropout(0.25)(x)
+    x = layers.Conv2D(32, 5, padding="same", activation="relu", name=f"{prefix}conv2")(x)
+    x = layers.MaxPooling2D(2)(x)  # S/4
+    x = layers.Conv2D(64, 5, padding="same", activation="relu", name=f"{prefix}conv3")(x)
+    x = layers.MaxPooling2D(2)(x)  # S/8
+    fmap = layers.Conv2D(128, 5, padding="same", activation="relu", name=f"{prefix}conv4")(x)  # (B, S/8, S/8, 128)
+    x = layers.MaxPooling2D(2)(fmap)  # S/16
+    x = layers.Dense(256, activation="relu")(layers.Flatten()(x))
+    return fmap, layers.Dense(2, name=f"{prefix}logits")(x)  # (B, 2)
+
+
 def build_member(size: int = 64, seed: int = 0):
-    """One copy of the notebook CNN: (B, size, size, 1) 0..255 -> softmax (B, 2)."""
+    """One copy of the notebook CNN, compiled: (B, size, size, 1) 0..255 -> softmax (B, 2)."""
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input((size, size, 1))
-    x = layers.Rescaling(1.0 / 255.0)(inp)
-    x = layers.BatchNormalization()(x)
-    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Dropout(0.25)(x)
-    for filters in (32, 64, 128):
-        x = layers.Conv2D(filters, 5, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D(2)(x)
-    x = layers.Dense(256, activation="relu")(layers.Flatten()(x))
-    out = layers.Dense(2, activation="softmax")(x)
-    model = keras.Model(inp, out)
+    _, logits = notebook_cnn(layers.Rescaling(1.0 / 255.0)(inp))
+    model = keras.Model(inp, layers.Softmax()(logits))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
 

@@ -255,22 +255,13 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
     import keras
     from keras import layers
 
+    from pneumo.baseline import notebook_cnn
+
     inp = keras.Input((size, size, 1), name="image")  # (B, 64, 64, 1), 0..255
     x0 = layers.Rescaling(1.0 / 255.0)(inp)
     fmaps, scores, probs = [], [], []
     for m in range(members):
-        x = layers.BatchNormalization(name=f"m{m}_bn")(x0)
-        x = layers.Conv2D(32, 3, padding="same", activation="relu", name=f"m{m}_conv1")(x)  # 64x64x32
-        x = layers.MaxPooling2D(2)(x)  # 32x32
-        x = layers.Dropout(0.25)(x)
-        x = layers.Conv2D(32, 5, padding="same", activation="relu", name=f"m{m}_conv2")(x)
-        x = layers.MaxPooling2D(2)(x)  # 16x16
-        x = layers.Conv2D(64, 5, padding="same", activation="relu", name=f"m{m}_conv3")(x)
-        x = layers.MaxPooling2D(2)(x)  # 8x8
-        f = layers.Conv2D(128, 5, padding="same", activation="relu", name=f"m{m}_conv4")(x)  # (B, 8, 8, 128)
-        x = layers.MaxPooling2D(2)(f)  # 4x4x128
-        x = layers.Dense(256, activation="relu")(layers.Flatten()(x))
-        logits = layers.Dense(2, name=f"m{m}_logits")(x)  # (B, 2): NORMAL, PNEUMONIA
+        f, logits = notebook_cnn(x0, prefix=f"m{m}_")  # (B, 8, 8, 128), (B, 2): NORMAL, PNEUMONIA
         soft = layers.Softmax()(logits)
         fmaps.append(f)
         # log-odds of PNEUMONIA: sigmoid(l1 - l0) == softmax(l)[1]
