@@ -183,12 +183,13 @@ def show_detail(res: an.Analysis) -> None:
     )  # fmt: skip
     alpha = k2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
     cls = an.explained_class(choice, p, threshold)
-    overlay = an.heatmap_overlay(res, cls, alpha, loaded.image_size)  # (H, W, 3) uint8, full resolution
+    shown = _display(res.pixels)  # (h, w) at most DISPLAY_SIDE: blend at that size, not at full resolution
+    overlay = an.heatmap_overlay(res, cls, alpha, loaded.image_size, image=shown)  # (h, w, 3) uint8
     h, w = res.pixels.shape
     i1, i2 = st.columns(2)
-    i1.image(_display(res.pixels), caption=f"Original, {w} × {h} px", width="stretch")
+    i1.image(shown, caption=f"Original, {w} × {h} px", width="stretch")
     i2.image(
-        _display(overlay), width="stretch",
+        overlay, width="stretch",
         caption=f"Grad-CAM for {config.CLASS_NAMES[cls]} (red = strongest evidence; scaled to its own maximum)",
     )  # fmt: skip
     _facts(res)

@@ -171,12 +171,15 @@ def explained_class(choice: str, probability: float, threshold: float) -> int:
     return config.CLASS_NAMES.index(label_for(probability, threshold))
 
 
-def heatmap_overlay(result: Analysis, target_class: int, alpha: float, model_size: int) -> np.ndarray:
-    """The Grad-CAM overlay of one analysed image at its full resolution: uint8 (H, W, 3) RGB."""
+def heatmap_overlay(
+    result: Analysis, target_class: int, alpha: float, model_size: int, image: np.ndarray | None = None
+) -> np.ndarray:
+    """The Grad-CAM overlay of one analysed image: uint8 (H, W, 3) RGB at the full resolution, or at the size of
+    ``image`` (a resized copy of ``result.pixels``, e.g. the one shown in the browser: cheaper on every rerun)."""
     if result.pixels is None or result.signed_cam is None:
         raise ValueError("this analysis has no heatmap")
     heat = heatmap_from_cam(result.signed_cam, target_class, model_size)  # (S, S) in [0, 1]
-    return overlay_heatmap(result.pixels, heat, alpha)
+    return overlay_heatmap(result.pixels if image is None else image, heat, alpha)
 
 
 @dataclass(frozen=True)

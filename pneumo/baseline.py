@@ -6,7 +6,7 @@ augmentation and no class weights, labelling at P >= 0.5. This script reproduces
 `pneumo.train` uses (same seed and fraction), so the two models' validation figures can be compared.
 
 Example:
-    python -m pneumo.baseline --data ../shared/data/chest_xray --out models/baseline_seed_ensemble.json
+    python -m pneumo.baseline --data DATA/chest_xray --out models/baseline_seed_ensemble.json
 """
 
 from __future__ import annotations

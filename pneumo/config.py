@@ -10,7 +10,7 @@ from pathlib import Path
 
 # Where the package lives; models/ and assets/ sit beside it in the repository.
 PACKAGE_DIR = Path(__file__).resolve().parent
-# The repository root: app, CLI and tests find committed files relative to it, never via ../shared.
+# The repository root: app, CLI and tests find committed files relative to it, never via the data folder.
 ROOT_DIR = PACKAGE_DIR.parent
 # Committed model files; the app and the CLI default to the model here.
 MODELS_DIR = ROOT_DIR / "models"

@@ -1,8 +1,8 @@
 """Train the pneumo CNN on the public "Chest X-Ray Images (Pneumonia)" folder layout.
 
-Examples:
-    # the committed model (2 CPU cores: about 30-45 minutes; decoded images are cached in ~/.cache/pneumo)
-    python -m pneumo.train --data ../shared/data/chest_xray --out models/
+Examples (DATA/chest_xray: the public data set's folder; the README's training section shows the command used):
+    # the committed model (2 CPU cores: about an hour; decoded images are cached in ~/.cache/pneumo)
+    python -m pneumo.train --data DATA/chest_xray --out models/
     # a few seconds, on any folder with the same layout (used by the tests)
     python -m pneumo.train --data /tmp/synthetic --out /tmp/model --preset smoke
 
