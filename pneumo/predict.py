@@ -1,13 +1,18 @@
-"""Predict pneumonia for chest X-ray files and folders with a trained pneumo model.
+"""Predict pneumonia for chest X-ray files and folders with the committed pneumo models.
 
 Examples:
-    python -m pneumo.predict assets/samples/                      # csv to stdout, committed model
+    python -m pneumo.predict assets/samples/                      # CSV to stdout, committed models
     python -m pneumo.predict --format json scan1.dcm scan2.png
-    python -m pneumo.predict --heatmaps out/ --model models/pneumo_cnn.keras folder/
+    python -m pneumo.predict --heatmaps out/ folder/               # also one overlay PNG per image
+    python -m pneumo.predict --force adult_film.png                # a probability even outside the intended use
 
-CSV columns: path,probability,label,error. probability = P(pneumonia) with 6 decimals; label is NORMAL/PNEUMONIA at
-the model's stored threshold, or ERROR (with the message) for a file that cannot be read. Exit status: 0 when every
-file was read, 2 when some were not (the others are still predicted), 1 for a usage error.
+Output (CSV; JSON has the same fields): path,probability,label,error,warnings
+- probability: P(pneumonia) with 6 decimals; empty for an image outside the intended use (unless --force) or an error.
+- label: NORMAL or PNEUMONIA at the model's stored threshold; OUT_OF_SCOPE for an image outside the intended use
+  (with --force: NORMAL/PNEUMONIA, and the warnings stay); ERROR for a file that cannot be read (message in error).
+- warnings: ';'-separated stable codes (see the README's table, or pneumo.scope.WARNING_CODES).
+Exit status: 0 when every file was read (OUT_OF_SCOPE is an answer), 2 when some could not be read, 1 for a usage
+error. A folder scan names on stderr every file it skips because of its type, with a count.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger("pneumo.predict")
+
+FIELDS = ("path", "probability", "label", "error", "warnings")
 
 
 @dataclass
@@ -33,20 +40,88 @@ class Row:
     probability: float | None
     label: str
     error: str = ""
+    warnings: str = ""
 
 
-def collect_files(inputs: list[str]) -> list[Path]:
-    """Files given directly (kept even with an unknown suffix, to be reported) plus image files found in folders."""
+def collect_files(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+    """(files to analyse, files skipped): files given directly are always kept (an unknown type is then reported as
+    an ERROR row); in folders, files whose suffix is not an image type are skipped."""
     from pneumo import config
 
     files: list[Path] = []
+    skipped: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in config.IMAGE_SUFFIXES)
+            for f in sorted(f for f in p.rglob("*") if f.is_file()):
+                (files if f.suffix.lower() in config.IMAGE_SUFFIXES else skipped).append(f)
         else:
             files.append(p)
-    return files
+    return files, skipped
+
+
+def _decode(path: Path):
+    from pneumo.io import ImageLoadError, load_image
+
+    try:
+        return load_image(path)
+    except ImageLoadError as exc:
+        return exc
+
+
+def decoded(files: list[Path], workers: int) -> Iterator:
+    """Decode files in a thread pool (the decoders release the GIL), in order: LoadedImage or ImageLoadError each."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        yield from pool.map(_decode, files)
+
+
+def run(
+    files: list[Path],
+    model_path: Path,
+    heatmap_dir: Path | None = None,
+    batch_size: int = 32,
+    force: bool = False,
+    progress: bool = False,
+    workers: int = 4,
+) -> list[Row]:
+    """Analyse every file through the one analysis path (pneumo.pipeline), in batches; unreadable files -> ERROR."""
+    from pneumo.pipeline import load_models
+
+    models = load_models(model_path)
+    rows: list[Row] = []
+    if heatmap_dir is not None:
+        heatmap_dir.mkdir(parents=True, exist_ok=True)
+    batch: list[tuple[int, object]] = []
+    for f, img in zip(files, decoded(files, workers)):
+        if isinstance(img, Exception):
+            rows.append(Row(str(f), None, "ERROR", str(img)))
+        else:
+            rows.append(Row(str(f), None, ""))
+            batch.append((len(rows) - 1, img))
+        if len(batch) == batch_size:
+            _flush(models, batch, rows, files, heatmap_dir, force)
+            batch = []
+            _progress(len(rows), len(files), progress)
+    _flush(models, batch, rows, files, heatmap_dir, force)
+    _progress(len(rows), len(files), progress)
+    return rows
+
+
+def _flush(models, batch, rows: list[Row], files: list[Path], heatmap_dir: Path | None, force: bool) -> None:
+    """Analyse one batch of decoded images and fill their rows (and write their overlays)."""
+    from pneumo.pipeline import analyze_images
+
+    if not batch:
+        return
+    results = analyze_images(models, [img for _, img in batch], force=force)
+    for (slot, _), res in zip(batch, results):
+        row = rows[slot]
+        row.probability, row.label, row.warnings = res.probability, res.label, ";".join(res.warnings)
+        if heatmap_dir is not None and res.has_probability:
+            from pneumo.explain import result_overlay
+
+            overlay = result_overlay(res, models, target_class=None, outline=True)
+            _save_png(overlay, heatmap_dir / _heatmap_name(Path(row.path), files))
 
 
 def _progress(done: int, total: int, enabled: bool) -> None:
@@ -59,76 +134,39 @@ def _progress(done: int, total: int, enabled: bool) -> None:
         sys.stderr.flush()
 
 
-def run(
-    files: list[Path], model_path: Path, heatmap_dir: Path | None = None, batch_size: int = 32, progress: bool = False
-) -> list[Row]:
-    """Predict every file, in batches; unreadable files become ERROR rows."""
-    from pneumo.gradcam import explain_batch, heatmap_from_cam, overlay_heatmap
-    from pneumo.inference import label_for, predict_proba
-    from pneumo.io import ImageLoadError, load_image
-    from pneumo.model import load_model
-    from pneumo.preprocess import preprocess
-
-    loaded = load_model(model_path)
-    size, threshold = loaded.image_size, loaded.threshold
-    rows: list[Row] = []
-    if heatmap_dir is not None:
-        heatmap_dir.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images, inputs, slots = [], [], []
-        for f in chunk:
-            try:
-                img = load_image(f)
-            except ImageLoadError as exc:
-                rows.append(Row(str(f), None, "ERROR", str(exc)))
-                continue
-            slots.append(len(rows))
-            rows.append(Row(str(f), None, ""))
-            images.append(img.pixels)
-            inputs.append(preprocess(img.pixels, size))
-        if inputs:
-            x = np.stack(inputs)  # (B, S, S, 1) uint8
-            if heatmap_dir is None:
-                probs = predict_proba(loaded.model, x, batch_size)
-            else:
-                probs, cams = explain_batch(loaded.model, x, loaded.gradcam_layer)
-            for j, slot in enumerate(slots):
-                p = float(probs[j])
-                rows[slot].probability = p
-                rows[slot].label = label_for(p, threshold)
-                if heatmap_dir is not None:
-                    cls = 1 if rows[slot].label == "PNEUMONIA" else 0
-                    overlay = overlay_heatmap(images[j], heatmap_from_cam(cams[j], cls, size))
-                    _save_png(overlay, heatmap_dir / _heatmap_name(Path(rows[slot].path), files))
-        _progress(min(start + batch_size, len(files)), len(files), progress)
-    return rows
-
-
 def _heatmap_name(path: Path, files: list[Path]) -> str:
     """A unique, flat file name for an image's overlay (files of the same name in different folders differ)."""
     stems = [f.stem for f in files]
     if stems.count(path.stem) > 1:
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-        return f"{path.stem}_{digest}_gradcam.png"
-    return f"{path.stem}_gradcam.png"
+        return f"{path.stem}_{digest}_heatmap.png"
+    return f"{path.stem}_heatmap.png"
 
 
-def _save_png(rgb: np.ndarray, path: Path) -> None:
+def _save_png(rgb, path: Path) -> None:
     from PIL import Image
 
     Image.fromarray(rgb).save(path)
 
 
 def write_rows(rows: list[Row], fmt: str, out) -> None:
+    """CSV or JSON with the fields path, probability, label, error, warnings."""
     if fmt == "json":
         json.dump([asdict(r) for r in rows], out, indent=1)
         out.write("\n")
         return
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["path", "probability", "label", "error"])
+    w.writerow(FIELDS)
     for r in rows:
-        w.writerow([r.path, "" if r.probability is None else f"{r.probability:.6f}", r.label, r.error])
+        w.writerow([r.path, "" if r.probability is None else f"{r.probability:.6f}", r.label, r.error, r.warnings])
+
+
+def report_skipped(skipped: list[Path], err) -> None:
+    """Name every file a folder scan skipped because of its type, with a count, on stderr."""
+    if skipped:
+        err.write(f"skipped {len(skipped)} file(s) that are not a supported image type:\n")
+        for f in skipped:
+            err.write(f"  {f}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,25 +175,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pneumo.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM) or folders (recursive)")
     default_model = Path(os.environ.get(config.MODEL_ENV_VAR, "").strip() or config.DEFAULT_MODEL_PATH)
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=default_model,
-        help=f"a .keras model with its .json (default: ${config.MODEL_ENV_VAR} or the committed model)",
-    )
+    p.add_argument("--model", type=Path, default=default_model,
+                   help=f"a .keras classifier with its .json (default: ${config.MODEL_ENV_VAR} or the committed "
+                   "model); its lung model and the scope gate are taken from the same folder")  # fmt: skip
     p.add_argument("--format", choices=("csv", "json"), default="csv")
-    p.add_argument("--heatmaps", type=Path, default=None, help="write one Grad-CAM overlay PNG per image here")
+    p.add_argument("--heatmaps", type=Path, default=None, help="write one heatmap overlay PNG per image here")
+    p.add_argument("--force", action="store_true",
+                   help="give a probability and label even for images outside the intended use (warnings stay)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=4, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    files = collect_files(args.paths)
+    files, skipped = collect_files(args.paths)
+    report_skipped(skipped, sys.stderr)
     if not files:
         p.error("no image files found in the given paths")
     if not args.model.exists():
         p.error(f"model not found: {args.model}")
     show = not args.quiet and len(files) > args.batch_size and sys.stderr.isatty()
-    rows = run(files, args.model, args.heatmaps, args.batch_size, progress=show)
+    rows = run(files, args.model, args.heatmaps, args.batch_size, args.force, show, args.workers)
     write_rows(rows, args.format, sys.stdout)
     return 2 if any(r.label == "ERROR" for r in rows) else 0
 

@@ -35,14 +35,17 @@ log = logging.getLogger("pneumo.train")
 # settings: every knob in one place; presets override some of them
 @dataclass
 class Settings:
-    image_size: int = 224  # the data set copies are 224x224
+    image_size: int = 160  # the classifier input: the dilated lung box of the 224 copy, squashed to this side
+    input_mode: str = "lungs"  # "lungs": only the lung fields reach the model; "full": the whole 224 squash
+    lung_model: str = "models/pneumo_lungs.keras"  # the U-Net that finds the lungs (input_mode "lungs")
+    cam_stride: int = 16  # the explained feature map is image_size / cam_stride (10x10 at 160)
     stem_width: int = 32
     widths: tuple[int, ...] = (64, 128, 192, 256)
     dropout: float = 0.3
     weight_decay: float = 1e-4  # L2 on pointwise convolutions
     batch_size: int = 32
-    epochs: int = 24  # upper bound; early stopping on validation AUC usually ends sooner
-    patience: int = 6  # epochs without a validation-AUC improvement before stopping
+    epochs: int = 16  # upper bound; early stopping on validation AUC usually ends sooner
+    patience: int = 5  # epochs without a validation-AUC improvement before stopping
     learning_rate: float = 1e-3
     min_sensitivity: float = 0.95  # threshold rule: the highest threshold keeping validation sensitivity >= this
     val_fraction: float = 0.15  # share of each class's training images (whole patients) held out for validation
@@ -57,7 +60,8 @@ class Settings:
     contrast: tuple[float, float] = (0.75, 1.3)
     brightness: float = 0.1
     noise: float = 0.03  # max std of additive Gaussian noise on the 0..1 scale
-    cache_dir: str = str(Path.home() / ".cache" / "pneumo")
+    cache_dir: str = ".cache"  # decoded 224 copies, relative to the working directory (git-ignored)
+    robustness_masks: str = ""  # reference lung masks: when given, pneumo.robustness runs at the end of training
 
 
 PRESETS: dict[str, dict] = {
@@ -72,6 +76,7 @@ PRESETS: dict[str, dict] = {
         patience=1,
         val_fraction=0.3,
         cache_dir="",
+        lung_model="",  # the smoke test passes a tiny random U-Net with --lung-model
     ),
 }
 
@@ -101,46 +106,131 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def make_augment(s: Settings):
-    """A batched tf augmentation: (B, S, S, 1) float 0..255 -> same, random affine + gamma/contrast/noise."""
+def random_affine(x, s: Settings):
+    """Random rotation, zoom, aspect, shift of a batch (B, S, S, C) float; every channel moves together."""
     import tensorflow as tf
 
     size = s.image_size
+    b = tf.shape(x)[0]
+    theta = tf.random.uniform([b], -s.rotate_deg, s.rotate_deg) * (np.pi / 180.0)
+    zoom = tf.random.uniform([b], s.zoom[0], s.zoom[1])
+    sx = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
+    sy = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
+    tx = tf.random.uniform([b], -s.shift, s.shift) * size
+    ty = tf.random.uniform([b], -s.shift, s.shift) * size
+    c = (size - 1) / 2.0
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    a0, a1 = cos / sx, -sin / sx
+    b0, b1 = sin / sy, cos / sy
+    a2 = c - a0 * c - a1 * c + tx
+    b2 = c - b0 * c - b1 * c + ty
+    zeros = tf.zeros([b])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)  # (B, 8): output -> input coords
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x,
+        transforms=transforms,
+        output_shape=[size, size],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
+
+
+def random_intensity(x, s: Settings):
+    """Random gamma, contrast, brightness and noise of a batch (B, S, S, 1) float 0..255 -> same."""
+    import tensorflow as tf
+
+    b = tf.shape(x)[0]
+    x = x / 255.0
+    gamma = tf.exp(tf.random.uniform([b, 1, 1, 1], np.log(s.gamma[0]), np.log(s.gamma[1])))
+    x = tf.pow(tf.clip_by_value(x, 1e-6, 1.0), gamma)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    contrast = tf.random.uniform([b, 1, 1, 1], s.contrast[0], s.contrast[1])
+    x = (x - mean) * contrast + mean + tf.random.uniform([b, 1, 1, 1], -s.brightness, s.brightness)
+    x = x + tf.random.normal(tf.shape(x)) * tf.random.uniform([b, 1, 1, 1], 0.0, s.noise)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def make_augment(s: Settings):
+    """A batched tf augmentation: (B, S, S, 1) float 0..255 -> same, random affine + gamma/contrast/noise."""
 
     def augment(x, y):
-        b = tf.shape(x)[0]
-        theta = tf.random.uniform([b], -s.rotate_deg, s.rotate_deg) * (np.pi / 180.0)
-        zoom = tf.random.uniform([b], s.zoom[0], s.zoom[1])
-        sx = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
-        sy = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
-        tx = tf.random.uniform([b], -s.shift, s.shift) * size
-        ty = tf.random.uniform([b], -s.shift, s.shift) * size
-        c = (size - 1) / 2.0
-        cos, sin = tf.cos(theta), tf.sin(theta)
-        a0, a1 = cos / sx, -sin / sx
-        b0, b1 = sin / sy, cos / sy
-        a2 = c - a0 * c - a1 * c + tx
-        b2 = c - b0 * c - b1 * c + ty
-        zeros = tf.zeros([b])
-        transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)  # (B, 8): output -> input coords
-        x = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x,
-            transforms=transforms,
-            output_shape=[size, size],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="NEAREST",
-        )
-        x = x / 255.0
-        gamma = tf.exp(tf.random.uniform([b, 1, 1, 1], np.log(s.gamma[0]), np.log(s.gamma[1])))
-        x = tf.pow(tf.clip_by_value(x, 1e-6, 1.0), gamma)
-        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-        contrast = tf.random.uniform([b, 1, 1, 1], s.contrast[0], s.contrast[1])
-        x = (x - mean) * contrast + mean + tf.random.uniform([b, 1, 1, 1], -s.brightness, s.brightness)
-        x = x + tf.random.normal(tf.shape(x)) * tf.random.uniform([b, 1, 1, 1], 0.0, s.noise)
-        return tf.clip_by_value(x, 0.0, 1.0) * 255.0, y
+        return random_intensity(random_affine(x, s), s), y
 
     return augment
+
+
+INPUT_WORDS = {
+    "lungs": "grayscale 0..255: the 224x224 squash (area interpolation), outside the lung mask grown by "
+    "LUNG_MARGIN_PX set to the mean inside it, the grown mask's bounding box squashed to input_size",
+    "full": "grayscale pixel values 0..255, squashed to input_size x input_size with area interpolation",
+}
+
+
+def effective_mode(s: Settings) -> str:
+    """'lungs' when a lung model is given and asked for, else 'full'."""
+    return "lungs" if (s.input_mode == "lungs" and s.lung_model) else "full"
+
+
+def lung_model_facts(s: Settings) -> dict | None:
+    """Name and sha256 of the lung model the classifier was trained behind (it must be the same at inference)."""
+    import hashlib
+
+    if effective_mode(s) != "lungs":
+        return None
+    path = Path(s.lung_model)
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def model_inputs(x224: np.ndarray, s: Settings) -> np.ndarray:
+    """The classifier's inputs from 224 squashes: uint8 (N, 224, 224) -> uint8 (N, S, S, 1).
+
+    input_mode "lungs": the U-Net's mask, then the dilated lung box greyed outside the lungs (pneumo.lungs);
+    "full": the whole squash resized to S.
+    """
+    import cv2
+
+    from pneumo import lungs
+
+    if effective_mode(s) == "full":
+        return np.stack([cv2.resize(x, (s.image_size,) * 2, interpolation=cv2.INTER_AREA) for x in x224])[..., None]
+    seg = lungs.load_lung_model(s.lung_model)
+    out = np.empty((len(x224), s.image_size, s.image_size, 1), np.uint8)
+    for i in range(0, len(x224), 256):
+        masks, _ = lungs.segment(seg, x224[i : i + 256])  # (b, 224, 224) bool
+        for j, m in enumerate(masks):
+            out[i + j, ..., 0] = lungs.lung_input(x224[i + j], m, s.image_size)
+        log.info("lung inputs: %d/%d", min(i + 256, len(x224)), len(x224))
+    return out
+
+
+def cam_scale(model, x_va: np.ndarray, y_va: np.ndarray) -> dict[str, float]:
+    """The heatmaps' absolute scale, one per class: the median over validation images of that class of the
+    largest CAM value for the class (logit units). The app divides by it, so a typical case of a class reaches
+    full colour and an image with little evidence for a class stays pale."""
+    from pneumo import config
+    from pneumo.gradcam import explain_batch
+
+    _, cams = explain_batch(model, x_va, config.GRADCAM_LAYER)  # (N, h, w) signed
+    peak_pos = cams.reshape(len(cams), -1).max(axis=1)
+    peak_neg = (-cams).reshape(len(cams), -1).max(axis=1)
+    out = {}
+    for k, name in enumerate(config.CLASS_NAMES):
+        peaks = (peak_pos if k == 1 else peak_neg)[y_va == k]
+        out[name] = round(float(np.median(peaks)), 5) if len(peaks) and np.median(peaks) > 0 else 1.0
+    return out
+
+
+def robustness(model_file: Path, data_root: Path, masks: Path) -> dict:
+    """The robustness measurements of pneumo.robustness for the model just written (validation split only)."""
+    from pneumo import robustness as rb
+    from pneumo.pipeline import load_models
+
+    models = load_models(model_file, with_gate=False)
+    x224, y, ref = rb.validation_set(data_root, masks, models.classifier.metadata)
+    result = rb.measure(models, x224, y, ref)
+    result["data"] = f"validation split carved from train by patient, {len(y)} images with a reference lung mask"
+    return result
 
 
 def predict_probs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -198,7 +288,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     log.info("train folder: %d images (%d NORMAL, %d PNEUMONIA)", len(paths), (labels == 0).sum(), labels.sum())
     fp = data.fingerprint(paths, root)
     cache = Path(s.cache_dir) if s.cache_dir else None
-    x_all = data.load_arrays(paths, s.image_size, cache)  # (N, S, S, 1) uint8
+    x_all = model_inputs(data.load_arrays(paths, 224, cache)[..., 0], s)  # (N, S, S, 1) uint8
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)
     x_tr, y_tr, x_va, y_va = x_all[tr], labels[tr], x_all[va], labels[va]
     n_pat = len({data.patient_id(paths[i].name) for i in va})
@@ -225,7 +315,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
             .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE)
         )
-        model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay)
+        model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
         model.compile(
             optimizer=keras.optimizers.Adam(s.learning_rate),
             loss="binary_crossentropy",
@@ -250,7 +340,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         best_epoch = int(np.argmax(history["val_auc"])) + 1
 
         # a fresh, uncompiled copy: no optimizer state in the file, nothing stateful from training
-        final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay)
+        final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
         final.set_weights(model.get_weights())
         seconds = round(time.time() - t0, 1)
         command = "python -m pneumo.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
@@ -263,7 +353,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         if (root / split).is_dir():
             sp, sl = data.list_split(root / split)
             if len(sp):
-                p = predict_probs(final, data.load_arrays(sp, s.image_size, None))
+                p = predict_probs(final, model_inputs(data.load_arrays(sp, 224, None)[..., 0], s))
                 key = "official_val" if split == "val" else "test"
                 evaluation[key] = metrics.metrics_at(sl, p, threshold)
                 roc_sets[key] = (sl, p)
@@ -279,7 +369,9 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "input_size": s.image_size,
         "channels": config.CHANNELS,
-        "input": "grayscale pixel values 0..255, squashed to input_size x input_size with area interpolation",
+        "input_mode": effective_mode(s),
+        "input": INPUT_WORDS[effective_mode(s)],
+        "lung_model": lung_model_facts(s),
         "class_names": list(config.CLASS_NAMES),
         "output": "sigmoid P(PNEUMONIA)",
         "gradcam_layer": config.GRADCAM_LAYER,
@@ -293,6 +385,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
             "images": int(len(va)),
         },
         "operating_points": metrics.operating_points(y_va, p_va),
+        "cam_scale": cam_scale(final, x_va, y_va),
         "roc": {"validation": metrics.roc_points(y_va, p_va)},
         "training": {
             "command": command,
@@ -327,6 +420,9 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "files": {"model": model_file.name, "plot": plot_file.name},
     }
     metadata_path(model_file).write_text(json.dumps(meta, indent=1) + "\n")
+    if s.robustness_masks:
+        meta["robustness"] = robustness(model_file, root, Path(s.robustness_masks))
+        metadata_path(model_file).write_text(json.dumps(meta, indent=1) + "\n")
     v = evaluation["validation"]
     log.info(
         "done in %.0f s: validation AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.2f",

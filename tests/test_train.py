@@ -112,3 +112,52 @@ def test_seed_baseline_smoke_run(tmp_path):
     val = result["validation"]
     assert val["n"] == val["n_normal"] + val["n_pneumonia"] > 0 and val["threshold"] == 0.5
     assert 0.0 <= val["accuracy"] <= 1.0 and "2 x notebook CNN at 32x32" in result["approach"]
+
+
+def _synthetic_masks(data_root: Path, mask_root: Path) -> None:
+    """Two-ellipse lung masks for every synthetic training image, in the lung-mask folder layout."""
+    from tests.test_lungs import two_lungs
+
+    for img in (data_root / "train").rglob("*.jpeg"):
+        out = mask_root / img.relative_to(data_root).with_suffix(".png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(two_lungs(180, 200).astype(np.uint8) * 255).save(out)
+
+
+@pytest.mark.slow
+def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
+    """The documented chain: train the U-Net, then a classifier that reads only the lungs, with the robustness run."""
+    data_dir, masks, out = tmp_path / "data", tmp_path / "masks", tmp_path / "out"
+    _synthetic_dataset(data_dir)
+    _synthetic_masks(data_dir, masks)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    common = ["--data", str(data_dir), "--out", str(out), "--preset", "smoke"]
+    cmd = [sys.executable, "-m", "pneumo.train_lungs", "--masks", str(masks), *common]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lung_meta = json.loads((out / "pneumo_lungs.json").read_text())
+    assert lung_meta["metrics"]["validation"]["n"] > 0
+    assert 0.0 <= lung_meta["metrics"]["validation"]["dice_mean"] <= 1.0
+    assert lung_meta["parameters"] < 1_000_000
+
+    lung_file = str(out / "pneumo_lungs.keras")
+    cmd = [sys.executable, "-m", "pneumo.train", *common, "--lung-model", lung_file, "--robustness-masks", str(masks)]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((out / "pneumo_cnn.json").read_text())
+    assert meta["input_mode"] == "lungs"
+    assert meta["lung_model"]["file"] == "pneumo_lungs.keras" and len(meta["lung_model"]["sha256"]) == 64
+    assert set(meta["cam_scale"]) == {"NORMAL", "PNEUMONIA"}
+    rob = meta["robustness"]
+    for key in ("base", "border16", "outside_lungs", "heatmap_in_lungs", "calibration"):
+        assert key in rob, key
+    # lungs only: greying outside the dilated reference mask moves little (the masks here are the model's input)
+    assert 0.0 <= rob["outside_lungs"]["mean_abs_dp"] <= 1.0
+
+    from pneumo.pipeline import classify_224, load_models
+
+    models = load_models(out / "pneumo_cnn.keras", with_gate=False)
+    assert models.lungs is not None and models.classifier.input_mode == "lungs"
+    x = np.stack([synthetic_xray(224, 224, seed=s) for s in range(2)])
+    res = classify_224(models, x)
+    assert res.prob.shape == (2,) and res.cam224.shape == (2, 224, 224) and res.masks.shape == (2, 224, 224)

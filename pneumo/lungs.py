@@ -1,0 +1,217 @@
+"""Lung fields: a small U-Net, mask post-processing and the lung-only classifier input made from a mask.
+
+Everything works on the 224 squash that :func:`pneumo.preprocess.preprocess` makes, so a full-resolution upload and
+its 224 px copy give the same mask and the same classifier input. No files, no Streamlit: arrays in, arrays out.
+
+The path for one image (shapes at the defaults):
+    x224 uint8 (224, 224) --resize--> (128, 128) --U-Net--> P(lung) (128, 128) --resize--> (224, 224)
+    --threshold, two largest components, holes filled--> mask224 bool (224, 224)
+    --dilate, bounding box, grey outside--> lung input uint8 (160, 160) for the classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pneumo import config
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the network
+def build_unet(size: int = config.LUNG_SEG_SIZE, widths: tuple[int, ...] = (8, 16, 32, 64, 128)):
+    """A U-Net: (B, S, S, 1) pixel values 0..255 in, P(lung) (B, S, S, 1) out.
+
+    Two 3x3 conv + BN + ReLU per level, 2x2 max-pooling down, transposed convolution up, skip connections.
+    len(widths) levels: the last is the bottleneck at S / 2**(len(widths) - 1).
+    """
+    import keras
+    from keras import layers
+
+    from pneumo.model import BN_MOMENTUM, PerImageStandardization
+
+    def block(x, w: int, name: str):
+        for i in (1, 2):
+            x = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+            x = layers.ReLU(name=f"{name}_relu{i}")(x)
+        return x
+
+    inputs = keras.Input((size, size, 1), name="image")  # (B, S, S, 1), 0..255
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = PerImageStandardization(name="standardize")(x)
+    skips = []
+    for i, w in enumerate(widths[:-1], start=1):
+        x = block(x, w, f"down{i}")  # (B, S/2**(i-1), ., w)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = block(x, widths[-1], "bottleneck")  # (B, S/2**(L-1), ., widths[-1])
+    for i, w in reversed(list(enumerate(widths[:-1], start=1))):
+        x = layers.Conv2DTranspose(w, 2, strides=2, padding="same", name=f"up{i}_tconv")(x)
+        x = layers.Concatenate(name=f"up{i}_concat")([x, skips[i - 1]])
+        x = block(x, w, f"up{i}")
+    out = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="lung_probability")(x)  # (B, S, S, 1)
+    return keras.Model(inputs, out, name="pneumo_lungs")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# masks
+def postprocess(prob: np.ndarray, threshold: float = 0.5, components: int = 2) -> np.ndarray:
+    """P(lung) float (H, W) -> bool (H, W): threshold, keep the ``components`` largest blobs, fill their holes.
+
+    Small blobs (< 10 % of the largest) are dropped even when among the two largest: one lung plus a speck is one lung.
+    """
+    binary = (np.asarray(prob) >= threshold).astype(np.uint8)  # (H, W) 0/1
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return np.zeros(binary.shape, dtype=bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]  # component 0 is the background
+    order = np.argsort(areas)[::-1][:components]
+    keep = [int(k) + 1 for k in order if areas[k] >= 0.1 * areas[order[0]]]
+    mask = np.isin(labels, keep).astype(np.uint8)
+    # fill holes: flood the background from the border; what the flood cannot reach is a hole
+    padded = np.pad(mask, 1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    holes = (flood == 0)[1:-1, 1:-1]
+    return (mask.astype(bool)) | holes
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean masks; 1.0 when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * float(np.logical_and(a, b).sum()) / s
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; 1.0 when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    u = int(np.logical_or(a, b).sum())
+    return 1.0 if u == 0 else float(np.logical_and(a, b).sum()) / u
+
+
+def mask_facts(mask: np.ndarray) -> dict[str, float]:
+    """Plausibility of a lung mask (H, W): area fraction, number of blobs, and the share of the area left of centre."""
+    mask = np.asarray(mask, bool)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    area = float(mask.mean())
+    left = float(mask[:, : mask.shape[1] // 2].sum()) / max(int(mask.sum()), 1)
+    return {"area": area, "components": float(n - 1), "left_share": left}
+
+
+def plausible(mask: np.ndarray) -> bool:
+    """True when a mask looks like two lung fields: enough area, two blobs, neither side nearly empty."""
+    f = mask_facts(mask)
+    return (
+        config.LUNG_AREA_RANGE[0] <= f["area"] <= config.LUNG_AREA_RANGE[1]
+        and f["components"] == 2
+        and 0.2 <= f["left_share"] <= 0.8
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the classifier input
+def lung_box(mask: np.ndarray, margin: int = config.LUNG_MARGIN_PX) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the mask's bounding box grown by ``margin`` pixels, clipped to the image."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return 0, h, 0, w
+    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + 1 + margin, h)
+    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + 1 + margin, w)
+    return y0, y1, x0, x1
+
+
+def dilate(mask: np.ndarray, px: int = config.LUNG_MARGIN_PX) -> np.ndarray:
+    """Grow a bool mask (H, W) by ``px`` pixels (elliptic kernel)."""
+    if px <= 0:
+        return np.asarray(mask, bool)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return cv2.dilate(np.asarray(mask, np.uint8), kernel).astype(bool)
+
+
+def lung_input(x224: np.ndarray, mask224: np.ndarray, size: int) -> np.ndarray:
+    """The classifier's view: uint8 (224, 224) image and bool mask -> uint8 (size, size), lungs only.
+
+    Pixels outside the dilated mask are set to the mean inside it, then the dilated mask's bounding box is squashed
+    to ``size`` x ``size``. Borders, markers, neck and abdomen cannot reach the classifier.
+    """
+    x224 = np.asarray(x224).reshape(x224.shape[0], x224.shape[1])
+    grown = dilate(mask224)
+    if not grown.any():
+        grown = np.ones_like(grown)
+    fill = np.uint8(round(float(x224[grown].mean())))
+    view = np.where(grown, x224, fill).astype(np.uint8)  # (224, 224)
+    y0, y1, x0, x1 = lung_box(grown, 0)
+    crop = view[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if min(crop.shape) >= size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)  # (size, size)
+
+
+def paste_back(heat: np.ndarray, mask224: np.ndarray, shape: tuple[int, int] = (224, 224)) -> np.ndarray:
+    """A map over the lung crop (h, w) -> the same map over the whole 224 squash (224, 224), 0 outside the crop."""
+    grown = dilate(mask224)
+    if not grown.any():
+        grown = np.ones_like(grown)
+    y0, y1, x0, x1 = lung_box(grown, 0)
+    out = np.zeros(shape, dtype=np.float32)
+    out[y0:y1, x0:x1] = cv2.resize(np.asarray(heat, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading and running
+@dataclass(frozen=True)
+class LungModel:
+    """The segmentation network and its metadata (threshold, input size, the prior mask to fall back on)."""
+
+    model: Any
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return int(self.metadata.get("input_size", config.LUNG_SEG_SIZE))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata.get("threshold", 0.5))
+
+
+def load_lung_model(path: str | Path = config.LUNG_MODEL_PATH) -> LungModel:
+    """Load the U-Net and its JSON metadata."""
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"lung model not found: {path}")
+    meta_file = path.with_suffix(".json")
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return LungModel(keras.saving.load_model(path, compile=False), meta, path)
+
+
+def lung_probability(model, x224: np.ndarray, size: int) -> np.ndarray:
+    """P(lung) at 224 for a batch of 224 squashes: uint8 (B, 224, 224[, 1]) -> float32 (B, 224, 224)."""
+    from pneumo.model import forward
+
+    x224 = np.asarray(x224).reshape(len(x224), x224.shape[1], x224.shape[2])
+    small = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in x224])  # (B, s, s)
+    prob = forward(model, small[..., None].astype(np.float32))  # (B, s, s, 1)
+    h, w = x224.shape[1:3]
+    return np.stack([cv2.resize(p[..., 0], (w, h), interpolation=cv2.INTER_LINEAR) for p in prob])  # (B, 224, 224)
+
+
+def segment(lungs: LungModel, x224: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks for a batch: uint8 (B, 224, 224[, 1]) -> (bool masks (B, 224, 224), P(lung) float32 (B, 224, 224))."""
+    prob = lung_probability(lungs.model, x224, lungs.size)
+    masks = np.stack([postprocess(p, lungs.threshold) for p in prob])
+    return masks, prob

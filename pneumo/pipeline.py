@@ -1,0 +1,179 @@
+"""The one analysis path: decoded image -> scope checks -> 224 squash -> lungs -> classifier -> explanation.
+
+The app (pneumo.analysis), the CLI (pneumo.predict), the robustness measurements (pneumo.robustness) and the report
+all call :func:`analyze_images` or :func:`classify_224`, so they cannot disagree. Arrays in, dataclasses out: no
+files, no Streamlit, nothing logged about an image.
+
+Shapes (defaults): pixels uint8 (H, W) -> x224 uint8 (224, 224) -> lung mask bool (224, 224) -> classifier input
+uint8 (S, S, 1) -> P(pneumonia) and a signed CAM (h, w) -> the CAM pasted back over the 224 squash (224, 224).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pneumo import config, lungs
+from pneumo.io import LoadedImage
+from pneumo.model import LoadedModel, load_model
+from pneumo.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+SQUASH = 224  # every model reads the 224 squash first: the data set's copies are 224x224
+LABEL_OUT_OF_SCOPE = "OUT_OF_SCOPE"
+LABEL_ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class Models:
+    """Everything the path runs: the classifier, the lung U-Net (None for a 'full'-input classifier) and the gate."""
+
+    classifier: LoadedModel
+    lungs: lungs.LungModel | None = None
+    gate: Any = None  # pneumo.scope's loaded gate, or None (rules only)
+
+    @property
+    def threshold(self) -> float:
+        return self.classifier.threshold
+
+
+def load_models(classifier_path: str | Path = config.DEFAULT_MODEL_PATH, with_gate: bool = True) -> Models:
+    """Load the classifier and what it needs: the lung model its metadata names (from the same folder) and the gate."""
+    clf = load_model(classifier_path)
+    seg = None
+    if clf.input_mode == "lungs":
+        name = (clf.metadata.get("lung_model") or {}).get("file", config.LUNG_MODEL_PATH.name)
+        seg = lungs.load_lung_model(Path(classifier_path).parent / name)
+    gate = None
+    if with_gate:
+        from pneumo import scope
+
+        gate_path = Path(classifier_path).parent / config.SCOPE_MODEL_PATH.name
+        gate = scope.load_gate(gate_path) if gate_path.exists() else None
+    return Models(clf, seg, gate)
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """What the networks say about a batch of 224 squashes.
+
+    prob: float64 (B,) P(pneumonia). cam224: float32 (B, 224, 224) signed CAM over the squash (> 0 supports
+    PNEUMONIA, < 0 NORMAL, 0 where the classifier cannot see). masks: bool (B, 224, 224) lung masks or None.
+    """
+
+    prob: np.ndarray
+    cam224: np.ndarray
+    masks: np.ndarray | None
+
+
+def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 (B, 224, 224) -> classifier inputs uint8 (B, S, S, 1) and the lung masks (B, 224, 224) or None."""
+    size = models.classifier.image_size
+    if models.classifier.input_mode != "lungs":
+        x = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in x224])
+        return x[..., None], None
+    if models.lungs is None:
+        raise ValueError("this classifier reads the lungs: load it with its lung model (pneumo.pipeline.load_models)")
+    masks, _ = lungs.segment(models.lungs, x224)  # (B, 224, 224) bool
+    x = np.stack([lungs.lung_input(im, m, size) for im, m in zip(x224, masks)])  # (B, S, S)
+    return x[..., None], masks
+
+
+def classify_224(models: Models, x224: np.ndarray, batch_size: int = 32) -> BatchOutput:
+    """Run lungs, classifier and CAM on squashes uint8 (B, 224, 224): one forward pass per model and batch."""
+    from pneumo.gradcam import explain_batch
+
+    x224 = np.asarray(x224, np.uint8).reshape(-1, SQUASH, SQUASH)
+    probs, cams, all_masks = [], [], []
+    for i in range(0, len(x224), batch_size):
+        chunk = x224[i : i + batch_size]
+        x, masks = classifier_inputs(models, chunk)
+        p, cam = explain_batch(models.classifier.model, x, models.classifier.gradcam_layer)  # (b,), (b, h, w)
+        probs.append(p)
+        if masks is None:
+            cams.append(np.stack([cv2.resize(c, (SQUASH, SQUASH), interpolation=cv2.INTER_LINEAR) for c in cam]))
+        else:
+            cams.append(np.stack([lungs.paste_back(c, m) for c, m in zip(cam, masks)]))
+            all_masks.append(masks)
+    if not probs:
+        return BatchOutput(np.zeros(0), np.zeros((0, SQUASH, SQUASH), np.float32), None)
+    return BatchOutput(
+        np.concatenate(probs).astype(np.float64),
+        np.concatenate(cams).astype(np.float32),
+        np.concatenate(all_masks) if all_masks else None,
+    )
+
+
+@dataclass(frozen=True)
+class Result:
+    """The answer for one decoded image; arrays are read-only.
+
+    label: NORMAL, PNEUMONIA or OUT_OF_SCOPE. probability: P(pneumonia), None when out of scope and not forced.
+    warnings: stable codes (pneumo.scope.WARNING_CODES). pixels: uint8 (H, W) upright (as analysed).
+    x224: the squash the models read. lung_mask: bool (224, 224) or None. cam224: float32 (224, 224) signed CAM.
+    """
+
+    label: str
+    probability: float | None
+    warnings: tuple[str, ...]
+    in_scope: bool
+    scope_text: str = ""
+    pixels: np.ndarray | None = None
+    x224: np.ndarray | None = None
+    lung_mask: np.ndarray | None = None
+    cam224: np.ndarray | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_probability(self) -> bool:
+        return self.probability is not None
+
+
+def _readonly(a: np.ndarray | None) -> np.ndarray | None:
+    if a is not None:
+        a = np.ascontiguousarray(a)
+        a.setflags(write=False)
+    return a
+
+
+def analyze_images(models: Models, images: list[LoadedImage], force: bool = False) -> list[Result]:
+    """The whole path for decoded images, batched: scope checks, orientation fix, lungs, classifier, CAM.
+
+    An image outside the intended use gets label OUT_OF_SCOPE and no probability, unless ``force``: then it gets
+    its probability and NORMAL/PNEUMONIA label, and keeps its warnings.
+    """
+    from pneumo import scope
+
+    if not images:
+        return []
+    checks = scope.assess_batch(images, models.gate)  # one gate pass for the batch
+    x224 = np.stack([preprocess(c.corrected, SQUASH)[..., 0] for c in checks])  # (B, 224, 224) upright
+    out = classify_224(models, x224)  # every readable image runs: --force / "show anyway" need the answer
+    results: list[Result] = []
+    for i, c in enumerate(checks):
+        base = dict(warnings=tuple(c.codes), in_scope=c.in_scope, scope_text=c.explanation,
+                    pixels=_readonly(c.corrected), x224=_readonly(x224[i]))  # fmt: skip
+        p = float(out.prob[i])
+        mask = None if out.masks is None else _readonly(out.masks[i])
+        label = label_for(p, models.threshold) if (c.in_scope or force) else LABEL_OUT_OF_SCOPE
+        results.append(
+            Result(
+                label=label,
+                probability=p if (c.in_scope or force) else None,
+                lung_mask=mask,
+                cam224=_readonly(out.cam224[i]),
+                **base,
+            )
+        )
+    return results
+
+
+def label_for(probability: float, threshold: float) -> str:
+    """NORMAL or PNEUMONIA at the threshold (probability >= threshold -> PNEUMONIA)."""
+    return config.CLASS_NAMES[1] if probability >= threshold else config.CLASS_NAMES[0]
