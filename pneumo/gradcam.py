@@ -150,9 +150,7 @@ def cam_scale(signed_cams: np.ndarray, percentile: float = config.CAM_SCALE_PERC
     return float(max(np.percentile(values, percentile), EPS))
 
 
-def heatmap_from_cam(
-    signed_cam: np.ndarray, target_class: int, size: int, scale: float | None = None
-) -> np.ndarray:
+def heatmap_from_cam(signed_cam: np.ndarray, target_class: int, size: int, scale: float | None = None) -> np.ndarray:
     """Turn one signed cam (h, w) into the heatmap of a class: float32 (size, size) in [0, 1].
 
     target_class 1 (PNEUMONIA) keeps the positive part, 0 (NORMAL) the negative part.
