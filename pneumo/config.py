@@ -70,3 +70,23 @@ APP_MAX_UPLOAD_MB = 50
 APP_CACHE_ENTRIES = 16
 # Seconds an analysed image stays in the app's memory cache: long enough for a session, short enough to forget uploads.
 APP_CACHE_TTL_S = 3600
+
+# --- issue 11: speed, absolute heatmap scale, model registry (pneumo/gradcam.py, pneumo/io.py, pneumo/bench.py) ---
+# Lung-segmentation U-Net: the benchmark times its stage when this file exists (the lead is training it).
+SEGMENTATION_MODEL_PATH = MODELS_DIR / "pneumo_lungs.keras"
+# Scope gate (is this a chest radiograph?): timed by the benchmark when present (another engineer trains it).
+SCOPE_MODEL_PATH = MODELS_DIR / "pneumo_scope.keras"
+# The app shows images at most this many pixels on the long side: decode and blend overlays at that size, no larger.
+DISPLAY_MAX_SIDE = 1200
+# JPEG DCT-domain reduction keeps each side >= this factor times the model input, so that the area resize to the
+# input stays nearly exact (measured against the data set's 224 copies: README, Performance).
+DECODE_MIN_FACTOR = 2
+# Most threads for decoding a batch of files (JPEG/PNG decoders release the GIL); capped by the CPU count at run time.
+DECODE_WORKERS = 4
+# The absolute heatmap scale stored as `cam_scale` is this percentile of |cam| over validation images: robust to a few
+# extreme maps, so that only the strongest evidence saturates.
+CAM_SCALE_PERCENTILE = 99.0
+# Lung outline colour (RGB) on overlays: magenta occurs neither in the jet colormap nor in a grayscale radiograph.
+OUTLINE_COLOUR: tuple[int, int, int] = (255, 0, 255)
+# Outline thickness is max(1, long side / this): 1 px at the display size of 1200, thicker on full-size downloads.
+OUTLINE_PIXELS_PER_WIDTH = 800

@@ -1,13 +1,25 @@
-"""Grad-CAM for the one-unit sigmoid model: heatmaps for either class and a colour overlay.
+"""Class-activation maps for the one-unit sigmoid model: heatmaps for either class, a colour overlay, a colour bar.
 
-PNEUMONIA is explained with the gradient of +logit and NORMAL with -logit. Both come from one forward/backward pass:
-the channel weights of -logit are the negated weights of +logit, so the two heatmaps are ReLU(+cam) and ReLU(-cam).
-The loaded model is never modified: a second functional model shares its layers and outputs the feature map.
-Neither function touches files or Streamlit.
+PNEUMONIA is explained with +logit and NORMAL with -logit; one signed map serves both: the heatmaps are ReLU(+cam)
+and ReLU(-cam).
+
+Two ways to get the signed map, equal to float tolerance (tests/test_model_gradcam.py checks it):
+
+- **CAM** (the default when the head allows it): pneumo's head is global average pooling -> dropout -> one dense
+  logit, so logit = b + sum_k w_k * mean_hw(F_k). Grad-CAM's channel weights, mean_hw(d logit / d F_k), are then
+  exactly w_k / (h*w), and the Grad-CAM map sum_k w_k / (h*w) * F_k is a 1x1 convolution of the feature map with the
+  dense kernel. It needs no backward pass: probability and map come from ONE forward pass. Its spatial mean plus the
+  dense bias is the logit, so the map is in logit units and one absolute scale means the same on every image.
+- **Grad-CAM** (any other head, or ``method="gradcam"``): one forward and one backward pass.
+
+The loaded model is never modified: a second functional model shares its layers. Number-producing functions
+(:func:`explain_batch`, :func:`heatmap_from_cam`, :func:`cam_scale`, :func:`mask_heatmap`) are separate from the
+drawing functions (:func:`overlay_heatmap`, :func:`colorbar`). Nothing here touches files or Streamlit.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable
 
@@ -18,31 +30,95 @@ import tensorflow as tf
 
 from pneumo import config
 
+log = logging.getLogger(__name__)
+
 EPS = 1e-7
 _CAM_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Layers that may sit between global average pooling and the logit without breaking CAM == Grad-CAM at inference.
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.GaussianNoise)
 
 
-def _cam_fn(model: keras.Model, layer_name: str) -> Callable:
-    """A compiled function (B, S, S, 1) float32 -> (P(pneumonia) (B,), signed cam (B, h, w)), cached per model."""
+def _producer(tensor) -> keras.layers.Layer | None:
+    """The layer that produced a symbolic Keras tensor (None when unknown)."""
+    history = getattr(tensor, "_keras_history", None)
+    return getattr(history, "operation", None) if history is not None else None
+
+
+def cam_head(model: keras.Model, layer_name: str = config.GRADCAM_LAYER) -> keras.layers.Dense | None:
+    """The dense 'logit' layer when the head is feature map -> GAP -> (dropout) -> Dense(1, linear), else None.
+
+    Only for such a head are CAM and Grad-CAM the same map.
+    """
+    try:
+        dense = model.get_layer("logit")
+        fmap_layer = model.get_layer(layer_name)
+    except ValueError:
+        return None
+    if not isinstance(dense, keras.layers.Dense) or dense.units != 1:
+        return None
+    if getattr(dense.activation, "__name__", "") != "linear":
+        return None
+    layer = _producer(dense.input)
+    while isinstance(layer, _PASS_THROUGH):
+        layer = _producer(layer.input)
+    if not isinstance(layer, keras.layers.GlobalAveragePooling2D) or layer.keepdims:
+        return None
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    return dense if _producer(layer.input) is fmap_layer else None
+
+
+def _gradcam_fn(model: keras.Model, layer_name: str) -> Callable:
+    """Compiled Grad-CAM: (B, S, S, 1) float32 -> (P(pneumonia) (B,), signed cam (B, h, w)); forward + backward."""
+    grad_model = keras.Model(
+        model.inputs, [model.get_layer(layer_name).output, model.get_layer("logit").output], name="gradcam"
+    )
+    size = model.input_shape[1:]
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *size), tf.float32)], reduce_retracing=True)
+    def gradcam(x):
+        with tf.GradientTape() as tape:
+            fmap, logit = grad_model(x, training=False)  # (B, h, w, K), (B, 1)
+            target = tf.reduce_sum(logit)  # the images of a batch are independent: one gradient call
+        grads = tape.gradient(target, fmap)  # (B, h, w, K)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (B, 1, 1, K)
+        signed = tf.reduce_sum(weights * fmap, axis=-1)  # (B, h, w): >0 supports PNEUMONIA, <0 NORMAL
+        return tf.sigmoid(logit[:, 0]), signed
+
+    return gradcam
+
+
+def _cam_fn(model: keras.Model, layer_name: str, dense: keras.layers.Dense) -> Callable:
+    """Compiled CAM: (B, S, S, 1) float32 -> (P(pneumonia) (B,), signed cam (B, h, w)) from one forward pass."""
+    cam_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, dense.output], name="cam")
+    size = model.input_shape[1:]
+    kernel = dense.kernel  # (K, 1) variable: read at call time, so the map follows the model's current weights
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *size), tf.float32)], reduce_retracing=True)
+    def cam(x):
+        fmap, logit = cam_model(x, training=False)  # (B, h, w, K), (B, 1)
+        hw = tf.cast(tf.shape(fmap)[1] * tf.shape(fmap)[2], fmap.dtype)
+        w = tf.cast(tf.convert_to_tensor(kernel), fmap.dtype)[:, 0] / hw  # (K,) = Grad-CAM's channel weights
+        signed = tf.tensordot(fmap, w, axes=[[3], [0]])  # (B, h, w): a 1x1 convolution with the dense kernel
+        return tf.sigmoid(logit[:, 0]), signed
+
+    return cam
+
+
+def _explain_fn(model: keras.Model, layer_name: str, method: str) -> Callable:
+    """The compiled explanation function of a model, cached per (model, layer, method) without keeping it alive."""
+    if method not in ("auto", "cam", "gradcam"):
+        raise ValueError("method must be 'auto', 'cam' or 'gradcam'")
     per_model = _CAM_FNS.setdefault(model, {})
-    if layer_name not in per_model:
-        grad_model = keras.Model(
-            model.inputs, [model.get_layer(layer_name).output, model.get_layer("logit").output], name="gradcam"
-        )
-        size = model.input_shape[1:]
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *size), tf.float32)], reduce_retracing=True)
-        def cam(x):
-            with tf.GradientTape() as tape:
-                fmap, logit = grad_model(x, training=False)  # (B, h, w, K), (B, 1)
-                target = tf.reduce_sum(logit)  # the images of a batch are independent: one gradient call
-            grads = tape.gradient(target, fmap)  # (B, h, w, K)
-            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (B, 1, 1, K)
-            signed = tf.reduce_sum(weights * fmap, axis=-1)  # (B, h, w): >0 supports PNEUMONIA, <0 NORMAL
-            return tf.sigmoid(logit[:, 0]), signed
-
-        per_model[layer_name] = cam
-    return per_model[layer_name]
+    key = (layer_name, method)
+    if key not in per_model:
+        dense = cam_head(model, layer_name) if method != "gradcam" else None
+        if method == "cam" and dense is None:
+            raise ValueError("CAM needs a GAP -> dense head after the explained layer; use method='gradcam'")
+        if dense is None and method == "auto":
+            log.info("model head is not GAP + dense: using Grad-CAM (forward and backward pass)")
+        per_model[key] = _cam_fn(model, layer_name, dense) if dense is not None else _gradcam_fn(model, layer_name)
+    return per_model[key]
 
 
 def _as_batch(x: np.ndarray) -> np.ndarray:
@@ -52,58 +128,183 @@ def _as_batch(x: np.ndarray) -> np.ndarray:
 
 
 def explain_batch(
-    model: keras.Model, x: np.ndarray, layer_name: str = config.GRADCAM_LAYER
+    model: keras.Model, x: np.ndarray, layer_name: str = config.GRADCAM_LAYER, *, method: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """P(pneumonia) (B,) and the signed class-activation map (B, h, w) for model inputs (B, S, S, 1)."""
-    prob, signed = _cam_fn(model, layer_name)(tf.constant(_as_batch(x)))
+    """P(pneumonia) float64 (B,) and the signed class-activation map float32 (B, h, w) for inputs (B, S, S, 1).
+
+    method: 'auto' (CAM from one forward pass when the head is GAP + dense, else Grad-CAM), 'cam' or 'gradcam'.
+    The map is positive where the features push towards PNEUMONIA and negative where they push towards NORMAL.
+    """
+    prob, signed = _explain_fn(model, layer_name, method)(tf.constant(_as_batch(x)))
     return prob.numpy().astype(np.float64), signed.numpy().astype(np.float32)
 
 
-def heatmap_from_cam(signed_cam: np.ndarray, target_class: int, size: int) -> np.ndarray:
+def cam_scale(signed_cams: np.ndarray, percentile: float = config.CAM_SCALE_PERCENTILE) -> float:
+    """An absolute heatmap scale for a model: the ``percentile`` of |cam| over many images' maps (N, h, w).
+
+    Training computes it on the validation images and stores it in the model metadata as ``cam_scale``.
+    """
+    values = np.abs(np.nan_to_num(np.asarray(signed_cams, dtype=np.float64))).ravel()
+    if values.size == 0:
+        raise ValueError("no cam values")
+    return float(max(np.percentile(values, percentile), EPS))
+
+
+def heatmap_from_cam(signed_cam: np.ndarray, target_class: int, size: int, scale: float | None = None) -> np.ndarray:
     """Turn one signed cam (h, w) into the heatmap of a class: float32 (size, size) in [0, 1].
 
-    target_class 1 (PNEUMONIA) keeps the positive part, 0 (NORMAL) the negative part; an all-zero or non-finite
-    cam (vanishing gradients) gives an all-zero heatmap, never NaN.
+    target_class 1 (PNEUMONIA) keeps the positive part, 0 (NORMAL) the negative part.
+    scale: the model's absolute scale (metadata ``cam_scale``): heat = clip(cam / scale, 0, 1), the same colour means
+    the same evidence on every image, and an image with almost no evidence for a class stays cold. None: each map is
+    divided by its own maximum (the heatmap shows *where*, not *how much*; a faint map is stretched to full red).
+    An all-zero or non-finite cam gives an all-zero heatmap, never NaN.
     """
+    if target_class not in (0, 1):
+        raise ValueError("target_class must be 0 (NORMAL) or 1 (PNEUMONIA)")
     cam = np.nan_to_num(np.asarray(signed_cam, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     cam = np.maximum(cam if target_class == 1 else -cam, 0.0)  # (h, w)
-    cam = cam / (float(cam.max()) + EPS)
-    heat = cv2.resize(cam, (size, size), interpolation=cv2.INTER_LINEAR)  # (size, size)
+    if scale is None:
+        cam = cam / (float(cam.max()) + EPS)
+    else:
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError("scale must be a positive number")
+        cam = cam / np.float32(scale)
+    heat = cv2.resize(np.minimum(cam, 1.0), (size, size), interpolation=cv2.INTER_LINEAR)  # (size, size)
     return np.clip(heat, 0.0, 1.0).astype(np.float32)
 
 
 def compute_heatmap(
-    model: keras.Model, x: np.ndarray, target_class: int = 1, layer_name: str = config.GRADCAM_LAYER
+    model: keras.Model,
+    x: np.ndarray,
+    target_class: int = 1,
+    layer_name: str = config.GRADCAM_LAYER,
+    scale: float | None = None,
 ) -> np.ndarray:
-    """Grad-CAM of one model input (S, S, 1) for ``target_class`` (1 = PNEUMONIA, 0 = NORMAL).
+    """The heatmap of one model input (S, S, 1) for ``target_class`` (1 = PNEUMONIA, 0 = NORMAL).
 
     Returns float32 (S, S) in [0, 1].
     """
     if target_class not in (0, 1):
         raise ValueError("target_class must be 0 (NORMAL) or 1 (PNEUMONIA)")
     _, signed = explain_batch(model, x, layer_name)
-    return heatmap_from_cam(signed[0], target_class, int(model.input_shape[1]))
+    return heatmap_from_cam(signed[0], target_class, int(model.input_shape[1]), scale)
+
+
+def _unit_mask(mask: np.ndarray, what: str) -> np.ndarray:
+    """A (H, W) mask as float32 in [0, 1]: bool, 0/1, 0/255 uint8 or float probabilities."""
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"{what} must be a (H, W) mask")
+    scale = 255.0 if m.dtype == np.uint8 and m.max() > 1 else 1.0
+    return np.clip(np.nan_to_num(m.astype(np.float32) / scale), 0.0, 1.0)
+
+
+def mask_heatmap(heatmap: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Restrict or weight a heatmap (h, w) in [0, 1] to a mask of any size: float32 (h, w) in [0, 1].
+
+    within: (H, W) binary (restrict) or float in [0, 1] (weight), e.g. a lung mask; resized to the heatmap.
+    """
+    heat = np.asarray(heatmap, dtype=np.float32)
+    mask = _unit_mask(within, "within")  # (H, W) in [0, 1]
+    mask = cv2.resize(mask, (heat.shape[1], heat.shape[0]), interpolation=cv2.INTER_LINEAR)  # (h, w)
+    return np.clip(heat * np.clip(mask, 0.0, 1.0), 0.0, 1.0)
+
+
+_LUTS: dict[int, np.ndarray] = {}
+
+
+def _rgb_lut(colormap: int) -> np.ndarray:
+    """OpenCV colormap as an RGB lookup table uint8 (256, 1, 3), cached (saves a BGR->RGB pass per overlay)."""
+    if colormap not in _LUTS:
+        ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
+        _LUTS[colormap] = np.ascontiguousarray(cv2.applyColorMap(ramp, colormap)[:, :, ::-1])  # (256, 1, 3) RGB
+    return _LUTS[colormap]
+
+
+def _draw_outline(rgb: np.ndarray, outline: np.ndarray, colour: tuple[int, int, int]) -> None:
+    """Draw the contour of a binary mask (any size) onto rgb (H, W, 3) in place; thickness scales with the image."""
+    h, w = rgb.shape[:2]
+    mask = (_unit_mask(outline, "outline") > 0.5).astype(np.uint8)  # (mh, mw) 0/1
+    mh, mw = mask.shape
+    # contours at the mask's own size, scaled to the image: no full-size mask is made (~6 ms saved at 1200 px)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)  # [(n, 1, 2) x, y]
+    factor = np.array([w / mw, h / mh], dtype=np.float64)
+    contours = [np.round((c.astype(np.float64) + 0.5) * factor - 0.5).astype(np.int32) for c in contours]
+    thickness = max(1, round(max(h, w) / config.OUTLINE_PIXELS_PER_WIDTH))
+    cv2.drawContours(rgb, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
 
 
 def overlay_heatmap(
-    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    alpha: float = 0.4,
+    colormap: int = cv2.COLORMAP_JET,
+    *,
+    outline: np.ndarray | None = None,
+    within: np.ndarray | None = None,
+    outline_colour: tuple[int, int, int] = config.OUTLINE_COLOUR,
 ) -> np.ndarray:
-    """Blend a heatmap over an image at the image's own resolution.
+    """Blend a heatmap over an image at the image's own resolution (pass a display-size image to keep it cheap).
 
     image: uint8 (H, W) grayscale or (H, W, 3) RGB. heatmap: float (h, w) in [0, 1], resized to (H, W).
-    alpha: heatmap opacity in [0, 1]. Returns uint8 (H, W, 3) RGB.
+    alpha: heatmap opacity in [0, 1]. outline: optional binary mask (any size, e.g. the lungs) whose contour is drawn
+    thin in ``outline_colour``. within: optional mask (see :func:`mask_heatmap`) restricting the heat.
+    Returns uint8 (H, W, 3) RGB.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError("alpha must be in [0, 1]")
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError("image must be uint8")
-    rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]  # (H, W, 3)
-    h, w = rgb.shape[:2]
+    h, w = image.shape[:2]
     heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
-    heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W)
-    colour = cv2.cvtColor(cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), colormap), cv2.COLOR_BGR2RGB)
-    # weight the colour by the heat itself so cold regions keep the radiograph visible; cv2's per-pixel blend is
-    # about 4x faster than the same arithmetic in numpy at full resolution
-    a = (alpha * heat).astype(np.float32)  # (H, W)
-    return cv2.blendLinear(np.ascontiguousarray(rgb), colour, 1.0 - a, a)  # (H, W, 3) uint8
+    if within is not None:
+        heat = mask_heatmap(heat, within)
+    # quantise at the heatmap's own size, then resize the uint8 levels: 4x cheaper than resizing floats
+    level = cv2.resize(np.round(heat * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W)
+    # out = image * (1 - a) + colour * a with a = alpha * heat: the colour is weighted by the heat itself so that
+    # cold regions keep the radiograph visible. Both terms are 256-entry lookup tables of the heat level, so the
+    # per-pixel work is two table lookups, one multiply and one add in uint8 (~3 ms at 1200x960, vs ~10 ms for a
+    # float blend); rounding differs from a float blend by at most 2 grey levels at alpha 0.4.
+    weight = alpha * np.arange(256, dtype=np.float64) / 255.0  # (256,) a per heat level
+    keep = cv2.LUT(level, np.round(255.0 * (1.0 - weight)).astype(np.uint8))  # (H, W) (1 - a) * 255
+    tint_lut = np.round(_rgb_lut(colormap) * weight[:, None, None]).astype(np.uint8)  # (256, 1, 3)
+    tint = cv2.applyColorMap(level, tint_lut)  # (H, W, 3) colour * a
+    if image.ndim == 2:
+        base = cv2.cvtColor(cv2.multiply(image, keep, scale=1.0 / 255.0), cv2.COLOR_GRAY2RGB)  # (H, W, 3)
+    else:
+        rgb = np.ascontiguousarray(image[:, :, :3])  # (H, W, 3)
+        base = cv2.multiply(rgb, cv2.merge([keep, keep, keep]), scale=1.0 / 255.0)
+    out = cv2.add(base, tint)  # (H, W, 3) uint8, saturating
+    if outline is not None:
+        _draw_outline(out, outline, outline_colour)
+    return out
+
+
+def colorbar(
+    width: int = 400,
+    height: int = 56,
+    colormap: int = cv2.COLORMAP_JET,
+    labels: tuple[str, str] = ("no evidence", "strong evidence for PNEUMONIA"),
+) -> np.ndarray:
+    """A horizontal colour bar with labelled ends for the overlay's legend: uint8 (height, width, 3) RGB.
+
+    The left end is heat 0 and the right end heat 1 (with an absolute scale: ``cam_scale`` or more).
+    """
+    if width < 64 or height < 24:
+        raise ValueError("colorbar needs at least 64x24 pixels")
+    out = np.full((height, width, 3), 255, np.uint8)  # white background
+    bar_h = height // 2
+    ramp = np.round(np.linspace(0, 255, width)).astype(np.uint8)[None, :].repeat(bar_h, axis=0)  # (bar_h, width)
+    out[:bar_h] = cv2.applyColorMap(ramp, _rgb_lut(colormap))
+    font, scale_px = cv2.FONT_HERSHEY_SIMPLEX, max(0.3, (height - bar_h) / 40.0)
+    thick = 1
+    left, right = labels
+    (rw, th), _ = cv2.getTextSize(right, font, scale_px, thick)
+    while rw > width // 2 + width // 4 and scale_px > 0.2:  # shrink long labels to fit
+        scale_px *= 0.9
+        (rw, th), _ = cv2.getTextSize(right, font, scale_px, thick)
+    y = min(height - 3, bar_h + th + 4)
+    cv2.putText(out, left, (2, y), font, scale_px, (0, 0, 0), thick, cv2.LINE_AA)
+    cv2.putText(out, right, (max(2, width - rw - 2), y), font, scale_px, (0, 0, 0), thick, cv2.LINE_AA)
+    return out

@@ -5,6 +5,10 @@ One entry point, :func:`load_image`, serves the CLI, the app and training. It ac
 LUT or window and MONOCHROME1 inversion (first frame of multi-frame files). Anything it cannot read raises
 :class:`ImageLoadError` with a message a person understands; no other exception escapes (tests/test_fuzz.py checks
 this). Nothing is written to disk and nothing about the pixels or patient is logged.
+
+Callers say how many pixels they need, so nothing larger is decoded or kept: ``min_side`` (the CLI: each side at least
+twice the model input) lets a JPEG be decoded in the DCT domain at 1/2, 1/4 or 1/8 scale, and ``max_side`` (the app:
+at most the display size) area-resizes the result. :func:`load_many` decodes many files in a thread pool.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ import os
 import struct
 import warnings
 import zlib
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pydicom import config as pydicom_config
@@ -59,20 +67,28 @@ class ImageLoadError(ValueError):
 class LoadedImage:
     """A decoded radiograph.
 
-    pixels: uint8 (H, W) grayscale, 0 = black, as displayed (EXIF rotation and MONOCHROME1 already undone).
+    pixels: uint8 (H, W) grayscale, 0 = black, as displayed (EXIF rotation and MONOCHROME1 already undone); smaller
+    than the file's image when the caller asked for ``max_side`` or ``min_side`` (see :func:`load_image`).
     info: non-identifying facts for display: format, original size/mode, DICOM modality and view position.
     colourfulness: mean |R-G| + |G-B| of the source before conversion to gray (0 for grayscale sources).
+    full_size: (width, height) of the file's image as displayed; None means the size of ``pixels``.
     """
 
     pixels: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     colourfulness: float = 0.0
+    full_size: tuple[int, int] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) in pixels."""
+        """(width, height) of ``pixels``."""
         h, w = self.pixels.shape
         return w, h
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(width, height) of the image in the file (after EXIF rotation), whatever size was decoded."""
+        return self.full_size if self.full_size is not None else self.size
 
 
 def _work_dtype(arr: np.ndarray) -> type:
@@ -369,8 +385,28 @@ def _colourfulness(rgb: np.ndarray) -> float:
     return float(np.mean(np.abs(sample[..., 0] - sample[..., 1])) + np.mean(np.abs(sample[..., 1] - sample[..., 2])))
 
 
-def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
-    """Decode a PIL-readable raster to uint8 grayscale, returning (pixels, info, colourfulness)."""
+def jpeg_reduction(width: int, height: int, max_side: int | None, min_side: int | None) -> int:
+    """The JPEG DCT-domain reduction (1, 2, 4 or 8) for an image of (width, height) stored pixels.
+
+    The largest k whose reduced image keeps each side >= ``min_side`` and the long side >= ``max_side`` (the
+    caller's needs); 1 (full decode) when neither is given.
+    """
+    if max_side is None and min_side is None:
+        return 1
+    for k in (8, 4, 2):
+        w, h = width // k, height // k  # Pillow's draft gives at least (W // k, H // k)
+        if (min_side is None or min(w, h) >= min_side) and (max_side is None or max(w, h) >= max_side):
+            return k
+    return 1
+
+
+def _load_pil(
+    data: bytes, max_side: int | None = None, min_side: int | None = None
+) -> tuple[np.ndarray, dict[str, Any], float]:
+    """Decode a PIL-readable raster to uint8 grayscale, returning (pixels, info, colourfulness).
+
+    A JPEG is decoded at the :func:`jpeg_reduction` scale (libjpeg's scaled inverse DCT: about 4x cheaper per halving).
+    """
     try:
         im = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -392,8 +428,13 @@ def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
         raise ImageLoadError(f"The PNG file is damaged (checksum error in its {chunk!r} chunk).")
     _check_size(*im.size)
     mode = im.mode
+    stored_size = im.size
+    reduction = jpeg_reduction(*im.size, max_side, min_side) if fmt in ("JPEG", "MPO") else 1
+    if reduction > 1:
+        im.draft(im.mode, (im.size[0] // reduction, im.size[1] // reduction))  # same mode: colour stays visible
     try:
         im.load()
+        decoded_size = im.size
         im = ImageOps.exif_transpose(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
@@ -404,7 +445,10 @@ def _load_pil(data: bytes) -> tuple[np.ndarray, dict[str, Any], float]:
         raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
     except Exception as exc:  # noqa: BLE001 - e.g. SyntaxError for a broken PNG chunk, ValueError for bad EXIF
         raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
-    info: dict[str, Any] = {"format": "JPEG" if fmt == "MPO" else fmt, "mode": mode, "original_size": im.size}
+    # original_size as stored (before EXIF rotation), whatever scale was decoded
+    info: dict[str, Any] = {"format": "JPEG" if fmt == "MPO" else fmt, "mode": mode, "original_size": stored_size}
+    # the file's image as displayed: the stored size, turned like EXIF turned the decoded image
+    info["_displayed_size"] = stored_size[::-1] if im.size != decoded_size else stored_size
     colourfulness = 0.0
     try:
         if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float gray: min-max to 8 bits
@@ -447,13 +491,40 @@ def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview
         raise ImageLoadError(f"The file cannot be read ({exc.strerror or type(exc).__name__}).") from exc
 
 
-def load_image(source: str | os.PathLike[str] | bytes, name: str = "") -> LoadedImage:
+def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-resize uint8 (H, W) so that its long side is at most ``max_side`` (aspect kept); smaller ones unchanged."""
+    h, w = pixels.shape
+    if max(h, w) <= max_side:
+        return pixels
+    f = max_side / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))  # (width, height)
+    return np.ascontiguousarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA))  # (h', w')
+
+
+def load_image(
+    source: str | os.PathLike[str] | bytes,
+    name: str = "",
+    *,
+    max_side: int | None = None,
+    min_side: int | None = None,
+) -> LoadedImage:
     """Load a radiograph from a path or raw bytes.
 
     Returns a :class:`LoadedImage` whose ``pixels`` are uint8 (H, W). Raises :class:`ImageLoadError` for anything
     unreadable (not an image, truncated, damaged, absurd size, DICOM without pixels, missing codec, ...).
     ``name`` (a file name) only helps recognise DICOM files without the 'DICM' preamble.
+
+    Say what you need and nothing larger is decoded or kept (``original_size`` still tells the file's size):
+
+    - ``min_side``: each side must keep at least this many pixels (the CLI: ``DECODE_MIN_FACTOR`` x the model
+      input, so the area resize to the input stays nearly exact). A JPEG is decoded in the DCT domain at 1/2, 1/4
+      or 1/8 scale when that leaves both sides >= ``min_side``; other formats are decoded in full; no resize.
+    - ``max_side``: the long side is area-resized to at most this (the app: its display size). A JPEG is decoded
+      at the coarsest DCT scale whose long side is still >= ``max_side`` (and each side >= ``min_side``).
     """
+    for value, what in ((max_side, "max_side"), (min_side, "min_side")):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{what} must be a positive integer or None")
     data, name = _read_source(source, name)
     if not data:
         raise ImageLoadError("The file is empty.")
@@ -463,12 +534,16 @@ def load_image(source: str | os.PathLike[str] | bytes, name: str = "") -> Loaded
         if _is_dicom(data, name):
             pixels, info = _load_dicom(data)
             colourfulness = 0.0
+            full_size = (pixels.shape[1], pixels.shape[0])
         else:
             if data[:4] == b"%PDF":
                 raise ImageLoadError("Not an image: this is a PDF document.")
             if data[:2] == b"PK":
                 raise ImageLoadError("Not an image: this is a ZIP archive (or an Office document).")
-            pixels, info, colourfulness = _load_pil(data)
+            pixels, info, colourfulness = _load_pil(data, max_side, min_side)
+            full_size = tuple(info.pop("_displayed_size", pixels.shape[::-1]))
+        if max_side is not None:
+            pixels = _shrink(pixels, int(max_side))  # (h', w') uint8, long side <= max_side
     except ImageLoadError:
         raise
     except MemoryError as exc:
@@ -476,9 +551,54 @@ def load_image(source: str | os.PathLike[str] | bytes, name: str = "") -> Loaded
     except Exception as exc:  # noqa: BLE001 - last line of defence: a decoder bug must not become a traceback
         log.warning("unexpected %s while decoding an image", type(exc).__name__)  # no message: it may quote the file
         raise ImageLoadError("The file could not be decoded (damaged, or an unusual variant of its format).") from exc
-    h, w = pixels.shape
-    _check_size(w, h)
-    return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness)
+    _check_size(*full_size)
+    return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness, full_size=full_size)
+
+
+S = TypeVar("S")
+
+
+def load_many(
+    sources: Iterable[S],
+    *,
+    max_side: int | None = None,
+    min_side: int | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[S, LoadedImage | ImageLoadError]]:
+    """Load many files in a thread pool; yields (source, LoadedImage or ImageLoadError) in the input order.
+
+    The JPEG/PNG/DICOM decoders release the GIL, so threads decode in parallel. At most 2 x ``workers`` images are
+    decoded ahead of the consumer (memory stays bounded on a folder of thousands). ``workers``: default
+    min(``config.DECODE_WORKERS``, CPU count); 1 decodes in the calling thread. ``max_side``/``min_side`` as in
+    :func:`load_image`. Unreadable files are yielded as their ImageLoadError, never raised.
+    """
+    n = workers if workers is not None else min(config.DECODE_WORKERS, os.cpu_count() or 1)
+    if n < 1:
+        raise ValueError("workers must be >= 1")
+
+    def one(source: S) -> LoadedImage | ImageLoadError:
+        try:
+            return load_image(source, max_side=max_side, min_side=min_side)  # type: ignore[arg-type]
+        except ImageLoadError as exc:
+            return exc
+
+    if n == 1:
+        for source in sources:
+            yield source, one(source)
+        return
+    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pneumo-decode")
+    try:
+        pending: deque = deque()  # (source, Future) in input order
+        for source in sources:
+            pending.append((source, pool.submit(one, source)))
+            if len(pending) >= 2 * n:
+                done, fut = pending.popleft()
+                yield done, fut.result()
+        while pending:
+            done, fut = pending.popleft()
+            yield done, fut.result()
+    finally:  # also when the consumer stops early: queued files are not decoded
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def plausibility_warnings(img: LoadedImage) -> list[str]:
@@ -493,7 +613,7 @@ def plausibility_warnings(img: LoadedImage) -> list[str]:
         out.append(f"The DICOM modality is {modality}, not a projection radiograph (CR/DX).")
     if img.colourfulness > config.MAX_COLOURFULNESS:
         out.append("The image is in colour; chest radiographs are grayscale. It looks like a photograph.")
-    w, h = img.size
+    w, h = img.original_size  # the file's size, not the (possibly reduced) decoded one
     lo, hi = config.PLAUSIBLE_ASPECT
     if not lo <= w / h <= hi:
         out.append(f"The image's shape ({w}x{h}) is unusual for a chest radiograph.")

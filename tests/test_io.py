@@ -198,7 +198,7 @@ def test_bytes_like_sources_are_equivalent():
 def test_unexpected_decoder_failure_becomes_typed_error_without_details(monkeypatch, caplog):
     import pneumo.io as pio
 
-    def boom(data):
+    def boom(data, *args, **kwargs):
         raise RuntimeError("Doe^Jane internal detail")
 
     monkeypatch.setattr(pio, "_load_pil", boom)
