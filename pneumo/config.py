@@ -58,3 +58,13 @@ APP_MAX_UPLOAD_MB = 50
 APP_CACHE_ENTRIES = 16
 # Seconds an analysed image stays in the app's memory cache: long enough for a session, short enough to forget uploads.
 APP_CACHE_TTL_S = 3600
+
+# ---------------------------------------------------------------------------------------------------- scope gate
+# The committed scope gate (pneumo/scope.py): the app and the CLI load it to refuse images outside the intended use.
+DEFAULT_SCOPE_MODEL_PATH = MODELS_DIR / "pneumo_scope.keras"
+# Scope rule: below this grey-level standard deviation (0-255) an image is nearly uniform; nothing to analyse.
+UNIFORM_MAX_STD = 8.0
+# Scope rule: DICOM BodyPartExamined values (upper case, substring match) that mean the chest.
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "RIB", "TORSO")
+# Scope rule: DICOM ViewPosition values of a non-frontal projection (lateral and decubitus views).
+NON_FRONTAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLO", "RLO", "LO", "OBL"})
