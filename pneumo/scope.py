@@ -197,7 +197,8 @@ def decide(gate: LoadedGate, x: np.ndarray) -> GateDecision:
 
     A transform is undone when it is the orientation head's argmax with probability >= the orientation threshold and
     the corrected image is in scope (a "correction" that makes the image out of scope was wrong: the original's
-    verdict is kept). Orientation is unclear when P(upright) < upright_min and nothing was undone.
+    verdict is kept). Orientation is unclear when an image that looks in scope has P(upright) < upright_min and
+    nothing was undone (the orientation head knows in-scope images only).
     """
     kind, orient = _forward(gate, x)  # (N, K), (N, 8)
     best = orient.argmax(axis=1)  # (N,)
@@ -210,8 +211,9 @@ def decide(gate: LoadedGate, x: np.ndarray) -> GateDecision:
         ok = kind_fixed[:, 0] >= gate.in_scope_threshold
         kind[idx[ok]] = kind_fixed[ok]
         applied[idx[ok]] = best[idx[ok]]
-    unclear = (applied == 0) & (orient[:, 0] < gate.upright_min)
-    return GateDecision(kind, orient, applied, unclear, kind[:, 0] >= gate.in_scope_threshold)
+    in_scope = kind[:, 0] >= gate.in_scope_threshold
+    unclear = in_scope & (applied == 0) & (orient[:, 0] < gate.upright_min)  # said of in-scope looking images only
+    return GateDecision(kind, orient, applied, unclear, in_scope)
 
 
 # ---------------------------------------------------------------------------------------------------- assess
