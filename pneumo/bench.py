@@ -18,7 +18,7 @@ made from the largest committed sample, or synthetic on a clone without assets):
     stages              pneumo's per-image path stage by stage: decode for display, decode for the model, scope
                         gate, lung segmentation, preprocess, classifier, explanation, overlay; the scope gate and
                         segmentation models are timed when their files exist (config.SCOPE_MODEL_PATH,
-                        config.SEGMENTATION_MODEL_PATH), else marked "not present"; app_path_ms times them all in a row
+                        config.LUNG_MODEL_PATH), else marked "not present"; app_path_ms times them all in a row
 References (random weights, built here, nothing downloaded), timed the same way in the same process (explain_ms with
 the same display pixels and overlay code); their batch_images_per_s uses the seed notebook's decoding (every file
 decoded in full, one after the other), and batch_images_per_s_pneumo_pipeline the new one:
@@ -424,7 +424,7 @@ def extra_models() -> dict[str, Path]:
 
     return {
         "scope_ms": getattr(config, "SCOPE_MODEL_PATH", config.MODELS_DIR / "pneumo_scope.keras"),
-        "segmentation_ms": getattr(config, "SEGMENTATION_MODEL_PATH", config.MODELS_DIR / "pneumo_lungs.keras"),
+        "segmentation_ms": getattr(config, "LUNG_MODEL_PATH", config.MODELS_DIR / "pneumo_lungs.keras"),
     }
 
 

@@ -72,10 +72,6 @@ APP_CACHE_ENTRIES = 16
 APP_CACHE_TTL_S = 3600
 
 # --- issue 11: speed, absolute heatmap scale, model registry (pneumo/gradcam.py, pneumo/io.py, pneumo/bench.py) ---
-# Lung-segmentation U-Net: the benchmark times its stage when this file exists (the lead is training it).
-SEGMENTATION_MODEL_PATH = MODELS_DIR / "pneumo_lungs.keras"
-# Scope gate (is this a chest radiograph?): timed by the benchmark when present (another engineer trains it).
-SCOPE_MODEL_PATH = MODELS_DIR / "pneumo_scope.keras"
 # The app shows images at most this many pixels on the long side: decode and blend overlays at that size, no larger.
 DISPLAY_MAX_SIDE = 1200
 # JPEG DCT-domain reduction keeps each side >= this factor times the model input, so that the area resize to the
@@ -90,3 +86,12 @@ CAM_SCALE_PERCENTILE = 99.0
 OUTLINE_COLOUR: tuple[int, int, int] = (255, 0, 255)
 # Outline thickness is max(1, long side / this): 1 px at the display size of 1200, thicker on full-size downloads.
 OUTLINE_PIXELS_PER_WIDTH = 800
+# ---------------------------------------------------------------------------------------------------- scope gate
+# The committed scope gate (pneumo/scope.py): the app and the CLI load it to refuse images outside the intended use.
+SCOPE_MODEL_PATH = MODELS_DIR / "pneumo_scope.keras"
+# Scope rule: below this grey-level standard deviation (0-255) an image is nearly uniform; nothing to analyse.
+UNIFORM_MAX_STD = 8.0
+# Scope rule: DICOM BodyPartExamined values (upper case, substring match) that mean the chest.
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "RIB", "TORSO")
+# Scope rule: DICOM ViewPosition values of a non-frontal projection (lateral and decubitus views).
+NON_FRONTAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLO", "RLO", "LO", "OBL"})

@@ -1,0 +1,282 @@
+"""The scope gate: is this a frontal chest radiograph of a young child, upright and with normal grey levels?
+
+Two layers, both compute only (no Streamlit, nothing written):
+
+- exact rules on the decoded image: DICOM modality, body part and view position; colour; nearly uniform images; tiny
+  images and unusual shapes;
+- a learned gate (a small two-headed Keras CNN, trained by ``python -m pneumo.train_scope``): the ``orientation``
+  head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope radiograph went
+  through; a confident non-identity transform is undone, reported (``rotated``/``inverted``) and the corrected pixels
+  are returned, so the classifier sees the upright image. The ``kind`` head then scores the corrected image:
+  in scope, adult, not frontal, not chest, not a radiograph; P(in scope) below the stored threshold puts the image
+  out of scope.
+
+:func:`assess` works without a gate model (rules only); :func:`assess_batch` runs the gate once per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pneumo import config
+from pneumo.io import LoadedImage
+from pneumo.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+# Stable warning codes (CLI `warnings` column, JSON, app) -> one plain sentence each.
+WARNING_CODES: dict[str, str] = {
+    "not_radiograph": "This does not look like an X-ray image (for example a photograph, a document, a CT or MR "
+    "slice, or a DICOM of another modality).",
+    "not_chest": "This looks like an X-ray of another body part, or only part of a chest, not a whole chest.",
+    "not_frontal": "This looks like a side (lateral) chest view; the model only knows frontal views.",
+    "adult": "This looks like an adult's chest X-ray; the model was made for children aged 1 to 5.",
+    "inverted": "The grey levels looked inverted (bones dark); they were turned back before analysis.",
+    "rotated": "The image looked rotated; it was turned upright before analysis.",
+    "orientation_unclear": "It is unclear which way up this image is, or whether its grey levels are inverted.",
+    "low_resolution": "The image is small; results on thumbnails are unreliable.",
+    "unusual_shape": "The image's shape is unusual for a chest X-ray (very wide or very tall).",
+    "colour": "The image is in colour; chest X-rays are grayscale. It looks like a photograph.",
+    "uniform": "The image is nearly uniform; there is nothing to analyse.",
+}
+# Codes that put an image OUTSIDE the intended use (label OUT_OF_SCOPE, no probability unless forced). The others are
+# warnings: the image is analysed (after correction for `rotated`/`inverted`) and the warning is shown with the result.
+OUT_OF_SCOPE_CODES: frozenset[str] = frozenset(
+    {"not_radiograph", "not_chest", "not_frontal", "adult", "orientation_unclear", "colour", "uniform"}
+)
+# The kind head's classes, in output order.
+KINDS: tuple[str, ...] = ("in_scope", "adult", "not_frontal", "not_chest", "not_radiograph")
+# The orientation head's classes, in output order: index = quarter_turns + 4 * inverted. "rot90" means the image was
+# turned by np.rot90 once (90 degrees counter-clockwise); "inverted" means 255 - pixels.
+ORIENTATIONS: tuple[str, ...] = (
+    "upright", "rot90", "rot180", "rot270", "inverted", "inverted_rot90", "inverted_rot180", "inverted_rot270"
+)  # fmt: skip
+# Output layer names of the gate model.
+KIND_OUTPUT = "kind"
+ORIENTATION_OUTPUT = "orientation"
+
+
+@dataclass(frozen=True)
+class ScopeResult:
+    """The gate's verdict on one image.
+
+    codes: warning codes (keys of WARNING_CODES), rules first; in_scope: no code of OUT_OF_SCOPE_CODES;
+    p_in_scope: the gate's P(in scope) on the corrected image (None without a gate); kind_probs: kind -> probability;
+    orientation: the transform detected and undone ("upright" when none); corrected: uint8 (H, W) upright pixels;
+    explanation: plain words for users.
+    """
+
+    codes: tuple[str, ...]
+    in_scope: bool
+    p_in_scope: float | None
+    kind_probs: dict[str, float]
+    orientation: str
+    corrected: np.ndarray
+    explanation: str
+    orientation_probs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadedGate:
+    """The gate model and its metadata (thresholds, input size); treat both as read-only."""
+
+    model: Any
+    metadata: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.metadata["input_size"])
+
+    @property
+    def in_scope_threshold(self) -> float:
+        return float(self.metadata["thresholds"]["in_scope"])
+
+    @property
+    def orientation_threshold(self) -> float:
+        return float(self.metadata["thresholds"]["orientation"])
+
+    @property
+    def upright_min(self) -> float:
+        return float(self.metadata["thresholds"].get("upright_min", 0.0))
+
+
+def load_gate(path: str | Path = config.SCOPE_MODEL_PATH) -> LoadedGate:
+    """Load the gate model and its JSON metadata (required: it holds the thresholds)."""
+    import keras
+
+    import pneumo.model  # noqa: F401 - registers PerImageStandardization for deserialisation
+
+    path = Path(path)
+    meta = path.with_suffix(".json")
+    if not path.exists() or not meta.exists():
+        raise FileNotFoundError(f"scope gate model or metadata not found: {path}")
+    return LoadedGate(model=keras.saving.load_model(path, compile=False), metadata=json.loads(meta.read_text()))
+
+
+# ---------------------------------------------------------------------------------------------------- transforms
+def apply_orientation(pixels: np.ndarray, index: int) -> np.ndarray:
+    """Apply transform ``ORIENTATIONS[index]`` to an upright uint8 image (H, W[, C])."""
+    out = np.rot90(pixels, index % 4, axes=(0, 1))
+    if index >= 4:
+        out = 255 - out
+    return np.ascontiguousarray(out)
+
+
+def undo_orientation(pixels: np.ndarray, index: int) -> np.ndarray:
+    """Inverse of :func:`apply_orientation`: uint8 (H, W[, C]) transformed -> upright."""
+    out = 255 - pixels if index >= 4 else pixels
+    return np.ascontiguousarray(np.rot90(out, -(index % 4), axes=(0, 1)))
+
+
+# ---------------------------------------------------------------------------------------------------- rules
+def rule_codes(img: LoadedImage) -> list[str]:
+    """Codes from exact rules on the decoded image and its DICOM header (no model)."""
+    info, codes = img.info, []
+    modality = str(info.get("modality", "") or "").upper()
+    if modality and modality != "UNKNOWN" and modality not in config.XRAY_MODALITIES:
+        codes.append("not_radiograph")
+    body = str(info.get("body_part", "") or "").upper()
+    if body and body != "UNKNOWN" and not any(part in body for part in config.CHEST_BODY_PARTS):
+        codes.append("not_chest")
+    view = str(info.get("view_position", "") or "").upper()
+    if view in config.NON_FRONTAL_VIEWS:
+        codes.append("not_frontal")
+    if img.colourfulness > config.MAX_COLOURFULNESS:
+        codes.append("colour")
+    if float(img.pixels.std()) < config.UNIFORM_MAX_STD:
+        codes.append("uniform")
+    w, h = img.size
+    if min(w, h) < config.PLAUSIBLE_MIN_SIDE:
+        codes.append("low_resolution")
+    lo, hi = config.PLAUSIBLE_ASPECT
+    if not lo <= w / h <= hi:
+        codes.append("unusual_shape")
+    return codes
+
+
+# ---------------------------------------------------------------------------------------------------- gate
+def gate_input(pixels: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W) -> gate input uint8 (size, size, 1): the classifier's 224 squash, area-resized to ``size``."""
+    x = preprocess(pixels, config.IMAGE_SIZE)[:, :, 0]  # (224, 224)
+    if size != config.IMAGE_SIZE:
+        x = cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA)  # (size, size)
+    return np.ascontiguousarray(x[:, :, None])
+
+
+def _forward(gate: LoadedGate, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8)."""
+    kinds, orients = [], []
+    for i in range(0, len(x), batch_size):
+        out = gate.model(x[i : i + batch_size].astype(np.float32), training=False)
+        kinds.append(np.asarray(out[KIND_OUTPUT]))
+        orients.append(np.asarray(out[ORIENTATION_OUTPUT]))
+    return np.concatenate(kinds), np.concatenate(orients)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Vectorised gate verdicts for N gate inputs (used by assess_batch and by training's evaluation)."""
+
+    kind: np.ndarray  # (N, len(KINDS)) kind probabilities on the (corrected) input
+    orientation: np.ndarray  # (N, 8) orientation probabilities on the original input
+    applied: np.ndarray  # (N,) int, index of the transform undone (0 = none)
+    unclear: np.ndarray  # (N,) bool, orientation could not be told
+    in_scope: np.ndarray  # (N,) bool, P(in scope) >= threshold
+
+
+def decide(gate: LoadedGate, x: np.ndarray) -> GateDecision:
+    """Run the gate on uint8 (N, S, S, 1): detect and undo orientation, then score the kind head.
+
+    A transform is undone when it is the orientation head's argmax with probability >= the orientation threshold and
+    the corrected image is in scope (a "correction" that makes the image out of scope was wrong: the original's
+    verdict is kept). Orientation is unclear when an image that looks in scope has P(upright) < upright_min and
+    nothing was undone (the orientation head knows in-scope images only).
+    """
+    kind, orient = _forward(gate, x)  # (N, K), (N, 8)
+    best = orient.argmax(axis=1)  # (N,)
+    want = (best != 0) & (orient[np.arange(len(x)), best] >= gate.orientation_threshold)
+    applied = np.zeros(len(x), dtype=np.int64)
+    idx = np.flatnonzero(want)
+    if idx.size:
+        fixed = np.stack([undo_orientation(x[i], int(best[i])) for i in idx])  # (M, S, S, 1)
+        kind_fixed, _ = _forward(gate, fixed)
+        ok = kind_fixed[:, 0] >= gate.in_scope_threshold
+        kind[idx[ok]] = kind_fixed[ok]
+        applied[idx[ok]] = best[idx[ok]]
+    in_scope = kind[:, 0] >= gate.in_scope_threshold
+    unclear = in_scope & (applied == 0) & (orient[:, 0] < gate.upright_min)  # said of in-scope looking images only
+    return GateDecision(kind, orient, applied, unclear, in_scope)
+
+
+# ---------------------------------------------------------------------------------------------------- assess
+def _as_image(item: LoadedImage | np.ndarray) -> LoadedImage:
+    if isinstance(item, LoadedImage):
+        return item
+    arr = np.asarray(item)
+    if arr.ndim != 2 or arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 (H, W) pixels, got {arr.dtype} {arr.shape}")
+    return LoadedImage(pixels=arr)
+
+
+def explain(codes: Sequence[str]) -> str:
+    """Plain words for a list of codes: why the image is out of scope, or what was corrected."""
+    if not codes:
+        return "The image looks like a frontal chest X-ray within the intended use."
+    head = (
+        "This image is outside the intended use (frontal chest X-rays of children aged 1 to 5), so no result is given."
+        if any(c in OUT_OF_SCOPE_CODES for c in codes)
+        else "The image is within the intended use, with remarks."
+    )
+    return " ".join([head, *(WARNING_CODES[c] for c in codes)])
+
+
+def _gate_codes(d: GateDecision, i: int) -> list[str]:
+    """Codes of gate verdict ``i``: the corrections, then the most likely out-of-scope kind if not in scope."""
+    codes: list[str] = []
+    a = int(d.applied[i])
+    if a % 4:
+        codes.append("rotated")
+    if a >= 4:
+        codes.append("inverted")
+    if d.unclear[i]:
+        codes.append("orientation_unclear")
+    if not d.in_scope[i]:
+        codes.append(KINDS[1 + int(d.kind[i, 1:].argmax())])
+    return codes
+
+
+def _result(img: LoadedImage, d: GateDecision | None, i: int) -> ScopeResult:
+    codes = rule_codes(img)
+    pixels, p, kinds, orient, oprobs = img.pixels, None, {}, "upright", {}
+    if d is not None:
+        codes += [c for c in _gate_codes(d, i) if c not in codes]
+        a = int(d.applied[i])
+        pixels = undo_orientation(img.pixels, a) if a else img.pixels
+        p, orient = float(d.kind[i, 0]), ORIENTATIONS[a]
+        kinds = {k: float(v) for k, v in zip(KINDS, d.kind[i], strict=True)}
+        oprobs = {k: float(v) for k, v in zip(ORIENTATIONS, d.orientation[i], strict=True)}
+    in_scope = not any(c in OUT_OF_SCOPE_CODES for c in codes)
+    return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, explain(codes), oprobs)
+
+
+def assess_batch(items: Sequence[LoadedImage | np.ndarray], gate: LoadedGate | None) -> list[ScopeResult]:
+    """Assess many images with one gate forward pass (plus one for the few that were corrected)."""
+    imgs = [_as_image(it) for it in items]
+    if gate is None or not imgs:
+        return [_result(img, None, 0) for img in imgs]
+    x = np.stack([gate_input(img.pixels, gate.image_size) for img in imgs])  # (N, S, S, 1) uint8
+    d = decide(gate, x)
+    return [_result(img, d, i) for i, img in enumerate(imgs)]
+
+
+def assess(item: LoadedImage | np.ndarray, gate: LoadedGate | None) -> ScopeResult:
+    """Assess one decoded image (or uint8 (H, W) pixels): rules, and the learned gate when given."""
+    return assess_batch([item], gate)[0]

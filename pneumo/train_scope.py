@@ -1,0 +1,668 @@
+"""Train the scope gate (pneumo/scope.py): a small two-headed CNN, kind of image x orientation.
+
+Examples (DATA: the public data set's folder; SCOPE: the out-of-scope reference folder with its README):
+    # the committed gate (2 CPU cores: about 10 minutes; decoded images are cached in ~/.cache/pneumo)
+    nice -n 10 python -m pneumo.train_scope --data DATA/chest_xray --scope DATA/scope --out models/
+    # a few seconds, on any folders with the same layout (used by the tests)
+    python -m pneumo.train_scope --data /tmp/synth --scope /tmp/synth_scope --out /tmp/gate --preset smoke
+
+In scope: DATA/train/{NORMAL,PNEUMONIA} minus the classifier's validation split (same patient split, same seed), which
+stays held out for the thresholds and the figures. Out of scope: SCOPE/<folder>/* (kind from the folder name, ~20 %
+of each folder held out by source file) and negatives generated here (photo-like fields, gradients, textures, noise,
+text pages, shapes, portraits, real photos from matplotlib's sample data, crops and tilings of radiographs). Writes
+OUT/pneumo_scope.keras and OUT/pneumo_scope.json (thresholds, rules, per-kind catch rates with n).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pneumo import config, scope
+
+log = logging.getLogger("pneumo.train_scope")
+
+# Folder of the scope reference set -> kind it teaches (unknown folders are skipped with a warning).
+FOLDER_KINDS = {
+    "adult_frontal_cxr": "adult",
+    "lateral_cxr": "not_frontal",
+    "mednist_hand": "not_chest",
+    "ct": "not_radiograph",
+    "mednist_headct": "not_radiograph",
+    "mednist_chestct": "not_radiograph",
+    "mednist_abdomenct": "not_radiograph",
+    "mednist_breastmri": "not_radiograph",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# settings: every knob in one place; presets override some of them
+@dataclass
+class Settings:
+    image_size: int = 96  # gate input side; the 224 squash area-resized down
+    stem_width: int = 16
+    widths: tuple[int, ...] = (32, 64, 96, 128)
+    dropout: float = 0.3
+    batch_size: int = 64
+    epochs: int = 14
+    learning_rate: float = 2e-3  # cosine-decayed to 0 over all epochs; the last epoch's weights are kept
+    val_fraction: float = 0.15  # the classifier's split (pneumo.train): same fraction and seed
+    seed: int = 1337
+    heldout_mod: int = 5  # 1 in heldout_mod source groups of each scope folder is held out (~20 %)
+    # samples per epoch, by kind (drawn with replacement from each kind's sources)
+    n_in_scope: int = 3000
+    n_adult: int = 1200
+    n_not_frontal: int = 500
+    n_not_chest: int = 1000
+    n_not_radiograph: int = 2000
+    p_identity: float = 0.4  # share of in-scope samples left upright (the rest: one of the 7 other transforms)
+    n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
+    max_per_source: int = 0  # 0 = all; the smoke preset uses a few
+    # augmentation (all kinds)
+    rotate_deg: float = 10.0
+    zoom: tuple[float, float] = (0.9, 1.12)
+    shift: float = 0.05
+    gamma: tuple[float, float] = (0.7, 1.4)
+    noise: float = 0.03  # max std of Gaussian noise on the 0..1 scale
+    p_degrade: float = 0.3  # down to 64 px and back up, as the 64x64 MedNIST images are (their README)
+    # threshold rules (on the in-scope validation split)
+    max_flag_rate: float = 0.01  # at most this share of in-scope validation images out of scope
+    max_false_correction: float = 0.002  # orientation threshold: upright images wrongly "corrected"
+    max_unclear: float = 0.002  # upright_min: upright images called "orientation unclear"
+    cache_dir: str = str(Path.home() / ".cache" / "pneumo")
+
+
+PRESETS: dict[str, dict] = {
+    "full": {},
+    "smoke": dict(
+        image_size=32,
+        stem_width=4,
+        widths=(8, 8),
+        epochs=1,
+        batch_size=16,
+        n_in_scope=48,
+        n_adult=16,
+        n_not_frontal=8,
+        n_not_chest=16,
+        n_not_radiograph=32,
+        n_synthetic=6,
+        max_per_source=12,
+        val_fraction=0.3,
+        heldout_mod=2,
+        cache_dir="",
+    ),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
+    p = argparse.ArgumentParser(prog="python -m pneumo.train_scope", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}")
+    p.add_argument("--scope", required=True, type=Path, help="out-of-scope folder (adult_frontal_cxr/, ct/, ...)")
+    p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
+    p.add_argument("--name", default="pneumo_scope", help="file stem of the model and its metadata")
+    p.add_argument("--preset", default="full", choices=sorted(PRESETS))
+    for f in dataclasses.fields(Settings):
+        if f.type in ("int", "float", "str"):
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=None)
+    args = p.parse_args(argv)
+    settings = Settings(**PRESETS[args.preset])
+    for f in dataclasses.fields(Settings):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            setattr(settings, f.name, v)
+    return args, settings
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+def build_gate(s: Settings):
+    """Functional Keras CNN: uint8-valued (S, S, 1) -> {"kind": (5,) softmax, "orientation": (8,) softmax}."""
+    import keras
+    from keras import layers
+
+    from pneumo.model import BN_MOMENTUM, PerImageStandardization
+
+    inp = keras.Input((s.image_size, s.image_size, 1), name="image")  # raw 0..255
+    x = layers.Rescaling(1 / 255.0, name="rescale")(inp)
+    x = PerImageStandardization(name="standardize")(x)
+    x = layers.Conv2D(s.stem_width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)  # (S/2)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for b, w in enumerate(s.widths):
+        for i in (1, 2):
+            x = layers.SeparableConv2D(w, 3, padding="same", use_bias=False, name=f"block{b}_sep{i}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn{i}")(x)
+            x = layers.ReLU(name=f"block{b}_relu{i}")(x)
+        if b < len(s.widths) - 1:
+            x = layers.MaxPooling2D(name=f"block{b}_pool")(x)  # halves the side
+    feat = x  # (S / 2**len(widths), same, widths[-1])
+    k = layers.GlobalAveragePooling2D(name="kind_pool")(feat)
+    k = layers.Dropout(s.dropout, name="kind_dropout")(k)
+    kind = layers.Dense(len(scope.KINDS), activation="softmax", name=scope.KIND_OUTPUT)(k)
+    o = layers.Conv2D(8, 1, use_bias=False, name="orient_reduce")(feat)  # keeps where things are
+    o = layers.BatchNormalization(momentum=BN_MOMENTUM, name="orient_bn")(o)
+    o = layers.ReLU(name="orient_relu")(o)
+    o = layers.Flatten(name="orient_flatten")(o)
+    o = layers.Dropout(s.dropout, name="orient_dropout")(o)
+    orient = layers.Dense(len(scope.ORIENTATIONS), activation="softmax", name=scope.ORIENTATION_OUTPUT)(o)
+    return keras.Model(inp, {scope.KIND_OUTPUT: kind, scope.ORIENTATION_OUTPUT: orient}, name="pneumo_scope")
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def _cached(cache_dir: str, tag: str, paths: list[Path], make: Callable[[], np.ndarray]) -> np.ndarray:
+    """``make()`` cached as .npy under cache_dir, keyed by tag, paths, sizes and modification times."""
+    if not cache_dir:
+        return make()
+    key = hashlib.sha256(tag.encode())
+    for p in paths:
+        st = p.stat()
+        key.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    f = Path(cache_dir) / f"scope_{tag}_{key.hexdigest()[:16]}.npy"
+    if f.exists():
+        return np.load(f)
+    arr = make()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    np.save(f, arr)
+    return arr
+
+
+def to_gate(x224: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, 224, 224[, 1]) squashes -> (N, size, size) by area resizing (as scope.gate_input does)."""
+    return np.stack([cv2.resize(np.squeeze(a), (size, size), interpolation=cv2.INTER_AREA) for a in x224])
+
+
+def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """In-scope training and validation arrays uint8 (N, 224, 224), the classifier's patient split."""
+    from pneumo import data
+
+    paths, labels = data.list_split(args.data / "train")
+    if s.max_per_source:
+        keep = np.concatenate([np.flatnonzero(labels == c)[: s.max_per_source] for c in (0, 1)])
+        paths, labels = [paths[i] for i in keep], labels[keep]
+    tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)
+    x = data.load_arrays(paths, config.IMAGE_SIZE, Path(s.cache_dir) if s.cache_dir else None)[..., 0]
+    return x[tr], x[va], paths
+
+
+def _group(path: Path) -> str:
+    """Source group of a scope file: the stem without its last numeric part (images of one case stay together)."""
+    stem = path.stem
+    head, sep, tail = stem.rpartition("_" if "_" in stem else "-")
+    return head if sep and tail.isdigit() else stem
+
+
+def load_scope(args: argparse.Namespace, s: Settings) -> tuple[dict, dict, list[Path]]:
+    """Scope folder -> ({folder: train (N, S, S)}, {folder: held-out (M, S, S)}, all paths)."""
+    from pneumo.io import load_image
+
+    train, held, every = {}, {}, []
+    for folder in sorted(p for p in args.scope.iterdir() if p.is_dir()):
+        if folder.name not in FOLDER_KINDS:
+            log.warning("skipping unknown scope folder %s", folder.name)
+            continue
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in config.IMAGE_SUFFIXES)
+        files = files[: s.max_per_source] if s.max_per_source else files
+        every += files
+
+        def make(files=files) -> np.ndarray:
+            return np.stack([scope.gate_input(load_image(p).pixels, s.image_size)[..., 0] for p in files])
+
+        arr = _cached(s.cache_dir, f"{folder.name}_{s.image_size}", files, make)  # (N, S, S)
+        is_held = np.array([int(hashlib.sha256(_group(p).encode()).hexdigest()[:8], 16) % s.heldout_mod == 0
+                            for p in files])  # fmt: skip
+        train[folder.name], held[folder.name] = arr[~is_held], arr[is_held]
+        log.info("%s: %d train, %d held out", folder.name, (~is_held).sum(), is_held.sum())
+    return train, held, every
+
+
+def make_synthetic(x224: np.ndarray, n: int, seed: int, held_out: bool, size: int) -> dict[str, np.ndarray]:
+    """Generated negatives per generator, uint8 (n, size, size); ``x224`` feeds the crop and tile generators."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, gen in GENERATORS.items():
+        imgs = [gen(rng, x224, held_out) for _ in range(n)]  # each (224, 224) uint8
+        out[name] = to_gate(np.stack(imgs), size)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- negatives
+# Generated out-of-scope images: each generator(rng, x224, held_out) -> uint8 (224, 224). x224: in-scope squashes
+# (N, 224, 224) for crops and tilings (training images for training, validation images for the held-out set).
+_N = config.IMAGE_SIZE
+_WORDS = (
+    "the patient was seen on monday and the report states that there are no further findings of note in "
+    "this study which was compared with prior imaging from another site please call with questions"
+).split()
+
+
+def _smooth(rng: np.random.Generator, cells: int) -> np.ndarray:
+    """A smooth random field float (224, 224) in 0..1, from a (cells, cells) grid upsampled bicubically."""
+    f = cv2.resize(rng.random((cells, cells)).astype(np.float32), (_N, _N), interpolation=cv2.INTER_CUBIC)
+    return (f - f.min()) / (np.ptp(f) + 1e-6)
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def gen_photo_field(rng, x224, held_out) -> np.ndarray:
+    """A photo-like scene: smooth colour fields (3 channels, random luma weights) turned gray, with some noise."""
+    rgb = np.stack([_smooth(rng, int(rng.integers(3, 12))) for _ in range(3)], -1)  # (224, 224, 3)
+    w = rng.dirichlet(np.ones(3))
+    return _u8(rgb @ w + rng.normal(0, 0.02, (_N, _N)))
+
+
+def gen_gradient(rng, x224, held_out) -> np.ndarray:
+    """A linear or radial gradient."""
+    yy, xx = np.mgrid[0:_N, 0:_N] / _N
+    if rng.random() < 0.5:
+        a = rng.uniform(0, 2 * np.pi)
+        g = np.cos(a) * xx + np.sin(a) * yy
+    else:
+        g = np.hypot(xx - rng.random(), yy - rng.random())
+    g = (g - g.min()) / (np.ptp(g) + 1e-6)
+    return _u8(g ** rng.uniform(0.5, 2) + rng.normal(0, 0.01, g.shape))
+
+
+def gen_texture(rng, x224, held_out) -> np.ndarray:
+    """Gratings, checkerboards or a mix: periodic textures."""
+    yy, xx = np.mgrid[0:_N, 0:_N].astype(np.float32)
+    t = np.zeros((_N, _N), np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        a, f = rng.uniform(0, np.pi), rng.uniform(0.05, 0.6)
+        t += np.sin(f * (np.cos(a) * xx + np.sin(a) * yy) + rng.uniform(0, 6))
+    if rng.random() < 0.3:
+        c = int(rng.integers(6, 40))
+        t = ((xx // c + yy // c) % 2) * 2 - 1.0
+    return _u8((t - t.min()) / (np.ptp(t) + 1e-6))
+
+
+def gen_noise(rng, x224, held_out) -> np.ndarray:
+    """Gaussian, uniform or salt-and-pepper noise, at a random grain."""
+    grain = int(rng.choice([1, 2, 4, 8]))
+    kind = rng.integers(3)
+    small = rng.normal(0.5, 0.2, (_N // grain,) * 2) if kind == 0 else rng.random((_N // grain,) * 2)
+    if kind == 2:
+        small = (small > 0.5).astype(float)
+    return _u8(cv2.resize(small.astype(np.float32), (_N, _N), interpolation=cv2.INTER_NEAREST))
+
+
+def gen_text(rng, x224, held_out) -> np.ndarray:
+    """A page of text: dark words on a light page (PIL ImageDraw, default font at a random size)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = int(rng.integers(8, 22))
+    page = Image.new("L", (_N, _N), int(rng.integers(200, 256)))
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=size)
+    y = int(rng.integers(0, 15))
+    while y < _N:
+        line = " ".join(rng.choice(_WORDS, 12))
+        draw.text((int(rng.integers(0, 20)), y), line, fill=int(rng.integers(0, 80)), font=font)
+        y += int(size * rng.uniform(1.2, 2.0))
+    return np.asarray(page)
+
+
+def gen_shapes(rng, x224, held_out) -> np.ndarray:
+    """Random filled rectangles, ellipses and polygons on a flat or graded background."""
+    img = np.full((_N, _N), rng.uniform(0, 1), np.float32)
+    for _ in range(int(rng.integers(2, 12))):
+        v, c = float(rng.random()), rng.integers(0, _N, 2)
+        r = rng.integers(8, 90, 2)
+        pick = rng.integers(3)
+        if pick == 0:
+            cv2.rectangle(img, tuple(int(a) for a in c), tuple(int(a) for a in c + r), v, -1)
+        elif pick == 1:
+            cv2.ellipse(img, (int(c[0]), int(c[1])), (int(r[0]), int(r[1])), float(rng.uniform(0, 180)), 0, 360, v, -1)
+        else:
+            cv2.fillPoly(img, [rng.integers(0, _N, (int(rng.integers(3, 7)), 2)).astype(np.int32)], v)
+    return _u8(img)
+
+
+def gen_portrait(rng, x224, held_out) -> np.ndarray:
+    """A portrait-like blob: a head and shoulders on a smooth background, blurred."""
+    img = _smooth(rng, 3) * rng.uniform(0.2, 1.0)
+    v = float(rng.uniform(0.2, 1.0))
+    cx, cy = int(_N / 2 + rng.integers(-25, 25)), int(_N * rng.uniform(0.3, 0.45))
+    cv2.ellipse(img, (cx, cy), (int(rng.integers(30, 50)), int(rng.integers(40, 65))), 0, 0, 360, v, -1)
+    cv2.ellipse(img, (cx, _N + 20), (int(rng.integers(80, 120)), int(rng.integers(60, 100))), 0, 180, 360, v, -1)
+    for dx in (-15, 15):  # eyes
+        cv2.circle(img, (cx + dx, cy - 5), 4, v * 0.3, -1)
+    return _u8(cv2.GaussianBlur(img, (0, 0), rng.uniform(1, 4)))
+
+
+@functools.lru_cache(maxsize=2)
+def _sample_photos(held_out: bool) -> list[np.ndarray]:
+    """Real photographs and pictures shipped with matplotlib, gray float 0..1; grace_hopper.jpg is held out."""
+    import gzip
+
+    from matplotlib import cbook
+    from PIL import Image
+
+    if held_out:
+        names = ["grace_hopper.jpg"]
+    else:
+        names = ["Minduka_Present_Blue_Pack.png", "logo2.png"]
+    out = [np.asarray(Image.open(cbook.get_sample_data(n)).convert("L"), np.float32) / 255 for n in names]
+    if not held_out:
+        for npz, key in (("topobathy.npz", "topo"), ("jacksboro_fault_dem.npz", "elevation")):
+            z = np.asarray(cbook.get_sample_data(npz)[key], np.float32)
+            out.append((z - z.min()) / (np.ptp(z) + 1e-6))
+        with gzip.open(cbook.get_sample_data("s1045.ima.gz", asfileobj=False)) as f:  # an MR slice of a head
+            mr = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float32)
+        out.append(mr / mr.max())
+    return out
+
+
+def gen_photo(rng, x224, held_out) -> np.ndarray:
+    """A random crop (40-100 % of the side) of a real photograph, squashed to 224."""
+    photos = _sample_photos(held_out)
+    p = photos[rng.integers(len(photos))]
+    h, w = p.shape
+    ch, cw = int(h * rng.uniform(0.4, 1)), int(w * rng.uniform(0.4, 1))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return _u8(cv2.resize(p[y : y + ch, x : x + cw], (_N, _N), interpolation=cv2.INTER_AREA))
+
+
+def gen_crop(rng, x224, held_out) -> np.ndarray:
+    """A zoomed part of a radiograph (20-50 % of the side): a radiograph, but not of a whole chest."""
+    img = x224[rng.integers(len(x224))]
+    c = int(_N * rng.uniform(0.2, 0.5))
+    y, x = rng.integers(0, _N - c, 2)
+    return cv2.resize(img[y : y + c, x : x + c], (_N, _N), interpolation=cv2.INTER_LINEAR)
+
+
+def gen_tiles(rng, x224, held_out) -> np.ndarray:
+    """2x2 or 3x3 tiles of radiographs (some mirrored): a contact sheet, not one chest."""
+    k = int(rng.integers(2, 4))
+    s = _N // k
+    tiles = []
+    for _ in range(k * k):
+        t = cv2.resize(x224[rng.integers(len(x224))], (s, s), interpolation=cv2.INTER_AREA)
+        tiles.append(t[:, ::-1] if rng.random() < 0.5 else t)
+    grid = np.vstack([np.hstack(tiles[r * k : (r + 1) * k]) for r in range(k)])
+    return cv2.resize(grid, (_N, _N), interpolation=cv2.INTER_NEAREST)
+
+
+GENERATORS: dict[str, Callable[..., np.ndarray]] = {
+    "photo_field": gen_photo_field, "gradient": gen_gradient, "texture": gen_texture, "noise": gen_noise,
+    "text": gen_text, "shapes": gen_shapes, "portrait": gen_portrait, "photo": gen_photo, "crop": gen_crop,
+    "tiles": gen_tiles,
+}  # fmt: skip
+# Kind each generator teaches (the rest: not_radiograph).
+GENERATOR_KINDS = {"crop": "not_chest"}
+
+
+# ---------------------------------------------------------------------------------------------------- augmentation
+def augment(img: np.ndarray, rng: np.random.Generator, s: Settings) -> np.ndarray:
+    """One random affine + degradation + gamma + noise on uint8 (S, S) -> uint8 (S, S)."""
+    n = img.shape[0]
+    if rng.random() < s.p_degrade:
+        small = cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA) if n > 64 else img
+        img = cv2.resize(small, (n, n), interpolation=cv2.INTER_LINEAR)
+    zoom = rng.uniform(*s.zoom)
+    m = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), rng.uniform(-s.rotate_deg, s.rotate_deg), zoom)
+    m[:, 2] += rng.uniform(-s.shift, s.shift, 2) * n
+    img = cv2.warpAffine(img, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    x = (img.astype(np.float32) / 255.0) ** rng.uniform(*s.gamma)
+    if rng.random() < 0.5:
+        x = x + rng.normal(0, rng.uniform(0, s.noise), x.shape)
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _counts(s: Settings) -> dict[str, int]:
+    """Samples per epoch by kind."""
+    n = (s.n_in_scope, s.n_adult, s.n_not_frontal, s.n_not_chest, s.n_not_radiograph)
+    return dict(zip(scope.KINDS, n, strict=True))
+
+
+def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random.Generator):
+    """One epoch: x uint8 (N, S, S, 1), kind labels (N,), orientation labels (N,), orientation weights (N,)."""
+    counts = _counts(s)
+    xs, kinds, orients = [], [], []
+    for k, kind in enumerate(scope.KINDS):
+        sources = [p for p in pools[kind] if len(p)]
+        for _ in range(counts[kind] if sources else 0):
+            src = sources[rng.integers(len(sources))]  # sources equally often, then an image within
+            img = augment(src[rng.integers(len(src))], rng, s)
+            if kind == "in_scope":
+                o = 0 if rng.random() < s.p_identity else int(rng.integers(1, 8))
+            else:
+                o = int(rng.integers(8))  # the kind head must not depend on orientation
+            xs.append(scope.apply_orientation(img, o))
+            kinds.append(k)
+            orients.append(o)
+    kinds_a, orients_a = np.array(kinds), np.array(orients)
+    order = rng.permutation(len(xs))
+    w = (kinds_a == 0).astype(np.float32)  # orientation loss on in-scope images only
+    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], w[order]
+
+
+# ---------------------------------------------------------------------------------------------------- thresholds
+def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]:
+    """Orientation, upright_min and in-scope thresholds from the upright in-scope validation images (N, S, S, 1)."""
+    gate = scope.LoadedGate(model, {"input_size": s.image_size, "thresholds": {}})
+    kind, orient = scope._forward(gate, x_val)
+    n = len(x_val)
+    best = orient.argmax(1)
+    grid = np.round(np.arange(0.5, 1.0, 0.01), 2)
+    wrong = [((best != 0) & (orient.max(1) >= t)).mean() for t in grid]
+    t_orient = float(next((t for t, r in zip(grid, wrong, strict=True) if r <= s.max_false_correction), 0.999))
+    ugrid = np.round(np.arange(0.5, -0.001, -0.01), 2)
+    unclear = [((orient[:, 0] < u) & ~((best != 0) & (orient.max(1) >= t_orient))).mean() for u in ugrid]
+    upright_min = float(next((u for u, r in zip(ugrid, unclear, strict=True) if r <= s.max_unclear), 0.0))
+    t = {"orientation": t_orient, "upright_min": upright_min, "in_scope": 0.0}
+    gate.metadata["thresholds"] = t
+    for _ in range(50):  # the largest in-scope threshold that keeps the flag rate within budget
+        d = scope.decide(gate, x_val)
+        allowed = int(np.floor(s.max_flag_rate * n)) - int(d.unclear.sum())
+        p = np.sort(d.kind[:, 0])
+        cand = float(p[max(allowed, 0)]) if allowed < n else 1.0
+        trial = dict(t, in_scope=cand)
+        gate.metadata["thresholds"] = trial
+        flagged = (~scope.decide(gate, x_val).in_scope | d.unclear).sum()
+        if flagged <= s.max_flag_rate * n or cand <= 1e-6:
+            return trial
+        t["in_scope"] = cand * 0.9
+    return t
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def _rate(mask: np.ndarray) -> float:
+    return round(float(mask.mean()), 4) if mask.size else float("nan")
+
+
+def caught(gate: scope.LoadedGate, x: np.ndarray) -> dict:
+    """Catch rate of out-of-scope images uint8 (N, S, S): share not in scope, and the codes given."""
+    d = scope.decide(gate, x[..., None])
+    flagged = ~d.in_scope | d.unclear
+    codes: dict[str, int] = {}
+    for i in np.flatnonzero(flagged):
+        for c in scope._gate_codes(d, i):
+            codes[c] = codes.get(c, 0) + 1
+    return {"n": len(x), "caught": _rate(flagged), "codes": codes}
+
+
+def orientation_report(gate: scope.LoadedGate, x_val: np.ndarray) -> dict:
+    """Per transform of the in-scope validation images uint8 (N, S, S): corrected exactly / flagged / missed."""
+    out = {}
+    for o in range(len(scope.ORIENTATIONS)):
+        xt = np.stack([scope.apply_orientation(a, o) for a in x_val])[..., None]  # (N, S, S, 1)
+        d = scope.decide(gate, xt)
+        flagged = ~d.in_scope | d.unclear
+        exact = ~flagged & (d.applied == o)
+        out[scope.ORIENTATIONS[o]] = {
+            "n": len(x_val),
+            "corrected_upright": _rate(exact if o else ~flagged & (d.applied == 0)),
+            "flagged": _rate(flagged),
+            "corrected_wrong": _rate(~flagged & (d.applied != o) & (d.applied != 0)),
+            "missed" if o else "wrongly_corrected": _rate(~flagged & (d.applied == 0 if o else d.applied != 0)),
+            "flagged_or_corrected_upright": _rate(flagged | exact),
+        }
+    return out
+
+
+def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict, syn_held: dict) -> dict:
+    """Every figure stored in the metadata, each with the data it was measured on and n."""
+    gate = scope.LoadedGate(model, {"input_size": s.image_size, "thresholds": thresholds})
+    d = scope.decide(gate, x_val[..., None])
+    deg = np.stack([cv2.resize(cv2.resize(a, (64, 64), interpolation=cv2.INTER_AREA), a.shape[::-1],
+                               interpolation=cv2.INTER_LINEAR) for a in x_val])  # fmt: skip
+    d64 = scope.decide(gate, deg[..., None])
+    return {
+        "in_scope_validation": {
+            "data": "in-scope validation split carved from train by patient (the classifier's split), upright",
+            "n": len(x_val),
+            "flagged_out_of_scope": _rate(~d.in_scope | d.unclear),
+            "wrongly_corrected": _rate(d.applied != 0),
+        },
+        "in_scope_validation_degraded_64px": {
+            "data": "the same images down to 64 px and back up (as MedNIST)",
+            "n": len(x_val),
+            "flagged_out_of_scope": _rate(~d64.in_scope | d64.unclear),
+        },
+        "orientation_validation": orientation_report(gate, x_val),
+        "scope_held_out": {k: {"kind": FOLDER_KINDS[k], **caught(gate, v)} for k, v in held.items() if len(v)},
+        "synthetic_held_out": {k: caught(gate, v) for k, v in syn_held.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]:
+    """Train for s.epochs freshly augmented epochs with a cosine learning-rate decay; returns per-epoch losses."""
+    import keras
+
+    per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind]))
+    steps = s.epochs * int(np.ceil(per_epoch / s.batch_size))
+    lr = keras.optimizers.schedules.CosineDecay(s.learning_rate, max(steps, 1))
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss={scope.KIND_OUTPUT: "sparse_categorical_crossentropy",
+              scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy"},
+        metrics={scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy"},
+    )  # fmt: skip
+    history = []
+    for epoch in range(s.epochs):
+        t0 = time.time()
+        x, yk, yo, wo = epoch_arrays(pools, s, rng)
+        h = model.fit(x.astype(np.float32), {scope.KIND_OUTPUT: yk, scope.ORIENTATION_OUTPUT: yo},
+                      sample_weight={scope.KIND_OUTPUT: np.ones_like(wo), scope.ORIENTATION_OUTPUT: wo},
+                      batch_size=s.batch_size, epochs=1, verbose=0, shuffle=False)  # fmt: skip
+        row = {k: round(float(v[-1]), 4) for k, v in h.history.items()}
+        history.append({"epoch": epoch + 1, **row, "seconds": round(time.time() - t0, 1)})
+        log.info("epoch %d/%d %s", epoch + 1, s.epochs, history[-1])
+    return history
+
+
+def build_pools(x_tr224: np.ndarray, train: dict, syn_train: dict, s: Settings) -> dict[str, list[np.ndarray]]:
+    """Training sources per kind: each a uint8 (N, S, S) array, drawn equally often within its kind."""
+    pools: dict[str, list[np.ndarray]] = {k: [] for k in scope.KINDS}
+    pools["in_scope"].append(to_gate(x_tr224, s.image_size))
+    for folder, arr in train.items():
+        pools[FOLDER_KINDS[folder]].append(arr)
+    for name, arr in syn_train.items():
+        pools[GENERATOR_KINDS.get(name, "not_radiograph")].append(arr)
+    return pools
+
+
+def train(args: argparse.Namespace, s: Settings) -> dict:
+    """Load, train, choose thresholds, evaluate, save; returns the metadata."""
+    import keras
+
+    from pneumo import data
+
+    t_start = time.time()
+    keras.utils.set_random_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    x_tr224, x_va224, in_paths = load_in_scope(args, s)
+    train_sc, held_sc, scope_paths = load_scope(args, s)
+    syn_train = make_synthetic(x_tr224, s.n_synthetic, s.seed, False, s.image_size)
+    syn_held = make_synthetic(x_va224, max(s.n_synthetic // 3, 2), s.seed + 1, True, s.image_size)
+    model = build_gate(s)
+    log.info("gate: %d parameters", model.count_params())
+    history = fit(model, build_pools(x_tr224, train_sc, syn_train, s), s, rng)
+    x_val = to_gate(x_va224, s.image_size)  # (N, S, S)
+    thresholds = choose_thresholds(model, x_val[..., None], s)
+    metrics = evaluate(model, thresholds, s, x_val, held_sc, syn_held)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.name}.keras"
+    model.save(path)
+    meta = metadata(model, s, args, thresholds, metrics, history, time.time() - t_start)
+    meta["training"]["data"] = {
+        "in_scope_fingerprint_sha256": data.fingerprint(in_paths, args.data),
+        "scope_fingerprint_sha256": data.fingerprint(scope_paths, args.scope) if scope_paths else "",
+        "n_in_scope_train": len(x_tr224),
+        "n_in_scope_validation": len(x_va224),
+        "n_scope_train": {k: len(v) for k, v in train_sc.items()},
+        "n_scope_held_out": {k: len(v) for k, v in held_sc.items()},
+        "n_synthetic_train_per_generator": s.n_synthetic,
+    }
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    log.info("wrote %s (%.0f s)", path, time.time() - t_start)
+    return meta
+
+
+def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history: list, seconds: float) -> dict:
+    """The gate's JSON metadata: inputs, classes, layers, thresholds with their rules, metrics, provenance."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "name": args.name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "input_size": s.image_size,
+        "input": "uint8 grayscale (S, S, 1): pneumo.preprocess 224 squash, area-resized to S (scope.gate_input)",
+        "kinds": list(scope.KINDS),
+        "orientations": list(scope.ORIENTATIONS),
+        "outputs": {scope.KIND_OUTPUT: "softmax over kinds", scope.ORIENTATION_OUTPUT: "softmax over orientations"},
+        "layers": [layer.name for layer in model.layers],
+        "parameters": int(model.count_params()),
+        "thresholds": thresholds,
+        "threshold_rules": {
+            "orientation": f"the smallest of 0.50, 0.51, ... at which at most {s.max_false_correction:.1%} of upright "
+            "in-scope validation images would be 'corrected'",
+            "upright_min": f"the largest of 0.50, 0.49, ... at which at most {s.max_unclear:.1%} of upright "
+            "in-scope validation images are 'orientation unclear'",
+            "in_scope": f"the largest P(in scope) cut at which at most {s.max_flag_rate:.0%} of in-scope "
+            "validation images (after orientation correction) are out of scope",
+        },
+        "metrics": metrics,
+        "history": history,
+        "training": {
+            "command": "python -m pneumo.train_scope " + " ".join(sys.argv[1:]),
+            "preset": args.preset,
+            "settings": dataclasses.asdict(s),
+            "seconds": round(seconds, 1),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+            "numpy": np.__version__,
+            "opencv": cv2.__version__,
+        },  # fmt: skip
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args, s = parse_args(argv)
+    train(args, s)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""The scope gate: rules per warning code, orientation undo, the learned gate's API, and a smoke training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pneumo import config, scope
+from pneumo.io import LoadedImage
+from tests.conftest import synthetic_xray
+
+GATE_SIZE = 32
+
+
+def _img(pixels: np.ndarray, colourfulness: float = 0.0, **info) -> LoadedImage:
+    return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness)
+
+
+# ---------------------------------------------------------------------------------------------------- rules
+def test_every_code_is_documented_and_out_of_scope_codes_are_codes():
+    assert scope.OUT_OF_SCOPE_CODES <= set(scope.WARNING_CODES)
+    required = {"not_radiograph", "not_chest", "not_frontal", "adult", "inverted", "rotated", "low_resolution"}
+    assert required | {"colour", "uniform"} <= set(scope.WARNING_CODES)
+    assert all(s.endswith(".") and len(s) > 20 for s in scope.WARNING_CODES.values())
+    assert not {"rotated", "inverted", "low_resolution"} & scope.OUT_OF_SCOPE_CODES
+
+
+def test_plausible_radiograph_passes_the_rules():
+    r = scope.assess(_img(synthetic_xray(300, 260), modality="DX", body_part="CHEST", view_position="PA"), None)
+    assert r.codes == () and r.in_scope and r.p_in_scope is None and r.orientation == "upright"
+    assert "within the intended use" in r.explanation
+
+
+@pytest.mark.parametrize(
+    "info, code",
+    [
+        ({"modality": "CT"}, "not_radiograph"),
+        ({"modality": "MR", "body_part": "HEAD"}, "not_radiograph"),
+        ({"modality": "CR", "body_part": "HAND"}, "not_chest"),
+        ({"modality": "DX", "body_part": "CHEST", "view_position": "LL"}, "not_frontal"),
+        ({"modality": "DX", "view_position": "LATERAL"}, "not_frontal"),
+    ],
+)
+def test_dicom_header_rules(info, code):
+    r = scope.assess(_img(synthetic_xray(), **info), None)
+    assert code in r.codes and not r.in_scope
+    assert scope.WARNING_CODES[code] in r.explanation
+
+
+@pytest.mark.parametrize("info", [{"modality": "unknown", "body_part": "unknown"}, {"body_part": "PORT CHEST"}])
+def test_unknown_or_chest_header_is_not_a_code(info):
+    assert scope.assess(_img(synthetic_xray(), **info), None).codes == ()
+
+
+def test_colour_uniform_low_resolution_and_shape_rules():
+    colour = scope.assess(_img(synthetic_xray(), colourfulness=config.MAX_COLOURFULNESS + 1), None)
+    assert colour.codes == ("colour",) and not colour.in_scope
+    flat = np.full((300, 300), 128, np.uint8) + np.random.default_rng(0).integers(0, 3, (300, 300), dtype=np.uint8)
+    uniform = scope.assess(flat, None)
+    assert uniform.codes == ("uniform",) and not uniform.in_scope
+    small = scope.assess(synthetic_xray(120, 100), None)
+    assert small.codes == ("low_resolution",) and small.in_scope  # a warning, still analysed
+    wide = scope.assess(synthetic_xray(900, 250), None)
+    assert wide.codes == ("unusual_shape",) and wide.in_scope
+
+
+def test_raw_pixels_must_be_uint8_2d():
+    with pytest.raises(ValueError):
+        scope.assess(np.zeros((10, 10, 3), np.uint8), None)
+
+
+# ---------------------------------------------------------------------------------------------------- orientation
+@pytest.mark.parametrize("index", range(8))
+def test_orientation_round_trip_is_exact(index):
+    x = synthetic_xray(300, 260, seed=index)
+    t = scope.apply_orientation(x, index)
+    assert t.shape == (x.shape[::-1] if index % 2 else x.shape)
+    assert (index == 0) == np.array_equal(t, x)
+    np.testing.assert_array_equal(scope.undo_orientation(t, index), x)
+
+
+def test_orientation_names_match_transforms():
+    x = synthetic_xray(seed=3)
+    np.testing.assert_array_equal(scope.apply_orientation(x, scope.ORIENTATIONS.index("inverted")), 255 - x)
+    np.testing.assert_array_equal(scope.apply_orientation(x, scope.ORIENTATIONS.index("rot180")), x[::-1, ::-1])
+
+
+# ---------------------------------------------------------------------------------------------------- learned gate
+class _Fixed:
+    """A stand-in gate model with fixed outputs, so that the decision logic is tested exactly."""
+
+    def __init__(self, kind: np.ndarray, orient_fn):
+        self.kind, self.orient_fn = kind, orient_fn
+
+    def __call__(self, x, training=False):
+        n = len(x)
+        return {"kind": np.tile(self.kind, (n, 1)), "orientation": np.stack([self.orient_fn(a) for a in x])}
+
+
+def _one_hot(i: int, n: int = 8, p: float = 0.97) -> np.ndarray:
+    v = np.full(n, (1 - p) / (n - 1))
+    v[i] = p
+    return v
+
+
+def _detects(upright_small: np.ndarray):
+    """Orientation 'model': the transform that maps upright_small to the input, confidently."""
+
+    def fn(a: np.ndarray) -> np.ndarray:
+        for i in range(8):
+            if np.abs(scope.apply_orientation(upright_small, i).astype(int) - a.astype(int)).max() <= 2:
+                return _one_hot(i)
+        return np.full(8, 1 / 8)
+
+    return fn
+
+
+def _gate(model, thresholds=None) -> scope.LoadedGate:
+    t = {"in_scope": 0.5, "orientation": 0.9, "upright_min": 0.2, **(thresholds or {})}
+    return scope.LoadedGate(model, {"input_size": GATE_SIZE, "thresholds": t})
+
+
+@pytest.mark.parametrize("index", range(1, 8))
+def test_confident_transform_is_undone_and_reported(index):
+    x = synthetic_xray(260, 260, seed=1)
+    gate = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), _detects(scope.gate_input(x, GATE_SIZE))))
+    r = scope.assess(scope.apply_orientation(x, index), gate)
+    np.testing.assert_array_equal(r.corrected, x)
+    assert r.orientation == scope.ORIENTATIONS[index] and r.in_scope
+    assert ("rotated" in r.codes) == bool(index % 4) and ("inverted" in r.codes) == (index >= 4)
+    assert set(r.codes) <= {"rotated", "inverted"}
+
+
+def test_unclear_orientation_and_out_of_scope_kind():
+    x = synthetic_xray(260, 260, seed=2)
+    unsure = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), lambda a: np.full(8, 1 / 8)))
+    r = scope.assess(x, unsure)
+    assert r.codes == ("orientation_unclear",) and not r.in_scope and r.orientation == "upright"
+    adult = _gate(_Fixed(np.array([0.1, 0.7, 0.1, 0.05, 0.05]), lambda a: _one_hot(0)))
+    r = scope.assess(x, adult)
+    assert r.codes == ("adult",) and not r.in_scope and r.p_in_scope == pytest.approx(0.1)
+    assert r.kind_probs["adult"] == pytest.approx(0.7) and "adult" in r.explanation
+    for k, code in enumerate(scope.KINDS[1:], start=1):
+        probs = np.full(5, 0.05)
+        probs[k] = 0.8
+        assert scope.assess(x, _gate(_Fixed(probs, lambda a: _one_hot(0)))).codes == (code,)
+
+
+def test_correction_that_lands_out_of_scope_is_not_applied():
+    x = synthetic_xray(260, 260, seed=4)
+    model = _Fixed(np.array([0.4, 0.3, 0.1, 0.1, 0.1]), lambda a: _one_hot(2))
+    r = scope.assess(x, _gate(model))
+    assert r.orientation == "upright" and "rotated" not in r.codes and r.codes == ("adult",)
+    np.testing.assert_array_equal(r.corrected, x)
+
+
+@pytest.fixture(scope="module")
+def tiny_gate():
+    """A tiny random gate model built with the training script's builder."""
+    import keras
+
+    from pneumo.train_scope import Settings, build_gate
+
+    keras.utils.set_random_seed(0)
+    model = build_gate(Settings(image_size=GATE_SIZE, stem_width=4, widths=(8, 8)))
+    return _gate(model, {"orientation": 0.2, "in_scope": 0.2, "upright_min": 0.0})
+
+
+def test_gate_model_is_small_and_named(tiny_gate):
+    from pneumo.train_scope import Settings, build_gate
+
+    full = build_gate(Settings())
+    assert full.count_params() < 500_000
+    names = {layer.name for layer in full.layers}
+    assert {"image", scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT} <= names
+    out = tiny_gate.model(np.zeros((2, GATE_SIZE, GATE_SIZE, 1), np.float32))
+    assert out["kind"].shape == (2, 5) and out["orientation"].shape == (2, 8)
+
+
+def test_assess_batch_equals_assess(tiny_gate):
+    rng = np.random.default_rng(0)
+    items = [scope.apply_orientation(synthetic_xray(280, 240, seed=i), i % 8) for i in range(6)]
+    items.append(_img(rng.integers(0, 256, (300, 300), dtype=np.uint8), colourfulness=30.0))
+    batch = scope.assess_batch(items, tiny_gate)
+    assert len(batch) == len(items)
+    for item, b in zip(items, batch, strict=True):
+        one = scope.assess(item, tiny_gate)
+        assert one.codes == b.codes and one.orientation == b.orientation and one.in_scope == b.in_scope
+        assert one.p_in_scope == pytest.approx(b.p_in_scope, abs=1e-5)
+        np.testing.assert_array_equal(one.corrected, b.corrected)
+    assert "colour" in batch[-1].codes and scope.assess_batch([], tiny_gate) == []
+
+
+def test_gate_input_is_the_classifier_squash_resized():
+    from pneumo.preprocess import preprocess
+
+    x = synthetic_xray(500, 400)
+    expect = cv2.resize(preprocess(x)[:, :, 0], (GATE_SIZE, GATE_SIZE), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(scope.gate_input(x, GATE_SIZE)[:, :, 0], expect)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def _write_folders(root: Path) -> tuple[Path, Path]:
+    """A tiny chest_xray layout and a scope folder of synthetic images."""
+    data, sc = root / "data", root / "scope"
+    for cls in config.CLASS_NAMES:
+        (data / "train" / cls).mkdir(parents=True)
+        for i in range(8):
+            name = f"person{i}_bacteria_{i}.jpeg" if cls == "PNEUMONIA" else f"IM-{i:04d}-0001.jpeg"
+            cv2.imwrite(str(data / "train" / cls / name), synthetic_xray(seed=i, opacity=cls == "PNEUMONIA"))
+    rng = np.random.default_rng(0)
+    for folder in ("adult_frontal_cxr", "lateral_cxr", "mednist_hand", "ct"):
+        (sc / folder).mkdir(parents=True)
+        for i in range(6):
+            cv2.imwrite(str(sc / folder / f"img_{i}.jpg"), rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    return data, sc
+
+
+@pytest.mark.slow
+def test_smoke_training_writes_a_loadable_gate(tmp_path):
+    from pneumo import train_scope
+
+    data, sc = _write_folders(tmp_path)
+    out = tmp_path / "out"
+    assert train_scope.main(["--data", str(data), "--scope", str(sc), "--out", str(out), "--preset", "smoke"]) == 0
+    meta = json.loads((out / "pneumo_scope.json").read_text())
+    assert meta["kinds"] == list(scope.KINDS) and meta["input_size"] == 32
+    assert set(meta["thresholds"]) == {"in_scope", "orientation", "upright_min"}
+    val = meta["metrics"]["in_scope_validation"]
+    assert val["n"] > 0 and val["flagged_out_of_scope"] <= 0.01 + 1 / val["n"]
+    assert set(meta["metrics"]["synthetic_held_out"]) == set(train_scope.GENERATORS)
+    assert len(meta["training"]["data"]["in_scope_fingerprint_sha256"]) == 64
+    gate = scope.load_gate(out / "pneumo_scope.keras")
+    r = scope.assess(synthetic_xray(), gate)
+    assert 0.0 <= r.p_in_scope <= 1.0 and r.corrected.dtype == np.uint8
