@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from pneumo import config
-from pneumo.gradcam import explain_batch, heatmap_from_cam, overlay_heatmap
+from pneumo.explain import result_overlay
 from pneumo.inference import confidence_text, label_for
-from pneumo.io import ImageLoadError, LoadedImage, load_image, plausibility_warnings
+from pneumo.io import ImageLoadError, load_image
 from pneumo.model import LoadedModel
-from pneumo.preprocess import preprocess
+from pneumo.pipeline import ANALYSIS_DECODE, LABEL_OUT_OF_SCOPE, Models, analyze_images
 
 SAMPLES_DIR = config.ASSETS_DIR / "samples"
 # How samples.json's pneumo_split reads in the sample menu.
@@ -74,10 +74,13 @@ def list_samples(folder: Path = SAMPLES_DIR) -> list[Sample]:
 class Analysis:
     """Everything the app shows about one file; never mutated (its arrays are read-only) so it can be cached.
 
-    pixels: uint8 (H, W) as displayed, None when the file could not be read.
-    signed_cam: float32 (h, w) Grad-CAM map, > 0 where evidence supports PNEUMONIA and < 0 where it supports NORMAL.
-    error: the loader's message when the file is unreadable. refusal: why a readable image gets no result at all.
-    doubtful: the image probably is not a radiograph (colour photo, uniform); its result is hidden unless asked for.
+    pixels: uint8 (H, W) as analysed (upright: an inverted or turned radiograph is corrected first), None when the
+    file could not be read. error: the loader's message when the file is unreadable.
+    label: NORMAL / PNEUMONIA at the model's stored threshold, or OUT_OF_SCOPE. probability: P(pneumonia), computed
+    for every readable image; the app shows it for an out-of-scope image only on request.
+    warnings: stable codes (pneumo.scope.WARNING_CODES); scope_text: why the image is out of scope, in plain words.
+    cam224: float32 (224, 224) signed CAM over the 224 squash (> 0 supports PNEUMONIA, < 0 NORMAL, 0 outside the
+    lungs); lung_mask: bool (224, 224) or None.
     """
 
     name: str
@@ -86,15 +89,39 @@ class Analysis:
     facts: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     error: str = ""
-    refusal: str = ""
-    doubtful: bool = False
+    label: str = ""
+    in_scope: bool = True
+    scope_text: str = ""
     probability: float | None = None
-    signed_cam: np.ndarray | None = None
+    cam224: np.ndarray | None = None
+    lung_mask: np.ndarray | None = None
 
     @property
     def has_result(self) -> bool:
         """True when the network ran and a probability exists."""
         return self.probability is not None
+
+    @property
+    def doubtful(self) -> bool:
+        """True when the image lies outside the intended use: its result is shown only on request."""
+        return not self.in_scope
+
+    @property
+    def refusal(self) -> str:
+        """Kept for older callers: images are no longer refused outright, they are OUT_OF_SCOPE with a reason."""
+        return ""
+
+    @property
+    def signed_cam(self) -> np.ndarray | None:
+        """The signed CAM over the 224 squash (older name of ``cam224``)."""
+        return self.cam224
+
+    @property
+    def warning_texts(self) -> tuple[str, ...]:
+        """The warnings in plain words, one sentence per code."""
+        from pneumo.scope import WARNING_CODES
+
+        return tuple(WARNING_CODES.get(c, c) for c in self.warnings)
 
 
 def file_digest(data: bytes) -> str:
@@ -114,53 +141,37 @@ def safe_facts(info: dict[str, Any]) -> dict[str, str]:
     return facts
 
 
-def refusal_reason(img: LoadedImage) -> str:
-    """Why an image must not be analysed at all (a DICOM of another modality, e.g. CT or MR), or ''."""
-    modality = str(img.info.get("modality", "") or "")
-    if modality and modality != "unknown" and modality not in config.XRAY_MODALITIES:
-        return (
-            f"This DICOM's modality is {modality}, not a projection radiograph "
-            f"({', '.join(sorted(config.XRAY_MODALITIES))}). The model only knows chest X-rays, "
-            "so no result is given."
-        )
-    return ""
+def as_models(models: Models | LoadedModel) -> Models:
+    """A Models bundle from either a bundle or a bare classifier (a classifier that reads the whole squash)."""
+    return models if isinstance(models, Models) else Models(models)
 
 
-def is_doubtful(img: LoadedImage) -> bool:
-    """True for a colour photograph or a nearly uniform image: a probability would be meaningless."""
-    return img.colourfulness > config.MAX_COLOURFULNESS or float(img.pixels.std()) < 8.0
+def analyze_bytes(data: bytes, name: str, models: Models | LoadedModel) -> Analysis:
+    """Decode one file and run the one analysis path (pneumo.pipeline) on it once.
 
-
-def analyze_bytes(data: bytes, name: str, loaded: LoadedModel) -> Analysis:
-    """Decode one file and, when it makes sense, run the model and Grad-CAM once.
-
+    The decode is the CLI's (pneumo.predict), so the app and the CLI give the same answer for the same file.
     Unreadable files give an Analysis with ``error`` set; never raises ImageLoadError.
     """
+    models = as_models(models)
     digest = file_digest(data)
     try:
-        img = load_image(data, name=name)
+        img = load_image(data, name=name, **ANALYSIS_DECODE)
     except ImageLoadError as exc:
         return Analysis(name=name, digest=digest, error=str(exc))
-    pixels = img.pixels  # uint8 (H, W)
-    pixels.setflags(write=False)
-    facts = safe_facts(img.info)
-    warnings = tuple(plausibility_warnings(img))
-    refusal = refusal_reason(img)
-    if refusal:
-        return Analysis(name=name, digest=digest, pixels=pixels, facts=facts, warnings=warnings, refusal=refusal)
-    x = preprocess(pixels, loaded.image_size)[None]  # (1, S, S, 1) uint8
-    probs, cams = explain_batch(loaded.model, x, loaded.gradcam_layer)  # (1,), (1, h, w)
-    cam = np.ascontiguousarray(cams[0])  # (h, w) float32
-    cam.setflags(write=False)
+    res = analyze_images(models, [img], force=True)[0]  # forced: the app shows it on request only
+    label = res.label if res.in_scope else LABEL_OUT_OF_SCOPE
     return Analysis(
         name=name,
         digest=digest,
-        pixels=pixels,
-        facts=facts,
-        warnings=warnings,
-        doubtful=is_doubtful(img),
-        probability=float(probs[0]),
-        signed_cam=cam,
+        pixels=res.pixels,
+        facts=safe_facts(img.info),
+        warnings=res.warnings,
+        label=label,
+        in_scope=res.in_scope,
+        scope_text=res.scope_text,
+        probability=res.probability,
+        cam224=res.cam224,
+        lung_mask=res.lung_mask,
     )
 
 
@@ -172,14 +183,18 @@ def explained_class(choice: str, probability: float, threshold: float) -> int:
 
 
 def heatmap_overlay(
-    result: Analysis, target_class: int, alpha: float, model_size: int, image: np.ndarray | None = None
+    result: Analysis,
+    target_class: int,
+    alpha: float,
+    metadata: dict[str, Any],
+    image: np.ndarray | None = None,
+    outline: bool = True,
 ) -> np.ndarray:
-    """The Grad-CAM overlay of one analysed image: uint8 (H, W, 3) RGB at the full resolution, or at the size of
-    ``image`` (a resized copy of ``result.pixels``, e.g. the one shown in the browser: cheaper on every rerun)."""
-    if result.pixels is None or result.signed_cam is None:
+    """The heatmap overlay of one analysed image (pneumo.explain): uint8 (H, W, 3) RGB at the analysed size, or at
+    the size of ``image`` (a resized copy of ``result.pixels``, e.g. the one shown in the browser)."""
+    if result.pixels is None or result.cam224 is None:
         raise ValueError("this analysis has no heatmap")
-    heat = heatmap_from_cam(result.signed_cam, target_class, model_size)  # (S, S) in [0, 1]
-    return overlay_heatmap(result.pixels if image is None else image, heat, alpha)
+    return result_overlay(result, metadata, target_class, alpha, outline, image)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 SQUASH = 224  # every model reads the 224 squash first: the data set's copies are 224x224
 LABEL_OUT_OF_SCOPE = "OUT_OF_SCOPE"
 LABEL_ERROR = "ERROR"
+# How the app and the CLI decode a file for analysis (the same, so they agree): a JPEG is reduced in the DCT domain
+# only while each side stays >= twice the 224 squash, so the area resize to 224 stays nearly exact.
+ANALYSIS_DECODE = {"min_side": config.DECODE_MIN_FACTOR * SQUASH}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,19 @@ class Models:
     @property
     def threshold(self) -> float:
         return self.classifier.threshold
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The classifier's metadata (threshold, metrics, cam_scale, ...)."""
+        return self.classifier.metadata
+
+    @property
+    def path(self) -> Path:
+        return self.classifier.path
+
+    @property
+    def image_size(self) -> int:
+        return self.classifier.image_size
 
 
 def load_models(classifier_path: str | Path = config.DEFAULT_MODEL_PATH, with_gate: bool = True) -> Models:

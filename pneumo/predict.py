@@ -62,9 +62,10 @@ def collect_files(inputs: list[str]) -> tuple[list[Path], list[Path]]:
 
 def _decode(path: Path):
     from pneumo.io import ImageLoadError, load_image
+    from pneumo.pipeline import ANALYSIS_DECODE
 
-    try:
-        return load_image(path)
+    try:  # the app's decode too: same file, same answer
+        return load_image(path, **ANALYSIS_DECODE)
     except ImageLoadError as exc:
         return exc
 
@@ -118,9 +119,10 @@ def _flush(models, batch, rows: list[Row], files: list[Path], heatmap_dir: Path 
         row = rows[slot]
         row.probability, row.label, row.warnings = res.probability, res.label, ";".join(res.warnings)
         if heatmap_dir is not None and res.has_probability:
-            from pneumo.explain import result_overlay
+            from pneumo.explain import result_overlay, shown_class
 
-            overlay = result_overlay(res, models, target_class=None, outline=True)
+            cls = shown_class(res, None, models.threshold)
+            overlay = result_overlay(res, models.classifier.metadata, cls)
             _save_png(overlay, heatmap_dir / _heatmap_name(Path(row.path), files))
 
 

@@ -38,7 +38,7 @@ def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_d
     code, out = _run(capsys, "--model", str(tiny_model_path), str(image_dir))
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert out.splitlines()[0] == "path,probability,label,error"
+    assert out.splitlines()[0] == "path,probability,label,error,warnings"
     assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "a.png", "b.jpeg"]
     for r in rows:
         assert len(r["probability"].split(".")[1]) == 6
@@ -47,6 +47,7 @@ def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_d
         if abs(p - tiny_model.threshold) > 1e-6:  # the printed value is rounded; the label uses the exact one
             assert r["label"] == ("PNEUMONIA" if p >= tiny_model.threshold else "NORMAL")
         assert r["error"] == ""
+        assert r["warnings"] == ""  # synthetic radiographs with no gate: no rule fires
 
 
 def test_unreadable_file_gives_error_row_and_exit_two(capsys, tiny_model_path, image_dir, tmp_path):
@@ -65,7 +66,7 @@ def test_json_format_and_heatmaps(capsys, tiny_model_path, image_dir, tmp_path):
     code, out = _run(capsys, "--model", str(tiny_model_path), "--format", "json", "--heatmaps", str(hm), str(image_dir))
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == 3 and {"path", "probability", "label", "error"} <= set(rows[0])
+    assert len(rows) == 3 and set(rows[0]) == {"path", "probability", "label", "error", "warnings"}
     pngs = sorted(hm.glob("*.png"))
     assert len(pngs) == 3  # one per image, the two a.png do not overwrite each other
     overlay = np.asarray(Image.open(pngs[0]))
@@ -99,5 +100,54 @@ def test_cli_subprocess_exit_code(tmp_path, tiny_model_path):
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     lines = res.stdout.strip().splitlines()
-    assert lines[0] == "path,probability,label,error" and len(lines) == 3
-    assert lines[2].endswith("ERROR,File not found.")
+    assert lines[0] == "path,probability,label,error,warnings" and len(lines) == 3
+    assert lines[2].endswith("ERROR,File not found.,")
+
+
+def _colour_photo(path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    rgb[..., 0] = np.linspace(0, 255, 320)[None, :]
+    rgb[..., 1] = np.linspace(255, 0, 240)[:, None]
+    rgb[..., 2] = rng.integers(0, 255, (240, 320))
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_out_of_scope_gets_no_probability_unless_forced(capsys, tiny_model_path, tmp_path):
+    photo = _colour_photo(tmp_path / "holiday.jpeg")
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((300, 300), 128, np.uint8)).save(flat)
+    code, out = _run(capsys, "--model", str(tiny_model_path), str(photo), str(flat))
+    assert code == 0  # OUT_OF_SCOPE is an answer, not a failure
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["label"] for r in rows] == ["OUT_OF_SCOPE", "OUT_OF_SCOPE"]
+    assert [r["probability"] for r in rows] == ["", ""]
+    assert "colour" in rows[0]["warnings"].split(";") and "uniform" in rows[1]["warnings"].split(";")
+
+    code, out = _run(capsys, "--model", str(tiny_model_path), "--force", str(photo))
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and row["label"] in ("NORMAL", "PNEUMONIA") and 0 <= float(row["probability"]) <= 1
+    assert "colour" in row["warnings"].split(";"), "--force keeps the warnings"
+
+
+def test_folder_scan_names_skipped_files_with_a_count(capsys, tiny_model_path, image_dir):
+    (image_dir / "anim.gif").write_bytes(b"GIF89a")
+    code = main(["--model", str(tiny_model_path), str(image_dir)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "skipped 2 file(s)" in err
+    assert "notes.txt" in err and "anim.gif" in err
+
+
+def test_cli_and_app_give_the_same_answer(capsys, tiny_model_path, image_dir):
+    from pneumo.analysis import analyze_bytes
+    from pneumo.pipeline import load_models
+
+    models = load_models(tiny_model_path)
+    _, out = _run(capsys, "--model", str(tiny_model_path), str(image_dir))
+    for row in csv.DictReader(io.StringIO(out)):
+        res = analyze_bytes(Path(row["path"]).read_bytes(), Path(row["path"]).name, models)
+        assert res.label == row["label"]
+        assert f"{res.probability:.6f}" == row["probability"]
+        assert ";".join(res.warnings) == row["warnings"]
