@@ -66,7 +66,9 @@ def build_model(
 
     A stride-2 stem convolution and a 2x2 max-pool (S -> S/4), then one block of two separable convolutions per
     width with 2x2 max-pooling between blocks (S/4 -> S/32 for four blocks), global average pooling, dropout and
-    one logit. ``cam_stride=16`` drops the last pooling: the explained feature map is then S/16 (10x10 at 160 px). The last block's output is named ``config.GRADCAM_LAYER`` (7x7 at 224 px); the logit layer is named
+    one logit. ``cam_stride=16`` drops the last pooling: the explained feature map is then S/16 (10x10 at 160 px).
+    The last block's output is named ``config.GRADCAM_LAYER`` (7x7 at 224 px with the default stride 32); the logit
+    layer is named
     ``logit`` so that Grad-CAM can differentiate the logit rather than the saturating sigmoid.
     """
     inputs = keras.Input((image_size, image_size, config.CHANNELS), name="image")  # (B, S, S, 1), 0..255

@@ -97,7 +97,7 @@ def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.
     if models.lungs is None:
         raise ValueError("this classifier reads the lungs: load it with its lung model (pneumo.pipeline.load_models)")
     masks, _ = lungs.segment(models.lungs, x224)  # (B, 224, 224) bool
-    x = np.stack([lungs.lung_input(im, m, size) for im, m in zip(x224, masks)])  # (B, S, S)
+    x = np.stack([lungs.lung_input(im, m, size) for im, m in zip(x224, masks, strict=False)])  # (B, S, S)
     return x[..., None], masks
 
 
@@ -115,7 +115,7 @@ def classify_224(models: Models, x224: np.ndarray, batch_size: int = 32) -> Batc
         if masks is None:
             cams.append(np.stack([cv2.resize(c, (SQUASH, SQUASH), interpolation=cv2.INTER_LINEAR) for c in cam]))
         else:
-            cams.append(np.stack([lungs.paste_back(c, m) for c, m in zip(cam, masks)]))
+            cams.append(np.stack([lungs.paste_back(c, m) for c, m in zip(cam, masks, strict=False)]))
             all_masks.append(masks)
     if not probs:
         return BatchOutput(np.zeros(0), np.zeros((0, SQUASH, SQUASH), np.float32), None)

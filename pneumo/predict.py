@@ -93,7 +93,7 @@ def run(
     if heatmap_dir is not None:
         heatmap_dir.mkdir(parents=True, exist_ok=True)
     batch: list[tuple[int, object]] = []
-    for f, img in zip(files, decoded(files, workers)):
+    for f, img in zip(files, decoded(files, workers), strict=False):
         if isinstance(img, Exception):
             rows.append(Row(str(f), None, "ERROR", str(img)))
         else:
@@ -115,7 +115,7 @@ def _flush(models, batch, rows: list[Row], files: list[Path], heatmap_dir: Path 
     if not batch:
         return
     results = analyze_images(models, [img for _, img in batch], force=force)
-    for (slot, _), res in zip(batch, results):
+    for (slot, _), res in zip(batch, results, strict=False):
         row = rows[slot]
         row.probability, row.label, row.warnings = res.probability, res.label, ";".join(res.warnings)
         if heatmap_dir is not None and res.has_probability:
@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                    "model); its lung model and the scope gate are taken from the same folder")  # fmt: skip
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--heatmaps", type=Path, default=None, help="write one heatmap overlay PNG per image here")
-    p.add_argument("--force", action="store_true",
-                   help="give a probability and label even for images outside the intended use (warnings stay)")  # fmt: skip
+    force_help = "give a probability and label even for images outside the intended use (warnings stay)"
+    p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=4, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -45,7 +45,7 @@ def grey_border(x224: np.ndarray, px: int = BORDER_PX) -> np.ndarray:
 def grey_outside(x224: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """uint8 (N, 224, 224) -> copy with everything outside each dilated mask (N, 224, 224) set to the image mean."""
     out = np.array(x224, copy=True)
-    for im, m in zip(out, masks):
+    for im, m in zip(out, masks, strict=False):
         grown = lungs.dilate(m)
         im[~grown] = np.uint8(round(float(im.mean())))
     return out
@@ -103,8 +103,9 @@ def reliability(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict]:
     for b in range(n_bins):
         sel = idx == b
         if sel.any():
-            rows.append({"bin": [round(edges[b], 2), round(edges[b + 1], 2)], "n": int(sel.sum()),
-                         "mean_p": round(float(p[sel].mean()), 4), "observed": round(float(y[sel].mean()), 4)})  # fmt: skip
+            mean_p, observed = round(float(p[sel].mean()), 4), round(float(y[sel].mean()), 4)
+            edge = [round(float(edges[b]), 2), round(float(edges[b + 1]), 2)]
+            rows.append({"bin": edge, "n": int(sel.sum()), "mean_p": mean_p, "observed": observed})
     return rows
 
 

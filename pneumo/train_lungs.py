@@ -129,10 +129,10 @@ def evaluate(model, x224: np.ndarray, m224: np.ndarray, size: int, threshold: fl
     if len(x224) == 0:
         return {"n": 0}
     prob = lungs.lung_probability(model, x224, size)  # (N, 224, 224)
-    raw = [lungs.dice(p >= threshold, m) for p, m in zip(prob, m224)]
+    raw = [lungs.dice(p >= threshold, m) for p, m in zip(prob, m224, strict=False)]
     post = [lungs.postprocess(p, threshold) for p in prob]
-    d = np.array([lungs.dice(a, m) for a, m in zip(post, m224)])
-    j = np.array([lungs.iou(a, m) for a, m in zip(post, m224)])
+    d = np.array([lungs.dice(a, m) for a, m in zip(post, m224, strict=False)])
+    j = np.array([lungs.iou(a, m) for a, m in zip(post, m224, strict=False)])
     plaus = np.array([lungs.plausible(a) for a in post])
     return {
         "n": int(len(m224)),
