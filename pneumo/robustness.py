@@ -59,6 +59,12 @@ def mass_inside(cam224: np.ndarray, masks: np.ndarray, sign: int) -> np.ndarray:
     return np.where(total > 0, inside / np.maximum(total, 1e-12), np.nan)
 
 
+def _nanmean(values: np.ndarray) -> float | None:
+    """The mean over images that have any mass of that sign (None when none has)."""
+    finite = values[np.isfinite(values)]
+    return round(float(finite.mean()), 4) if len(finite) else None
+
+
 def _summary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     m = metrics.metrics_at(y, p, threshold)
     return {k: m[k] for k in ("n", "auc", "sensitivity", "specificity", "ece") if k in m}
@@ -85,8 +91,8 @@ def measure(models: Models, x224: np.ndarray, y: np.ndarray, ref_masks: np.ndarr
                                 "label_flips": int(np.sum((outside >= t) != (base.prob >= t)))}  # fmt: skip
         pos, neg = mass_inside(base.cam224, masks, 1), mass_inside(base.cam224, masks, -1)
         out["heatmap_in_lungs"] = {
-            "pneumonia_images_pneumonia_mass_inside": round(float(np.nanmean(pos[y == 1])), 4),
-            "normal_images_normal_mass_inside": round(float(np.nanmean(neg[y == 0])), 4),
+            "pneumonia_images_pneumonia_mass_inside": _nanmean(pos[y == 1]),
+            "normal_images_normal_mass_inside": _nanmean(neg[y == 0]),
             "n_pneumonia": int((y == 1).sum()),
             "n_normal": int((y == 0).sum()),
             "masks": "reference lung masks (undilated)" if ref_masks is not None else "the model's own lung masks",

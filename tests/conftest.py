@@ -99,3 +99,38 @@ def app_model_path(tmp_path_factory) -> Path:
     if config.DEFAULT_MODEL_PATH.exists():
         return config.DEFAULT_MODEL_PATH
     return make_tiny_model(tmp_path_factory.mktemp("app_model"))
+
+
+def make_tiny_lung_models(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5) -> Path:
+    """A tiny random classifier that reads the lungs (input_mode 'lungs', CAM stride 16) beside a tiny random U-Net.
+
+    Returns the classifier's path; pneumo.pipeline.load_models finds the U-Net from its metadata.
+    """
+    import hashlib
+
+    import keras
+
+    from pneumo.lungs import build_unet
+    from pneumo.model import build_model, metadata_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    unet = build_unet(size, widths=(4, 8, 8))
+    lung_path = out_dir / "pneumo_lungs.keras"
+    unet.save(lung_path)
+    lung_path.with_suffix(".json").write_text(json.dumps({"input_size": size, "threshold": 0.5}))
+    path = make_tiny_model(out_dir, size, seed, threshold)
+    model = build_model(size, stem_width=4, widths=(8, 8, 8, 8), cam_stride=16)
+    model.save(path)
+    meta = json.loads(metadata_path(path).read_text())
+    sha = hashlib.sha256(lung_path.read_bytes()).hexdigest()
+    meta.update(input_mode="lungs", lung_model={"file": lung_path.name, "sha256": sha},
+                cam_scale={"NORMAL": 0.5, "PNEUMONIA": 0.5})  # fmt: skip
+    metadata_path(path).write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lung_model_path(tmp_path_factory) -> Path:
+    """Path to a tiny random lungs-mode classifier with its tiny U-Net beside it."""
+    return make_tiny_lung_models(tmp_path_factory.mktemp("tiny_lungs"))
