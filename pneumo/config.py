@@ -58,3 +58,14 @@ APP_MAX_UPLOAD_MB = 50
 APP_CACHE_ENTRIES = 16
 # Seconds an analysed image stays in the app's memory cache: long enough for a session, short enough to forget uploads.
 APP_CACHE_TTL_S = 3600
+
+# ---- independent evaluations and reports (issue 10) ----
+# Maintainers' scores of a model on sequestered sets, one file per model named <sha256 of the .keras file>.json and
+# shipped in the repository (a cloud deploy has no ../shared): a retrained model has none until it is scored.
+EVALUATIONS_DIR = MODELS_DIR / "evaluations"
+# The independent set that matches the intended use (pediatric, same hospital, new patients): quoted on every page.
+PRIMARY_EVALUATION_SET = "official_test"
+# Report PNG resolution: A4 at 200 dpi (1654 x 2339 px) prints sharply; 110 dpi looked blurry on paper.
+REPORT_PNG_DPI = 200
+# The public repository, linked from the About page: set it when the repository is published ('' shows no link).
+REPOSITORY_URL = ""
