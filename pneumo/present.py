@@ -247,3 +247,42 @@ def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
         p = r["probability"]
         w.writerow([r["file"], "" if p is None else f"{p:.6f}", r["label"], f"{threshold:.4f}", r["note"]])
     return buf.getvalue().encode("utf-8")
+
+
+# ---- hooks for the analysis path (scope gate, warning codes, lung outline) ------------------------------------------
+# Warning codes of the analysis -> one plain sentence each. A warning that is not a known code is shown as it is
+# (today's analysis gives sentences), so the analysis can move to codes one at a time.
+WARNING_TEXT: dict[str, str] = {
+    "small_image": "The image is small; fine detail the model may rely on could be missing.",
+    "odd_aspect": "The image has an unusual shape for a chest radiograph; it was squashed to a square.",
+    "not_radiograph": "This does not look like a chest radiograph.",
+    "lungs_not_found": "The lungs could not be found in this image.",
+    "lateral_view": "This may be a lateral view; the model only knows frontal (AP) views.",
+    "adult": "This may be an adult's radiograph; the model was trained on children aged 1-5.",
+}
+# The label the analysis gives an image that is outside the intended use (shown only on "show anyway").
+OUT_OF_SCOPE = "OUT_OF_SCOPE"
+
+
+def warning_sentences(warnings: Any) -> list[str]:
+    """Plain sentences for an analysis's warnings: known codes through WARNING_TEXT, anything else as it is."""
+    return [WARNING_TEXT.get(str(w), str(w)) for w in (warnings or ())]
+
+
+def is_out_of_scope(result: Any) -> bool:
+    """True when the analysis says the image is outside the intended use (``label == OUT_OF_SCOPE``, or
+    ``doubtful``/``out_of_scope`` set): its result is shown only on request and marked as such everywhere."""
+    return bool(
+        getattr(result, "label", None) == OUT_OF_SCOPE
+        or getattr(result, "out_of_scope", False)
+        or getattr(result, "doubtful", False)
+    )
+
+
+def lung_outline(result: Any) -> Any:
+    """The analysis's lung mask (uint8/bool (h, w), any size; > 0 inside the lungs), or None when it has none."""
+    for name in ("lung_mask", "lungs"):
+        mask = getattr(result, name, None)
+        if mask is not None:
+            return mask
+    return None
