@@ -18,6 +18,12 @@ from typing import Any
 
 from pneumo import config
 
+DISCLAIMER = (
+    "Research demonstration only - not a medical device and not a diagnosis. The model was trained on pediatric "
+    "(1-5 years) chest radiographs from a single centre in Guangzhou and has not been validated for clinical use. "
+    "Decisions about patients must be made by qualified clinicians."
+)
+
 # Distance |logit(p) - logit(t)| below which a result is "near the threshold": a small change of the image or of the
 # threshold could flip the label. Above FAR it is "far" from the threshold. Between the two: "clearly".
 NEAR_LOGIT = 1.0

@@ -24,6 +24,7 @@ from pneumo import evaluation as ev
 from pneumo.analysis import Analysis, heatmap_overlay
 from pneumo.present import (
     COLOURS,
+    DISCLAIMER,
     format_interval,
     format_probability,
     format_threshold,
@@ -35,11 +36,6 @@ from pneumo.present import (
     warning_sentences,
 )
 
-DISCLAIMER = (
-    "Research demonstration only - not a medical device and not a diagnosis. The model was trained on pediatric "
-    "(1-5 years) chest radiographs from a single centre in Guangzhou and has not been validated for clinical use. "
-    "Decisions about patients must be made by qualified clinicians."
-)
 INTENDED_USE = (
     "Intended use: teaching and research only, on frontal (AP) chest radiographs of children aged 1-5. Not for "
     "diagnosis, triage or screening; not for adults, lateral views or other modalities."
