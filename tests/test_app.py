@@ -67,6 +67,11 @@ def all_text(at) -> str:
     return "\n".join(parts)
 
 
+def frame_with(at, column: str):
+    """The first dataframe on the page that has ``column``."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 def metric(at, label: str) -> str | None:
     for m in at.metric:
         if m.label == label:
@@ -271,9 +276,15 @@ def test_model_card_page_reads_metadata(app, tiny_model):
     app.switch_page("app_pages/model_card.py").run()
     assert not app.exception
     assert metric(app, "Parameters") == f"{tiny_model.metadata['parameters']:,}"
-    table = app.dataframe[0].value
+    table = frame_with(app, "data")
     assert table["data"][0] == "Validation split"
     assert table["ROC AUC"][0] == pytest.approx(0.5)
+    assert table["sensitivity"][0].startswith("50.0% (95% CI") and table["sensitivity"][0].endswith("n=2")
+    layers = frame_with(app, "parameters")
+    assert int(layers["parameters"].sum()) == tiny_model.model.count_params()  # the layer table has every parameter
+    text = all_text(app)
+    assert "not yet been independently evaluated" in text  # the tiny model's hash has no shipped evaluation
+    assert "../" not in " ".join(c.value for c in app.code) and "cache_dir" not in str(app.json[0].value)
     assert any(c.value == "tests/conftest.py make_tiny_model" for c in app.code)
     assert len(app.image) >= 1  # ROC, confusion and operating points
 
@@ -290,10 +301,29 @@ def test_model_card_labels_test_metrics_and_shows_training_plot(tmp_path, tiny_m
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.switch_page("app_pages/model_card.py").run()
     assert not at.exception
-    table = at.dataframe[0].value
+    table = frame_with(at, "data")
     test_row = table[table["data"] == "Official test folder"]
     assert float(test_row["ROC AUC"].iloc[0]) == pytest.approx(0.875)
     assert any(h.value == "Training curves" for h in at.subheader)
+
+
+def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monkeypatch):
+    """The committed model's shipped evaluation (matched by hash): every set with n, AUC and intervals, ECE."""
+    from pneumo import config
+
+    monkeypatch.delenv("PNEUMO_MODEL", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("app_pages/model_card.py").run()
+    assert not at.exception
+    table = frame_with(at, "set")
+    first = table.iloc[0]
+    assert first["set"] == "New patients (official test split)" and first["images"].startswith("624 images")
+    assert first["AUC"].startswith("0.979 (") and "95% CI" in first["specificity"] and first["ECE"] == "0.137"
+    assert first["specificity"].startswith("86.8%")
+    text = all_text(at)
+    assert "On new patients (official test split, 624 images" in text
+    assert "no better than chance" in text  # the external adult result, in plain words, in the limitations
+    assert config.DEFAULT_MODEL_PATH.exists()
 
 
 def test_about_page(app):
@@ -303,6 +333,8 @@ def test_about_page(app):
     assert not app.exception
     assert any("not a medical device" in w.value for w in app.warning)
     assert any(f"pneumo {pneumo.__version__}" in m.value for m in app.markdown)
+    links = [str(link.proto) for link in app.get("page_link")]
+    assert any("model-card" in p or "model_card" in p for p in links), links
 
 
 def test_missing_model_is_explained_not_a_crash(tmp_path, monkeypatch):
