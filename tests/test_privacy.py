@@ -161,6 +161,16 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
         return real_savefig(fig, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    import fpdf  # the PDF report is laid out with fpdf2: record every text it draws too
+
+    for name in ("cell", "multi_cell"):
+        real = getattr(fpdf.FPDF, name)
+
+        def spy(self, *args, _real=real, **kwargs):
+            drawn.append(str(kwargs.get("text", args[2] if len(args) > 2 else "")))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(fpdf.FPDF, name, spy)
     markers = Markers.fresh()
     control = f"ctrl{secrets.token_hex(4)}"
     res = an.analyze_bytes(marked_dicom(markers, 320, 256), f"{control}.dcm", tiny_model)
