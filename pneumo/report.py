@@ -233,6 +233,7 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     pdf.add_font("DejaVu", "B", str(_FONT_DIR / "DejaVuSans-Bold.ttf"))
     pdf.add_font("DejaVu", "I", str(_FONT_DIR / "DejaVuSans-Oblique.ttf"))
     pdf.set_title(title)
+    pdf.set_subject(content.probability_line)  # machine-readable: the label's basis is in the file's metadata
     pdf.set_author(f"pneumo {__version__}")
     pdf.set_creator("pneumo (research demo, not a medical device)")
     pdf.add_page()
