@@ -29,7 +29,7 @@ from pneumo import present as pr
 
 ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
-NOTE_CHARS = 60  # longer notes show in the detail (the table never cuts text at 1280 px)
+NOTE_CHARS = 24  # longer notes show in the detail (the table never cuts text at 1280 px)
 
 st.title("Analyze a chest X-ray")
 show_disclaimer()
@@ -287,6 +287,17 @@ def show_detail(res, threshold: float) -> None:
     downloads(res, threshold, cls, alpha)
 
 
+def _short_note(row: dict) -> str:
+    """A table note that fits its column at 1280 px; the full text is in the detail and the CSV."""
+    note = row["note"]
+    if len(note) <= NOTE_CHARS:
+        return note
+    if row["label"] == "ERROR":
+        return "cannot be read: select the row"
+    count = note.count(";") + 1
+    return f"{count} warning{'s' if count > 1 else ''}: select the row"
+
+
 @st.fragment
 def results_view() -> None:
     """Everything that depends on the sliders: reruns alone when one of them moves."""
@@ -305,8 +316,8 @@ def results_view() -> None:
             "file": r["file"],
             "P(pneumonia)": r["shown"],
             "label": r["label"],
-            "position": r["position"],
-            "notes": r["note"] if len(r["note"]) <= NOTE_CHARS else "see the detail below",
+            "position": r["position"].replace(" the threshold", ""),
+            "notes": _short_note(r),
         }
         for r in rows
     ]
@@ -318,11 +329,11 @@ def results_view() -> None:
         selection_mode="single-row",
         key="table",
         column_config={
-            "file": st.column_config.TextColumn("File", width="medium"),
-            "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width="small"),
-            "label": st.column_config.TextColumn(f"Label at {pr.format_threshold(threshold)}", width="small"),
-            "position": st.column_config.TextColumn("Position", width="medium"),
-            "notes": st.column_config.TextColumn("Notes", width="large"),
+            "file": st.column_config.TextColumn("File", width=300),
+            "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=105),
+            "label": st.column_config.TextColumn(f"Label at {pr.format_threshold(threshold)}", width=115),
+            "position": st.column_config.TextColumn("vs threshold", width=125),
+            "notes": st.column_config.TextColumn("Notes (full text in the detail and the CSV)"),
         },
     )
     st.download_button(

@@ -36,10 +36,10 @@ c = st.columns(5)
 c[0].metric("Parameters", f"{int(meta.get('parameters', loaded.model.count_params())):,}")
 c[1].metric("Threshold", format_threshold(loaded.threshold))
 if block:
-    c[2].metric("AUC, new patients", f"{block['auc']:.3f}", help=f"official test split, {block['n']} images")
-    c[3].metric("Sensitivity, new patients", f"{block['sensitivity']:.1%}",
+    c[2].metric("Test AUC", f"{block['auc']:.3f}", help=f"official test split, {block['n']} images")
+    c[3].metric("Test sensitivity", f"{block['sensitivity']:.1%}",
                 help=f"{block['n_pneumonia']} pneumonia images of the official test split")  # fmt: skip
-    c[4].metric("Specificity, new patients", f"{block['specificity']:.1%}",
+    c[4].metric("Test specificity", f"{block['specificity']:.1%}",
                 help=f"{block['n_normal']} normal images of the official test split")  # fmt: skip
 st.markdown(ev.headline(EVAL))
 
@@ -56,20 +56,7 @@ else:
         f"Scored by {EVAL.get('evaluator', 'the maintainers')} on {EVAL.get('evaluated', '?')}, "
         f"{EVAL.get('protocol', '')}. 95 % intervals: AUC by bootstrap, sensitivity and specificity Wilson."
     )
-    st.dataframe(
-        ev.table_rows(EVAL),
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "set": st.column_config.TextColumn("Measured on", width="medium"),
-            "images": st.column_config.TextColumn("Images", width="medium"),
-            "AUC": st.column_config.TextColumn("AUC (95% CI)", width="small"),
-            "sensitivity": st.column_config.TextColumn("Sensitivity (95% CI)", width="medium"),
-            "specificity": st.column_config.TextColumn("Specificity (95% CI)", width="medium"),
-            "ECE": st.column_config.TextColumn("ECE", width="small"),
-            "intended use": st.column_config.TextColumn("Intended use", width="small"),
-        },
-    )
+    st.table(ev.table_rows(EVAL))  # a static table wraps its text: nothing is cut at 1280 px
     st.markdown(
         "\n".join(f"- **{ev.set_label(k)}**: {ev.set_description(k, b)}." for k, b in (EVAL.get("sets") or {}).items())
         + "\n\nECE = expected calibration error (10 bins): how far the probabilities are from observed frequencies."
@@ -129,20 +116,7 @@ st.caption(
 )
 rows = modelcard.metric_rows(meta)
 if rows:
-    st.dataframe(
-        rows,
-        hide_index=True,
-        column_config={
-            "data": st.column_config.TextColumn("Measured on"),
-            "images": st.column_config.TextColumn("Images"),
-            "ROC AUC": st.column_config.NumberColumn(format="%.3f"),
-            "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
-            "sensitivity": st.column_config.TextColumn("Sensitivity (95% CI)"),
-            "specificity": st.column_config.TextColumn("Specificity (95% CI)"),
-            "ECE": st.column_config.NumberColumn(format="%.3f"),
-            "threshold": st.column_config.NumberColumn("Threshold", format="%.2f"),
-        },
-    )
+    st.table(modelcard.display_rows(rows))  # a static table wraps its text: nothing is cut at 1280 px
     splits_here = list((meta.get("metrics") or {}).keys())
     st.markdown(
         "\n".join(f"- **{modelcard.split_label(s)}**: {modelcard.split_description(s)}." for s in splits_here)

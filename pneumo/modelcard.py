@@ -166,3 +166,20 @@ def portable_settings(training: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("settings"), dict):
         out["settings"] = {k: v for k, v in out["settings"].items() if k != "cache_dir"}
     return out
+
+
+def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """metric_rows() as display strings: AUC and ECE with three decimals, accuracy in percent, '–' for missing."""
+
+    def fmt(key: str, value: Any) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, str):
+            return value
+        if key in ("ROC AUC", "ECE"):
+            return f"{value:.3f}"
+        if key == "threshold":
+            return f"{value:.2f}"
+        return f"{value:.1%}"
+
+    return [{k: fmt(k, v) for k, v in row.items()} for row in rows]
