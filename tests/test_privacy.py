@@ -303,6 +303,7 @@ async def _live_session(url: str, dicom: tuple[str, bytes], png: tuple[str, byte
         await warm.goto(url)
         await upload(warm, [("warmup.png", warmup)], TIMEOUT_MS)
         await wait_for_result(warm, TIMEOUT_MS)
+        await warm.get_by_role("button", name="Create the report").click()
         async with warm.expect_download(timeout=TIMEOUT_MS) as info:  # imports matplotlib, builds its font cache
             await warm.get_by_test_id("stDownloadButton").filter(has_text="Report (PDF)").click()
         await (await info.value).path()
@@ -316,7 +317,8 @@ async def _live_session(url: str, dicom: tuple[str, bytes], png: tuple[str, byte
         await wait_for_result(page, TIMEOUT_MS)
         out["html_dicom"] = await page.content()
         out["text_dicom"] = await page.inner_text("body")
-        for label in ("Report (PDF)", "Report (PNG)", "Overlay, full resolution"):
+        await page.get_by_role("button", name="Create the report").click()
+        for label in ("Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"):
             async with page.expect_download(timeout=TIMEOUT_MS) as info:
                 await page.get_by_test_id("stDownloadButton").filter(has_text=label).click()
             download = await info.value
