@@ -20,11 +20,21 @@ MultiPartParser.spool_max_size = (config.APP_MAX_UPLOAD_MB + 1) * 1024 * 1024
 FAVICON = config.ASSETS_DIR / "favicon.png"
 st.set_page_config(page_title="pneumo: chest X-ray demo", page_icon=str(FAVICON), layout="wide")
 
+# The default page is served at "/"; its url_path is only an internal name, so "/analyze" gets its own hidden page
+# that sends the visitor to the start page (a link or bookmark to /analyze must not say "Page not found").
+analyze = st.Page("app_pages/analyze.py", title="Analyze", icon=":material/search:", url_path="start", default=True)
+
+
+def _to_analyze() -> None:
+    st.switch_page(analyze)
+
+
 pages = [
-    st.Page("app_pages/analyze.py", title="Analyze", icon=":material/search:", url_path="analyze", default=True),
+    analyze,
     st.Page("app_pages/stages.py", title="Four stages", icon=":material/timeline:", url_path="stages"),
     st.Page("app_pages/model_card.py", title="Model card", icon=":material/description:", url_path="model-card"),
     st.Page("app_pages/about.py", title="About", icon=":material/info:", url_path="about"),
+    st.Page(_to_analyze, title="Analyze", url_path="analyze", visibility="hidden"),
 ]
 page = st.navigation(pages)
 st.sidebar.caption("Research demo, not a medical device.")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 import pneumo
-from app_pages.common import show_disclaimer
-from pneumo.analysis import resolve_model_path
+from app_pages.common import model_metadata, model_path, show_disclaimer
+from pneumo import config
+from pneumo.modelcard import DATASET
 
 st.title("About pneumo")
 show_disclaimer()
@@ -22,20 +23,24 @@ only modality, view position and image size are read for display; patient name, 
 stored. Reports are generated on your request and sent only to your browser.
 """
 )
-path = resolve_model_path()
-meta_path = path.with_suffix(".json")
+path = model_path()
+meta = model_metadata()
 created = "no model file found"
-if meta_path.exists():
-    import json
-
-    meta = json.loads(meta_path.read_text())
+if meta:
     created = f"{meta.get('name', path.stem)}, trained {str(meta.get('created', 'unknown'))[:10]}"
-st.markdown(f"**Version.** pneumo {pneumo.__version__}; model: {created}. Details on the **Model card** page.")
+st.markdown(f"**Version.** pneumo {pneumo.__version__}; model: {created}.")
+with st.container(horizontal=True):
+    st.page_link("app_pages/model_card.py", label="Model card: data, figures on new patients, limitations",
+                 icon=":material/description:")  # fmt: skip
+    st.page_link("app_pages/analyze.py", label="Analyze an X-ray", icon=":material/search:")
+    if config.REPOSITORY_URL:
+        st.page_link(config.REPOSITORY_URL, label="Source code and README", icon=":material/code:")
+if not config.REPOSITORY_URL:
+    st.caption("Source code: the pneumo repository (README.md explains set-up, training and deployment).")
 st.markdown(
-    """
+    f"""
 **Links**
-- Data: Kermany D, Zhang K, Goldbaum M (2018). *Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images for
-  Classification*, Mendeley Data v2, [doi:10.17632/rscbjbr9sj.2](https://doi.org/10.17632/rscbjbr9sj.2), CC BY 4.0.
+- Data: {DATASET}, [doi:10.17632/rscbjbr9sj.2](https://doi.org/10.17632/rscbjbr9sj.2).
 - Kermany DS et al. (2018). *Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep Learning.*
   Cell 172(5):1122-1131, [doi:10.1016/j.cell.2018.02.010](https://doi.org/10.1016/j.cell.2018.02.010).
 - Selvaraju RR et al. (2017). *Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization.*

@@ -1,96 +1,46 @@
-"""Analyze page: upload chest X-rays (or pick a sample), see P(pneumonia), the label at a threshold and Grad-CAM."""
+"""Analyze page: upload chest X-rays (or pick a sample), see P(pneumonia), the label at a threshold and Grad-CAM.
+
+The page reads its inputs, runs the (cached) analysis once per file, and hands the results to one fragment,
+:func:`results_view`: moving the threshold or opacity slider, choosing the heatmap's class or selecting a table row
+reruns only that fragment, from the cached analyses (no network, no re-reading of uploads).
+"""
 
 from __future__ import annotations
 
-import io
+from datetime import datetime, timezone
 
-import cv2
-import numpy as np
 import streamlit as st
-from PIL import Image
 
-from app_pages.common import analyze, model_or_stop, release_memory, show_disclaimer
-from pneumo import analysis as an
+from app_pages.common import (
+    analyze,
+    colourbar_png,
+    display_png,
+    evaluation,
+    model_metadata,
+    model_or_stop,
+    model_path,
+    overlay_display_png,
+    png_bytes,
+    release_memory,
+    show_disclaimer,
+)
 from pneumo import config
-from pneumo.inference import confidence_text, label_for
-from pneumo.report import build_report
+from pneumo import evaluation as ev
+from pneumo import present as pr
 
-# Longest side of the images sent to the browser (the full-resolution overlay is a download).
-DISPLAY_SIDE = 1200
 ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
+NOTE_CHARS = 24  # longer notes show in the detail (the table never cuts text at 1280 px)
 
 st.title("Analyze a chest X-ray")
 show_disclaimer()
-loaded = model_or_stop()
-default_t = loaded.threshold
-val = loaded.metadata.get("metrics", {}).get("validation", {})
-
-
-def _display(image: np.ndarray) -> np.ndarray:
-    """Downscale uint8 (H, W) or (H, W, 3) for the browser so that the longest side is at most DISPLAY_SIDE."""
-    h, w = image.shape[:2]
-    scale = DISPLAY_SIDE / max(h, w)
-    if scale >= 1:
-        return image
-    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-
-
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _overlay_png(res: an.Analysis, cls: int, alpha: float):
-    """A deferred download of the full-resolution overlay, recomputed on click from the cached analysis.
-
-    The callable lives as long as the session: capturing the overlay itself would keep megabytes per session alive.
-    """
-
-    def make() -> bytes:
-        data = _png(an.heatmap_overlay(res, cls, alpha, loaded.image_size))
-        release_memory()
-        return data
-
-    return make
+meta = model_metadata()  # the JSON only: the page paints before TensorFlow is imported
+default_t = float(meta.get("threshold", config.DEFAULT_THRESHOLD))
 
 
 def _reset_threshold() -> None:
     st.session_state["threshold"] = default_t
 
-
-# ---- operating point (sidebar) ----------------------------------------------------------------------------------
-if "threshold" not in st.session_state:
-    st.session_state["threshold"] = st.session_state.get("_threshold_keep", default_t)
-with st.sidebar:
-    st.subheader("Operating point")
-    threshold = st.slider(
-        "Decision threshold",
-        min_value=0.01,
-        max_value=0.99,
-        step=0.01,
-        key="threshold",
-        help="Images with a probability of pneumonia at or above the threshold are labelled PNEUMONIA. "
-        "Lower it to miss fewer pneumonias (more false alarms); raise it for fewer false alarms.",
-    )
-    st.session_state["_threshold_keep"] = threshold
-    op = an.operating_point(loaded.metadata, threshold)
-    if op is not None:
-        n = f"{val['n']} images" if "n" in val else "images"
-        st.markdown(
-            f"On the model's validation split ({n}) this threshold gives\n\n"
-            f"- **sensitivity {op.sensitivity:.1%}** (pneumonias found)\n"
-            f"- **specificity {op.specificity:.1%}** (normals cleared)"
-        )
-    else:
-        st.caption("The model's metadata has no validation operating point for this threshold.")
-    if abs(threshold - default_t) > 1e-9:
-        st.button(f"Reset to the model's threshold ({an.format_threshold(default_t)})", on_click=_reset_threshold)
-    else:
-        st.caption(
-            f"This is the model's own threshold ({an.format_threshold(default_t)}), chosen on the validation split."
-        )
 
 # ---- input ------------------------------------------------------------------------------------------------------
 source = st.radio(
@@ -112,7 +62,9 @@ if source == "Upload X-rays":
             icon=":material/upload_file:",
         )
 else:
-    samples = an.list_samples()
+    from pneumo.analysis import list_samples
+
+    samples = list_samples()
     if not samples:
         st.error("No sample images found in assets/samples.")
     else:
@@ -131,146 +83,273 @@ else:
             "resized. 'Seen in training' means the model learnt from that very image."
         )
 
+if not model_path().exists():
+    model_or_stop()  # explains the missing model and stops
 if not items:
     st.stop()
 
+loaded = model_or_stop()
+meta = loaded.metadata
+default_t = loaded.threshold
 with st.spinner("Analysing…"):
     results = [analyze(data, name, loaded) for name, data in items]
+EVALUATION = evaluation()
 
 
-# ---- one image in detail ------------------------------------------------------------------------------------------
-def show_detail(res: an.Analysis) -> None:
-    """Result, Grad-CAM, facts and report downloads for one analysed file."""
-    if res.error:
-        st.error(f"**{res.name}** could not be read: {res.error}", icon=":material/error:")
-        return
-    if res.refusal:  # the refusal says everything; the plausibility warnings would repeat it
-        st.error(res.refusal, icon=":material/block:")
-        st.image(_display(res.pixels), caption=res.name, width=420)
-        _facts(res)
-        return
-    for w in res.warnings:
-        st.warning(w, icon=":material/help:")
-    if res.doubtful:
-        st.error(
-            "This does not look like a chest radiograph, so the model's output would be meaningless and is not shown.",
-            icon=":material/block:",
-        )
-        if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
-            st.image(_display(res.pixels), caption=res.name, width=420)
-            _facts(res)
-            return
-    p = float(res.probability)
-    label = label_for(p, threshold)
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Label at this threshold", label, help="PNEUMONIA when the probability is at or above the threshold.")
-    c2.metric(
-        "Probability of pneumonia", an.format_probability(p), help="The model's output for this image: P(pneumonia)."
+# ---- pieces of the result view --------------------------------------------------------------------------------------
+def operating_point_panel(threshold: float) -> None:
+    """Threshold slider, reset, the optimistic validation figures and the independent figures on new patients."""
+    st.markdown("**Operating point**")
+    st.slider(
+        "Decision threshold",
+        min_value=0.01,
+        max_value=0.99,
+        step=0.01,
+        key="threshold",
+        help="Images with a probability of pneumonia at or above the threshold are labelled PNEUMONIA. "
+        "Lower it to miss fewer pneumonias (more false alarms); raise it for fewer false alarms.",
     )
-    c3.metric(
-        "How sure", confidence_text(p, threshold).split(":")[0].capitalize(),
-        help="Distance between the probability and the threshold on the log-odds scale: under 1 borderline, "
-        "under 3 moderately confident, else confident.",
-    )  # fmt: skip
-    st.markdown(an.plain_verdict(p, threshold))
-    _probability_bar(p, threshold)
+    if abs(threshold - default_t) > 1e-9:
+        st.button(f"Reset to the model's threshold ({pr.format_threshold(default_t)})", on_click=_reset_threshold)
+    else:
+        st.caption(f"The model's own threshold ({pr.format_threshold(default_t)}), chosen on the validation split.")
+    block = ev.primary(EVALUATION)
+    if block is None:
+        st.warning(ev.headline(None), icon=":material/pending:")
+    else:
+        at = float(block.get("threshold", default_t))
+        note = ""
+        if abs(threshold - at) > 1e-9:
+            note = f" At {pr.format_threshold(threshold)} they are not known."
+        st.success(ev.headline(EVALUATION) + note, icon=":material/verified:")
+    op = pr.operating_point(meta, threshold)
+    val = (meta.get("metrics") or {}).get("validation") or {}
+    if op is not None:
+        st.caption(
+            f"Validation split, optimistic (drawn from the training pool; {val.get('n', '?')} images) at "
+            f"{pr.format_threshold(op.threshold)}: sensitivity {pr.format_interval(op.sensitivity, op.sensitivity_ci)}"
+            f", specificity {pr.format_interval(op.specificity, op.specificity_ci)}."
+        )
+    else:
+        st.caption("The model's metadata has no validation operating point for this threshold.")
 
-    st.markdown("##### Where the model looked (Grad-CAM)")
-    k1, k2 = st.columns([3, 2])
-    choice = k1.radio(
-        "Heatmap shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
-        help="Grad-CAM highlights the regions whose features pushed the model towards the chosen class.",
-    )  # fmt: skip
-    alpha = k2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    cls = an.explained_class(choice, p, threshold)
-    shown = _display(res.pixels)  # (h, w) at most DISPLAY_SIDE: blend at that size, not at full resolution
-    overlay = an.heatmap_overlay(res, cls, alpha, loaded.image_size, image=shown)  # (h, w, 3) uint8
-    h, w = res.pixels.shape
-    i1, i2 = st.columns(2)
-    i1.image(shown, caption=f"Original, {w} × {h} px", width="stretch")
-    i2.image(
-        overlay, width="stretch",
-        caption=f"Grad-CAM for {config.CLASS_NAMES[cls]} (red = strongest evidence; scaled to its own maximum)",
-    )  # fmt: skip
-    _facts(res)
 
+def probability_bar(v: pr.Verdict) -> None:
+    """A 0-100 % scale split at the threshold into a NORMAL and a PNEUMONIA zone, with a marker at the probability.
+
+    Nothing is 'filled': the zone the marker stands in is the label, so bar, label and number always agree.
+    """
+    p, t = v.probability, v.threshold
+    left = f"NORMAL below {pr.format_threshold(t, percent=True)}"
+    right = "PNEUMONIA"
+    shift = "0%" if p < 0.12 else "-100%" if p > 0.88 else "-50%"
+    st.html(
+        f"""<div style="margin:4px 0 10px 0;font-family:sans-serif;font-size:12px;color:#37474f">
+        <div style="position:relative;height:18px">
+          <span style="position:absolute;left:{p * 100:.1f}%;transform:translateX({shift});white-space:nowrap;
+               font-weight:700;color:{v.colour}">{pr.format_probability(p)}</span></div>
+        <div style="position:relative;height:18px;border-radius:4px;overflow:visible;display:flex">
+          <div style="width:{t * 100:.1f}%;background:#e3efe4;border-radius:4px 0 0 4px"></div>
+          <div style="flex:1;background:#f8e1e1;border-radius:0 4px 4px 0"></div>
+          <div title="threshold" style="position:absolute;left:calc({t * 100:.1f}% - 1px);top:-3px;width:2px;
+               height:24px;background:#37474f"></div>
+          <div title="probability" style="position:absolute;left:calc({p * 100:.1f}% - 7px);top:1px;width:14px;
+               height:14px;border-radius:7px;background:{v.colour};border:2px solid white;
+               box-shadow:0 0 0 1px {v.colour}"></div>
+        </div>
+        <div style="display:flex;justify-content:space-between;margin-top:2px">
+          <span>0%</span><span style="color:{pr.COLOURS["NORMAL"]}">{left}</span>
+          <span style="color:{pr.COLOURS["PNEUMONIA"]}">{right} from {pr.format_threshold(t, percent=True)}</span>
+          <span>100%</span></div></div>"""
+    )
+
+
+def result_panel(res, threshold: float) -> None:
+    """Label, probability, where it lies relative to the threshold, and what the probability means."""
+    v = pr.verdict(float(res.probability), threshold)
+    badge = {"NORMAL": "green", "PNEUMONIA": "red"}[v.label] if v.position != "near" else "orange"
+    c1, c2 = st.columns(2)
+    c1.metric(
+        "Label at this threshold", v.label,
+        help="PNEUMONIA when the probability is at or above the threshold, else NORMAL.",
+    )  # fmt: skip
+    c2.metric(
+        "Probability of pneumonia", pr.format_probability(v.probability),
+        help="The model's score for this image, P(pneumonia). See the line below for what it is not.",
+    )  # fmt: skip
+    badges = f":{badge}-badge[{v.position_text}]"
+    if pr.is_out_of_scope(res):
+        badges += " :red-badge[:material/report: Outside intended use]"
+    st.markdown(
+        badges,
+        help=f"Where the probability lies relative to the threshold on the log-odds scale: 'near' within "
+        f"{pr.NEAR_LOGIT:g}, 'far' beyond {pr.FAR_LOGIT:g}, 'clearly' in between. It says nothing about how "
+        "often the model is right: see the figures on new patients.",
+    )
+    st.markdown(pr.plain_verdict(v.probability, threshold))
+    probability_bar(v)
+    block = ev.primary(EVALUATION)
+    st.caption(
+        pr.probability_meaning(meta, block.get("ece") if block else None, "official test split" if block else "")
+    )
+
+
+def downloads(res, threshold: float, cls: int, alpha: float) -> None:
+    """Reports and the full-resolution overlay, made on request for the current settings.
+
+    A click on 'Create the report' is a normal rerun that carries the current slider values, so the files always
+    match what is on screen; the downloads are plain bytes (no deferred callables, which a rerun revokes).
+    """
+    from pneumo.analysis import heatmap_overlay
+    from pneumo.report import build_report
+
+    key = (res.digest, round(threshold, 4), cls, round(alpha, 3))
+    bundle = st.session_state.get("_bundle")
+    if st.button("Create the report (PDF, PNG) and the full-resolution overlay", icon=":material/description:",
+                 key="make_report"):  # fmt: skip
+        with st.spinner("Creating the report…"):
+            when = datetime.now(timezone.utc)
+            args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION}
+            bundle = {
+                "key": key,
+                "pdf": build_report(res, threshold, meta, fmt="pdf", **args),
+                "png": build_report(res, threshold, meta, fmt="png", **args),
+                "overlay": png_bytes(heatmap_overlay(res, cls, alpha, meta)),
+            }
+            st.session_state["_bundle"] = bundle
+            release_memory()
+    if not bundle or bundle["key"] != key:
+        st.caption("The report shows the result at the current threshold, heatmap class and opacity.")
+        return
     stem = res.name.rsplit(".", 1)[0] or "image"
-    meta = loaded.metadata
-
-    def _report(fmt: str, r=res, t=threshold, c=cls, a=alpha):
-        def make() -> bytes:
-            data = build_report(r, t, meta, target_class=c, alpha=a, fmt=fmt)
-            release_memory()  # matplotlib leaves a few tens of MB of freed buffers
-            return data
-
-        return make
-
     with st.container(horizontal=True):
-        st.download_button("Report (PDF)", _report("pdf"), f"{stem}_pneumo_report.pdf", "application/pdf",
+        st.download_button("Report (PDF)", bundle["pdf"], f"{stem}_pneumo_report.pdf", "application/pdf",
                            on_click="ignore", icon=":material/picture_as_pdf:", key="dl_pdf")  # fmt: skip
-        st.download_button("Report (PNG)", _report("png"), f"{stem}_pneumo_report.png", "image/png",
+        st.download_button("Report (PNG, 200 dpi)", bundle["png"], f"{stem}_pneumo_report.png", "image/png",
                            on_click="ignore", icon=":material/image:", key="dl_png")  # fmt: skip
-        st.download_button("Overlay, full resolution", _overlay_png(res, cls, alpha), f"{stem}_gradcam.png",
-                           "image/png", on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
+        st.download_button("Overlay, full resolution", bundle["overlay"], f"{stem}_gradcam.png", "image/png",
+                           on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
 
 
-def _facts(res: an.Analysis) -> None:
+def facts(res) -> None:
     """The display-safe image facts (for DICOM: modality, view position, size; never patient fields)."""
     st.caption(" · ".join(f"{k}: {v}" for k, v in res.facts.items()))
 
 
-def _probability_bar(p: float, t: float) -> None:
-    """A bar from 0 to 100 % filled to the probability, with a marker and a label at the threshold."""
-    colour = "#c62828" if p >= t else "#2e7d32"
-    shift = "0%" if t < 0.15 else "-100%" if t > 0.85 else "-50%"  # keep the label inside the bar's width
-    st.html(
-        f"""<div style="margin:2px 0 14px 0;font-family:sans-serif;font-size:12px;color:#52606d">
-        <div style="position:relative;height:18px">
-          <span style="position:absolute;left:{t * 100:.1f}%;transform:translateX({shift});white-space:nowrap">
-            threshold {an.format_threshold(t, percent=True)}</span>
-        </div>
-        <div style="position:relative;height:16px;background:#e8ecf1;border-radius:8px">
-          <div style="width:{p * 100:.1f}%;height:100%;background:{colour};border-radius:8px"></div>
-          <div title="threshold" style="position:absolute;left:calc({t * 100:.1f}% - 1px);top:-4px;width:3px;
-               height:24px;background:#1f2933"></div>
-        </div>
-        <div style="position:relative;height:16px">
-          <span style="position:absolute;left:0">0%</span>
-          <span style="position:absolute;right:0">100%</span>
-        </div></div>"""
+def show_detail(res, threshold: float) -> None:
+    """Result, Grad-CAM, facts and report downloads for one analysed file."""
+    if res.error:
+        st.error(f"**{res.name}** could not be read: {res.error}", icon=":material/error:")
+        return
+    if pr.is_out_of_scope(res):
+        why = res.scope_text or " ".join(pr.warning_sentences(res.warnings))
+        st.error(f"{why} On other images the model's output means nothing.", icon=":material/block:")
+        if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
+            st.image(display_png(res.digest, res), caption=res.name, width=420)
+            facts(res)
+            return
+        st.error("**Outside intended use.** The result below is shown on request only; it means nothing clinically.",
+                 icon=":material/report:")  # fmt: skip
+    else:
+        for w in pr.warning_sentences(res.warnings):
+            st.warning(w, icon=":material/help:")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        result_panel(res, threshold)
+    with right, st.container(border=True):
+        operating_point_panel(threshold)
+
+    st.markdown("##### Where the model looked (class activation map)")
+    k1, k2, k3 = st.columns([3, 2, 1.3])
+    choice = k1.radio(
+        "Heatmap shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
+        help="The class activation map highlights the regions whose features pushed the model towards the chosen "
+        "class. The classifier sees only the lung fields, so the map lies within them.",
+    )  # fmt: skip
+    alpha = k2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    outline_help = (
+        "The lung fields the segmentation model found: the classifier sees only these (grown by a few pixels); "
+        "everything outside them is greyed out before it reads the image."
     )
+    outline = k3.toggle("Lung outline", value=True, key="outline", disabled=res.lung_mask is None, help=outline_help)
+    from pneumo.analysis import explained_class
+    from pneumo.explain import scale_words
+
+    cls = explained_class(choice, float(res.probability), threshold)
+    h, w = res.pixels.shape
+    enlarged = " (shown enlarged)" if max(h, w) < 600 else ""
+    i1, i2 = st.columns(2)
+    plain = overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta)  # the radiograph (+ outline)
+    i1.image(plain, caption=f"The image as analysed{enlarged}", width="stretch")
+    i2.image(
+        overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
+        caption=f"Heatmap of {scale_words(meta, cls)}",
+    )  # fmt: skip
+    i2.image(colourbar_png(cls, meta, str(loaded.path)), width="stretch")
+    facts(res)
+    downloads(res, threshold, cls, alpha)
 
 
-# ---- several files: table + selection; one file: its detail ---------------------------------------------------------
-if len(results) > 1:
-    rows = an.results_rows(results, threshold)
+def _short_note(row: dict) -> str:
+    """A table note that fits its column at 1280 px; the full text is in the detail and the CSV."""
+    note = row["note"]
+    if len(note) <= NOTE_CHARS:
+        return note
+    if row["label"] == "ERROR":
+        return "cannot be read: select the row"
+    count = note.count(";") + 1
+    return f"{count} warning{'s' if count > 1 else ''}: select the row"
+
+
+@st.fragment
+def results_view() -> None:
+    """Everything that depends on the sliders: reruns alone when one of them moves."""
+    if "threshold" not in st.session_state:
+        st.session_state["threshold"] = st.session_state.get("_threshold_keep", default_t)
+    threshold = float(st.session_state["threshold"])
+    st.session_state["_threshold_keep"] = threshold
+    if len(results) == 1:
+        st.subheader(results[0].name)
+        show_detail(results[0], threshold)
+        return
+    rows = pr.results_rows(results, threshold)
     st.subheader(f"Results for {len(results)} files")
-    st.dataframe(
-        rows,
+    table = [
+        {
+            "file": r["file"],
+            "P(pneumonia)": r["shown"],
+            "label": r["label"],
+            "position": r["position"].replace(" the threshold", ""),
+            "notes": _short_note(r),
+        }
+        for r in rows
+    ]
+    event = st.dataframe(
+        table,
         hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key="table",
         column_config={
-            "file": st.column_config.TextColumn("File"),
-            "probability": st.column_config.ProgressColumn(
-                "P(pneumonia)", min_value=0.0, max_value=1.0, format="percent"
-            ),
-            "label": st.column_config.TextColumn(f"Label at {an.format_threshold(threshold)}"),
-            "note": st.column_config.TextColumn("Notes", width="large"),
+            "file": st.column_config.TextColumn("File", width=300),
+            "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=105),
+            "label": st.column_config.TextColumn(f"Label at {pr.format_threshold(threshold)}", width=115),
+            "position": st.column_config.TextColumn("vs threshold", width=125),
+            "notes": st.column_config.TextColumn("Notes (full text in the detail and the CSV)"),
         },
     )
     st.download_button(
-        "Download the table (CSV)", an.rows_to_csv(rows, threshold), "pneumo_results.csv", "text/csv",
+        "Download the table (CSV)", pr.rows_to_csv(rows, threshold), "pneumo_results.csv", "text/csv",
         on_click="ignore", icon=":material/download:",
     )  # fmt: skip
-    index = st.selectbox(
-        "Show the detail of",
-        range(len(results)),
-        index=len(results) - 1,  # the newest upload: adding a file to the uploader shows that file
-        format_func=lambda i: results[i].name,
-        key="detail",
-    )
+    selected = list(event.selection.rows) if event and event.selection else []
+    index = selected[0] if selected else len(results) - 1  # the newest upload unless a row is selected
+    st.caption("Select a row (click the box at its left) to show that file below." if not selected else
+               "Showing the selected row; click it again to go back to the newest file.")  # fmt: skip
     st.divider()
     st.subheader(results[index].name)
-    show_detail(results[index])
-else:
-    st.subheader(results[0].name)
-    show_detail(results[0])
+    show_detail(results[index], threshold)
+
+
+results_view()

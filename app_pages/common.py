@@ -9,17 +9,33 @@ session information, and they are dropped after ``config.APP_CACHE_TTL_S`` or wh
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from pneumo import config
-from pneumo.analysis import Analysis, analyze_bytes, file_digest, resolve_model_path
-from pneumo.model import LoadedModel, load_model
-from pneumo.report import DISCLAIMER
+from pneumo.present import DISCLAIMER
 
-__all__ = ["DISCLAIMER", "analyze", "get_model", "model_or_stop", "release_memory", "show_disclaimer"]
+if TYPE_CHECKING:  # TensorFlow is imported only when a page needs the model: the first page paints sooner
+    from pneumo.analysis import Analysis
+    from pneumo.pipeline import Models
+
+__all__ = [
+    "DISCLAIMER",
+    "analyze",
+    "colourbar_png",
+    "evaluation",
+    "get_model",
+    "model_metadata",
+    "model_or_stop",
+    "model_path",
+    "release_memory",
+    "show_disclaimer",
+]  # fmt: skip
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -45,15 +61,43 @@ def release_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
+def model_path() -> Path:
+    """The app's model file: ``$PNEUMO_MODEL`` or the committed model (``pneumo.analysis.resolve_model_path``'s
+    rule, without importing TensorFlow)."""
+    override = os.environ.get(config.MODEL_ENV_VAR, "").strip()
+    return Path(override) if override else config.DEFAULT_MODEL_PATH
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _read_json(path: str, mtime: float) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def model_metadata() -> dict[str, Any]:
+    """The app's model metadata (its .json), read without loading the model; {} when there is none."""
+    meta = model_path().with_suffix(".json")
+    return _read_json(str(meta), meta.stat().st_mtime) if meta.is_file() else {}
+
+
+def evaluation() -> dict[str, Any] | None:
+    """The shipped independent evaluation of the app's model file (matched by its SHA-256), or None."""
+    from pneumo.evaluation import load_evaluation
+
+    return load_evaluation(model_path())
+
+
 @st.cache_resource(show_spinner="Loading the model (first visit only)…")
-def get_model(path: str, mtime: float) -> LoadedModel:
-    """Load the model at ``path`` once per process; ``mtime`` makes a replaced file load afresh."""
-    return load_model(path)
+def get_model(path: str, mtime: float) -> Models:
+    """Load the classifier at ``path``, its lung model and the scope gate once per process; ``mtime`` makes a
+    replaced file load afresh."""
+    from pneumo.pipeline import load_models
+
+    return load_models(path)
 
 
-def model_or_stop() -> LoadedModel:
+def model_or_stop() -> Models:
     """The app's model, or an explanation on the page and ``st.stop()`` when it is missing or broken."""
-    path = resolve_model_path()
+    path = model_path()
     if not path.exists():
         st.error(
             f"No model file at `{path}`. Train one with `python -m pneumo.train` (see the README) or point the "
@@ -68,15 +112,19 @@ def model_or_stop() -> LoadedModel:
 
 
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False, validate=None)
-def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _loaded: LoadedModel) -> Analysis:
+def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _loaded: Models) -> Analysis:
     """The one place where the network runs for an upload; keyed by (content hash, name, model)."""
+    from pneumo.analysis import analyze_bytes
+
     result = analyze_bytes(_data, name, _loaded)
     release_memory()  # decoding and Grad-CAM leave large temporary buffers behind
     return result
 
 
-def analyze(data: bytes, name: str, loaded: LoadedModel) -> Analysis:
+def analyze(data: bytes, name: str, loaded: Models) -> Analysis:
     """Analyse a file's bytes with the app's model, reusing the cached result for bytes seen before."""
+    from pneumo.analysis import file_digest
+
     model_key = f"{Path(loaded.path).resolve()}|{loaded.metadata.get('created', '')}"
     return _cached_analysis(file_digest(data), name, model_key, data, loaded)
 
@@ -84,3 +132,54 @@ def analyze(data: bytes, name: str, loaded: LoadedModel) -> Analysis:
 def show_disclaimer() -> None:
     """The medical disclaimer, shown on the Analyze and About pages."""
     st.warning(DISCLAIMER, icon=":material/warning:")
+
+
+# Longest side of the images sent to the browser (the full-resolution overlay is a download).
+DISPLAY_SIDE = 1200
+
+
+def png_bytes(image: Any) -> bytes:
+    """PNG bytes of a uint8 (H, W) or RGB (H, W, 3) array (fast compression: these go to the browser)."""
+    import cv2
+
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, data = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    return data.tobytes() if ok else b""
+
+
+@st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
+def _display_pixels(digest: str, _res: Analysis) -> Any:
+    import cv2
+
+    image = _res.pixels
+    h, w = image.shape[:2]
+    scale = DISPLAY_SIDE / max(h, w)
+    if scale < 1:
+        image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    image.setflags(write=False)
+    return image
+
+
+@st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
+def display_png(digest: str, _res: Analysis) -> bytes:
+    """PNG bytes of the radiograph at display size (longest side at most DISPLAY_SIDE), once per image."""
+    return png_bytes(_display_pixels(digest, _res))
+
+
+@st.cache_resource(max_entries=4 * config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
+def overlay_display_png(digest: str, cls: int, alpha: float, outline: bool, _res: Analysis, _meta: dict) -> bytes:
+    """PNG bytes of the heatmap overlay at display size, once per (image, class, opacity, outline): a threshold move
+    that keeps the explained class costs nothing."""
+    from pneumo.analysis import heatmap_overlay
+
+    shown = _display_pixels(digest, _res)
+    return png_bytes(heatmap_overlay(_res, cls, alpha, _meta, image=shown, outline=outline))
+
+
+@st.cache_resource(show_spinner=False)
+def colourbar_png(cls: int, _meta: dict, model_key: str) -> bytes:
+    """PNG bytes of the heatmap's colour bar for a class (labels from pneumo.explain.scale_words)."""
+    from pneumo.gradcam import colorbar
+
+    name = config.CLASS_NAMES[cls]
+    return png_bytes(colorbar(560, 44, labels=("0: no evidence", f"1: typical {name} peak or more")))

@@ -6,9 +6,10 @@ import json
 
 import streamlit as st
 
-from app_pages.common import model_or_stop
+from app_pages.common import evaluation, model_or_stop
+from pneumo import evaluation as ev
 from pneumo import modelcard
-from pneumo.analysis import format_threshold
+from pneumo.present import format_threshold, prevalence
 
 loaded = model_or_stop()
 meta = loaded.metadata
@@ -29,17 +30,37 @@ st.caption(
     f"on this page is read from its metadata file, `{loaded.path.with_suffix('.json').name}`."
 )
 val = (meta.get("metrics") or {}).get("validation", {})
-c = st.columns(6)
+EVAL = evaluation()
+block = ev.primary(EVAL)
+c = st.columns(5)
 c[0].metric("Parameters", f"{int(meta.get('parameters', loaded.model.count_params())):,}")
-c[1].metric("Input", f"{loaded.image_size} px", help=f"{loaded.image_size} × {loaded.image_size} grayscale")
-c[2].metric("Threshold", format_threshold(loaded.threshold))
-for col, key, title, fmt in (
-    (c[3], "auc", "Validation AUC", "{:.3f}"),
-    (c[4], "sensitivity", "Val. sensitivity", "{:.1%}"),
-    (c[5], "specificity", "Val. specificity", "{:.1%}"),
-):
-    if key in val:
-        col.metric(title, fmt.format(val[key]), help="measured on the validation split at the stored threshold")
+c[1].metric("Threshold", format_threshold(loaded.threshold))
+if block:
+    c[2].metric("Test AUC", f"{block['auc']:.3f}", help=f"official test split, {block['n']} images")
+    c[3].metric("Test sensitivity", f"{block['sensitivity']:.1%}",
+                help=f"{block['n_pneumonia']} pneumonia images of the official test split")  # fmt: skip
+    c[4].metric("Test specificity", f"{block['specificity']:.1%}",
+                help=f"{block['n_normal']} normal images of the official test split")  # fmt: skip
+st.markdown(ev.headline(EVAL))
+
+st.subheader("Independent evaluation")
+if EVAL is None:
+    st.warning(
+        "This model file has **not yet been independently evaluated**. The maintainers score every landed model on "
+        "sequestered sets; until they have scored this one (it is matched by the SHA-256 of the model file), only "
+        "the optimistic validation figures below exist.",
+        icon=":material/pending:",
+    )
+else:
+    st.markdown(
+        f"Scored by {EVAL.get('evaluator', 'the maintainers')} on {EVAL.get('evaluated', '?')}, "
+        f"{EVAL.get('protocol', '')}. 95 % intervals: AUC by bootstrap, sensitivity and specificity Wilson."
+    )
+    st.table(ev.table_rows(EVAL))  # a static table wraps its text: nothing is cut at 1280 px
+    st.markdown(
+        "\n".join(f"- **{ev.set_label(k)}**: {ev.set_description(k, b)}." for k, b in (EVAL.get("sets") or {}).items())
+        + "\n\nECE = expected calibration error (10 bins): how far the probabilities are from observed frequencies."
+    )
 
 st.subheader("Intended use")
 st.markdown(
@@ -54,12 +75,7 @@ st.markdown(
 st.subheader("Training data")
 st.markdown(
     f"""
-- **Data set:** {
-        data.get(
-            "dataset",
-            "Kermany, Zhang, Goldbaum (2018), Chest X-Ray Images (Pneumonia), doi:10.17632/rscbjbr9sj.2, CC BY 4.0",
-        )
-    }.
+- **Data set:** {modelcard.DATASET}.
   Pediatric (1-5 years) anterior-posterior chest radiographs from Guangzhou Women and Children's Medical Center,
   one centre; PNEUMONIA includes bacterial and viral cases.
 - **Training images:** {data.get("train_images", "?")} ({data.get("train_normal", "?")} normal,
@@ -86,27 +102,21 @@ global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid o
 """
 )
 with st.expander("Layer by layer"):
-    lines: list[str] = []
-    loaded.model.summary(print_fn=lambda s, **_: lines.append(s), line_length=100)
-    st.code("\n".join(lines), language=None)
+    st.dataframe(
+        modelcard.layer_rows(loaded.model),
+        hide_index=True,
+        width="stretch",
+        column_config={"parameters": st.column_config.NumberColumn("Parameters", format="%d")},
+    )
 
-st.subheader("Measured performance")
+st.subheader("Validation figures (optimistic)")
+st.caption(
+    "Measured on images drawn from the same pool as the training images: much easier than new patients. "
+    "The figures on new patients are above."
+)
 rows = modelcard.metric_rows(meta)
 if rows:
-    st.dataframe(
-        rows,
-        hide_index=True,
-        column_config={
-            "data": st.column_config.TextColumn("Measured on"),
-            "images": st.column_config.TextColumn("Images"),
-            "ROC AUC": st.column_config.NumberColumn(format="%.3f"),
-            "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
-            "sensitivity": st.column_config.NumberColumn("Sensitivity", format="percent"),
-            "specificity": st.column_config.NumberColumn("Specificity", format="percent"),
-            "ECE": st.column_config.NumberColumn(format="%.3f"),
-            "threshold": st.column_config.NumberColumn("Threshold", format="%.2f"),
-        },
-    )
+    st.table(modelcard.display_rows(rows))  # a static table wraps its text: nothing is cut at 1280 px
     splits_here = list((meta.get("metrics") or {}).keys())
     st.markdown(
         "\n".join(f"- **{modelcard.split_label(s)}**: {modelcard.split_description(s)}." for s in splits_here)
@@ -139,17 +149,33 @@ if plot.is_file():
     st.image(str(plot), width="stretch")
 
 st.subheader("Known limitations")
+nih = ((EVAL or {}).get("sets") or {}).get("external_nih")
+ADULTS = (
+    f"on {nih['n']:,} radiographs of mostly adults from other hospitals (NIH ChestX-ray14, scored by the maintainers) "
+    f"its AUC was {nih['auc']:.2f}, sensitivity {nih['sensitivity']:.0%} and specificity {nih['specificity']:.0%}: "
+    "no better than chance. Do not use it on adults."
+    if nih
+    else "how it does on adults or other hospitals' images has not been measured for this model."
+)
+CALIBRATION = (
+    f"on new patients it is off by {block['ece']:.2f} on average (ECE, official test split, {block['n']} images)"
+    if block and block.get("ece") is not None
+    else "its calibration on new patients has not been measured"
+)
+prev = prevalence(meta)
+PREVALENCE = f"{prev:.0%} of the training images show pneumonia:" if prev is not None else ""
 st.markdown(
-    """
-- **Pediatric, single centre.** All images are of children aged 1-5 from one hospital; performance on adults or on
-  other hospitals' scanners and protocols is unknown and probably worse.
+    f"""
+- **Pediatric, single centre.** All images are of children aged 1-5 from one hospital; {ADULTS}
 - **Labels are image-level.** The model has never seen where the pneumonia is; Grad-CAM is a coarse explanation and
   may highlight shortcuts (text markers, borders, devices) rather than lung.
 - **No stage, no cause.** It does not distinguish bacterial from viral pneumonia or stage the disease, and it knows
   only NORMAL and PNEUMONIA: other findings (effusion, masses, tubes) are outside its scope.
 - **Validation is optimistic.** The validation split comes from the same pool of images as the training set and is
-  much easier than new patients: on the data set's separate test folder, comparable models score clearly lower, with
-  most of the loss in specificity (normals called pneumonia). Expect lower figures than those above.
+  much easier than new patients: on the official test split most of the loss is in specificity (normals called
+  pneumonia). Quote the figures on new patients, not the validation figures.
+- **Probabilities are not calibrated for new patients.** {PREVALENCE} the score is not a child's
+  chance of pneumonia, and {CALIBRATION}.
 - **Data-set quirks.** Images were squashed to a square; the public data set has known duplicates and label noise.
 - **Not a medical device**, not validated for clinical use.
 """
@@ -157,12 +183,13 @@ st.markdown(
 
 st.subheader("How to retrain")
 st.markdown("This model was trained with:")
-st.code(training.get("command", "python -m pneumo.train --data <chest_xray folder> --out models/"), language="bash")
+st.code(modelcard.portable_command(training.get("command", "")), language="bash")
 st.markdown(
-    "Download the data set (doi:10.17632/rscbjbr9sj.2) so that `chest_xray/train/{NORMAL,PNEUMONIA}` exists, run "
-    "the command above, and the new `pneumo_cnn.keras` and `pneumo_cnn.json` (metrics, ROC, threshold) appear in the "
-    "output folder. Point the app at another model with the environment variable `PNEUMO_MODEL`."
+    "Download the data set (doi:10.17632/rscbjbr9sj.2) so that `chest_xray/train/{NORMAL,PNEUMONIA}` exists, "
+    "install `requirements-train.txt`, run the command above with `<data folder>` pointing at `chest_xray`, and the "
+    "new `pneumo_cnn.keras` and `pneumo_cnn.json` (metrics, ROC, threshold) appear in the output folder. Point the "
+    "app at another model with the environment variable `PNEUMO_MODEL`. A retrained model is not independently "
+    "evaluated until the maintainers score it."
 )
 with st.expander("All training settings and versions"):
-    st.json({k: training.get(k) for k in ("preset", "settings", "epochs_run", "best_epoch", "seconds", "machine")}
-            | {"versions": meta.get("versions", {})})  # fmt: skip
+    st.json(modelcard.portable_settings(training) | {"versions": meta.get("versions", {})})

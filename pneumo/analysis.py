@@ -8,9 +8,7 @@ functions here, so moving a slider never runs the network again. Nothing is writ
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,10 +19,19 @@ import numpy as np
 
 from pneumo import config
 from pneumo.explain import result_overlay
-from pneumo.inference import confidence_text, label_for
+from pneumo.inference import label_for
 from pneumo.io import ImageLoadError, load_image
 from pneumo.model import LoadedModel
 from pneumo.pipeline import ANALYSIS_DECODE, LABEL_OUT_OF_SCOPE, Models, analyze_images
+from pneumo.present import (  # noqa: F401 - the presentation helpers moved to pneumo.present; re-exported here
+    OperatingPoint,
+    format_probability,
+    format_threshold,
+    operating_point,
+    plain_verdict,
+    results_rows,
+    rows_to_csv,
+)
 
 SAMPLES_DIR = config.ASSETS_DIR / "samples"
 # How samples.json's pneumo_split reads in the sample menu.
@@ -195,88 +202,3 @@ def heatmap_overlay(
     if result.pixels is None or result.cam224 is None:
         raise ValueError("this analysis has no heatmap")
     return result_overlay(result, metadata, target_class, alpha, outline, image)
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """Validation sensitivity and specificity at one threshold, as stored in the model metadata."""
-
-    threshold: float
-    sensitivity: float
-    specificity: float
-
-
-def operating_point(metadata: dict[str, Any], threshold: float) -> OperatingPoint | None:
-    """The stored operating point nearest to ``threshold`` (within 0.006), or None when the metadata has none."""
-    points = metadata.get("operating_points") or []
-    if not points:
-        return None
-    best = min(points, key=lambda p: abs(float(p["threshold"]) - threshold))
-    if abs(float(best["threshold"]) - threshold) > 0.006:
-        return None
-    return OperatingPoint(float(best["threshold"]), float(best["sensitivity"]), float(best["specificity"]))
-
-
-def format_threshold(threshold: float, percent: bool = False) -> str:
-    """A threshold with two decimals, or three when it lies between the 0.01 steps (0.435): never rounded away."""
-    three = abs(round(threshold, 2) - threshold) > 1e-9
-    if percent:
-        return f"{threshold:.1%}" if three else f"{threshold:.0%}"
-    return f"{threshold:.3f}" if three else f"{threshold:.2f}"
-
-
-def format_probability(probability: float) -> str:
-    """A probability as a percentage with one decimal; never '100.0%' or '0.0%', which a model cannot know."""
-    if probability >= 0.9995:
-        return "> 99.9%"
-    if probability < 0.0005:
-        return "< 0.1%"
-    return f"{probability:.1%}"
-
-
-def plain_verdict(probability: float, threshold: float) -> str:
-    """One sentence that says what the probability means relative to the operating point."""
-    label = label_for(probability, threshold)
-    side = "above" if label == config.CLASS_NAMES[1] else "below"
-    conf = confidence_text(probability, threshold)
-    cut = format_threshold(threshold, percent=True)
-    head = (
-        f"The estimated probability of pneumonia, {format_probability(probability)}, is {side} the threshold of {cut}"
-    )
-    if conf.startswith("borderline"):
-        return (
-            f"{head}, but close to it: the result is **borderline**, and a slightly different image or threshold "
-            f"could change the label from {label}."
-        )
-    if conf.startswith("moderately"):
-        return f"{head} by a moderate margin: the model leans towards **{label}**, without being sure."
-    return f"{head} by a wide margin: the model is **confident** in {label}."
-
-
-def results_rows(results: list[Analysis], threshold: float) -> list[dict[str, Any]]:
-    """One row per file for the results table: file, probability (None when not shown), label, note."""
-    rows = []
-    for r in results:
-        if r.error:
-            rows.append({"file": r.name, "probability": None, "label": "ERROR", "note": r.error})
-        elif not r.has_result:
-            rows.append({"file": r.name, "probability": None, "label": "NOT ANALYSED", "note": r.refusal})
-        else:
-            note = "; ".join(r.warnings)
-            label = label_for(r.probability, threshold)
-            if r.doubtful:
-                label, note = "NOT SHOWN", "does not look like a radiograph: " + note
-            rows.append({"file": r.name, "probability": None if r.doubtful else r.probability, "label": label,
-                         "note": note})  # fmt: skip
-    return rows
-
-
-def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
-    """CSV bytes of the results table: file,probability,label,threshold,note (probability with 6 decimals)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "probability", "label", "threshold", "note"])
-    for r in rows:
-        p = r["probability"]
-        w.writerow([r["file"], "" if p is None else f"{p:.6f}", r["label"], f"{threshold:.4f}", r["note"]])
-    return buf.getvalue().encode("utf-8")

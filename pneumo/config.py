@@ -95,3 +95,13 @@ UNIFORM_MAX_STD = 8.0
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "RIB", "TORSO")
 # Scope rule: DICOM ViewPosition values of a non-frontal projection (lateral and decubitus views).
 NON_FRONTAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLO", "RLO", "LO", "OBL"})
+# ---- independent evaluations and reports (issue 10) ----
+# Maintainers' scores of a model on sequestered sets, one file per model named <sha256 of the .keras file>.json and
+# shipped in the repository (a cloud deploy has no ../shared): a retrained model has none until it is scored.
+EVALUATIONS_DIR = MODELS_DIR / "evaluations"
+# The independent set that matches the intended use (pediatric, same hospital, new patients): quoted on every page.
+PRIMARY_EVALUATION_SET = "official_test"
+# Report PNG resolution: A4 at 200 dpi (1654 x 2339 px) prints sharply; 110 dpi looked blurry on paper.
+REPORT_PNG_DPI = 200
+# The public repository, linked from the About page: set it when the repository is published ('' shows no link).
+REPOSITORY_URL = ""

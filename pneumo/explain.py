@@ -61,3 +61,14 @@ def result_overlay(
     mask = result.lung_mask
     within = lungs.dilate(mask).astype(np.float32) if mask is not None else None
     return overlay_heatmap(base, heat, alpha, within=within, outline=mask if (outline and mask is not None) else None)
+
+
+def scale_words(metadata: dict[str, Any], target_class: int) -> str:
+    """What full colour means on a heatmap of this model, for legends and captions."""
+    name = config.CLASS_NAMES[target_class]
+    if class_scale(metadata, target_class) is None:
+        return f"evidence for {name}: 0 = none, 1 = this image's own maximum (no absolute scale for this model)"
+    return (
+        f"evidence for {name} on one scale for all images: 1 = as strong as the peak of a typical {name} "
+        "validation image, or more"
+    )

@@ -6,10 +6,20 @@ Every number shown comes from the metadata written by training; nothing here com
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from pneumo.present import format_interval, wilson
+
+# The one title of the data set (the model card, the README and the About page use it).
+DATASET = (
+    "Kermany, Zhang, Goldbaum (2018), Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images for "
+    "Classification, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0 (the chest X-ray part, often called "
+    "'Chest X-Ray Images (Pneumonia)')"
+)
 
 # Each metrics block of the metadata: a short name and what it was measured on; unknown keys show their own name.
 SPLITS = {
@@ -53,6 +63,13 @@ def metric_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
             row["images"] = f"{block.get('n', '?')} ({block['n_normal']} normal, {block['n_pneumonia']} pneumonia)"
         for key, title in _METRIC_NAMES:
             row[title] = block.get(key)
+        conf = block.get("confusion") or {}
+        for key, hit, total in (("sensitivity", "tp", ("tp", "fn")), ("specificity", "tn", ("tn", "fp"))):
+            if block.get(key) is not None and conf:
+                n = sum(int(conf.get(k, 0)) for k in total)
+                row[key] = format_interval(float(block[key]), wilson(int(conf.get(hit, 0)), n)) + f", n={n}"
+            elif block.get(key) is not None:
+                row[key] = f"{float(block[key]):.1%}"
         rows.append(row)
     return rows
 
@@ -117,3 +134,52 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def layer_rows(model: Any) -> list[dict[str, Any]]:
+    """One row per layer of a Keras model: name, type, output shape and parameter count."""
+    rows = []
+    for layer in model.layers:
+        try:
+            shape = str(tuple(layer.output.shape))
+        except (AttributeError, ValueError):
+            shape = "?"
+        rows.append(
+            {"layer": layer.name, "type": type(layer).__name__, "output shape": shape,
+             "parameters": int(layer.count_params())}
+        )  # fmt: skip
+    return rows
+
+
+_DATA_ARG = re.compile(r"(--data\s+)(\S+)")
+
+
+def portable_command(command: str) -> str:
+    """A training command with the machine-specific data path replaced by ``<data folder>``."""
+    command = command or "python -m pneumo.train --data <data folder> --out models/"
+    return _DATA_ARG.sub(r"\1<data folder>", command)
+
+
+def portable_settings(training: dict[str, Any]) -> dict[str, Any]:
+    """Training settings and facts for display, without machine-specific paths (the decoded-image cache)."""
+    out = {k: training.get(k) for k in ("preset", "settings", "epochs_run", "best_epoch", "seconds", "machine")}
+    if isinstance(out.get("settings"), dict):
+        out["settings"] = {k: v for k, v in out["settings"].items() if k != "cache_dir"}
+    return out
+
+
+def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """metric_rows() as display strings: AUC and ECE with three decimals, accuracy in percent, '–' for missing."""
+
+    def fmt(key: str, value: Any) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, str):
+            return value
+        if key in ("ROC AUC", "ECE"):
+            return f"{value:.3f}"
+        if key == "threshold":
+            return f"{value:.2f}"
+        return f"{value:.1%}"
+
+    return [{k: fmt(k, v) for k, v in row.items()} for row in rows]

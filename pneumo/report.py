@@ -1,10 +1,18 @@
-"""A one-page PNG or PDF report for one analysed image, drawn with matplotlib (no pyplot: safe in app threads)."""
+"""A one-page report of one analysed image: a real A4 PDF (fpdf2) and a print-resolution PNG (matplotlib).
+
+Both formats draw the same content (:func:`report_content`): the result large and first, the image and its Grad-CAM
+overlay with a labelled colour bar (and a lung outline when the analysis carries one), the warnings, the independent
+figures on new patients, the optimistic validation figures with counts and intervals, the intended use, and the
+disclaimer. No pyplot (safe in the app's threads), no file I/O: bytes in memory only.
+"""
 
 from __future__ import annotations
 
 import io
 import textwrap
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -12,23 +20,31 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pneumo import __version__, config
-from pneumo.analysis import (
-    Analysis,
+from pneumo import evaluation as ev
+from pneumo.analysis import Analysis, heatmap_overlay
+from pneumo.explain import scale_words
+from pneumo.present import (
+    COLOURS,
+    DISCLAIMER,
+    format_interval,
+    format_probability,
     format_threshold,
-    heatmap_overlay,
+    is_out_of_scope,
     operating_point,
-    plain_verdict,
+    probability_meaning,
+    verdict,
+    warning_sentences,
 )
-from pneumo.inference import label_for
 
-DISCLAIMER = (
-    "Research demonstration only - not a medical device and not a diagnosis. The model was trained on pediatric "
-    "(1-5 years) chest radiographs from a single centre in Guangzhou and has not been validated for clinical use. "
-    "Decisions about patients must be made by qualified clinicians."
+INTENDED_USE = (
+    "Intended use: teaching and research only, on frontal (AP) chest radiographs of children aged 1-5. Not for "
+    "diagnosis, triage or screening; not for adults, lateral views or other modalities."
 )
-# Longest side of the images embedded in a report (pixels): sharp on A4, small files.
+# Longest side of the images embedded in a report (pixels): about 300 dpi at the printed width, small files.
 REPORT_IMAGE_SIDE = 1200
+_A4_MM = (210.0, 297.0)
 _A4_INCHES = (8.27, 11.69)
+_FONT_DIR = Path(__import__("matplotlib").get_data_path()) / "fonts" / "ttf"  # DejaVu: every Unicode a name needs
 
 
 def _shrink(image: np.ndarray, side: int = REPORT_IMAGE_SIDE) -> np.ndarray:
@@ -40,44 +56,299 @@ def _shrink(image: np.ndarray, side: int = REPORT_IMAGE_SIDE) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def _plain(markdown: str) -> str:
-    return markdown.replace("**", "")
+def _hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    """Every text of a report, in the order it is drawn (also what the tests read)."""
+
+    file_line: str
+    label: str
+    label_colour: str
+    probability_line: str
+    headline: str
+    caution: str
+    meaning: str
+    out_of_scope: str
+    warnings: tuple[str, ...]
+    heatmap_line: str
+    independent: str
+    external: str
+    validation: str
+    facts: str
+    model_line: str
+    image_titles: tuple[str, str]
+    colourbar_label: str
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    def lines(self) -> list[str]:
+        """The report's paragraphs as plain text, in drawing order."""
+        items = [
+            self.file_line,
+            f"Result: {self.label}",
+            self.probability_line,
+            self.headline,
+            self.caution,
+            self.out_of_scope,
+            *(f"Warning: {w}" for w in self.warnings),
+            self.meaning,
+            self.heatmap_line,
+            self.independent,
+            self.validation,
+            self.facts,
+            INTENDED_USE,
+            self.external,
+            self.model_line,
+        ]
+        return [i for i in items if i]
+
+
+def report_content(
+    result: Analysis, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
+    evaluation: dict[str, Any] | None = None,
+) -> ReportContent:  # fmt: skip
+    """What a report says about one analysed image at one threshold."""
+    if result.probability is None:
+        raise ValueError("a report needs an analysed image with a probability")
+    p = float(result.probability)
+    v = verdict(p, threshold)
+    default_t = float(metadata.get("threshold", config.DEFAULT_THRESHOLD))
+    which = "the model's own threshold"
+    if abs(threshold - default_t) > 1e-9:
+        which = f"chosen by the user; the model's own threshold is {format_threshold(default_t)}"
+    block = ev.primary(evaluation)
+    external = ""
+    if evaluation and "external_nih" in (evaluation.get("sets") or {}):
+        nih = evaluation["sets"]["external_nih"]
+        external = (
+            f"Outside the intended use it fails: on {nih.get('n', 0):,} radiographs of adults from other hospitals "
+            f"(NIH ChestX-ray14) its AUC was {nih.get('auc', float('nan')):.2f}, no better than chance."
+        )
+    op = operating_point(metadata, threshold)
+    val = (metadata.get("metrics") or {}).get("validation") or {}
+    validation = ""
+    if op is not None:
+        validation = (
+            "Validation split (optimistic: drawn from the same pool as the training images; "
+            f"{val.get('n', '?')} images, {op.n_pneumonia} pneumonia, {op.n_normal} normal) "
+            f"at threshold {format_threshold(op.threshold)}: "
+            f"sensitivity {format_interval(op.sensitivity, op.sensitivity_ci)}, "
+            f"specificity {format_interval(op.specificity, op.specificity_ci)}."
+        )
+    scope = ""
+    if is_out_of_scope(result):
+        scope = (
+            "OUTSIDE INTENDED USE: this image does not look like a pediatric frontal chest radiograph. The result "
+            "was shown on request only and means nothing clinically."
+        )
+    cls = config.CLASS_NAMES[target_class]
+    return ReportContent(
+        file_line=f"File: {result.name}",
+        label=v.label,
+        label_colour=COLOURS["near"] if scope else v.colour,
+        probability_line=(
+            f"Probability of pneumonia (model score): {format_probability(p)}; threshold "
+            f"{format_threshold(threshold)} ({which})."
+        ),
+        headline=v.headline + ".",
+        caution=v.caution,
+        meaning=probability_meaning(
+            metadata, ece=block.get("ece") if block else None, ece_set="official test split" if block else ""
+        ).replace("**", ""),
+        out_of_scope=scope,
+        warnings=tuple(warning_sentences(result.warnings)),
+        heatmap_line=(
+            f"Heatmap: Grad-CAM evidence for {cls}, scaled to this image's own maximum: it shows where the model "
+            "looked, not how much disease there is."
+        ),
+        independent="Independent figures: " + ev.headline(evaluation, markdown=False),
+        external=external,
+        validation=validation,
+        facts="Image: " + ", ".join(f"{k} {x}" for k, x in result.facts.items()) + ".",
+        model_line=(
+            f"Model: {metadata.get('name', 'unknown')}, trained {str(metadata.get('created', 'unknown'))[:10]}, "
+            f"{metadata.get('parameters', '?')} parameters, input {metadata.get('input_size', '?')} px. "
+            f"pneumo {__version__}. Report created {when:%Y-%m-%d %H:%M} UTC."
+        ),
+        image_titles=("Radiograph as uploaded", f"Grad-CAM: evidence for {cls}"),
+        colourbar_label="Heatmap: " + scale_words(metadata, target_class),
+    )
 
 
 def report_lines(
-    result: Analysis, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime
-) -> list[str]:
+    result: Analysis, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
+    evaluation: dict[str, Any] | None = None,
+) -> list[str]:  # fmt: skip
     """The text of the report, one paragraph per item (also used by the tests)."""
-    if result.probability is None:
-        raise ValueError("a report needs an analysed image with a probability")
-    p = result.probability
-    default_t = float(metadata.get("threshold", config.DEFAULT_THRESHOLD))
-    which = "the model's default"
-    if abs(threshold - default_t) > 1e-9:
-        which = f"chosen by the user; the model's default is {format_threshold(default_t)}"
-    lines = [
-        f"File: {result.name}",
-        f"Result: {label_for(p, threshold)} at threshold {format_threshold(threshold)} ({which}).",
-        _plain(plain_verdict(p, threshold)),
-    ]
-    op = operating_point(metadata, threshold)
-    val = metadata.get("metrics", {}).get("validation", {})
-    if op is not None:
-        n = f"{val['n']} images" if "n" in val else "images"
-        lines.append(
-            f"At this threshold on the model's validation split ({n}): sensitivity {op.sensitivity:.1%}, "
-            f"specificity {op.specificity:.1%}."
-        )
-    cls = config.CLASS_NAMES[target_class]
-    lines.append(f"Heatmap: Grad-CAM evidence for {cls}, scaled to its own maximum (it shows where, not how much).")
-    lines.append("Image: " + ", ".join(f"{k} {v}" for k, v in result.facts.items()) + ".")
-    lines += [f"Warning: {w}" for w in result.warnings]
-    lines.append(
-        f"Model: {metadata.get('name', 'unknown')}, trained {str(metadata.get('created', 'unknown'))[:10]}, "
-        f"{metadata.get('parameters', '?')} parameters, input {metadata.get('input_size', '?')} px. "
-        f"pneumo {__version__}. Report created {when:%Y-%m-%d %H:%M} UTC."
-    )
-    return lines
+    return report_content(result, threshold, metadata, target_class, when, evaluation).lines()
+
+
+def _images(
+    result: Analysis, target_class: int, alpha: float, metadata: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(radiograph, overlay) at report resolution, with the lung outline drawn on both when the analysis has one."""
+    shown = _shrink(result.pixels)
+    overlay = heatmap_overlay(result, target_class, alpha, metadata, image=shown)  # (h, w, 3), outlined lungs
+    base = heatmap_overlay(result, target_class, 0.0, metadata, image=shown)  # the radiograph with the outline only
+    return base, overlay
+
+
+def colourbar_png(label: str, dpi: int = 200, width_in: float = 3.4) -> bytes:
+    """A horizontal colour bar of the overlay's colormap (JET, 0..1), labelled, as PNG bytes."""
+    fig = Figure(figsize=(width_in, 0.62))
+    ax = fig.add_axes((0.04, 0.55, 0.92, 0.3))
+    ax.imshow(np.linspace(0, 1, 256)[None, :], aspect="auto", cmap="jet", extent=(0, 1, 0, 1))
+    ax.set_yticks([])
+    ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=6)
+    ax.tick_params(length=2, pad=1)
+    fig.text(0.5, 0.02, label, ha="center", va="bottom", fontsize=6.2)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    """JPEG bytes (quality 92) of a uint8 RGB image: embedded as is in the PDF, a fraction of a PNG's size."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise ValueError("could not encode image")
+    return data.tobytes()
+
+
+def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str) -> bytes:
+    """The A4 PDF, laid out top to bottom with fpdf2."""
+    from fpdf import FPDF  # imported on first report only: the app's pages do not need it
+
+    pdf = FPDF(orientation="P", unit="mm", format="A4")
+    pdf.set_auto_page_break(auto=True, margin=14)
+    pdf.set_margins(14, 12, 14)
+    pdf.add_font("DejaVu", "", str(_FONT_DIR / "DejaVuSans.ttf"))
+    pdf.add_font("DejaVu", "B", str(_FONT_DIR / "DejaVuSans-Bold.ttf"))
+    pdf.add_font("DejaVu", "I", str(_FONT_DIR / "DejaVuSans-Oblique.ttf"))
+    pdf.set_title(title)
+    pdf.set_subject(content.probability_line)  # machine-readable: the label's basis is in the file's metadata
+    pdf.set_author(f"pneumo {__version__}")
+    pdf.set_creator("pneumo (research demo, not a medical device)")
+    pdf.add_page()
+    width = _A4_MM[0] - 28
+
+    def para(text: str, size: float = 9.5, style: str = "", colour: str = "#1f2933", h: float = 4.6) -> None:
+        if not text:
+            return
+        pdf.set_font("DejaVu", style, size)
+        pdf.set_text_color(*_hex_rgb(colour))
+        pdf.multi_cell(width, h, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(1.2)
+
+    def boxed(text: str, fill: str, edge: str, style: str = "", size: float = 9.5) -> None:
+        if not text:
+            return
+        pdf.set_fill_color(*_hex_rgb(fill))
+        pdf.set_draw_color(*_hex_rgb(edge))
+        pdf.set_font("DejaVu", style, size)
+        pdf.set_text_color(*_hex_rgb("#1f2933"))
+        pdf.multi_cell(width, 4.8, text, border=1, fill=True, padding=2, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(2)
+
+    pdf.set_font("DejaVu", "B", 15)
+    pdf.cell(width * 0.62, 7, "pneumo · chest X-ray analysis")
+    pdf.set_font("DejaVu", "B", 9)
+    pdf.set_text_color(*_hex_rgb("#b00020"))
+    pdf.cell(width * 0.38, 7, "Research demo - not a diagnosis", align="R", new_x="LMARGIN", new_y="NEXT")
+    para(content.file_line, 9, colour="#52606d")
+    boxed(content.out_of_scope, "#fdecea", "#b00020", style="B", size=10.5)
+    # the result, large
+    pdf.set_font("DejaVu", "B", 26)
+    pdf.set_text_color(*_hex_rgb(content.label_colour))
+    pdf.cell(width, 12, content.label, new_x="LMARGIN", new_y="NEXT")
+    para(content.probability_line, 11, "B")
+    para(content.headline + (" " + content.caution if content.caution else ""), 10)
+    for w in content.warnings:
+        boxed("Warning: " + w, "#fff4e5", "#e0a040", style="B")
+    # images side by side, colour bar under the overlay
+    gap = 6.0
+    img_w = (width - gap) / 2
+    h, w = base.shape[:2]
+    img_h = min(img_w * h / w, 92.0)
+    img_w_fit = img_h * w / h
+    y = pdf.get_y() + 1
+    pdf.set_font("DejaVu", "", 8.5)
+    pdf.set_text_color(*_hex_rgb("#52606d"))
+    for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
+        x = 14 + i * (img_w + gap)
+        pdf.set_xy(x, y)
+        pdf.cell(img_w, 4, cap)
+        pdf.image(io.BytesIO(_jpeg(im)), x=x, y=y + 5, w=img_w_fit, h=img_h)
+    bar = colourbar_png(content.colourbar_label)
+    pdf.image(io.BytesIO(bar), x=14 + img_w + gap, y=y + 6 + img_h, w=img_w_fit)
+    pdf.set_y(y + 6 + img_h + img_w_fit * 0.62 / 3.4 + 2)
+    para(content.heatmap_line, 8.5, colour="#52606d", h=4)
+    para(content.meaning, 9.5, "I")
+    boxed(content.independent, "#e8f1fb", "#1565c0")
+    para(content.validation, 9)
+    para(content.facts, 9)
+    boxed(INTENDED_USE + (" " + content.external if content.external else ""), "#fdecea", "#b00020", "B", 9)
+    para(content.model_line, 8, colour="#52606d", h=4)
+    boxed(DISCLAIMER, "#fff4e5", "#e0a040", style="I", size=8.5)
+    return bytes(pdf.output())
+
+
+def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str, dpi: int) -> bytes:
+    """The same page as a PNG at print resolution, drawn with matplotlib."""
+    fig = Figure(figsize=_A4_INCHES)
+    ink = "#1f2933"
+    y = 0.968
+
+    def text(s: str, size: float = 9.5, weight: str = "normal", colour: str = ink, width: int = 100,
+             box: tuple[str, str] | None = None, style: str = "normal", gap: float = 0.006) -> None:  # fmt: skip
+        nonlocal y
+        if not s:
+            return
+        wrapped = textwrap.fill(s, width)
+        bbox = {"boxstyle": "round,pad=0.5", "facecolor": box[0], "edgecolor": box[1]} if box else None
+        pad = 0.008 if box else 0.0
+        fig.text(0.07, y - pad, wrapped, fontsize=size, weight=weight, color=colour, va="top", style=style, bbox=bbox)
+        y -= (size / 72 * 1.32 / _A4_INCHES[1]) * (wrapped.count("\n") + 1) + gap + 2 * pad
+
+    fig.text(0.07, y, "pneumo · chest X-ray analysis", fontsize=15, weight="bold", va="top", color=ink)
+    fig.text(0.93, y, "Research demo - not a diagnosis", fontsize=9, weight="bold", va="top", ha="right",
+             color="#b00020")  # fmt: skip
+    y -= 0.03
+    text(content.file_line, 9, colour="#52606d")
+    text(content.out_of_scope, 10.5, "bold", box=("#fdecea", "#b00020"), width=88)
+    text(content.label, 26, "bold", colour=content.label_colour)
+    text(content.probability_line, 11, "bold", width=88)
+    text(content.headline + (" " + content.caution if content.caution else ""), 10, width=95)
+    for w in content.warnings:
+        text("Warning: " + w, 9.5, "bold", box=("#fff4e5", "#e0a040"), width=95)
+    h, w = base.shape[:2]
+    img_h = min(0.43 * (h / w) * (_A4_INCHES[0] / _A4_INCHES[1]), 0.31)
+    for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
+        ax = fig.add_axes((0.07 + i * 0.44, y - 0.018 - img_h, 0.42, img_h))
+        ax.imshow(im, interpolation="antialiased")
+        ax.set_title(cap, fontsize=8.5, color="#52606d")
+        ax.set_axis_off()
+    y -= 0.018 + img_h + 0.012
+    cax = fig.add_axes((0.51 + 0.03, y - 0.008, 0.36, 0.008))
+    cax.imshow(np.linspace(0, 1, 256)[None, :], aspect="auto", cmap="jet", extent=(0, 1, 0, 1))
+    cax.set_yticks([])
+    cax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=6.5)
+    cax.set_xlabel(content.colourbar_label, fontsize=6.5)
+    y -= 0.045
+    text(content.heatmap_line, 8.5, colour="#52606d", width=110)
+    text(content.meaning, 9.5, style="italic", width=100)
+    text(content.independent, 9.5, box=("#e8f1fb", "#1565c0"), width=96)
+    text(content.validation, 9, width=104)
+    text(content.facts, 9, width=104)
+    text(INTENDED_USE + (" " + content.external if content.external else ""), 9, "bold",
+         box=("#fdecea", "#b00020"), width=100)  # fmt: skip
+    text(content.model_line, 8, colour="#52606d", width=118)
+    text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Title": title})
+    return buf.getvalue()
 
 
 def build_report(
@@ -88,45 +359,15 @@ def build_report(
     alpha: float = 0.45,
     fmt: str = "png",
     when: datetime | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> bytes:
-    """Render the report of one analysed image as PNG or PDF bytes (A4 portrait)."""
+    """Render the report of one analysed image as PDF bytes (fpdf2) or PNG bytes (A4 at config.REPORT_PNG_DPI)."""
     if fmt not in ("png", "pdf"):
         raise ValueError("fmt must be 'png' or 'pdf'")
     when = when or datetime.now(timezone.utc)
-    lines = report_lines(result, threshold, metadata, target_class, when)
-    size = int(metadata.get("input_size", config.IMAGE_SIZE))
-    overlay = heatmap_overlay(result, target_class, alpha, size)  # (H, W, 3) uint8
-
-    fig = Figure(figsize=_A4_INCHES)
-    fig.text(0.06, 0.965, "pneumo - chest X-ray analysis", fontsize=17, weight="bold", va="top")
-    fig.text(0.06, 0.935, "Research demonstration, not a diagnosis", fontsize=11, color="#b00020", va="top")
-    h, w = result.pixels.shape
-    img_h = min(0.4, 0.42 * (h / w) * (_A4_INCHES[0] / _A4_INCHES[1]))  # keep the aspect of the radiograph
-    for i, (im, title) in enumerate(
-        ((result.pixels, "Original"), (overlay, f"Grad-CAM: {config.CLASS_NAMES[target_class]}"))
-    ):
-        ax = fig.add_axes((0.06 + i * 0.46, 0.9 - img_h, 0.42, img_h))
-        ax.imshow(_shrink(im), cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=255, interpolation="antialiased")
-        ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
-    y = 0.9 - img_h - 0.04
-    for line in lines:
-        wrapped = textwrap.fill(line, 95)
-        weight = "bold" if line.startswith("Result:") else "normal"
-        fig.text(
-            0.06,
-            y,
-            wrapped,
-            fontsize=9.5,
-            va="top",
-            weight=weight,
-            color="#8a4b00" if line.startswith("Warning") else "black",
-        )
-        y -= 0.022 * (wrapped.count("\n") + 1) + 0.008
-    fig.text(
-        0.06, 0.04, textwrap.fill(DISCLAIMER, 100), fontsize=8.5, va="bottom", style="italic",
-        bbox={"boxstyle": "round,pad=0.6", "facecolor": "#fff4e5", "edgecolor": "#e0a040"},
-    )  # fmt: skip
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=110 if fmt == "png" else 150, metadata={"Title": f"pneumo report: {result.name}"})
-    return buf.getvalue()
+    content = report_content(result, threshold, metadata, target_class, when, evaluation)
+    base, overlay = _images(result, target_class, alpha, metadata)
+    title = f"pneumo report: {result.name}"
+    if fmt == "pdf":
+        return _pdf(content, base, overlay, title)
+    return _png_report(content, base, overlay, title, config.REPORT_PNG_DPI)

@@ -241,9 +241,9 @@ async def launch_chromium(playwright):
 
 
 async def wait_for_result(page, timeout_ms: int) -> None:
-    """Wait until the Analyze page shows a probability, its images and downloads, and the script run has ended."""
+    """Wait until the Analyze page shows a probability, its images and report button, and the script run has ended."""
     await page.get_by_test_id("stMetric").filter(has_text="Probability of pneumonia").wait_for(timeout=timeout_ms)
-    await page.get_by_test_id("stDownloadButton").last.wait_for(timeout=timeout_ms)
+    await page.get_by_role("button", name="Create the report").wait_for(timeout=timeout_ms)  # end of the detail
     await page.get_by_test_id("stImage").nth(1).wait_for(timeout=timeout_ms)
     await page.wait_for_timeout(300)  # the "running" indicator appears with a short delay
     await page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=timeout_ms)

@@ -67,6 +67,11 @@ def all_text(at) -> str:
     return "\n".join(parts)
 
 
+def frame_with(at, column: str):
+    """The first dataframe or static table on the page that has ``column``."""
+    return next(d.value for d in [*at.dataframe, *at.table] if column in d.value.columns)
+
+
 def metric(at, label: str) -> str | None:
     for m in at.metric:
         if m.label == label:
@@ -106,7 +111,22 @@ def test_analyze_start_page_shows_disclaimer_and_uploader(app):
     assert any("not a medical device" in w.value for w in app.warning)
     assert len(app.file_uploader) == 1
     assert metric(app, "Probability of pneumonia") is None
-    assert app.slider(key="threshold").value == pytest.approx(0.5)  # the tiny model's metadata threshold
+    assert not app.slider  # nothing to set before there is a result
+
+
+def test_start_page_paints_before_tensorflow_is_needed():
+    """The Analyze page's first run (nothing uploaded) does not import TensorFlow: its first paint is fast."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from streamlit.testing.v1 import AppTest; "
+        f"at = AppTest.from_file({APP!r}, default_timeout=120).run(); "
+        "assert not at.exception, at.exception; print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_model):
@@ -119,9 +139,15 @@ def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_mode
     assert metric(app, "Probability of pneumonia") == format_probability(p)
     assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
     captions = [c for img in app.image for c in img.captions]
-    assert any(c.startswith("Original, 300 × 260") for c in captions)
+    assert "As uploaded (shown enlarged)" in captions  # 300 x 260: the browser shows it larger than it is
     assert any(c.startswith("Grad-CAM for") for c in captions)
-    assert {b.label for b in app.get("download_button")} >= {"Report (PDF)", "Report (PNG)"}
+    assert "300 × 260" in all_text(app)  # the size, once, in the facts
+    assert not app.get("download_button")  # reports are made on request, for the settings of that moment
+    app.button(key="make_report").click().run()
+    labels = {b.label for b in app.get("download_button")}
+    assert labels >= {"Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"}
+    app.slider(key="opacity").set_value(0.8).run()  # settings changed: the old files are not offered any more
+    assert not app.get("download_button")
 
 
 def test_threshold_relabels_and_shows_validation_operating_point(app, tiny_predict):
@@ -131,13 +157,16 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, tiny_predi
     assert 0.02 < p < 0.98, "the tiny model should give a probability away from the slider ends"
     app.slider(key="threshold").set_value(0.01).run()
     assert metric(app, "Label at this threshold") == "PNEUMONIA"
-    sidebar_md = " ".join(m.value for m in app.sidebar.markdown)
-    assert "sensitivity 99.0%" in sidebar_md and "specificity 1.0%" in sidebar_md  # fixture: sens = 1 - t, spec = t
-    assert any(b.label.startswith("Reset to the model's threshold") for b in app.sidebar.button)
+    text = all_text(app)
+    # fixture: sens = 1 - t, spec = t on 2 + 2 validation images: counts and Wilson intervals are shown
+    assert "Validation split, optimistic" in text and "sensitivity 99.0% (95% CI" in text
+    assert "specificity 1.0% (95% CI" in text
+    assert "not yet been independently evaluated" in text  # the tiny model has no shipped evaluation
+    assert any(b.label.startswith("Reset to the model's threshold") for b in app.button)
     app.slider(key="threshold").set_value(0.99).run()
     assert metric(app, "Label at this threshold") == "NORMAL"
     assert metric(app, "Probability of pneumonia") == format_probability(p)  # the probability itself does not move
-    next(b for b in app.sidebar.button if b.label.startswith("Reset")).click().run()
+    next(b for b in app.button if b.label.startswith("Reset")).click().run()
     assert app.slider(key="threshold").value == pytest.approx(0.5)
 
 
@@ -177,12 +206,16 @@ def test_several_uploads_give_a_table_csv_and_detail(app, tiny_predict):
     assert not app.exception
     table = app.dataframe[0].value
     assert list(table["file"]) == ["a.png", "b.png", "broken.jpg"]
-    assert table["probability"][0] == pytest.approx(tiny_predict(good[0]), abs=1e-5)
+    # the table shows the probability exactly as the detail does: one formatting function
+    assert list(table["P(pneumonia)"])[:2] == [format_probability(tiny_predict(d)) for d in good]
     assert list(table["label"])[2] == "ERROR"
     assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
     assert app.main.subheader[-1].value == "broken.jpg"  # the newest file's detail by default
     assert any("broken.jpg" in e.value for e in app.error)
-    app.selectbox(key="detail").set_value(1).run()
+    # selecting a row opens its detail (the browser test clicks the row itself)
+    app.session_state["table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    app.run()
+    assert app.main.subheader[-1].value == "b.png"
     assert metric(app, "Probability of pneumonia") == format_probability(tiny_predict(good[1]))
 
 
@@ -243,9 +276,15 @@ def test_model_card_page_reads_metadata(app, tiny_model):
     app.switch_page("app_pages/model_card.py").run()
     assert not app.exception
     assert metric(app, "Parameters") == f"{tiny_model.metadata['parameters']:,}"
-    table = app.dataframe[0].value
+    table = frame_with(app, "data")
     assert table["data"][0] == "Validation split"
-    assert table["ROC AUC"][0] == pytest.approx(0.5)
+    assert table["ROC AUC"][0] == "0.500"
+    assert table["sensitivity"][0].startswith("50.0% (95% CI") and table["sensitivity"][0].endswith("n=2")
+    layers = frame_with(app, "parameters")
+    assert int(layers["parameters"].sum()) == tiny_model.model.count_params()  # the layer table has every parameter
+    text = all_text(app)
+    assert "not yet been independently evaluated" in text  # the tiny model's hash has no shipped evaluation
+    assert "../" not in " ".join(c.value for c in app.code) and "cache_dir" not in str(app.json[0].value)
     assert any(c.value == "tests/conftest.py make_tiny_model" for c in app.code)
     assert len(app.image) >= 1  # ROC, confusion and operating points
 
@@ -262,10 +301,29 @@ def test_model_card_labels_test_metrics_and_shows_training_plot(tmp_path, tiny_m
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.switch_page("app_pages/model_card.py").run()
     assert not at.exception
-    table = at.dataframe[0].value
+    table = frame_with(at, "data")
     test_row = table[table["data"] == "Official test folder"]
-    assert float(test_row["ROC AUC"].iloc[0]) == pytest.approx(0.875)
+    assert test_row["ROC AUC"].iloc[0] == "0.875"
     assert any(h.value == "Training curves" for h in at.subheader)
+
+
+def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monkeypatch):
+    """The committed model's shipped evaluation (matched by hash): every set with n, AUC and intervals, ECE."""
+    from pneumo import config
+
+    monkeypatch.delenv("PNEUMO_MODEL", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("app_pages/model_card.py").run()
+    assert not at.exception
+    table = frame_with(at, "set")
+    first = table.iloc[0]
+    assert first["set"] == "New patients (official test split)" and first["images"].startswith("624 images")
+    assert first["AUC"].startswith("0.979 (") and "95% CI" in first["specificity"] and first["ECE"] == "0.137"
+    assert first["specificity"].startswith("86.8%")
+    text = all_text(at)
+    assert "On new patients (official test split, 624 images" in text
+    assert "no better than chance" in text  # the external adult result, in plain words, in the limitations
+    assert config.DEFAULT_MODEL_PATH.exists()
 
 
 def test_about_page(app):
@@ -275,6 +333,8 @@ def test_about_page(app):
     assert not app.exception
     assert any("not a medical device" in w.value for w in app.warning)
     assert any(f"pneumo {pneumo.__version__}" in m.value for m in app.markdown)
+    links = [str(link.proto) for link in app.get("page_link")]
+    assert any("model-card" in p or "model_card" in p for p in links), links
 
 
 def test_missing_model_is_explained_not_a_crash(tmp_path, monkeypatch):
@@ -304,4 +364,4 @@ def test_streamlit_config_suits_xrays_and_sends_no_statistics():
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["maxUploadSize"] == config.APP_MAX_UPLOAD_MB >= 50
     assert cfg["browser"]["gatherUsageStats"] is False
-    assert Path(ROOT / "app.py").read_text().count("st.Page(") == 4
+    assert Path(ROOT / "app.py").read_text().count("st.Page(") == 5  # four pages and the /analyze alias

@@ -208,3 +208,105 @@ def test_every_page_renders_without_error(server, browser, shots, name):
     _no_exception(page)
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     _screenshots(page, shots, f"page_{name}")
+
+
+def _analyze_sample(page, url: str, sample_option: str | None = None) -> None:
+    """Open the Analyze page, switch to the samples and wait for the result."""
+    page.goto(url)
+    page.get_by_role("heading", name="Analyze a chest X-ray").wait_for(timeout=90_000)
+    page.get_by_test_id("stRadioGroup").get_by_text("Try a sample image").click()
+    if sample_option:
+        page.get_by_test_id("stSelectbox").first.click()
+        page.get_by_role("option", name=sample_option).click()
+    page.locator('[data-testid="stMetric"]', has_text="Probability of pneumonia").first.wait_for(timeout=120_000)
+    _settle(page)
+
+
+def _threshold(page) -> float:
+    return float(page.get_by_test_id("stSliderThumbValue").first.inner_text())
+
+
+def test_alias_url_analyze_opens_the_analyze_page(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(f"{url}/analyze")
+    page.get_by_role("heading", name="Analyze a chest X-ray").wait_for(timeout=90_000)
+    assert "Page not found" not in page.content()
+
+
+def test_independent_figures_and_wording_at_several_thresholds(server, browser, model_path, shots):
+    """Independent figures next to the operating point; the wording matches the number at every threshold."""
+    from pneumo import evaluation as ev
+    from pneumo import present as pr
+
+    url, _ = server
+    evaluation = ev.load_evaluation(model_path)
+    page = browser.new_page(viewport=VIEWPORT)
+    _analyze_sample(page, url)
+    _no_exception(page)
+    main = page.get_by_test_id("stMain")
+    if evaluation is None:
+        main.get_by_text("not yet been independently evaluated").first.wait_for()
+    else:
+        block = ev.primary(evaluation)
+        main.get_by_text(f"On new patients (official test split, {block['n']} images").first.wait_for()
+        main.get_by_text(f"specificity {block['specificity']:.1%}").first.wait_for()
+    shown = (
+        page.locator('[data-testid="stMetric"]', has_text="Probability of pneumonia")
+        .locator('[data-testid="stMetricValue"]').inner_text().strip()
+    )  # fmt: skip
+    slider = page.get_by_role("slider").first
+    for key in ("Home", "End", "PageDown"):  # 0.01, 0.99 and somewhere in between
+        slider.focus()
+        slider.press(key)
+        _settle(page)
+        t = _threshold(page)
+        p = float(shown.strip("<> %")) / 100
+        label = page.locator('[data-testid="stMetric"]', has_text="Label at this threshold")
+        value = label.locator('[data-testid="stMetricValue"]').inner_text().strip()
+        assert value == pr.label_for(p, t) or abs(p - t) < 0.002, (value, p, t)
+        headline = pr.verdict(p, t).headline
+        main.get_by_text(headline.split(" is ")[1], exact=False).first.wait_for(timeout=10_000)
+        assert "confident" not in main.inner_text().lower()
+    page.screenshot(path=shots / "analyze_threshold_moved.png")
+
+
+def test_report_download_right_after_a_slider_move(server, browser, shots):
+    """Move the threshold and ask for the report at once: the PDF arrives and carries the new threshold."""
+    url, _ = server
+    page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+    _analyze_sample(page, url)
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    slider.press("ArrowLeft")  # and no waiting for the rerun
+    page.get_by_role("button", name="Create the report").click()
+    t = _threshold(page)
+    button = page.get_by_test_id("stDownloadButton").filter(has_text="Report (PDF)")
+    button.wait_for(timeout=60_000)
+    with page.expect_download(timeout=60_000) as info:
+        button.click()
+    data = Path(info.value.path()).read_bytes()
+    assert data.startswith(b"%PDF")
+    assert f"threshold {t:.2f}".encode() in data, "the report is for the threshold on screen"
+    pdftoppm = shutil.which("pdftoppm")
+    if pdftoppm:  # render it, as a reader's PDF viewer would, for the screenshots folder
+        (shots / "report.pdf").write_bytes(data)
+        subprocess.run([pdftoppm, "-png", "-r", "80", str(shots / "report.pdf"), str(shots / "report")], check=True)
+
+
+def test_selecting_a_table_row_opens_its_detail(server, browser, shots):
+    url, _ = server
+    page = browser.new_page(viewport=VIEWPORT)
+    _analyze_sample(page, url, "All samples (results table)")
+    grid = page.get_by_test_id("stDataFrame").first
+    grid.wait_for()
+    page.screenshot(path=shots / "analyze_table.png")
+    names = [page.get_by_role("heading", level=3).last.inner_text().strip()]
+    box = grid.bounding_box()
+    # glide-data-grid: header row then rows of about 35 px; the first column holds the row-selection boxes
+    page.mouse.click(box["x"] + 14, box["y"] + 35 + 35 * 0 + 17)
+    _settle(page)
+    names.append(page.get_by_role("heading", level=3).last.inner_text().strip())
+    assert names[1] != names[0], names  # the first row's file is shown instead of the newest one
+    _no_exception(page)
+    page.screenshot(path=shots / "analyze_row_selected.png")

@@ -161,6 +161,16 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
         return real_savefig(fig, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    import fpdf  # the PDF report is laid out with fpdf2: record every text it draws too
+
+    for name in ("cell", "multi_cell"):
+        real = getattr(fpdf.FPDF, name)
+
+        def spy(self, *args, _real=real, **kwargs):
+            drawn.append(str(kwargs.get("text", args[2] if len(args) > 2 else "")))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(fpdf.FPDF, name, spy)
     markers = Markers.fresh()
     control = f"ctrl{secrets.token_hex(4)}"
     res = an.analyze_bytes(marked_dicom(markers, 320, 256), f"{control}.dcm", tiny_model)
@@ -293,6 +303,7 @@ async def _live_session(url: str, dicom: tuple[str, bytes], png: tuple[str, byte
         await warm.goto(url)
         await upload(warm, [("warmup.png", warmup)], TIMEOUT_MS)
         await wait_for_result(warm, TIMEOUT_MS)
+        await warm.get_by_role("button", name="Create the report").click()
         async with warm.expect_download(timeout=TIMEOUT_MS) as info:  # imports matplotlib, builds its font cache
             await warm.get_by_test_id("stDownloadButton").filter(has_text="Report (PDF)").click()
         await (await info.value).path()
@@ -306,7 +317,8 @@ async def _live_session(url: str, dicom: tuple[str, bytes], png: tuple[str, byte
         await wait_for_result(page, TIMEOUT_MS)
         out["html_dicom"] = await page.content()
         out["text_dicom"] = await page.inner_text("body")
-        for label in ("Report (PDF)", "Report (PNG)", "Overlay, full resolution"):
+        await page.get_by_role("button", name="Create the report").click()
+        for label in ("Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"):
             async with page.expect_download(timeout=TIMEOUT_MS) as info:
                 await page.get_by_test_id("stDownloadButton").filter(has_text=label).click()
             download = await info.value

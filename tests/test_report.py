@@ -63,7 +63,7 @@ def test_format_probability_never_claims_certainty():
 def test_format_threshold_never_hides_a_third_decimal():
     assert an.format_threshold(0.5) == "0.50" and an.format_threshold(0.435) == "0.435"
     assert an.format_threshold(0.42, percent=True) == "42%" and an.format_threshold(0.435, percent=True) == "43.5%"
-    assert "threshold of 43.5%" in an.plain_verdict(0.9, 0.435)
+    assert "the 43.5% threshold" in an.plain_verdict(0.9, 0.435)
 
 
 def test_explained_class_follows_the_label_at_the_threshold():
@@ -82,19 +82,75 @@ def test_operating_point_lookup(tiny_model):
 
 
 @pytest.mark.parametrize(
-    ("p", "t", "word"),
-    [(0.52, 0.5, "borderline"), (0.9, 0.5, "moderate"), (0.999, 0.5, "confident"), (0.01, 0.5, "confident")],
+    ("p", "t", "label", "words"),
+    [
+        # the cases of issue 10 at the committed model's threshold 0.97
+        (0.237, 0.97, "NORMAL", "far below the 97% threshold"),
+        (0.995, 0.97, "PNEUMONIA", "clearly above the 97% threshold"),
+        (0.928, 0.97, "NORMAL", "just below the 97% threshold (borderline)"),
+        # and at other thresholds
+        (0.52, 0.5, "PNEUMONIA", "just above the 50% threshold (borderline)"),
+        (0.9, 0.5, "PNEUMONIA", "clearly above"),
+        (0.999, 0.5, "PNEUMONIA", "far above"),
+        (0.01, 0.5, "NORMAL", "far below"),
+        (0.237, 0.1, "PNEUMONIA", "clearly above the 10% threshold"),
+        (0.05, 0.01, "PNEUMONIA", "clearly above the 1% threshold"),
+        (0.2, 0.01, "PNEUMONIA", "far above the 1% threshold"),
+    ],
 )
-def test_plain_verdict_words(p, t, word):
-    text = an.plain_verdict(p, t)
-    assert word in text
-    assert ("above" if p >= t else "below") in text
+def test_verdict_never_contradicts_the_number(p, t, label, words):
+    from pneumo import present as pr
+
+    v = pr.verdict(p, t)
+    text = pr.plain_verdict(p, t)
+    assert v.label == label and words in text and text.startswith(f"**{label}: {pr.format_probability(p)} is")
+    assert "confident" not in text.lower()  # no claim about certainty, at any threshold
+    # a number above 50 % labelled NORMAL, or below 50 % labelled PNEUMONIA, always comes with the reason
+    if (label == "NORMAL") == (p >= 0.5):
+        assert "yet the label is" in v.caution
+    else:
+        assert "yet the label is" not in v.caution
+    # the colour follows the label, amber near the threshold: never green for PNEUMONIA or red for NORMAL
+    assert v.colour == (pr.COLOURS["near"] if v.position == "near" else pr.COLOURS[label])
+
+
+def test_probability_meaning_says_what_it_is_not():
+    from pneumo import present as pr
+
+    meta = {"training": {"data": {"train_images": 5216, "train_pneumonia": 3875}}}
+    text = pr.probability_meaning(meta, ece=0.137, ece_set="official test split")
+    assert "74% of images show pneumonia" in text and "**not** this child's chance" in text and "ECE 0.137" in text
+    assert "74%" not in pr.probability_meaning({})
+
+
+def test_wilson_interval_and_operating_point_counts(tiny_model):
+    from pneumo import present as pr
+
+    lo, hi = pr.wilson(203, 234)  # the official test split's specificity: 203 of 234 normals
+    assert (round(lo, 4), round(hi, 4)) == (0.8181, 0.9051)  # the maintainers' Wilson interval
+    assert pr.wilson(0, 0) is None
+    op = pr.operating_point(tiny_model.metadata, 0.3)
+    assert (op.n_pneumonia, op.n_normal) == (2, 2) and op.sensitivity_ci[0] < 0.7 < op.sensitivity_ci[1]
+
+
+def test_warning_codes_and_scope_hooks():
+    from types import SimpleNamespace
+
+    from pneumo import present as pr
+
+    assert pr.warning_sentences(("small_image", "A sentence as it is.")) == [
+        pr.WARNING_TEXT["small_image"], "A sentence as it is."]  # fmt: skip
+    assert pr.is_out_of_scope(SimpleNamespace(label=pr.OUT_OF_SCOPE))
+    assert pr.is_out_of_scope(SimpleNamespace(doubtful=True))
+    assert not pr.is_out_of_scope(SimpleNamespace(label="NORMAL", doubtful=False))
+    assert pr.lung_outline(SimpleNamespace()) is None
 
 
 def test_results_rows_and_csv(analysed, tiny_model):
     bad = an.analyze_bytes(b"junk", "junk.bin", tiny_model)
     rows = an.results_rows([analysed, bad], 0.5)
     assert [r["label"] for r in rows] == [("PNEUMONIA" if analysed.probability >= 0.5 else "NORMAL"), "ERROR"]
+    assert rows[0]["shown"] == an.format_probability(analysed.probability) and rows[1]["shown"] == "–"
     csv_text = an.rows_to_csv(rows, 0.5).decode()
     lines = csv_text.strip().split("\n")
     assert lines[0] == "file,probability,label,threshold,note"
@@ -117,17 +173,37 @@ def test_report_png_and_pdf(analysed, tiny_model):
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
     assert an.format_probability(analysed.probability) in text
-    assert "threshold 0.30 (chosen by the user; the model's default is 0.50)" in text
-    assert "sensitivity 70.0%, specificity 30.0%" in text
+    assert "threshold 0.30 (chosen by the user; the model's own threshold is 0.50)" in text
+    assert "sensitivity 70.0% (95% CI" in text and "specificity 30.0% (95% CI" in text and "4 images" in text
+    assert "not yet been independently evaluated" in text  # no evaluation given
     assert "Model: tiny, trained 2026-01-01" in text and "2026-01-02 03:04 UTC" in text
     png = build_report(analysed, 0.3, tiny_model.metadata, fmt="png", when=when)
     im = Image.open(io.BytesIO(png))
     assert im.format == "PNG" and im.size[1] / im.size[0] == pytest.approx(11.69 / 8.27, rel=0.01)
+    assert im.size[0] >= 8.27 * 200 - 2  # print resolution: at least 200 dpi on A4
     pdf = build_report(analysed, 0.3, tiny_model.metadata, fmt="pdf", when=when)
     assert pdf.startswith(b"%PDF") and b"pneumo report: chest.png" in pdf
+    assert b"/MediaBox [0 0 595.28 841.89]" in pdf and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") <= 2
     assert "not a medical device" in DISCLAIMER
     with pytest.raises(ValueError):
         build_report(analysed, 0.3, tiny_model.metadata, fmt="gif")
+
+
+def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analysed, tiny_model):
+    import dataclasses
+    import json
+
+    from pneumo.report import report_lines
+
+    evaluation = json.loads(next((config.MODELS_DIR / "evaluations").glob("*.json")).read_text())
+    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    text = "\n".join(report_lines(analysed, 0.5, tiny_model.metadata, 1, when, evaluation))
+    assert "On new patients (official test split, 624 images" in text
+    assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
+    assert "no better than chance" in text and "OUTSIDE INTENDED USE" not in text
+    odd = dataclasses.replace(analysed, doubtful=True)
+    lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
+    assert lines[2].startswith("OUTSIDE INTENDED USE") or any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])
 
 
 def test_stages_content_and_timeline():

@@ -1,0 +1,224 @@
+"""Independent evaluations: the maintainers' scores of a model on sequestered sets, matched to the model by hash.
+
+An evaluation is a JSON file named ``<sha256 of the .keras file>.json`` (format: the maintainers' README in the shared
+evaluations folder). The repository ships the ones that belong to its committed models in ``models/evaluations/``,
+so a cloud deploy has them too. A model file whose hash has no evaluation, e.g. a freshly retrained one, is "not yet
+independently evaluated": the figures of an older model are never shown for it.
+
+    python -m pneumo.evaluation --sync ../shared/evaluations   # copy the evaluations of the committed models
+    python -m pneumo.evaluation --check                        # every shipped file belongs to a committed model
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from pneumo import config
+from pneumo.present import format_interval, format_threshold
+
+log = logging.getLogger(__name__)
+
+# Each set of the maintainers' evaluations: a short name, what it is, and whether it matches the intended use.
+SETS: dict[str, tuple[str, str, bool]] = {
+    "official_test": (
+        "New patients (official test split)",
+        "the public data set's official test split: pediatric, same hospital, patients never seen in training",
+        True,
+    ),
+    "external_nih": (
+        "Adults, other hospitals (NIH ChestX-ray14)",
+        "mostly adults from other hospitals, labels mined from reports: outside the intended use",
+        False,
+    ),
+    "external_adult_normals": (
+        "Normal adults (PA views)",
+        "normal adult posterior-anterior radiographs from a teaching collection: outside the intended use",
+        False,
+    ),
+}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(path: str, mtime_ns: int, size: int, folder: str) -> tuple[str, str | None]:
+    digest = file_sha256(Path(path))
+    file = Path(folder) / f"{digest}.json"
+    return digest, (file.read_text() if file.is_file() else None)
+
+
+def load_evaluation(model_path: Path, folder: Path | None = None) -> dict[str, Any] | None:
+    """The shipped independent evaluation of the model file at ``model_path``, or None when it has none.
+
+    Matched by the SHA-256 of the model file only (never by name): a replaced model file has no evaluation.
+    """
+    folder = Path(folder or config.EVALUATIONS_DIR)
+    path = Path(model_path)
+    if not path.is_file():
+        return None
+    st = path.stat()
+    digest, text = _cached(str(path.resolve()), st.st_mtime_ns, st.st_size, str(folder.resolve()))
+    if text is None:
+        return None
+    data = json.loads(text)
+    if data.get("model_sha256") != digest:
+        log.warning("evaluation file for %s names another model (%s); ignored", digest, data.get("model_sha256"))
+        return None
+    return data
+
+
+def set_label(key: str) -> str:
+    """Short name of an evaluation set, e.g. 'official_test' -> 'New patients (official test split)'."""
+    return SETS.get(key, (key.replace("_", " ").capitalize(), "", False))[0]
+
+
+def set_description(key: str, block: dict[str, Any] | None = None) -> str:
+    """What an evaluation set is, in plain words (the file's own description for an unknown set)."""
+    if key in SETS:
+        return SETS[key][1]
+    return str((block or {}).get("description", "no description"))
+
+
+def in_scope(key: str) -> bool:
+    """True for a set that matches the intended use (pediatric frontal radiographs of the training hospital)."""
+    return SETS.get(key, ("", "", False))[2]
+
+
+def primary(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The in-scope set quoted on every page (``config.PRIMARY_EVALUATION_SET``), or None."""
+    if not evaluation:
+        return None
+    return (evaluation.get("sets") or {}).get(config.PRIMARY_EVALUATION_SET)
+
+
+def _counts(block: dict[str, Any]) -> str:
+    n = block.get("n", "?")
+    if "n_normal" in block and "n_pneumonia" in block:
+        return f"{n} images ({block['n_normal']} normal, {block['n_pneumonia']} pneumonia)"
+    return f"{n} images"
+
+
+def headline(evaluation: dict[str, Any] | None, markdown: bool = True) -> str:
+    """One sentence with the independent figures on new patients, or the 'not yet evaluated' sentence."""
+    block = primary(evaluation)
+    if block is None:
+        return (
+            "This model has **not yet been independently evaluated**: no figures on new patients exist for it, "
+            "only the optimistic validation figures."
+        ).replace("**", "" if not markdown else "**")
+    b = "**" if markdown else ""
+    return (
+        f"On new patients (official test split, {block.get('n', '?')} images, scored independently by the "
+        f"maintainers): {b}sensitivity {format_interval(block['sensitivity'], block.get('sensitivity_ci95'))}{b}, "
+        f"{b}specificity {format_interval(block['specificity'], block.get('specificity_ci95'))}{b} at this model's "
+        f"threshold {format_threshold(float(block.get('threshold', 0)))}."
+    )
+
+
+def table_rows(evaluation: dict[str, Any] | None) -> list[dict[str, str]]:
+    """One row of display strings per evaluated set (intended-use sets first)."""
+    if not evaluation:
+        return []
+    sets = evaluation.get("sets") or {}
+    rows = []
+    for key in sorted(sets, key=lambda k: (not in_scope(k), list(SETS).index(k) if k in SETS else 99)):
+        blk = sets[key]
+        auc = blk.get("auc")
+        auc_ci = blk.get("auc_ci95")
+        auc_text = "–" if auc is None else f"{auc:.3f}" + (f" ({auc_ci[0]:.3f}–{auc_ci[1]:.3f})" if auc_ci else "")
+        rows.append(
+            {
+                "set": set_label(key),
+                "images": _counts(blk),
+                "AUC": auc_text,
+                "sensitivity": "–" if "sensitivity" not in blk else format_interval(
+                    blk["sensitivity"], blk.get("sensitivity_ci95")
+                ),
+                "specificity": "–" if "specificity" not in blk else format_interval(
+                    blk["specificity"], blk.get("specificity_ci95")
+                ),
+                "ECE": "–" if blk.get("ece") is None else f"{blk['ece']:.3f}",
+                "intended use": "yes" if in_scope(key) else "no: outside",
+            }
+        )  # fmt: skip
+    return rows
+
+
+# ---- keeping the shipped files in step with the committed models -------------------------------------------------
+def committed_models(models_dir: Path | None = None) -> dict[str, Path]:
+    """{sha256: path} of every .keras file in the models folder."""
+    folder = Path(models_dir or config.MODELS_DIR)
+    return {file_sha256(p): p for p in sorted(folder.glob("*.keras"))}
+
+
+def sync(source: Path, models_dir: Path | None = None, dest: Path | None = None) -> list[Path]:
+    """Copy ``<sha>.json`` from ``source`` for every committed model that has one; remove shipped evaluations that
+    belong to no committed model. Returns the files now shipped."""
+    models = committed_models(models_dir)
+    dest = Path(dest or (Path(models_dir) / "evaluations" if models_dir else config.EVALUATIONS_DIR))
+    dest.mkdir(parents=True, exist_ok=True)
+    shipped = []
+    for digest, model in models.items():
+        src = Path(source) / f"{digest}.json"
+        if src.is_file():
+            if json.loads(src.read_text()).get("model_sha256") != digest:
+                raise ValueError(f"{src} names another model")
+            shutil.copyfile(src, dest / src.name)
+            shipped.append(dest / src.name)
+            log.info("%s: evaluation %s shipped", model.name, digest[:12])
+        else:
+            log.info("%s: not yet independently evaluated (%s)", model.name, digest[:12])
+    for stale in dest.glob("*.json"):
+        if stale.stem not in models:
+            stale.unlink()
+            log.info("removed %s: it belongs to no committed model", stale.name)
+    return shipped
+
+
+def check(models_dir: Path | None = None, dest: Path | None = None) -> list[str]:
+    """Problems with the shipped evaluations: files whose name or content names no committed model ([] when fine)."""
+    models = committed_models(models_dir)
+    dest = Path(dest or config.EVALUATIONS_DIR)
+    problems = []
+    for file in sorted(dest.glob("*.json")):
+        if file.stem not in models:
+            problems.append(f"{file.name}: no committed model has this hash")
+        elif json.loads(file.read_text()).get("model_sha256") != file.stem:
+            problems.append(f"{file.name}: its model_sha256 differs from its name")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: --sync FOLDER copies matching evaluations; --check verifies the shipped ones."""
+    parser = argparse.ArgumentParser(prog="python -m pneumo.evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sync", type=Path, metavar="FOLDER", help="folder with <sha256>.json evaluations")
+    parser.add_argument("--check", action="store_true", help="check that every shipped evaluation matches a model")
+    parser.add_argument("--models", type=Path, default=config.MODELS_DIR, help="models folder (default: models/)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    dest = Path(args.models) / "evaluations"
+    if args.sync:
+        sync(args.sync, args.models, dest)
+    problems = check(args.models, dest)
+    for p in problems:
+        log.error(p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,288 @@
+"""How results are worded and formatted for people: one function per thing, shared by the app, the report and the CSV.
+
+No Streamlit, no TensorFlow and no file I/O in here: importing this module is cheap, and every page, the report and
+the tests format a probability, a threshold or a verdict the same way.
+
+The wording never claims that the model is "confident": it says on which side of the threshold a probability lies and
+how far, and adds a sentence whenever the number a person reads could seem to contradict the label (a NORMAL with a
+probability above 50 %, a PNEUMONIA below 50 %).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pneumo import config
+from pneumo.scope import WARNING_CODES
+
+DISCLAIMER = (
+    "Research demonstration only - not a medical device and not a diagnosis. The model was trained on pediatric "
+    "(1-5 years) chest radiographs from a single centre in Guangzhou and has not been validated for clinical use. "
+    "Decisions about patients must be made by qualified clinicians."
+)
+
+# Distance |logit(p) - logit(t)| below which a result is "near the threshold": a small change of the image or of the
+# threshold could flip the label. Above FAR it is "far" from the threshold. Between the two: "clearly".
+NEAR_LOGIT = 1.0
+FAR_LOGIT = 3.0
+
+# Colours: one per label, one for a result near the threshold (the page, the bar and the report use the same ones).
+COLOURS = {"NORMAL": "#1b5e20", "PNEUMONIA": "#b71c1c", "near": "#8a5a00", "neutral": "#37474f"}
+
+
+def label_for(probability: float, threshold: float) -> str:
+    """NORMAL or PNEUMONIA at the threshold (probability >= threshold -> PNEUMONIA)."""
+    return config.CLASS_NAMES[1] if probability >= threshold else config.CLASS_NAMES[0]
+
+
+def format_probability(probability: float) -> str:
+    """A probability as a percentage with one decimal; never '100.0 %' or '0.0 %', which a model cannot know.
+
+    The one formatting function for probabilities: page, results table, report and tests all use it.
+    """
+    if probability >= 0.9995:
+        return "> 99.9%"
+    if probability < 0.0005:
+        return "< 0.1%"
+    return f"{probability:.1%}"
+
+
+def format_threshold(threshold: float, percent: bool = False) -> str:
+    """A threshold with two decimals, or three when it lies between the 0.01 steps (0.435): never rounded away."""
+    three = abs(round(threshold, 2) - threshold) > 1e-9
+    if percent:
+        return f"{threshold:.1%}" if three else f"{threshold:.0%}"
+    return f"{threshold:.3f}" if three else f"{threshold:.2f}"
+
+
+def format_interval(value: float, ci: tuple[float, float] | list[float] | None, digits: int = 1) -> str:
+    """'97.7% (95% CI 95.7-98.8%)' for a proportion with its interval; just the value without one."""
+    if ci is None:
+        return f"{value:.{digits}%}"
+    return f"{value:.{digits}%} (95% CI {ci[0] * 100:.{digits}f}–{ci[1] * 100:.{digits}f}%)"
+
+
+def _logit(x: float) -> float:
+    x = min(max(float(x), 1e-6), 1 - 1e-6)
+    return math.log(x / (1 - x))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one probability reads at one threshold: label, position and the sentences that go with it.
+
+    position: 'near' (within NEAR_LOGIT of the threshold), 'clearly' or 'far'.
+    headline: e.g. 'NORMAL: 23.7% is far below the 97% threshold'.
+    caution: a sentence for a label that a person could misread from the number ('' when there is none).
+    """
+
+    label: str
+    probability: float
+    threshold: float
+    position: str
+    headline: str
+    caution: str
+
+    @property
+    def colour(self) -> str:
+        """The label's colour, or amber when the result is near the threshold."""
+        return COLOURS["near"] if self.position == "near" else COLOURS[self.label]
+
+    @property
+    def position_text(self) -> str:
+        """Two or three words for a metric: 'Near the threshold', 'Far below the threshold', ..."""
+        side = "above" if self.label == config.CLASS_NAMES[1] else "below"
+        if self.position == "near":
+            return f"Near the threshold ({side})"
+        return f"{self.position.capitalize()} {side} the threshold"
+
+
+def verdict(probability: float, threshold: float) -> Verdict:
+    """The label and plain words for a probability at a threshold, consistent with both at any threshold."""
+    p, t = float(probability), float(threshold)
+    label = label_for(p, t)
+    d = abs(_logit(p) - _logit(t))
+    position = "near" if d < NEAR_LOGIT else "clearly" if d < FAR_LOGIT else "far"
+    side = "above" if label == config.CLASS_NAMES[1] else "below"
+    cut = format_threshold(t, percent=True)
+    shown = format_probability(p)
+    headline = f"{label}: {shown} is {'' if position == 'near' else position + ' '}{side} the {cut} threshold"
+    if position == "near":
+        headline = f"{label}: {shown} is just {side} the {cut} threshold (borderline)"
+    caution = ""
+    if label == config.CLASS_NAMES[0] and p >= 0.5:
+        caution = (
+            f"{shown} is above 50%, yet the label is NORMAL: this operating point calls PNEUMONIA only from {cut} on "
+            "(chosen to limit false alarms)."
+        )
+    elif label == config.CLASS_NAMES[1] and p < 0.5:
+        caution = (
+            f"{shown} is below 50%, yet the label is PNEUMONIA: the threshold is set low ({cut}) to miss fewer "
+            "pneumonias."
+        )
+    if position == "near":
+        caution = (caution + " " if caution else "") + (
+            "A slightly different image or threshold could change the label."
+        )
+    return Verdict(label, p, t, position, headline, caution)
+
+
+def plain_verdict(probability: float, threshold: float) -> str:
+    """One markdown paragraph: the headline and, when needed, the caution (see :func:`verdict`)."""
+    v = verdict(probability, threshold)
+    text = f"**{v.headline}.**"
+    return f"{text} {v.caution}" if v.caution else text
+
+
+def confidence_text(probability: float, threshold: float) -> str:
+    """Kept for old callers: the position of the probability relative to the threshold, in a few words."""
+    return verdict(probability, threshold).position_text
+
+
+def prevalence(metadata: dict[str, Any]) -> float | None:
+    """Share of pneumonia images in the model's training data (from its metadata), or None when not recorded."""
+    data = ((metadata.get("training") or {}).get("data")) or {}
+    try:
+        return int(data["train_pneumonia"]) / int(data["train_images"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def probability_meaning(metadata: dict[str, Any], ece: float | None = None, ece_set: str = "") -> str:
+    """One line on what the probability is and is not (with the training prevalence and, if known, the new-patient
+    calibration error)."""
+    prev = prevalence(metadata)
+    where = f"a data set in which {prev:.0%} of images show pneumonia" if prev is not None else "its training data"
+    text = (
+        f"The probability is the model's score for this image, learnt on {where}; it is **not** this child's chance "
+        "of having pneumonia, which depends on who is X-rayed and why."
+    )
+    if ece is not None:
+        text += f" On new patients it is poorly calibrated (ECE {ece:.3f}{', ' + ece_set if ece_set else ''})."
+    return text
+
+
+# ---- intervals and operating points -------------------------------------------------------------------------------
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson 95 % score interval for a proportion successes/n; None when n is 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Validation sensitivity and specificity at one threshold, as stored in the model metadata.
+
+    n_pneumonia / n_normal: how many validation images each figure rests on (0 when unknown); the intervals are
+    Wilson 95 % intervals from those counts (None when unknown).
+    """
+
+    threshold: float
+    sensitivity: float
+    specificity: float
+    n_pneumonia: int = 0
+    n_normal: int = 0
+
+    @property
+    def sensitivity_ci(self) -> tuple[float, float] | None:
+        return wilson(round(self.sensitivity * self.n_pneumonia), self.n_pneumonia)
+
+    @property
+    def specificity_ci(self) -> tuple[float, float] | None:
+        return wilson(round(self.specificity * self.n_normal), self.n_normal)
+
+
+def operating_point(metadata: dict[str, Any], threshold: float) -> OperatingPoint | None:
+    """The stored operating point nearest to ``threshold`` (within 0.006), or None when the metadata has none."""
+    points = metadata.get("operating_points") or []
+    if not points:
+        return None
+    best = min(points, key=lambda p: abs(float(p["threshold"]) - threshold))
+    if abs(float(best["threshold"]) - threshold) > 0.006:
+        return None
+    val = (metadata.get("metrics") or {}).get("validation") or {}
+    return OperatingPoint(
+        float(best["threshold"]),
+        float(best["sensitivity"]),
+        float(best["specificity"]),
+        int(val.get("n_pneumonia", 0) or 0),
+        int(val.get("n_normal", 0) or 0),
+    )
+
+
+# ---- results table -------------------------------------------------------------------------------------------------
+def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
+    """One row per file for the results table: file, probability (float or None), shown (the formatted probability,
+    exactly as the detail shows it), label, position and note."""
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"file": r.name, "probability": None, "shown": "–", "position": "", "note": ""}
+        if r.error:
+            row |= {"label": "ERROR", "note": r.error}
+        elif not r.has_result:
+            row |= {"label": "NOT ANALYSED", "note": r.refusal}
+        elif r.doubtful:
+            row |= {"label": "NOT SHOWN", "note": "; ".join(("does not look like a radiograph", *r.warnings))}
+        else:
+            v = verdict(r.probability, threshold)
+            row |= {
+                "probability": r.probability,
+                "shown": format_probability(r.probability),
+                "label": v.label,
+                "position": v.position_text,
+                "note": "; ".join(r.warnings),
+            }
+        rows.append(row)
+    return rows
+
+
+def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
+    """CSV bytes of the results table: file,probability,label,threshold,note (probability with 6 decimals)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "probability", "label", "threshold", "note"])
+    for r in rows:
+        p = r["probability"]
+        w.writerow([r["file"], "" if p is None else f"{p:.6f}", r["label"], f"{threshold:.4f}", r["note"]])
+    return buf.getvalue().encode("utf-8")
+
+
+# ---- hooks for the analysis path (scope gate, warning codes, lung outline) ------------------------------------------
+# Warning codes of the analysis -> one plain sentence each. A warning that is not a known code is shown as it is
+# (today's analysis gives sentences), so the analysis can move to codes one at a time.
+WARNING_TEXT: dict[str, str] = WARNING_CODES  # one vocabulary: the scope gate's stable codes and their sentences
+# The label the analysis gives an image that is outside the intended use (shown only on "show anyway").
+OUT_OF_SCOPE = "OUT_OF_SCOPE"
+
+
+def warning_sentences(warnings: Any) -> list[str]:
+    """Plain sentences for an analysis's warnings: known codes through WARNING_TEXT, anything else as it is."""
+    return [WARNING_TEXT.get(str(w), str(w)) for w in (warnings or ())]
+
+
+def is_out_of_scope(result: Any) -> bool:
+    """True when the analysis says the image is outside the intended use (``label == OUT_OF_SCOPE``, or
+    ``doubtful``/``out_of_scope`` set): its result is shown only on request and marked as such everywhere."""
+    return bool(
+        getattr(result, "label", None) == OUT_OF_SCOPE
+        or getattr(result, "out_of_scope", False)
+        or getattr(result, "doubtful", False)
+    )
+
+
+def lung_outline(result: Any) -> Any:
+    """The analysis's lung mask (uint8/bool (h, w), any size; > 0 inside the lungs), or None when it has none."""
+    for name in ("lung_mask", "lungs"):
+        mask = getattr(result, name, None)
+        if mask is not None:
+            return mask
+    return None

@@ -1,0 +1,59 @@
+"""Independent evaluations: shipped in the repository, matched to a model file by its SHA-256, never to another."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from pneumo import config
+from pneumo import evaluation as ev
+
+
+def test_every_shipped_evaluation_belongs_to_a_committed_model():
+    assert ev.check() == []
+    models = ev.committed_models()
+    for file in config.EVALUATIONS_DIR.glob("*.json"):
+        assert file.stem in models and json.loads(file.read_text())["model_sha256"] == file.stem
+
+
+def test_committed_model_has_its_evaluation_or_says_it_has_none():
+    found = ev.load_evaluation(config.DEFAULT_MODEL_PATH)
+    if found is None:  # a freshly committed model that the maintainers have not scored yet
+        assert "not yet been independently evaluated" in ev.headline(None)
+    else:
+        assert found["model_sha256"] == ev.file_sha256(config.DEFAULT_MODEL_PATH)
+        assert ev.primary(found)["n"] > 0 and "On new patients" in ev.headline(found)
+
+
+def test_a_model_with_another_hash_has_no_evaluation(tmp_path, tiny_model_path):
+    """A retrained model (other bytes) never shows the figures of the model it replaces, even under the same name."""
+    shipped = next(config.EVALUATIONS_DIR.glob("*.json"), None)
+    folder = tmp_path / "evaluations"
+    folder.mkdir()
+    if shipped is not None:
+        shutil.copy(shipped, folder / shipped.name)
+    model = tmp_path / "pneumo_cnn.keras"
+    shutil.copy(tiny_model_path, model)
+    assert ev.load_evaluation(model, folder) is None
+    assert "not yet been independently evaluated" in ev.headline(ev.load_evaluation(model, folder), markdown=False)
+
+
+def test_sync_copies_by_hash_and_removes_stale_files(tmp_path, tiny_model_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny_model_path, models / "tiny.keras")
+    digest = ev.file_sha256(models / "tiny.keras")
+    source = tmp_path / "shared"
+    source.mkdir()
+    block = {"n": 10, "n_normal": 5, "n_pneumonia": 5, "threshold": 0.5, "sensitivity": 0.8, "specificity": 0.6}
+    (source / f"{digest}.json").write_text(json.dumps({"model_sha256": digest, "sets": {"official_test": block}}))
+    (source / f"{'0' * 64}.json").write_text(json.dumps({"model_sha256": "0" * 64, "sets": {}}))  # another model
+    dest = models / "evaluations"
+    dest.mkdir()
+    (dest / f"{'1' * 64}.json").write_text("{}")  # a stale file of a model that is gone
+    assert ev.main(["--sync", str(source), "--models", str(models)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == [f"{digest}.json"]
+    found = ev.load_evaluation(models / "tiny.keras", dest)
+    assert found is not None and "sensitivity 80.0%" in ev.headline(found)
+    (dest / f"{'2' * 64}.json").write_text("{}")
+    assert ev.main(["--models", str(models)]) == 1  # --check fails on a file that belongs to no model
