@@ -58,6 +58,15 @@ class Models:
     def image_size(self) -> int:
         return self.classifier.image_size
 
+    @property
+    def model(self) -> Any:
+        """The classifier's Keras model."""
+        return self.classifier.model
+
+    @property
+    def gradcam_layer(self) -> str:
+        return self.classifier.gradcam_layer
+
 
 def load_models(classifier_path: str | Path = config.DEFAULT_MODEL_PATH, with_gate: bool = True) -> Models:
     """Load the classifier and what it needs: the lung model its metadata names (from the same folder) and the gate."""

@@ -29,13 +29,13 @@ def test_analyze_bytes_matches_the_prediction_path(analysed, tiny_model):
     from pneumo.inference import predict_proba
     from pneumo.preprocess import preprocess
 
-    x = preprocess(synthetic_xray(320, 240, seed=3, opacity=True), tiny_model.image_size)
+    x = preprocess(preprocess(synthetic_xray(320, 240, seed=3, opacity=True), 224)[..., 0], tiny_model.image_size)
     assert analysed.probability == pytest.approx(float(predict_proba(tiny_model.model, x)[0]), abs=1e-6)
     assert analysed.pixels.shape == (240, 320) and not analysed.pixels.flags.writeable
-    assert analysed.signed_cam.ndim == 2 and not analysed.signed_cam.flags.writeable
+    assert analysed.cam224.shape == (224, 224) and not analysed.cam224.flags.writeable
     assert analysed.facts == {"Format": "PNG", "Size": "320 × 240 pixels"}
     assert analysed.digest == an.file_digest(png_bytes(synthetic_xray(320, 240, seed=3, opacity=True)))
-    assert not analysed.error and not analysed.refusal and not analysed.doubtful
+    assert not analysed.error and not analysed.doubtful and analysed.in_scope and analysed.warnings == ()
 
 
 def test_unreadable_bytes_give_an_error_not_an_exception(tiny_model):
@@ -45,12 +45,12 @@ def test_unreadable_bytes_give_an_error_not_an_exception(tiny_model):
 
 
 def test_overlay_is_full_resolution_and_class_dependent(analysed, tiny_model):
-    pneu = an.heatmap_overlay(analysed, 1, 0.5, tiny_model.image_size)
-    norm = an.heatmap_overlay(analysed, 0, 0.5, tiny_model.image_size)
+    pneu = an.heatmap_overlay(analysed, 1, 0.5, tiny_model.metadata)
+    norm = an.heatmap_overlay(analysed, 0, 0.5, tiny_model.metadata)
     assert pneu.shape == (240, 320, 3) and pneu.dtype == np.uint8
-    plain = an.heatmap_overlay(analysed, 1, 0.0, tiny_model.image_size)
+    plain = an.heatmap_overlay(analysed, 1, 0.0, tiny_model.metadata)
     assert np.array_equal(plain[..., 0], analysed.pixels)  # opacity 0 leaves the radiograph untouched
-    cam = analysed.signed_cam
+    cam = analysed.cam224
     if cam.max() > 0 and cam.min() < 0:  # both classes have evidence somewhere: the overlays differ
         assert not np.array_equal(pneu, norm)
 
@@ -138,8 +138,10 @@ def test_warning_codes_and_scope_hooks():
 
     from pneumo import present as pr
 
-    assert pr.warning_sentences(("small_image", "A sentence as it is.")) == [
-        pr.WARNING_TEXT["small_image"], "A sentence as it is."]  # fmt: skip
+    from pneumo.scope import WARNING_CODES
+
+    assert pr.warning_sentences(("low_resolution", "A sentence as it is.")) == [
+        WARNING_CODES["low_resolution"], "A sentence as it is."]  # fmt: skip
     assert pr.is_out_of_scope(SimpleNamespace(label=pr.OUT_OF_SCOPE))
     assert pr.is_out_of_scope(SimpleNamespace(doubtful=True))
     assert not pr.is_out_of_scope(SimpleNamespace(label="NORMAL", doubtful=False))
@@ -201,7 +203,7 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
     assert "On new patients (official test split, 624 images" in text
     assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
     assert "no better than chance" in text and "OUTSIDE INTENDED USE" not in text
-    odd = dataclasses.replace(analysed, doubtful=True)
+    odd = dataclasses.replace(analysed, in_scope=False, label="OUT_OF_SCOPE")
     lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
     assert lines[2].startswith("OUTSIDE INTENDED USE") or any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])
 
