@@ -137,7 +137,6 @@ def test_warning_codes_and_scope_hooks():
     from types import SimpleNamespace
 
     from pneumo import present as pr
-
     from pneumo.scope import WARNING_CODES
 
     assert pr.warning_sentences(("low_resolution", "A sentence as it is.")) == [
