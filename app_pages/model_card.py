@@ -109,6 +109,48 @@ with st.expander("Layer by layer"):
         column_config={"parameters": st.column_config.NumberColumn("Parameters", format="%d")},
     )
 
+st.subheader("Anatomy: what the classifier sees")
+lung_meta = loaded.lungs.metadata if loaded.lungs is not None else None
+if lung_meta is None:
+    st.markdown("This classifier reads the whole image: there is no lung segmentation in front of it.")
+else:
+    st.markdown(
+        f"""
+Before the classifier runs, a U-Net (`{loaded.lungs.path.name}`, {int(lung_meta.get("parameters", 0)):,} parameters,
+{lung_meta.get("input_size", "?")} px input) finds the lung fields on the 224 × 224 squash of the image. The classifier
+then sees only the lungs: everything outside the lung mask grown by a few pixels is set to the mean grey and the
+lungs' bounding box is squashed to {loaded.image_size} × {loaded.image_size}. Borders, text markers, the neck and the
+abdomen cannot reach it. Post-processing: {lung_meta.get("post_processing", "not recorded")}.
+"""
+    )
+    st.markdown("**Segmentation quality** (validation patients, Dice and IoU at 224 px against the V7 Labs masks)")
+    st.table(modelcard.lung_rows(lung_meta))
+    st.caption(
+        "The reference masks are lung *fields* that include the region behind the heart; they are hand-drawn and "
+        "imprecise in places (masks: V7 Labs, CC BY 4.0)."
+    )
+rob_rows = modelcard.robustness_rows(meta)
+if rob_rows:
+    rob = meta["robustness"]
+    st.markdown(
+        f"**Robustness tests you can rerun** (`python -m pneumo.robustness`; {rob.get('data', 'validation split')}, "
+        f"threshold {format_threshold(float(rob.get('threshold', loaded.threshold)))}). Validation images are easier "
+        "than new patients, but what changes when non-lung pixels change is a fair test of what the model reads."
+    )
+    st.table(rob_rows)
+    sentence = modelcard.heatmap_sentence(meta)
+    if sentence:
+        st.markdown(sentence)
+    fig = modelcard.reliability_figure(meta)
+    if fig is not None:
+        c1, c2 = st.columns([2, 3])
+        c1.image(modelcard.figure_png(fig), width="stretch")
+        c2.caption(
+            "Reliability diagram: for each probability bin, the share of validation images that show pneumonia "
+            "(numbers: images per bin). On the validation split the probabilities are close to the diagonal; on new "
+            "patients they are not (see the independent evaluation above)."
+        )
+
 st.subheader("Validation figures (optimistic)")
 st.caption(
     "Measured on images drawn from the same pool as the training images: much easier than new patients. "

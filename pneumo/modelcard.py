@@ -183,3 +183,78 @@ def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         return f"{value:.1%}"
 
     return [{k: fmt(k, v) for k, v in row.items()} for row in rows]
+
+
+# ---- anatomy: lung segmentation, robustness tests, heatmap in lungs, calibration ----------------------------------
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def lung_rows(lung_metadata: dict[str, Any]) -> list[dict[str, str]]:
+    """Segmentation quality per validation subset: n, Dice (mean, median, 5th percentile), IoU, plausible masks."""
+    m = lung_metadata.get("metrics") or {}
+    subsets = [("all validation images", m.get("validation") or {})]
+    subsets += [(f"{k} images", v) for k, v in (m.get("validation_by_class") or {}).items()]
+    return [
+        {"images": name, "n": str(b.get("n", "–")), "Dice (mean)": _fmt(b.get("dice_mean")),
+         "Dice (median)": _fmt(b.get("dice_median")), "Dice (5th percentile)": _fmt(b.get("dice_p05")),
+         "IoU (mean)": _fmt(b.get("iou_mean")), "two plausible lungs": _fmt(b.get("plausible_share"), ".1%")}
+        for name, b in subsets if b
+    ]  # fmt: skip
+
+
+ROBUSTNESS_TESTS = (
+    ("base", "as given"),
+    ("border16", "outer 16 px set to the image mean"),
+    ("outside_lungs", "everything outside the (dilated) lung mask set to the mean"),
+)
+
+
+def robustness_rows(metadata: dict[str, Any]) -> list[dict[str, str]]:
+    """The robustness tests at the stored threshold: one row per perturbation of the validation images."""
+    rob = metadata.get("robustness") or {}
+    rows = []
+    for key, what in ROBUSTNESS_TESTS:
+        b = rob.get(key)
+        if b:
+            rows.append({"validation images": what, "n": str(b.get("n", "–")), "AUC": _fmt(b.get("auc")),
+                         "sensitivity": _fmt(b.get("sensitivity"), ".1%"),
+                         "specificity": _fmt(b.get("specificity"), ".1%"),
+                         "mean |change in P|": "–" if key == "base" else _fmt(b.get("mean_abs_dp"))})  # fmt: skip
+    return rows
+
+
+def heatmap_sentence(metadata: dict[str, Any]) -> str:
+    """Where the heatmap evidence lies, in one sentence with its data and n ('' when not measured)."""
+    h = (metadata.get("robustness") or {}).get("heatmap_in_lungs")
+    if not h:
+        return ""
+    pos, neg = h.get("pneumonia_images_pneumonia_mass_inside"), h.get("normal_images_normal_mass_inside")
+    return (
+        f"On {h['n_pneumonia']} validation pneumonia images, {_fmt(pos, '.0%')} of the PNEUMONIA heatmap mass lies "
+        f"inside the lung fields; on {h['n_normal']} validation normal images, {_fmt(neg, '.0%')} of the NORMAL "
+        f"heatmap mass does ({h.get('masks', 'reference lung masks')})."
+    )
+
+
+def reliability_figure(metadata: dict[str, Any]) -> Figure | None:
+    """The reliability diagram of the validation probabilities (from the robustness record), or None."""
+    cal = (metadata.get("robustness") or {}).get("calibration")
+    if not cal or not cal.get("bins"):
+        return None
+    bins = cal["bins"]
+    fig = Figure(figsize=(4.2, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="perfect calibration")
+    x = [b["mean_p"] for b in bins]
+    y = [b["observed"] for b in bins]
+    ax.plot(x, y, "o-", color="#c62828", label="validation")
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["mean_p"], b["observed"]), fontsize=6, xytext=(3, -8), textcoords="offset points")
+    n = sum(b["n"] for b in bins)
+    ax.set(xlabel="mean predicted P(pneumonia) in bin", ylabel="observed share with pneumonia", xlim=(0, 1),
+           ylim=(0, 1), title=f"Reliability, validation ({n} images), ECE {cal['ece']:.3f}")  # fmt: skip
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

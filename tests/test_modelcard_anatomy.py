@@ -1,0 +1,57 @@
+"""Model-card figures for anatomy: segmentation quality, robustness tests, heatmap in lungs, reliability diagram."""
+
+from __future__ import annotations
+
+from pneumo import modelcard
+
+ROB = {
+    "threshold": 0.9,
+    "base": {"n": 100, "auc": 0.99, "sensitivity": 0.95, "specificity": 0.97, "ece": 0.02},
+    "border16": {"n": 100, "auc": 0.985, "sensitivity": 0.95, "specificity": 0.96, "mean_abs_dp": 0.004},
+    "outside_lungs": {"n": 100, "auc": 0.99, "sensitivity": 0.95, "specificity": 0.97, "mean_abs_dp": 0.0},
+    "heatmap_in_lungs": {
+        "pneumonia_images_pneumonia_mass_inside": 0.93,
+        "normal_images_normal_mass_inside": 0.9,
+        "n_pneumonia": 70,
+        "n_normal": 30,
+        "masks": "reference lung masks (undilated)",
+    },  # fmt: skip
+    "calibration": {
+        "ece": 0.02,
+        "bins": [
+            {"bin": [0, 0.1], "n": 30, "mean_p": 0.03, "observed": 0.0},
+            {"bin": [0.9, 1.0], "n": 70, "mean_p": 0.97, "observed": 1.0},
+        ],
+    },  # fmt: skip
+}
+
+
+def test_robustness_rows_quote_every_test_with_n():
+    rows = modelcard.robustness_rows({"robustness": ROB})
+    assert [r["validation images"] for r in rows] == [w for _, w in modelcard.ROBUSTNESS_TESTS]
+    assert rows[1]["specificity"] == "96.0%" and rows[1]["mean |change in P|"] == "0.004" and rows[1]["n"] == "100"
+    assert rows[0]["mean |change in P|"] == "–"
+    assert modelcard.robustness_rows({}) == []
+
+
+def test_heatmap_sentence_says_data_and_n():
+    s = modelcard.heatmap_sentence({"robustness": ROB})
+    assert "70 validation pneumonia images, 93%" in s and "30 validation normal images, 90%" in s
+    assert modelcard.heatmap_sentence({}) == ""
+
+
+def test_lung_rows_per_class():
+    meta = {"metrics": {"validation": {"n": 10, "dice_mean": 0.95, "dice_median": 0.96, "dice_p05": 0.9,
+                                       "iou_mean": 0.91, "plausible_share": 1.0},
+                        "validation_by_class": {"NORMAL": {"n": 4, "dice_mean": 0.96}}}}  # fmt: skip
+    rows = modelcard.lung_rows(meta)
+    assert [r["images"] for r in rows] == ["all validation images", "NORMAL images"]
+    assert rows[0]["Dice (mean)"] == "0.950" and rows[0]["two plausible lungs"] == "100.0%"
+    assert rows[1]["Dice (median)"] == "–"
+
+
+def test_reliability_figure_draws_the_bins():
+    fig = modelcard.reliability_figure({"robustness": ROB})
+    assert fig is not None and "100 images" in fig.axes[0].get_title()
+    assert len(modelcard.figure_png(fig)) > 1000
+    assert modelcard.reliability_figure({}) is None
