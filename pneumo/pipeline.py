@@ -186,6 +186,8 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
                     pixels=_readonly(c.corrected), x224=_readonly(x224[i]))  # fmt: skip
         p = float(out.prob[i])
         mask = None if out.masks is None else _readonly(out.masks[i])
+        if mask is not None and c.in_scope and not lungs.plausible(mask):
+            base["warnings"] = (*base["warnings"], "lungs_not_found")
         label = label_for(p, models.threshold) if (c.in_scope or force) else LABEL_OUT_OF_SCOPE
         results.append(
             Result(

@@ -46,6 +46,8 @@ WARNING_CODES: dict[str, str] = {
     "unusual_shape": "The image's shape is unusual for a chest X-ray (very wide or very tall).",
     "colour": "The image is in colour; chest X-rays are grayscale. It looks like a photograph.",
     "uniform": "The image is nearly uniform; there is nothing to analyse.",
+    "lungs_not_found": "The lung segmentation did not find two plausible lung fields; the classifier saw a doubtful "
+    "crop of the image.",
 }
 # Codes that put an image OUTSIDE the intended use (label OUT_OF_SCOPE, no probability unless forced). The others are
 # warnings: the image is analysed (after correction for `rotated`/`inverted`) and the warning is shown with the result.
