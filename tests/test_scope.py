@@ -234,6 +234,10 @@ def test_smoke_training_writes_a_loadable_gate(tmp_path):
     assert val["n"] > 0 and val["flagged_out_of_scope"] <= 0.01 + 1 / val["n"]
     assert set(meta["metrics"]["synthetic_held_out"]) == set(train_scope.GENERATORS)
     assert len(meta["training"]["data"]["in_scope_fingerprint_sha256"]) == 64
+    args = ["--data", str(data), "--scope", str(sc), "--out", str(out), "--preset", "smoke", "--evaluate-only"]
+    assert train_scope.main(args) == 0  # re-chooses thresholds on the saved model, keeps the training record
+    again = json.loads((out / "pneumo_scope.json").read_text())
+    assert again["history"] == meta["history"] and "evaluate-only" in again["training"]["evaluated_by"]
     gate = scope.load_gate(out / "pneumo_scope.keras")
     r = scope.assess(synthetic_xray(), gate)
     assert 0.0 <= r.p_in_scope <= 1.0 and r.corrected.dtype == np.uint8
