@@ -541,7 +541,14 @@ def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict
         "orientation_validation": orientation_report(gate, x_val),
         "scope_held_out": {k: {"kind": FOLDER_KINDS[k], **caught(gate, v)} for k, v in held.items() if len(v)},
         "synthetic_held_out": {k: caught(gate, v) for k, v in syn_held.items()},
+        "scope_held_out_turned": {k: caught(gate, _turned(v, i)) for i, (k, v) in enumerate(held.items()) if len(v)},
     }
+
+
+def _turned(x: np.ndarray, seed: int) -> np.ndarray:
+    """Each uint8 (N, S, S) image with a random non-identity orientation transform (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([scope.apply_orientation(a, int(rng.integers(1, 8))) for a in x])
 
 
 # ---------------------------------------------------------------------------------------------------- training
