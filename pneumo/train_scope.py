@@ -604,7 +604,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     syn_held = make_synthetic(x_va224, max(s.n_synthetic // 3, 2), s.seed + 1, True, s.image_size)
     path = args.out / f"{args.name}.keras"
     if args.evaluate_only:
-        model, old = keras.saving.load_model(path, compile=False), json.loads(path.with_suffix(".json").read_text())
+        model, old = scope.load_gate(path).model, json.loads(path.with_suffix(".json").read_text())
         history, seconds = old["history"], old["training"]["seconds"]
     else:
         model = build_gate(s)
