@@ -190,8 +190,8 @@ def to_gate(x224: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(np.squeeze(a), (size, size), interpolation=cv2.INTER_AREA) for a in x224])
 
 
-def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """In-scope training and validation arrays uint8 (N, 224, 224), the classifier's patient split."""
+def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
+    """In-scope training and validation arrays uint8 (N, 224, 224), validation labels (1 = PNEUMONIA), all paths."""
     from pneumo import data
 
     paths, labels = data.list_split(args.data / "train")
@@ -200,7 +200,7 @@ def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np
         paths, labels = [paths[i] for i in keep], labels[keep]
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)
     x = data.load_arrays(paths, config.IMAGE_SIZE, Path(s.cache_dir) if s.cache_dir else None)[..., 0]
-    return x[tr], x[va], paths
+    return x[tr], x[va], labels[va], paths
 
 
 def _group(path: Path) -> str:
@@ -519,8 +519,12 @@ def orientation_report(gate: scope.LoadedGate, x_val: np.ndarray) -> dict:
     return out
 
 
-def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict, syn_held: dict) -> dict:
-    """Every figure stored in the metadata, each with the data it was measured on and n."""
+def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_held: dict) -> dict:
+    """Every figure stored in the metadata, each with the data it was measured on and n.
+
+    val: in-scope validation images uint8 (N, S, S) and labels (N,), 1 = PNEUMONIA.
+    """
+    x_val, y_val = val
     gate = scope.LoadedGate(model, {"input_size": s.image_size, "thresholds": thresholds})
     d = scope.decide(gate, x_val[..., None])
     deg = np.stack([cv2.resize(cv2.resize(a, (64, 64), interpolation=cv2.INTER_AREA), a.shape[::-1],
@@ -532,7 +536,12 @@ def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict
             "n": len(x_val),
             "flagged_out_of_scope": _rate(~d.in_scope | d.unclear),
             "wrongly_corrected": _rate(d.applied != 0),
+            "flagged_by_class": {
+                c: {"n": int((y_val == i).sum()), "flagged": _rate((~d.in_scope | d.unclear)[y_val == i])}
+                for i, c in enumerate(config.CLASS_NAMES)
+            },  # fmt: skip
         },
+        "in_scope_validation_augmented": _augmented_report(gate, x_val, s),
         "in_scope_validation_degraded_64px": {
             "data": "the same images down to 64 px and back up (as MedNIST)",
             "n": len(x_val),
@@ -542,6 +551,19 @@ def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict
         "scope_held_out": {k: {"kind": FOLDER_KINDS[k], **caught(gate, v)} for k, v in held.items() if len(v)},
         "synthetic_held_out": {k: caught(gate, v) for k, v in syn_held.items()},
         "scope_held_out_turned": {k: caught(gate, _turned(v, i)) for i, (k, v) in enumerate(held.items()) if len(v)},
+    }
+
+
+def _augmented_report(gate: scope.LoadedGate, x_val: np.ndarray, s: Settings) -> dict:
+    """Flag rate on the validation images uint8 (N, S, S) after one mild training augmentation (no 64 px)."""
+    rng = np.random.default_rng(s.seed + 2)
+    mild = dataclasses.replace(s, p_degrade=0.0)
+    d = scope.decide(gate, np.stack([augment(a, rng, mild) for a in x_val])[..., None])
+    return {
+        "data": f"the validation images, each rotated <= {s.rotate_deg:g} deg, zoomed, shifted, gamma, noise (once)",
+        "n": len(x_val),
+        "flagged_out_of_scope": _rate(~d.in_scope | d.unclear),
+        "wrongly_corrected": _rate(d.applied != 0),
     }
 
 
@@ -598,7 +620,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     t_start = time.time()
     keras.utils.set_random_seed(s.seed)
     rng = np.random.default_rng(s.seed)
-    x_tr224, x_va224, in_paths = load_in_scope(args, s)
+    x_tr224, x_va224, y_va, in_paths = load_in_scope(args, s)
     train_sc, held_sc, scope_paths = load_scope(args, s)
     syn_train = make_synthetic(x_tr224, s.n_synthetic, s.seed, False, s.image_size)
     syn_held = make_synthetic(x_va224, max(s.n_synthetic // 3, 2), s.seed + 1, True, s.image_size)
@@ -613,7 +635,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         seconds = time.time() - t_start
     x_val = to_gate(x_va224, s.image_size)  # (N, S, S)
     thresholds = choose_thresholds(model, x_val[..., None], s)
-    metrics = evaluate(model, thresholds, s, x_val, held_sc, syn_held)
+    metrics = evaluate(model, thresholds, s, (x_val, y_va), held_sc, syn_held)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.evaluate_only:
         model.save(path)
