@@ -58,17 +58,17 @@ class Settings:
     widths: tuple[int, ...] = (32, 64, 96, 128)
     dropout: float = 0.3
     batch_size: int = 64
-    epochs: int = 14
+    epochs: int = 9
     learning_rate: float = 2e-3  # cosine-decayed to 0 over all epochs; the last epoch's weights are kept
     val_fraction: float = 0.15  # the classifier's split (pneumo.train): same fraction and seed
     seed: int = 1337
     heldout_mod: int = 5  # 1 in heldout_mod source groups of each scope folder is held out (~20 %)
     # samples per epoch, by kind (drawn with replacement from each kind's sources)
-    n_in_scope: int = 3000
-    n_adult: int = 1200
-    n_not_frontal: int = 500
-    n_not_chest: int = 1000
-    n_not_radiograph: int = 2000
+    n_in_scope: int = 2400
+    n_adult: int = 1000
+    n_not_frontal: int = 400
+    n_not_chest: int = 800
+    n_not_radiograph: int = 1600
     p_identity: float = 0.4  # share of in-scope samples left upright (the rest: one of the 7 other transforms)
     n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
     max_per_source: int = 0  # 0 = all; the smoke preset uses a few
@@ -115,10 +115,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
     p.add_argument("--name", default="pneumo_scope", help="file stem of the model and its metadata")
     p.add_argument("--preset", default="full", choices=sorted(PRESETS))
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="no training: re-choose the thresholds of OUT/NAME.keras and re-measure it (the training record is kept)",
+    )
     for f in dataclasses.fields(Settings):
         if f.type in ("int", "float", "str"):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=None)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the metadata
     settings = Settings(**PRESETS[args.preset])
     for f in dataclasses.fields(Settings):
         v = getattr(args, f.name, None)
@@ -184,8 +190,8 @@ def to_gate(x224: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(np.squeeze(a), (size, size), interpolation=cv2.INTER_AREA) for a in x224])
 
 
-def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """In-scope training and validation arrays uint8 (N, 224, 224), the classifier's patient split."""
+def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
+    """In-scope training and validation arrays uint8 (N, 224, 224), validation labels (1 = PNEUMONIA), all paths."""
     from pneumo import data
 
     paths, labels = data.list_split(args.data / "train")
@@ -194,7 +200,7 @@ def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np
         paths, labels = [paths[i] for i in keep], labels[keep]
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)
     x = data.load_arrays(paths, config.IMAGE_SIZE, Path(s.cache_dir) if s.cache_dir else None)[..., 0]
-    return x[tr], x[va], paths
+    return x[tr], x[va], labels[va], paths
 
 
 def _group(path: Path) -> str:
@@ -466,18 +472,16 @@ def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]
     upright_min = float(next((u for u, r in zip(ugrid, unclear, strict=True) if r <= s.max_unclear), 0.0))
     t = {"orientation": t_orient, "upright_min": upright_min, "in_scope": 0.0}
     gate.metadata["thresholds"] = t
-    for _ in range(50):  # the largest in-scope threshold that keeps the flag rate within budget
+    d = scope.decide(gate, x_val)
+    allowed = int(np.floor(s.max_flag_rate * n)) - int(d.unclear.sum())
+    cand = float(np.sort(d.kind[:, 0])[max(allowed, 0)])  # flags p < cand: at most `allowed` images
+    while cand > 1e-6:  # corrections refused at this cut can add flags: lower it until within budget
+        gate.metadata["thresholds"] = dict(t, in_scope=cand)
         d = scope.decide(gate, x_val)
-        allowed = int(np.floor(s.max_flag_rate * n)) - int(d.unclear.sum())
-        p = np.sort(d.kind[:, 0])
-        cand = float(p[max(allowed, 0)]) if allowed < n else 1.0
-        trial = dict(t, in_scope=cand)
-        gate.metadata["thresholds"] = trial
-        flagged = (~scope.decide(gate, x_val).in_scope | d.unclear).sum()
-        if flagged <= s.max_flag_rate * n or cand <= 1e-6:
-            return trial
-        t["in_scope"] = cand * 0.9
-    return t
+        if (~d.in_scope | d.unclear).sum() <= s.max_flag_rate * n:
+            break
+        cand *= 0.9
+    return dict(t, in_scope=cand)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -515,8 +519,12 @@ def orientation_report(gate: scope.LoadedGate, x_val: np.ndarray) -> dict:
     return out
 
 
-def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict, syn_held: dict) -> dict:
-    """Every figure stored in the metadata, each with the data it was measured on and n."""
+def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_held: dict) -> dict:
+    """Every figure stored in the metadata, each with the data it was measured on and n.
+
+    val: in-scope validation images uint8 (N, S, S) and labels (N,), 1 = PNEUMONIA.
+    """
+    x_val, y_val = val
     gate = scope.LoadedGate(model, {"input_size": s.image_size, "thresholds": thresholds})
     d = scope.decide(gate, x_val[..., None])
     deg = np.stack([cv2.resize(cv2.resize(a, (64, 64), interpolation=cv2.INTER_AREA), a.shape[::-1],
@@ -528,7 +536,12 @@ def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict
             "n": len(x_val),
             "flagged_out_of_scope": _rate(~d.in_scope | d.unclear),
             "wrongly_corrected": _rate(d.applied != 0),
+            "flagged_by_class": {
+                c: {"n": int((y_val == i).sum()), "flagged": _rate((~d.in_scope | d.unclear)[y_val == i])}
+                for i, c in enumerate(config.CLASS_NAMES)
+            },  # fmt: skip
         },
+        "in_scope_validation_augmented": _augmented_report(gate, x_val, s),
         "in_scope_validation_degraded_64px": {
             "data": "the same images down to 64 px and back up (as MedNIST)",
             "n": len(x_val),
@@ -537,7 +550,27 @@ def evaluate(model, thresholds: dict, s: Settings, x_val: np.ndarray, held: dict
         "orientation_validation": orientation_report(gate, x_val),
         "scope_held_out": {k: {"kind": FOLDER_KINDS[k], **caught(gate, v)} for k, v in held.items() if len(v)},
         "synthetic_held_out": {k: caught(gate, v) for k, v in syn_held.items()},
+        "scope_held_out_turned": {k: caught(gate, _turned(v, i)) for i, (k, v) in enumerate(held.items()) if len(v)},
     }
+
+
+def _augmented_report(gate: scope.LoadedGate, x_val: np.ndarray, s: Settings) -> dict:
+    """Flag rate on the validation images uint8 (N, S, S) after one mild training augmentation (no 64 px)."""
+    rng = np.random.default_rng(s.seed + 2)
+    mild = dataclasses.replace(s, p_degrade=0.0)
+    d = scope.decide(gate, np.stack([augment(a, rng, mild) for a in x_val])[..., None])
+    return {
+        "data": f"the validation images, each rotated <= {s.rotate_deg:g} deg, zoomed, shifted, gamma, noise (once)",
+        "n": len(x_val),
+        "flagged_out_of_scope": _rate(~d.in_scope | d.unclear),
+        "wrongly_corrected": _rate(d.applied != 0),
+    }
+
+
+def _turned(x: np.ndarray, seed: int) -> np.ndarray:
+    """Each uint8 (N, S, S) image with a random non-identity orientation transform (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([scope.apply_orientation(a, int(rng.integers(1, 8))) for a in x])
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -579,7 +612,7 @@ def build_pools(x_tr224: np.ndarray, train: dict, syn_train: dict, s: Settings) 
 
 
 def train(args: argparse.Namespace, s: Settings) -> dict:
-    """Load, train, choose thresholds, evaluate, save; returns the metadata."""
+    """Load, train (or reload with --evaluate-only), choose thresholds, evaluate, save; returns the metadata."""
     import keras
 
     from pneumo import data
@@ -587,20 +620,28 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     t_start = time.time()
     keras.utils.set_random_seed(s.seed)
     rng = np.random.default_rng(s.seed)
-    x_tr224, x_va224, in_paths = load_in_scope(args, s)
+    x_tr224, x_va224, y_va, in_paths = load_in_scope(args, s)
     train_sc, held_sc, scope_paths = load_scope(args, s)
     syn_train = make_synthetic(x_tr224, s.n_synthetic, s.seed, False, s.image_size)
     syn_held = make_synthetic(x_va224, max(s.n_synthetic // 3, 2), s.seed + 1, True, s.image_size)
-    model = build_gate(s)
-    log.info("gate: %d parameters", model.count_params())
-    history = fit(model, build_pools(x_tr224, train_sc, syn_train, s), s, rng)
+    path = args.out / f"{args.name}.keras"
+    if args.evaluate_only:
+        model, old = scope.load_gate(path).model, json.loads(path.with_suffix(".json").read_text())
+        history, seconds = old["history"], old["training"]["seconds"]
+    else:
+        model = build_gate(s)
+        log.info("gate: %d parameters", model.count_params())
+        history = fit(model, build_pools(x_tr224, train_sc, syn_train, s), s, rng)
+        seconds = time.time() - t_start
     x_val = to_gate(x_va224, s.image_size)  # (N, S, S)
     thresholds = choose_thresholds(model, x_val[..., None], s)
-    metrics = evaluate(model, thresholds, s, x_val, held_sc, syn_held)
+    metrics = evaluate(model, thresholds, s, (x_val, y_va), held_sc, syn_held)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.name}.keras"
-    model.save(path)
-    meta = metadata(model, s, args, thresholds, metrics, history, time.time() - t_start)
+    if not args.evaluate_only:
+        model.save(path)
+    meta = metadata(model, s, args, thresholds, metrics, history, seconds)
+    if args.evaluate_only:
+        meta["training"] = {**old["training"], "evaluated_by": meta["training"]["command"]}
     meta["training"]["data"] = {
         "in_scope_fingerprint_sha256": data.fingerprint(in_paths, args.data),
         "scope_fingerprint_sha256": data.fingerprint(scope_paths, args.scope) if scope_paths else "",
@@ -642,7 +683,7 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
         "metrics": metrics,
         "history": history,
         "training": {
-            "command": "python -m pneumo.train_scope " + " ".join(sys.argv[1:]),
+            "command": "python -m pneumo.train_scope " + " ".join(args.argv),
             "preset": args.preset,
             "settings": dataclasses.asdict(s),
             "seconds": round(seconds, 1),

@@ -234,6 +234,44 @@ def test_smoke_training_writes_a_loadable_gate(tmp_path):
     assert val["n"] > 0 and val["flagged_out_of_scope"] <= 0.01 + 1 / val["n"]
     assert set(meta["metrics"]["synthetic_held_out"]) == set(train_scope.GENERATORS)
     assert len(meta["training"]["data"]["in_scope_fingerprint_sha256"]) == 64
+    args = ["--data", str(data), "--scope", str(sc), "--out", str(out), "--preset", "smoke", "--evaluate-only"]
+    assert train_scope.main(args) == 0  # re-chooses thresholds on the saved model, keeps the training record
+    again = json.loads((out / "pneumo_scope.json").read_text())
+    assert again["history"] == meta["history"] and "evaluate-only" in again["training"]["evaluated_by"]
     gate = scope.load_gate(out / "pneumo_scope.keras")
     r = scope.assess(synthetic_xray(), gate)
     assert 0.0 <= r.p_in_scope <= 1.0 and r.corrected.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------------- committed gate
+@pytest.fixture(scope="module")
+def committed_gate() -> scope.LoadedGate:
+    return scope.load_gate(config.DEFAULT_SCOPE_MODEL_PATH)
+
+
+def test_committed_gate_metadata_is_consistent(committed_gate):
+    meta = committed_gate.metadata
+    assert meta["kinds"] == list(scope.KINDS) and meta["orientations"] == list(scope.ORIENTATIONS)
+    assert meta["parameters"] < 500_000 and meta["metrics"]["in_scope_validation"]["flagged_out_of_scope"] <= 0.01
+    assert 0.0 < committed_gate.in_scope_threshold < 1.0
+
+
+def test_committed_gate_keeps_and_uprights_the_sample_films(committed_gate):
+    from pneumo.io import load_image
+
+    films = [load_image(p) for p in sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))]
+    assert films and all(r.codes == () for r in scope.assess_batch(films, committed_gate))
+    px = films[0].pixels
+    for index in range(1, 8):
+        r = scope.assess(scope.apply_orientation(px, index), committed_gate)
+        assert r.in_scope and r.orientation == scope.ORIENTATIONS[index]
+        np.testing.assert_array_equal(r.corrected, px)
+
+
+def test_committed_gate_refuses_a_text_page_and_noise(committed_gate):
+    from pneumo.train_scope import gen_noise, gen_text
+
+    rng = np.random.default_rng(99)
+    pages = [gen_text(rng, None, True), gen_noise(rng, None, True)]
+    for r in scope.assess_batch(pages, committed_gate):
+        assert not r.in_scope and "not_radiograph" in r.codes
