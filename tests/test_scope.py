@@ -246,7 +246,7 @@ def test_smoke_training_writes_a_loadable_gate(tmp_path):
 # ---------------------------------------------------------------------------------------------------- committed gate
 @pytest.fixture(scope="module")
 def committed_gate() -> scope.LoadedGate:
-    return scope.load_gate(config.DEFAULT_SCOPE_MODEL_PATH)
+    return scope.load_gate(config.SCOPE_MODEL_PATH)
 
 
 def test_committed_gate_metadata_is_consistent(committed_gate):
