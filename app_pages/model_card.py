@@ -151,6 +151,35 @@ if rob_rows:
             "patients they are not (see the independent evaluation above)."
         )
 
+st.subheader("Scope gate: images outside the intended use")
+gate = loaded.gate
+if gate is None:
+    st.warning("No scope gate is installed beside this model: only the exact rules (colour, uniform, DICOM tags) run.")
+else:
+    gmeta = gate.metadata
+    st.markdown(
+        f"""
+Before any result, every image passes exact rules (DICOM modality, body part and view; colour; uniform; size) and a
+small two-headed CNN (`pneumo_scope.keras`, {int(gmeta.get("parameters", 0)):,} parameters,
+{gmeta.get("input_size", "?")} px input). One head undoes a 90°/180°/270° turn or inverted grey levels (the result then says so); the other says
+whether the image is a child's frontal chest radiograph, an adult's, a lateral view, another body part, or no
+radiograph at all. Its threshold: {gmeta.get("threshold_rules", {}).get("in_scope", "not recorded")}. An image outside
+the intended use gets no result unless asked for (app: "show anyway"; CLI: `--force`).
+"""
+    )
+    st.table(modelcard.scope_rows(gmeta))
+    sentence = modelcard.orientation_sentence(gmeta)
+    if sentence:
+        st.markdown(sentence)
+    st.markdown(
+        """
+**What it cannot catch.** The held-out images above come from the same collections the gate was trained on; adult
+films, photographs and scans from other sources will be caught less often. It was not shown teenagers, mirrored films,
+small rotations, oblique views without a DICOM header or heavy crops. The children it refuses are mostly pneumonia
+films it takes for adults, so a refusal can hide a sick child: use "show anyway" and look at the film yourself.
+"""
+    )
+
 st.subheader("Validation figures (optimistic)")
 st.caption(
     "Measured on images drawn from the same pool as the training images: much easier than new patients. "

@@ -258,3 +258,41 @@ def reliability_figure(metadata: dict[str, Any]) -> Figure | None:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+# ---- the scope gate ---------------------------------------------------------------------------------------------
+def scope_rows(gate_metadata: dict[str, Any]) -> list[dict[str, str]]:
+    """The gate's measured rates, one row per kind of image: what it is, n, and the share flagged or caught."""
+    m = gate_metadata.get("metrics") or {}
+    rows = []
+    in_scope = (
+        ("in_scope_validation", "children's films, validation patients (flagged: should be low)"),
+        ("in_scope_validation_degraded_64px", "the same, shrunk to 64 px and back"),
+        ("in_scope_validation_augmented", "the same, mildly rotated/zoomed/contrast-changed"),
+    )
+    for key, what in in_scope:
+        b = m.get(key)
+        if b:
+            share = _fmt(b.get("flagged_out_of_scope"), ".1%")
+            rows.append({"images": what, "n": str(b["n"]), "out of scope": share})
+    for group, prefix in (("scope_held_out", "held out: "), ("synthetic_held_out", "generated: ")):
+        for name, b in (m.get(group) or {}).items():
+            rows.append({"images": prefix + name.replace("_", " "), "n": str(b["n"]),
+                         "out of scope": _fmt(b.get("caught"), ".1%")})  # fmt: skip
+    return rows
+
+
+def orientation_sentence(gate_metadata: dict[str, Any]) -> str:
+    """How often turned or inverted validation films were put upright (or flagged), in one sentence."""
+    o = (gate_metadata.get("metrics") or {}).get("orientation_validation") or {}
+    turned = {k: v for k, v in o.items() if k != "upright"}
+    if not turned:
+        return ""
+    upright = [v["corrected_upright"] for v in turned.values()]
+    either = [v["flagged_or_corrected_upright"] for v in turned.values()]
+    n = next(iter(turned.values()))["n"]
+    return (
+        f"Turned (90°, 180°, 270°) or grey-level-inverted copies of the {n} validation films, each of the "
+        f"{len(turned)} transforms: {min(upright):.1%}–{max(upright):.1%} were put back exactly upright before "
+        f"analysis, and {min(either):.1%}–{max(either):.1%} were either put upright or flagged."
+    )

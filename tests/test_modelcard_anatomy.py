@@ -55,3 +55,34 @@ def test_reliability_figure_draws_the_bins():
     assert fig is not None and "100 images" in fig.axes[0].get_title()
     assert len(modelcard.figure_png(fig)) > 1000
     assert modelcard.reliability_figure({}) is None
+
+
+def _o(upright: float, either: float) -> dict:
+    return {"n": 784, "corrected_upright": upright, "flagged_or_corrected_upright": either}
+
+
+def test_scope_rows_and_orientation_sentence_from_gate_metadata():
+    meta = {"metrics": {
+        "in_scope_validation": {"n": 784, "flagged_out_of_scope": 0.0089},
+        "scope_held_out": {"adult_frontal_cxr": {"n": 157, "caught": 0.9809}},
+        "synthetic_held_out": {"text": {"n": 66, "caught": 1.0}},
+        "orientation_validation": {"upright": _o(0.99, 1.0), "rot90": _o(0.9911, 0.9987), "inverted": _o(0.9923, 1.0)},
+    }}  # fmt: skip
+    rows = modelcard.scope_rows(meta)
+    assert rows[0]["out of scope"] == "0.9%" and rows[0]["n"] == "784"
+    assert {"images": "held out: adult frontal cxr", "n": "157", "out of scope": "98.1%"} in rows
+    assert rows[-1]["images"] == "generated: text"
+    s = modelcard.orientation_sentence(meta)
+    assert "784 validation films" in s and "2 transforms" in s and "99.1%–99.2%" in s
+    assert modelcard.orientation_sentence({}) == ""
+
+
+def test_committed_gate_metadata_feeds_the_card():
+    import json
+
+    from pneumo import config
+
+    meta = json.loads(config.SCOPE_MODEL_PATH.with_suffix(".json").read_text())
+    rows = modelcard.scope_rows(meta)
+    assert len(rows) >= 10 and all(r["n"].isdigit() for r in rows)
+    assert modelcard.orientation_sentence(meta)
