@@ -157,14 +157,15 @@ if gate is None:
     st.warning("No scope gate is installed beside this model: only the exact rules (colour, uniform, DICOM tags) run.")
 else:
     gmeta = gate.metadata
+    GATE_RULE = gmeta.get("threshold_rules", {}).get("in_scope", "not recorded")
     st.markdown(
         f"""
 Before any result, every image passes exact rules (DICOM modality, body part and view; colour; uniform; size) and a
 small two-headed CNN (`pneumo_scope.keras`, {int(gmeta.get("parameters", 0)):,} parameters,
-{gmeta.get("input_size", "?")} px input). One head undoes a 90°/180°/270° turn or inverted grey levels (the result then says so); the other says
-whether the image is a child's frontal chest radiograph, an adult's, a lateral view, another body part, or no
-radiograph at all. Its threshold: {gmeta.get("threshold_rules", {}).get("in_scope", "not recorded")}. An image outside
-the intended use gets no result unless asked for (app: "show anyway"; CLI: `--force`).
+{gmeta.get("input_size", "?")} px input). One head undoes a 90°/180°/270° turn or inverted grey levels (the result
+then says so); the other says whether the image is a child's frontal chest radiograph, an adult's, a lateral view,
+another body part, or no radiograph at all. Its threshold: {GATE_RULE}. An image outside the intended use gets no
+result unless asked for (app: "show anyway"; CLI: `--force`).
 """
     )
     st.table(modelcard.scope_rows(gmeta))
