@@ -5,6 +5,7 @@ Examples:
     python -m pneumo.bench --quick --json        # a few repetitions, one JSON object (CI)
     python -m pneumo.bench --training            # also time one training epoch and extrapolate a full training
     python -m pneumo.bench --model other.keras   # any pneumo model with its .json metadata
+    python -m pneumo.bench --agreement ../shared/data/fullres_samples ../shared/data/chest_xray   # |dp| of decoding
 
 Timed items (after warm-up; median and p95 over the repetitions), input a full-resolution JPEG (1500x1200, ~0.3 MB,
 made from the largest committed sample, or synthetic on a clone without assets):
@@ -723,6 +724,44 @@ def run_benchmark(model_path: Path, quick: bool = False, training: bool = False)
     return result
 
 
+def fullres_agreement(model_path: Path, fullres_dir: Path, data_dir: Path) -> dict[str, Any]:
+    """Mean and max |dp| between full-resolution originals and the data set's 224 px copies of the same files.
+
+    fullres_dir holds CLASS/name.jpeg originals; their 224 copies are found by name under data_dir/SPLIT/CLASS/.
+    Each original is decoded three ways: in full, as the CLI does (min_side = DECODE_MIN_FACTOR x input: JPEG
+    DCT-domain reduction) and as the app does (max_side = DISPLAY_MAX_SIDE).
+    """
+    from pneumo import config
+    from pneumo.inference import predict_proba
+    from pneumo.io import load_image
+    from pneumo.model import load_model
+    from pneumo.preprocess import preprocess
+
+    loaded = load_model(model_path)
+    size = loaded.image_size
+    ways = {
+        "full": {},
+        "cli_reduced": {"min_side": config.DECODE_MIN_FACTOR * size},
+        "app_display": {"max_side": config.DISPLAY_MAX_SIDE},
+    }
+    copies, inputs = [], {w: [] for w in ways}
+    for original in sorted(fullres_dir.glob("*/*.jp*g")):
+        matches = sorted(data_dir.glob(f"*/{original.parent.name}/{original.name}"))
+        if not matches:
+            continue
+        copies.append(preprocess(load_image(matches[0]).pixels, size))
+        for way, kwargs in ways.items():
+            inputs[way].append(preprocess(load_image(original, **kwargs).pixels, size))
+    if not copies:
+        raise ValueError(f"no original in {fullres_dir} has a copy under {data_dir}")
+    p_copy = predict_proba(loaded.model, np.stack(copies))
+    out: dict[str, Any] = {"images": len(copies)}
+    for way in ways:
+        dp = np.abs(predict_proba(loaded.model, np.stack(inputs[way])) - p_copy)
+        out[way] = {"mean_abs_dp": round(float(dp.mean()), 5), "max_abs_dp": round(float(dp.max()), 5)}
+    return out
+
+
 def ratios(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
     """pneumo / reference for each timed item (medians) and each size; 5 significant digits."""
     out = {}
@@ -816,10 +855,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--training", action="store_true", help="also time training epochs and extrapolate")
     p.add_argument("--model", type=Path, default=config.DEFAULT_MODEL_PATH, help="a .keras model with its .json")
+    p.add_argument(
+        "--agreement",
+        nargs=2,
+        type=Path,
+        metavar=("FULLRES_DIR", "DATA_DIR"),
+        help="only measure |dp| between full-resolution originals (FULLRES_DIR/CLASS/*.jpeg) and their 224 copies "
+        "(DATA_DIR/SPLIT/CLASS/), decoded in full, as the CLI and as the app decode them",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if not args.model.exists():
         p.error(f"model not found: {args.model} (train one with `python -m pneumo.train` or pass --model)")
+    if args.agreement:
+        print(json.dumps(fullres_agreement(args.model, *args.agreement), indent=1))
+        return 0
     result = run_benchmark(args.model, quick=args.quick, training=args.training)
     print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_table(result))
     return 0

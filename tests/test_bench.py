@@ -174,3 +174,23 @@ def test_table_shows_every_item_and_ratio(quick_result):
         assert word in table
     ratio = quick_result["ratios"]["densenet121_224"]["explain_ms"]
     assert f"{ratio:.3g}" in table
+
+
+def test_fullres_agreement_finds_copies_by_name(tiny_model_path, tmp_path):
+    import cv2
+
+    from tests.conftest import synthetic_xray
+
+    for i, cls in enumerate(("NORMAL", "PNEUMONIA")):
+        big = synthetic_xray(width=1000, height=800, seed=i, opacity=cls == "PNEUMONIA")
+        (tmp_path / "full" / cls).mkdir(parents=True)
+        (tmp_path / "data" / "train" / cls).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "full" / cls / f"x{i}.jpeg"), big)
+        small = cv2.resize(big, (224, 224), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(tmp_path / "data" / "train" / cls / f"x{i}.jpeg"), small)
+    out = bench.fullres_agreement(tiny_model_path, tmp_path / "full", tmp_path / "data")
+    assert out["images"] == 2
+    for way in ("full", "cli_reduced", "app_display"):
+        assert 0 <= out[way]["mean_abs_dp"] <= out[way]["max_abs_dp"] <= 1
+    with pytest.raises(ValueError):
+        bench.fullres_agreement(tiny_model_path, tmp_path / "full", tmp_path / "nothing")
