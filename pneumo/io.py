@@ -564,17 +564,23 @@ def load_many(
     max_side: int | None = None,
     min_side: int | None = None,
     workers: int | None = None,
+    prefetch: int | None = None,
 ) -> Iterator[tuple[S, LoadedImage | ImageLoadError]]:
     """Load many files in a thread pool; yields (source, LoadedImage or ImageLoadError) in the input order.
 
-    The JPEG/PNG/DICOM decoders release the GIL, so threads decode in parallel. At most 2 x ``workers`` images are
-    decoded ahead of the consumer (memory stays bounded on a folder of thousands). ``workers``: default
-    min(``config.DECODE_WORKERS``, CPU count); 1 decodes in the calling thread. ``max_side``/``min_side`` as in
-    :func:`load_image`. Unreadable files are yielded as their ImageLoadError, never raised.
+    The JPEG/PNG/DICOM decoders release the GIL, so threads decode in parallel, also while the caller runs the model
+    on the previous batch. At most ``prefetch`` images (default 2 x ``workers``; the CLI passes its batch size, so
+    the next batch decodes while the model works) are decoded ahead of the consumer: memory stays bounded on a
+    folder of thousands. ``workers``: default min(``config.DECODE_WORKERS``, CPU count); 1 decodes in the calling
+    thread. ``max_side``/``min_side`` as in :func:`load_image`. Unreadable files are yielded as their
+    ImageLoadError, never raised.
     """
     n = workers if workers is not None else min(config.DECODE_WORKERS, os.cpu_count() or 1)
     if n < 1:
         raise ValueError("workers must be >= 1")
+    ahead = prefetch if prefetch is not None else 2 * n
+    if ahead < 1:
+        raise ValueError("prefetch must be >= 1")
 
     def one(source: S) -> LoadedImage | ImageLoadError:
         try:
@@ -591,7 +597,7 @@ def load_many(
         pending: deque = deque()  # (source, Future) in input order
         for source in sources:
             pending.append((source, pool.submit(one, source)))
-            if len(pending) >= 2 * n:
+            if len(pending) >= ahead:
                 done, fut = pending.popleft()
                 yield done, fut.result()
         while pending:
