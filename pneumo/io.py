@@ -492,13 +492,18 @@ def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview
 
 
 def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-resize uint8 (H, W) so that its long side is at most ``max_side`` (aspect kept); smaller ones unchanged."""
+    """Resize uint8 (H, W) so that its long side is at most ``max_side`` (aspect kept); smaller ones unchanged.
+
+    Area filtering from a factor of 2 on; below it bilinear, whose 2x2 support already covers every source pixel and
+    which costs a tenth of OpenCV's general (non-integer) area filter (1 vs 12 ms for 1500x1200 -> 1200x960).
+    """
     h, w = pixels.shape
     if max(h, w) <= max_side:
         return pixels
     f = max_side / max(h, w)
     size = (max(1, round(w * f)), max(1, round(h * f)))  # (width, height)
-    return np.ascontiguousarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA))  # (h', w')
+    interp = cv2.INTER_AREA if f <= 0.5 else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(pixels, size, interpolation=interp))  # (h', w')
 
 
 def load_image(
