@@ -276,6 +276,17 @@ def test_colorbar_runs_from_cold_to_hot_with_labels():
         colorbar(10, 10)
 
 
+def test_heatmap_scale_comes_from_the_metadata(tiny_model):
+    from dataclasses import replace
+
+    from pneumo.inference import heatmap_scale
+
+    assert heatmap_scale(tiny_model) is None  # the fixture's metadata has no cam_scale
+    assert heatmap_scale(replace(tiny_model, metadata={"cam_scale": 0.25})) == 0.25
+    for bad in (0, -1, "x", None, float("nan")):
+        assert heatmap_scale(replace(tiny_model, metadata={"cam_scale": bad})) is None
+
+
 def test_labels_and_confidence_words():
     assert label_for(0.7, 0.5) == "PNEUMONIA" and label_for(0.3, 0.5) == "NORMAL"
     assert label_for(0.5, 0.5) == "PNEUMONIA"
