@@ -5,6 +5,7 @@ Examples:
     python -m pneumo.bench --quick --json        # a few repetitions, one JSON object (CI)
     python -m pneumo.bench --training            # also time one training epoch and extrapolate a full training
     python -m pneumo.bench --model other.keras   # any pneumo model with its .json metadata
+    python -m pneumo.bench --agreement ../shared/data/fullres_samples ../shared/data/chest_xray   # |dp| of decoding
 
 Timed items (after warm-up; median and p95 over the repetitions), input a full-resolution JPEG (1500x1200, ~0.3 MB,
 made from the largest committed sample, or synthetic on a clone without assets):
@@ -28,6 +29,8 @@ decoded in full, one after the other), and batch_images_per_s_pneumo_pipeline th
     seed_ensemble_64    five copies of the original notebook's CNN at 64x64, fused into one graph (favourable to
                         the reference: one call instead of five); Grad-CAM on each member's last convolution (8x8x128),
                         averaged; P(pneumonia) = mean of the five softmax outputs
+predict_ms, explain_ms and the batches are timed interleaved (one repetition of each model in turn), so that a
+changing load on a shared machine affects all sides alike.
 Ratios are pneumo / reference, so < 1 means pneumo is faster for *_ms and slower for batch_images_per_s.
 peak_rss_mb is measured in a fresh subprocess per model (import, load every model present, one explain, one batch of
 32); quick mode measures it for pneumo only. import_s is `import pneumo.inference, pneumo.gradcam` in a fresh process;
@@ -368,53 +371,89 @@ def predict_files(cand: Candidate, blobs: list[bytes], batch_size: int, pipeline
     from pneumo.preprocess import preprocess
 
     labels: list[str] = []
-    for start in range(0, len(blobs), batch_size):
-        chunk = blobs[start : start + batch_size]
-        if pipeline == "pneumo":
-            loaded = load_many(chunk, min_side=config.DECODE_MIN_FACTOR * cand.size)
-            x = np.stack([preprocess(img.pixels, cand.size) for _, img in loaded])  # (B, S, S, 1)
-        elif pipeline == "seed":
-            x = np.stack([preprocess(load_image(b).pixels, cand.size) for b in chunk])  # (B, S, S, 1)
-        else:
-            raise ValueError(f"unknown pipeline: {pipeline}")
-        labels += [label_for(float(p), cand.threshold) for p in predict_proba(cand.model, x, batch_size)]
+    if pipeline == "pneumo":  # as the CLI: one decoding stream, the next batch decodes while the model runs
+        stream = load_many(blobs, min_side=config.DECODE_MIN_FACTOR * cand.size, prefetch=batch_size)
+        inputs: list[np.ndarray] = []
+        for i, (_, img) in enumerate(stream, start=1):
+            inputs.append(preprocess(img.pixels, cand.size))  # (S, S, 1)
+            if len(inputs) == batch_size or i == len(blobs):
+                probs = predict_proba(cand.model, np.stack(inputs), batch_size)
+                labels += [label_for(float(p), cand.threshold) for p in probs]
+                inputs = []
+    elif pipeline == "seed":
+        for start in range(0, len(blobs), batch_size):
+            x = np.stack([preprocess(load_image(b).pixels, cand.size) for b in blobs[start : start + batch_size]])
+            labels += [label_for(float(p), cand.threshold) for p in predict_proba(cand.model, x, batch_size)]
+    else:
+        raise ValueError(f"unknown pipeline: {pipeline}")
     return labels
 
 
-def measure(cand: Candidate, jpeg: bytes, plan: Plan, reference: bool = False) -> dict[str, Any]:
-    """predict_ms, explain_ms, batch_ms and batch_images_per_s of one candidate.
+def time_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Time several functions round-robin (rep 1 of each, then rep 2 of each, in a rotating order).
 
-    reference: time the CLI batch with the seed notebook's decoding, and also with pneumo's
-    (batch_images_per_s_pneumo_pipeline), so that model and pipeline can be told apart.
+    On a shared machine the load changes from minute to minute; interleaving makes every function see the same load,
+    so that the ratios between them hold even when the absolute times do not.
+    """
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append((time.perf_counter() - t0) * 1000.0)
+    return {name: stats_ms(t) for name, t in times.items()}
+
+
+def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, dict[str, Any]]:
+    """predict_ms, explain_ms, batch_ms and batch_images_per_s of every candidate, timed interleaved.
+
+    The first candidate is pneumo; its CLI batch uses pneumo's decoding. The references' batch uses the seed
+    notebook's decoding, and batch_images_per_s_pneumo_pipeline theirs through pneumo's (model vs pipeline).
     """
     from pneumo.inference import predict_proba
     from pneumo.preprocess import preprocess
 
     pixels = display_pixels(jpeg)  # (h, w) uint8, long side <= DISPLAY_MAX_SIDE
-    x1 = preprocess(pixels, cand.size)[None]  # (1, S, S, 1)
     blobs = [jpeg] * plan.batch_size
-    log.info("timing %s", cand.name)
-    out: dict[str, Any] = {
-        "predict_ms": time_ms(lambda: predict_proba(cand.model, x1), plan.reps, plan.warmup),
-        "explain_ms": time_ms(lambda: explain_one(cand, pixels), plan.reps, plan.warmup),
-    }
-
-    def per_s(pipeline: str) -> tuple[dict[str, float], float]:
-        run = lambda: predict_files(cand, blobs, plan.batch_size, pipeline)  # noqa: E731
-        batch = time_ms(run, plan.batch_reps, plan.batch_warmup)
-        return batch, round(plan.batch_size / (batch["median"] / 1000.0), 2)
-
-    out["batch_pipeline"] = "seed" if reference else "pneumo"
-    out["batch_ms"], out["batch_images_per_s"] = per_s(out["batch_pipeline"])
-    if reference:
-        out["batch_images_per_s_pneumo_pipeline"] = per_s("pneumo")[1]
-    out.update(
-        model_params=int(cand.model.count_params()),
-        model_file_mb=cand.file_mb if cand.file_mb is not None else _file_mb(cand.model),
-        input_size=cand.size,
-        gradcam_layer=cand.gradcam_layer,
-        description=cand.description,
+    xs = {c.name: preprocess(pixels, c.size)[None] for c in cands}  # (1, S, S, 1) each
+    pipeline = {c.name: "pneumo" if i == 0 else "seed" for i, c in enumerate(cands)}
+    log.info("timing %s, interleaved", ", ".join(c.name for c in cands))
+    predict = time_interleaved(
+        {c.name: (lambda c=c: predict_proba(c.model, xs[c.name])) for c in cands}, plan.reps, plan.warmup
     )
+    explain = time_interleaved({c.name: (lambda c=c: explain_one(c, pixels)) for c in cands}, plan.reps, plan.warmup)
+    batch_fns = {c.name: (lambda c=c: predict_files(c, blobs, plan.batch_size, pipeline[c.name])) for c in cands}
+    batch_fns.update(
+        {f"{c.name}+pneumo": (lambda c=c: predict_files(c, blobs, plan.batch_size, "pneumo")) for c in cands[1:]}
+    )
+    batch = time_interleaved(batch_fns, plan.batch_reps, plan.batch_warmup)
+
+    def per_s(stats: dict[str, float]) -> float:
+        return round(plan.batch_size / (stats["median"] / 1000.0), 2)
+
+    out: dict[str, dict[str, Any]] = {}
+    for c in cands:
+        m: dict[str, Any] = {
+            "predict_ms": predict[c.name],
+            "explain_ms": explain[c.name],
+            "batch_pipeline": pipeline[c.name],
+            "batch_ms": batch[c.name],
+            "batch_images_per_s": per_s(batch[c.name]),
+        }
+        if f"{c.name}+pneumo" in batch:
+            m["batch_images_per_s_pneumo_pipeline"] = per_s(batch[f"{c.name}+pneumo"])
+        m.update(
+            model_params=int(c.model.count_params()),
+            model_file_mb=c.file_mb if c.file_mb is not None else _file_mb(c.model),
+            input_size=c.size,
+            gradcam_layer=c.gradcam_layer,
+            description=c.description,
+        )
+        out[c.name] = m
     return out
 
 
@@ -693,7 +732,6 @@ def run_benchmark(model_path: Path, quick: bool = False, training: bool = False)
             plan.warmup,
         ),
     }
-    pn.update(measure(cand, jpeg, plan))
     log.info("timing the per-image stages")
     pn["stages"] = measure_stages(cand, jpeg, plan)
     pn["import_s"] = round(float(np.median([p["import_s"] for p in probes])), 3)
@@ -701,15 +739,18 @@ def run_benchmark(model_path: Path, quick: bool = False, training: bool = False)
     pn["load_model_s"] = round(load_s, 3)
     pn["peak_rss_mb"] = max(p["peak_rss_mb"] for p in probes)
     pn["peak_rss_mb_this_process"] = peak_rss_mb()  # pneumo only so far: references come next
-    result["pneumo"] = pn
 
+    refs = []
     for name in REFERENCES:
         log.info("building %s (random weights)", name)
         keras.utils.set_random_seed(0)
-        ref = measure(build_reference(name), jpeg, plan, reference=True)
-        ref["peak_rss_mb"] = None if quick else run_probe(name, model_path)["peak_rss_mb"]
-        result[name] = ref
-        keras.backend.clear_session()
+        refs.append(build_reference(name))
+    timed = measure_all([cand, *refs], jpeg, plan)
+    pn.update(timed["pneumo"])
+    result["pneumo"] = pn
+    for name in REFERENCES:
+        result[name] = timed[name]
+        result[name]["peak_rss_mb"] = None if quick else run_probe(name, model_path)["peak_rss_mb"]
 
     result["ratios"] = {name: ratios(pn, result[name]) for name in REFERENCES}
     seed = result["ratios"]["seed_ensemble_64"]
@@ -721,6 +762,44 @@ def run_benchmark(model_path: Path, quick: bool = False, training: bool = False)
     if training:
         result["training"] = bench_training(loaded, plan)
     return result
+
+
+def fullres_agreement(model_path: Path, fullres_dir: Path, data_dir: Path) -> dict[str, Any]:
+    """Mean and max |dp| between full-resolution originals and the data set's 224 px copies of the same files.
+
+    fullres_dir holds CLASS/name.jpeg originals; their 224 copies are found by name under data_dir/SPLIT/CLASS/.
+    Each original is decoded three ways: in full, as the CLI does (min_side = DECODE_MIN_FACTOR x input: JPEG
+    DCT-domain reduction) and as the app does (max_side = DISPLAY_MAX_SIDE).
+    """
+    from pneumo import config
+    from pneumo.inference import predict_proba
+    from pneumo.io import load_image
+    from pneumo.model import load_model
+    from pneumo.preprocess import preprocess
+
+    loaded = load_model(model_path)
+    size = loaded.image_size
+    ways = {
+        "full": {},
+        "cli_reduced": {"min_side": config.DECODE_MIN_FACTOR * size},
+        "app_display": {"max_side": config.DISPLAY_MAX_SIDE},
+    }
+    copies, inputs = [], {w: [] for w in ways}
+    for original in sorted(fullres_dir.glob("*/*.jp*g")):
+        matches = sorted(data_dir.glob(f"*/{original.parent.name}/{original.name}"))
+        if not matches:
+            continue
+        copies.append(preprocess(load_image(matches[0]).pixels, size))
+        for way, kwargs in ways.items():
+            inputs[way].append(preprocess(load_image(original, **kwargs).pixels, size))
+    if not copies:
+        raise ValueError(f"no original in {fullres_dir} has a copy under {data_dir}")
+    p_copy = predict_proba(loaded.model, np.stack(copies))
+    out: dict[str, Any] = {"images": len(copies)}
+    for way in ways:
+        dp = np.abs(predict_proba(loaded.model, np.stack(inputs[way])) - p_copy)
+        out[way] = {"mean_abs_dp": round(float(dp.mean()), 5), "max_abs_dp": round(float(dp.max()), 5)}
+    return out
 
 
 def ratios(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
@@ -816,10 +895,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--training", action="store_true", help="also time training epochs and extrapolate")
     p.add_argument("--model", type=Path, default=config.DEFAULT_MODEL_PATH, help="a .keras model with its .json")
+    p.add_argument(
+        "--agreement",
+        nargs=2,
+        type=Path,
+        metavar=("FULLRES_DIR", "DATA_DIR"),
+        help="only measure |dp| between full-resolution originals (FULLRES_DIR/CLASS/*.jpeg) and their 224 copies "
+        "(DATA_DIR/SPLIT/CLASS/), decoded in full, as the CLI and as the app decode them",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if not args.model.exists():
         p.error(f"model not found: {args.model} (train one with `python -m pneumo.train` or pass --model)")
+    if args.agreement:
+        print(json.dumps(fullres_agreement(args.model, *args.agreement), indent=1))
+        return 0
     result = run_benchmark(args.model, quick=args.quick, training=args.training)
     print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_table(result))
     return 0

@@ -66,3 +66,16 @@ def model_summary(loaded: LoadedModel) -> dict:
         "threshold": loaded.threshold,
         "validation": meta.get("metrics", {}).get("validation", {}),
     }
+
+
+def heatmap_scale(loaded: LoadedModel) -> float | None:
+    """The model's absolute heatmap scale (metadata ``cam_scale``, written by training), or None when it has none.
+
+    Pass it to ``pneumo.gradcam.heatmap_from_cam(..., scale=...)``; None falls back to each map's own maximum.
+    """
+    value = loaded.metadata.get("cam_scale")
+    try:
+        scale = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return scale if scale is not None and np.isfinite(scale) and scale > 0 else None

@@ -492,13 +492,18 @@ def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview
 
 
 def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-resize uint8 (H, W) so that its long side is at most ``max_side`` (aspect kept); smaller ones unchanged."""
+    """Resize uint8 (H, W) so that its long side is at most ``max_side`` (aspect kept); smaller ones unchanged.
+
+    Area filtering from a factor of 2 on; below it bilinear, whose 2x2 support already covers every source pixel and
+    which costs a tenth of OpenCV's general (non-integer) area filter (1 vs 12 ms for 1500x1200 -> 1200x960).
+    """
     h, w = pixels.shape
     if max(h, w) <= max_side:
         return pixels
     f = max_side / max(h, w)
     size = (max(1, round(w * f)), max(1, round(h * f)))  # (width, height)
-    return np.ascontiguousarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA))  # (h', w')
+    interp = cv2.INTER_AREA if f <= 0.5 else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(pixels, size, interpolation=interp))  # (h', w')
 
 
 def load_image(
@@ -564,17 +569,23 @@ def load_many(
     max_side: int | None = None,
     min_side: int | None = None,
     workers: int | None = None,
+    prefetch: int | None = None,
 ) -> Iterator[tuple[S, LoadedImage | ImageLoadError]]:
     """Load many files in a thread pool; yields (source, LoadedImage or ImageLoadError) in the input order.
 
-    The JPEG/PNG/DICOM decoders release the GIL, so threads decode in parallel. At most 2 x ``workers`` images are
-    decoded ahead of the consumer (memory stays bounded on a folder of thousands). ``workers``: default
-    min(``config.DECODE_WORKERS``, CPU count); 1 decodes in the calling thread. ``max_side``/``min_side`` as in
-    :func:`load_image`. Unreadable files are yielded as their ImageLoadError, never raised.
+    The JPEG/PNG/DICOM decoders release the GIL, so threads decode in parallel, also while the caller runs the model
+    on the previous batch. At most ``prefetch`` images (default 2 x ``workers``; the CLI passes its batch size, so
+    the next batch decodes while the model works) are decoded ahead of the consumer: memory stays bounded on a
+    folder of thousands. ``workers``: default min(``config.DECODE_WORKERS``, CPU count); 1 decodes in the calling
+    thread. ``max_side``/``min_side`` as in :func:`load_image`. Unreadable files are yielded as their
+    ImageLoadError, never raised.
     """
     n = workers if workers is not None else min(config.DECODE_WORKERS, os.cpu_count() or 1)
     if n < 1:
         raise ValueError("workers must be >= 1")
+    ahead = prefetch if prefetch is not None else 2 * n
+    if ahead < 1:
+        raise ValueError("prefetch must be >= 1")
 
     def one(source: S) -> LoadedImage | ImageLoadError:
         try:
@@ -591,7 +602,7 @@ def load_many(
         pending: deque = deque()  # (source, Future) in input order
         for source in sources:
             pending.append((source, pool.submit(one, source)))
-            if len(pending) >= 2 * n:
+            if len(pending) >= ahead:
                 done, fut = pending.popleft()
                 yield done, fut.result()
         while pending:

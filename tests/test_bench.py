@@ -61,6 +61,34 @@ def test_seed_ensemble_gradcam_agrees_with_its_prediction():
     assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8
 
 
+def test_stages_time_optional_models_when_present(tiny_model_path, monkeypatch, tmp_path):
+    """The scope gate and segmentation stages are timed when their model files exist and marked absent otherwise."""
+    from pneumo import config
+
+    monkeypatch.setattr(config, "SCOPE_MODEL_PATH", tiny_model_path)  # any Keras model stands in for the gate
+    monkeypatch.setattr(config, "SEGMENTATION_MODEL_PATH", tmp_path / "absent.keras")
+    cand = bench.load_pneumo(tiny_model_path)[0]
+    plan = bench.Plan(warmup=0, reps=1, batch_reps=1, batch_warmup=0, import_reps=1, train_images=8)
+    st = bench.measure_stages(cand, bench.fullres_jpeg((640, 480)), plan)
+    assert st["scope_ms"]["n"] == 1 and st["scope_ms"]["path"] == str(tiny_model_path)
+    assert st["segmentation_ms"] == {"status": "not present", "path": str(tmp_path / "absent.keras")}
+    assert st["app_path_stages"] == ["decode_display_ms", "scope_ms", "preprocess_ms", "explanation_ms", "overlay_ms"]
+    (tmp_path / "broken.keras").write_bytes(b"half-written")
+    monkeypatch.setattr(config, "SEGMENTATION_MODEL_PATH", tmp_path / "broken.keras")
+    st = bench.measure_stages(cand, bench.fullres_jpeg((640, 480)), plan)
+    assert st["segmentation_ms"]["status"].startswith("failed to load")
+
+
+def test_cli_paths_agree(tiny_model_path):
+    """pneumo's decoding (thread pool, reduced JPEG) and the seed notebook's give the same labels here."""
+    cand = bench.load_pneumo(tiny_model_path)[0]
+    blobs = [bench.fullres_jpeg((900, 700))] * 3
+    fast, slow = bench.predict_files(cand, blobs, 2, "pneumo"), bench.predict_files(cand, blobs, 2, "seed")
+    assert len(fast) == 3 and fast == slow
+    with pytest.raises(ValueError):
+        bench.predict_files(cand, blobs, 2, "other")
+
+
 @pytest.fixture(scope="module")
 def quick_result(tiny_model_path) -> dict:
     """`python -m pneumo.bench --quick --json --training` on the tiny model, as CI runs it."""
@@ -87,8 +115,19 @@ def test_quick_json_contract(quick_result, tiny_model_path):
         assert _positive(m["model_params"]) and _positive(m["model_file_mb"])
     pn = r["pneumo"]
     assert _positive(pn["decode_ms"]["median"]) and _positive(pn["decode_ms"]["p95"])
-    for item in ("peak_rss_mb", "import_s", "load_model_s"):
+    for item in ("peak_rss_mb", "import_s", "load_model_s", "cold_start_s"):
         assert _positive(pn[item]), item
+    assert pn["cold_start_s"] > pn["import_s"]  # import + load + the first result
+    st = pn["stages"]
+    assert set(bench.STAGES) <= st.keys()
+    for stage in bench.STAGES:  # each stage timed, or an optional model marked absent
+        assert _positive(st[stage].get("median")) or st[stage]["status"] == "not present", (stage, st[stage])
+    for stage in ("decode_display_ms", "decode_model_ms", "preprocess_ms", "classifier_ms", "explanation_ms"):
+        assert _positive(st[stage]["median"]), stage
+    assert _positive(st["app_path_ms"]["median"]) and st["explanation_method"].startswith("CAM")
+    for name in bench.REFERENCES:
+        assert r[name]["batch_pipeline"] == "seed" and _positive(r[name]["batch_images_per_s_pneumo_pipeline"])
+    assert r["input"]["display_width"] <= 1200 and r["input"]["display_height"] <= 1200
     assert pn["peak_rss_mb"] < 100_000  # MiB, not KiB or bytes
     assert pn["input_size"] == 32
     assert pn["model_params"] == json.loads(tiny_model_path.with_suffix(".json").read_text())["parameters"]
@@ -109,10 +148,9 @@ def test_quick_json_ratios_are_pneumo_over_reference(quick_result):
             assert _positive(ratios[item])
             assert ratios[item] == pytest.approx(mine / theirs, rel=1e-3), (name, item)
     assert set(r["targets"]) == {
-        "explain_ms_median_le_150",
-        "predict_ms_below_seed_ensemble",
-        "predict_ms_le_quarter_densenet",
-        "peak_rss_mb_lt_1024",
+        "explain_ms_le_half_seed_ensemble",
+        "batch_images_per_s_ge_2x_seed_ensemble",
+        "peak_rss_mb_le_900_all_models",
     }
     assert all(isinstance(v, bool) for v in r["targets"].values())
 
@@ -136,3 +174,23 @@ def test_table_shows_every_item_and_ratio(quick_result):
         assert word in table
     ratio = quick_result["ratios"]["densenet121_224"]["explain_ms"]
     assert f"{ratio:.3g}" in table
+
+
+def test_fullres_agreement_finds_copies_by_name(tiny_model_path, tmp_path):
+    import cv2
+
+    from tests.conftest import synthetic_xray
+
+    for i, cls in enumerate(("NORMAL", "PNEUMONIA")):
+        big = synthetic_xray(width=1000, height=800, seed=i, opacity=cls == "PNEUMONIA")
+        (tmp_path / "full" / cls).mkdir(parents=True)
+        (tmp_path / "data" / "train" / cls).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "full" / cls / f"x{i}.jpeg"), big)
+        small = cv2.resize(big, (224, 224), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(tmp_path / "data" / "train" / cls / f"x{i}.jpeg"), small)
+    out = bench.fullres_agreement(tiny_model_path, tmp_path / "full", tmp_path / "data")
+    assert out["images"] == 2
+    for way in ("full", "cli_reduced", "app_display"):
+        assert 0 <= out[way]["mean_abs_dp"] <= out[way]["max_abs_dp"] <= 1
+    with pytest.raises(ValueError):
+        bench.fullres_agreement(tiny_model_path, tmp_path / "full", tmp_path / "nothing")

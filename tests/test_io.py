@@ -235,3 +235,124 @@ def test_plausibility_warnings():
     assert any("uniform" in m for m in plausibility_warnings(flat))
     wide = LoadedImage(np.tile(g, (1, 3)), {})
     assert any("shape" in m for m in plausibility_warnings(wide))
+
+
+# ------------------------------------------------------------------------------------------ reduced decoding (issue 11)
+def _jpeg(pixels: np.ndarray, quality: int = 95, exif_orientation: int | None = None) -> bytes:
+    buf = io.BytesIO()
+    im = Image.fromarray(pixels)
+    if exif_orientation is None:
+        im.save(buf, format="JPEG", quality=quality)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        im.save(buf, format="JPEG", quality=quality, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def _large_xray(width: int = 1800, height: int = 1500) -> np.ndarray:
+    from tests.conftest import synthetic_xray
+
+    return synthetic_xray(width=width, height=height, seed=4, opacity=True)
+
+
+def test_jpeg_reduction_keeps_what_the_caller_needs():
+    from pneumo.io import jpeg_reduction
+
+    assert jpeg_reduction(1800, 1500, None, None) == 1
+    assert jpeg_reduction(1800, 1500, None, 448) == 2  # 900x750 >= 448; 450x375 is not
+    assert jpeg_reduction(4000, 3600, None, 448) == 8  # 500x450 at 1/8 still >= 448
+    assert jpeg_reduction(4000, 3600, None, 451) == 4  # 450 < 451 at 1/8: 1000x900 at 1/4
+    assert jpeg_reduction(1800, 1500, 1200, None) == 1  # 900 < 1200: full decode, then area resize
+    assert jpeg_reduction(5000, 4000, 1200, None) == 4  # 1250 >= 1200
+    assert jpeg_reduction(300, 260, None, 448) == 1
+
+
+def test_reduced_jpeg_decoding_agrees_with_full_decoding():
+    """DCT-domain reduction to >= 2x the model input, then the area squash: the model sees (nearly) the same input."""
+    from pneumo.preprocess import preprocess
+
+    data = _jpeg(_large_xray())
+    full = load_image(data)
+    reduced = load_image(data, min_side=2 * config.IMAGE_SIZE)
+    assert full.size == (1800, 1500)
+    assert reduced.size == (900, 750), "decoded at 1/2 scale in the DCT domain"
+    assert reduced.original_size == full.original_size == (1800, 1500)
+    a = preprocess(full.pixels).astype(np.int16)  # (224, 224, 1)
+    b = preprocess(reduced.pixels).astype(np.int16)
+    assert np.abs(a - b).mean() < 0.5 and np.abs(a - b).max() <= 6
+
+
+def test_reduced_jpeg_decoding_agrees_on_the_model_output(tiny_model):
+    from pneumo.inference import predict_proba
+    from pneumo.preprocess import preprocess
+
+    size = tiny_model.image_size
+    data = [_jpeg(_large_xray(600 + 40 * i, 500 + 30 * i)) for i in range(3)]
+    full = np.stack([preprocess(load_image(d).pixels, size) for d in data])
+    reduced = np.stack([preprocess(load_image(d, min_side=2 * size).pixels, size) for d in data])
+    assert all(load_image(d, min_side=2 * size).size[0] < 600 for d in data)  # really reduced (1/8 at 32 px)
+    dp = np.abs(predict_proba(tiny_model.model, full) - predict_proba(tiny_model.model, reduced))
+    assert dp.mean() <= 0.01
+
+
+def test_max_side_gives_display_pixels_and_keeps_the_file_size():
+    data = _jpeg(_large_xray())
+    img = load_image(data, max_side=600)
+    assert img.size == (600, 500) and img.original_size == (1800, 1500)
+    assert img.info["original_size"] == (1800, 1500)
+    # the plausibility checks judge the file, not the display copy: no 'small image' warning for a 150 px copy
+    assert plausibility_warnings(load_image(data, max_side=150)) == plausibility_warnings(load_image(data))
+    small = load_image(data, max_side=5000)  # larger than the image: unchanged
+    assert small.size == (1800, 1500)
+    png = io.BytesIO()
+    Image.fromarray(_large_xray(900, 700)).save(png, format="PNG")
+    p = load_image(png.getvalue(), max_side=450, min_side=10)
+    assert p.size == (450, 350) and p.original_size == (900, 700)
+    assert load_image(png.getvalue(), min_side=100).size == (900, 700), "only JPEG is reduced while decoding"
+
+
+def test_reduced_decoding_follows_exif_rotation():
+    data = _jpeg(_large_xray(1000, 600), exif_orientation=6)  # stored 1000x600, shown turned: 600x1000
+    full, reduced = load_image(data), load_image(data, min_side=100)
+    assert full.size == (600, 1000) and full.original_size == (600, 1000)
+    assert reduced.size == (150, 250) and reduced.original_size == (600, 1000)
+
+
+def test_size_arguments_are_checked():
+    data = _jpeg(_large_xray(400, 300))
+    for bad in (0, -5, 2.5, "10"):
+        with pytest.raises(ValueError):
+            load_image(data, max_side=bad)
+        with pytest.raises(ValueError):
+            load_image(data, min_side=bad)
+
+
+def test_load_many_keeps_order_and_yields_errors(tmp_path):
+    from pneumo.io import load_many
+
+    good = []
+    for i in range(5):
+        p = tmp_path / f"img{i}.jpg"
+        p.write_bytes(_jpeg(_large_xray(400 + 10 * i, 300)))
+        good.append(p)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    missing = tmp_path / "missing.jpg"
+    sources = [good[0], junk, good[1], missing, *good[2:]]
+    for workers in (1, 3):
+        out = list(load_many(sources, workers=workers, max_side=200))
+        assert [s for s, _ in out] == sources
+        for s, res in out:
+            if s in (junk, missing):
+                assert isinstance(res, ImageLoadError) and str(res)
+            else:
+                assert isinstance(res, LoadedImage) and max(res.size) == 200
+    assert "not found" in str(dict(load_many([missing]))[missing]).lower()
+    # bytes work too, and a consumer may stop early without hanging
+    it = load_many([p.read_bytes() for p in good] * 4, workers=2)
+    first = next(it)
+    it.close()
+    assert isinstance(first[1], LoadedImage)
+    with pytest.raises(ValueError):
+        list(load_many(good, workers=0))

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from pneumo import config
-from pneumo.gradcam import compute_heatmap, explain_batch, heatmap_from_cam, overlay_heatmap
+from pneumo.gradcam import (
+    cam_head,
+    cam_scale,
+    colorbar,
+    compute_heatmap,
+    explain_batch,
+    heatmap_from_cam,
+    mask_heatmap,
+    overlay_heatmap,
+)
 from pneumo.inference import confidence_text, label_for, predict_proba
 from pneumo.model import build_model, load_model, metadata_path
 from pneumo.preprocess import preprocess
@@ -116,6 +125,166 @@ def test_overlay_at_original_size():
     assert centre.max() - centre.min() > 30
     with pytest.raises(ValueError):
         overlay_heatmap(img, heat, alpha=1.5)
+
+
+def test_cam_equals_gradcam(tiny_model):
+    """For the GAP + dense head, CAM from one forward pass is Grad-CAM (weights = dense kernel / (h*w))."""
+    assert cam_head(tiny_model.model) is tiny_model.model.get_layer("logit")
+    xs = np.stack([preprocess(synthetic_xray(seed=s, opacity=s % 2 == 1), TINY_SIZE) for s in range(4)])
+    p_cam, c_cam = explain_batch(tiny_model.model, xs, method="cam")
+    p_grad, c_grad = explain_batch(tiny_model.model, xs, method="gradcam")
+    np.testing.assert_allclose(p_cam, p_grad, atol=1e-6)
+    assert c_cam.shape == c_grad.shape == (4, 1, 1)  # the tiny model's 32 px input ends in a 1x1 map
+    assert np.abs(c_grad).max() > 0
+    np.testing.assert_allclose(c_cam, c_grad, rtol=1e-4, atol=1e-5 * float(np.abs(c_grad).max()))
+    default_p, default_c = explain_batch(tiny_model.model, xs)  # 'auto' picks CAM for this head
+    np.testing.assert_array_equal(default_c, c_cam)
+
+
+def test_cam_equals_gradcam_on_a_larger_map():
+    """The same on a 4x4 map, where Grad-CAM's spatial averaging of the gradient really matters."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = build_model(64, stem_width=4, widths=(8, 8, 8))  # 64 / 16 = 4x4 map: averaging over many cells
+    xs = np.stack([preprocess(synthetic_xray(seed=s), 64) for s in range(3)]).astype(np.float32)
+    _, c_cam = explain_batch(model, xs, method="cam")
+    _, c_grad = explain_batch(model, xs, method="gradcam")
+    assert c_cam.shape == (3, 4, 4)
+    np.testing.assert_allclose(c_cam, c_grad, rtol=1e-4, atol=1e-5 * float(np.abs(c_grad).max()))
+
+
+def test_cam_mean_plus_bias_is_the_logit(tiny_model):
+    """The CAM map is in logit units: its spatial mean plus the dense bias is the model's logit."""
+    xs = np.stack([preprocess(synthetic_xray(seed=s), TINY_SIZE) for s in range(3)])
+    probs, cams = explain_batch(tiny_model.model, xs)
+    bias = float(tiny_model.model.get_layer("logit").get_weights()[1][0])
+    logit = np.log(probs / (1 - probs))
+    np.testing.assert_allclose(cams.mean(axis=(1, 2)) + bias, logit, atol=1e-4)
+
+
+def test_other_heads_fall_back_to_gradcam():
+    """A head that is not GAP + dense (here: flatten) has no CAM shortcut; 'auto' uses Grad-CAM and 'cam' refuses."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((16, 16, 1))
+    f = layers.Conv2D(4, 3, padding="same", activation="relu", name="gradcam_conv")(inp)
+    logit = layers.Dense(1, name="logit")(layers.Flatten()(f))
+    model = keras.Model(inp, layers.Activation("sigmoid")(logit))
+    assert cam_head(model) is None
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_array_equal(explain_batch(model, x)[1], explain_batch(model, x, method="gradcam")[1])
+    with pytest.raises(ValueError):
+        explain_batch(model, x, method="cam")
+    with pytest.raises(ValueError):
+        explain_batch(model, x, method="magic")
+
+
+def test_absolute_scale_keeps_a_low_probability_image_cold():
+    """Issue 8: with one absolute scale, an image with P(pneumonia) < 0.1 % no longer shows a saturated PNEUMONIA map;
+    the per-image maximum (no scale) stretches the same faint evidence to full red."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = build_model(64, stem_width=4, widths=(8, 8, 8))  # 4x4 map
+    xs = np.stack([preprocess(synthetic_xray(seed=s, opacity=s % 2 == 0), 64) for s in range(6)])
+    scale = cam_scale(explain_batch(model, xs)[1])  # the 'validation' scale of this model
+    dense = model.get_layer("logit")
+    kernel = np.abs(dense.get_weights()[0])  # (K, 1): every feature now speaks for PNEUMONIA, a little
+    dense.set_weights([kernel, np.zeros(1, np.float32)])
+    faint = 0.03 * scale / float(explain_batch(model, xs[:1])[1].max())  # the map is linear in the kernel
+    dense.set_weights([kernel * faint, np.array([-10.0], np.float32)])
+    probs, cams = explain_batch(model, xs[:1])
+    assert probs[0] < 0.001 and cams.max() > 0
+    absolute = heatmap_from_cam(cams[0], 1, 64, scale)
+    relative = heatmap_from_cam(cams[0], 1, 64)
+    assert absolute.max() < 0.05, "faint evidence must look faint on the absolute scale"
+    assert relative.max() > 0.95, "the per-image maximum saturates it (the old behaviour)"
+
+
+def test_heatmap_scale_arithmetic_and_cam_scale():
+    cam = np.array([[0.5, -1.0], [2.0, 0.0]], np.float32)
+    np.testing.assert_allclose(heatmap_from_cam(cam, 1, 2, scale=1.0), [[0.5, 0.0], [1.0, 0.0]])  # clipped at 1
+    np.testing.assert_allclose(heatmap_from_cam(cam, 0, 2, scale=4.0), [[0.0, 0.25], [0.0, 0.0]])
+    np.testing.assert_allclose(heatmap_from_cam(cam, 1, 2), [[0.25, 0.0], [1.0, 0.0]], atol=1e-6)  # per-image max
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            heatmap_from_cam(cam, 1, 2, scale=bad)
+    with pytest.raises(ValueError):
+        heatmap_from_cam(cam, 2, 2)
+    cams = np.linspace(-100, 100, 201, dtype=np.float32).reshape(201, 1, 1)  # |cam| = 0..100
+    assert cam_scale(cams, 99.0) == pytest.approx(99.0)
+    assert cam_scale(np.zeros((3, 2, 2))) > 0  # never a zero divisor
+
+
+def _float_blend(img: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
+    """The reference arithmetic of the overlay: image * (1 - a) + jet(heat) * a with a = alpha * heat."""
+    import cv2
+
+    h, w = img.shape
+    level = cv2.resize(np.round(heat * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(level, cv2.COLORMAP_JET)[:, :, ::-1].astype(np.float64)  # RGB
+    a = alpha * level.astype(np.float64)[:, :, None] / 255.0
+    return img[:, :, None] * (1 - a) + colour * a
+
+
+def test_overlay_matches_the_float_blend():
+    img = synthetic_xray(width=200, height=150, seed=2)
+    yy, xx = np.mgrid[0:32, 0:32]
+    heat = np.exp(-((xx - 12) ** 2 + (yy - 20) ** 2) / 60.0).astype(np.float32)
+    for alpha in (0.4, 1.0):
+        out = overlay_heatmap(img, heat, alpha).astype(np.float64)
+        assert np.abs(out - _float_blend(img, heat, alpha)).max() <= 2.0
+    rgb = np.dstack([img, img, img])
+    np.testing.assert_array_equal(overlay_heatmap(rgb, heat, 0.4), overlay_heatmap(img, heat, 0.4))
+
+
+def test_overlay_within_mask_and_lung_outline():
+    img = synthetic_xray(width=400, height=300, seed=5)
+    heat = np.ones((32, 32), np.float32)  # hot everywhere
+    lungs = np.zeros((64, 64), np.uint8)  # a mask at another size than the image
+    lungs[16:48, 8:28] = 1
+    lungs[16:48, 36:56] = 1
+    gray = np.repeat(img[:, :, None], 3, axis=2)
+    masked = overlay_heatmap(img, heat, 0.5, within=lungs)
+    # outside the lungs the radiograph is untouched, inside it is tinted
+    np.testing.assert_array_equal(masked[10:50, 10:50], gray[10:50, 10:50])
+    inside = masked[150, 100].astype(int)
+    assert inside.max() - inside.min() > 30
+    np.testing.assert_allclose(mask_heatmap(heat, lungs * 255), mask_heatmap(heat, lungs.astype(bool)))
+    # a thin outline in the outline colour around both lungs, and nowhere near the image centre
+    drawn = overlay_heatmap(img, np.zeros((32, 32), np.float32), 0.5, outline=lungs)
+    diff = np.abs(drawn.astype(int) - np.array(config.OUTLINE_COLOUR)).max(axis=2)  # (H, W)
+    magenta = diff < 60  # anti-aliased: near the outline colour, which no grey pixel is
+    assert 200 < magenta.sum() < 0.05 * magenta.size
+    assert magenta[:, :200].any() and magenta[:, 200:].any()
+    assert not magenta[140:160, 190:210].any() and not magenta[:50].any()
+    with pytest.raises(ValueError):
+        overlay_heatmap(img, heat, outline=np.zeros((2, 2, 2)))
+
+
+def test_colorbar_runs_from_cold_to_hot_with_labels():
+    bar = colorbar(400, 60)
+    assert bar.shape == (60, 400, 3) and bar.dtype == np.uint8
+    left, right = bar[5, 2].astype(int), bar[5, -3].astype(int)
+    assert left[2] > left[0] + 60, "cold end is blue"
+    assert right[0] > right[2] + 60, "hot end is red"
+    text = bar[32:, :]
+    assert (text.min(axis=2) < 100).sum() > 50, "labels are written under the bar"
+    with pytest.raises(ValueError):
+        colorbar(10, 10)
+
+
+def test_heatmap_scale_comes_from_the_metadata(tiny_model):
+    from dataclasses import replace
+
+    from pneumo.inference import heatmap_scale
+
+    assert heatmap_scale(tiny_model) is None  # the fixture's metadata has no cam_scale
+    assert heatmap_scale(replace(tiny_model, metadata={"cam_scale": 0.25})) == 0.25
+    for bad in (0, -1, "x", None, float("nan")):
+        assert heatmap_scale(replace(tiny_model, metadata={"cam_scale": bad})) is None
 
 
 def test_labels_and_confidence_words():
