@@ -209,6 +209,7 @@ class Candidate:
     description: str
     file_mb: float | None = None  # None: measured by saving the model to a temporary file
     cam_scale: float | None = None  # absolute heatmap scale (metadata cam_scale); None: per-image maximum
+    models: Any = None  # pneumo only: the whole analysis path (pneumo.pipeline.Models: gate, lungs, classifier)
 
 
 def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -306,13 +307,15 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
 
 
 def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
-    """The pneumo model as a Candidate, its LoadedModel, and the load time in seconds."""
+    """pneumo as a Candidate (its whole analysis path: gate, lungs, classifier), its classifier, and the load time."""
+    from pneumo.explain import class_scale
     from pneumo.gradcam import explain_batch
-    from pneumo.model import load_model
+    from pneumo.pipeline import load_models
 
     t0 = time.perf_counter()
-    loaded = load_model(model_path)
+    models = load_models(model_path)
     load_s = time.perf_counter() - t0
+    loaded = models.classifier
     cand = Candidate(
         name="pneumo",
         model=loaded.model,
@@ -320,11 +323,25 @@ def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
         size=loaded.image_size,
         threshold=loaded.threshold,
         gradcam_layer=loaded.gradcam_layer,
-        description=f"{loaded.metadata.get('name', model_path.stem)} ({model_path.name})",
-        file_mb=round(model_path.stat().st_size / 2**20, 2),
-        cam_scale=loaded.metadata.get("cam_scale"),
+        description=f"{loaded.metadata.get('name', model_path.stem)} ({model_path.name}) with "
+        + ", ".join(n for n, m in (("lung U-Net", models.lungs), ("scope gate", models.gate)) if m is not None),
+        file_mb=round(sum(p.stat().st_size for p in model_files(models)) / 2**20, 2),
+        cam_scale=class_scale(loaded.metadata, 1),
+        models=models,
     )
     return cand, loaded, load_s
+
+
+def model_files(models: Any) -> list[Path]:
+    """The .keras files of the analysis path: classifier, lung model and gate when present."""
+    from pneumo import config
+
+    files = [models.classifier.path]
+    if models.lungs is not None:
+        files.append(models.lungs.path)
+    if models.gate is not None:
+        files.append(models.classifier.path.parent / config.SCOPE_MODEL_PATH.name)
+    return files
 
 
 def build_reference(name: str) -> Candidate:
@@ -347,11 +364,23 @@ def display_pixels(jpeg: bytes) -> np.ndarray:
 
 
 def explain_one(cand: Candidate, pixels: np.ndarray) -> np.ndarray:
-    """The app's per-image path: display pixels uint8 (H, W) -> overlay uint8 (H, W, 3) of the predicted class."""
+    """The app's per-image path: display pixels uint8 (H, W) -> overlay uint8 (H, W, 3) of the predicted class.
+
+    pneumo: the whole analysis path (scope gate, orientation, lungs, classifier with its CAM) and the overlay within
+    the lungs with their outline, exactly as the app draws it. References: preprocess, model + Grad-CAM, overlay.
+    """
     from pneumo.gradcam import heatmap_from_cam, overlay_heatmap
     from pneumo.inference import label_for
     from pneumo.preprocess import preprocess
 
+    if cand.models is not None:
+        from pneumo.explain import result_overlay, shown_class
+        from pneumo.io import LoadedImage
+        from pneumo.pipeline import analyze_images
+
+        res = analyze_images(cand.models, [LoadedImage(pixels)], force=True)[0]
+        cls = shown_class(res, None, cand.threshold)
+        return result_overlay(res, cand.models.metadata, cls, image=pixels)  # (H, W, 3)
     x = preprocess(pixels, cand.size)  # (S, S, 1) uint8
     probs, cams = cand.cam(x[None])  # (1,), (1, h, w)
     cls = 1 if label_for(float(probs[0]), cand.threshold) == "PNEUMONIA" else 0
@@ -371,7 +400,17 @@ def predict_files(cand: Candidate, blobs: list[bytes], batch_size: int, pipeline
     from pneumo.preprocess import preprocess
 
     labels: list[str] = []
-    if pipeline == "pneumo":  # as the CLI: one decoding stream, the next batch decodes while the model runs
+    if pipeline == "pneumo" and cand.models is not None:  # pneumo.predict: decode stream, the whole analysis path
+        from pneumo.pipeline import analyze_images
+
+        stream = load_many(blobs, min_side=config.DECODE_MIN_FACTOR * 224, prefetch=batch_size)
+        images = []
+        for i, (_, img) in enumerate(stream, start=1):
+            images.append(img)
+            if len(images) == batch_size or i == len(blobs):
+                labels += [r.label for r in analyze_images(cand.models, images)]
+                images = []
+    elif pipeline == "pneumo":  # as the CLI: one decoding stream, the next batch decodes while the model runs
         stream = load_many(blobs, min_side=config.DECODE_MIN_FACTOR * cand.size, prefetch=batch_size)
         inputs: list[np.ndarray] = []
         for i, (_, img) in enumerate(stream, start=1):
@@ -457,89 +496,50 @@ def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, di
     return out
 
 
-def extra_models() -> dict[str, Path]:
-    """Stage name -> model file of the optional per-image models (scope gate, lung segmentation) in config."""
-    from pneumo import config
+def measure_pipeline_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
+    """pneumo's per-image path stage by stage, with the real stage functions of pneumo.pipeline, plus the whole app
+    path in a row (app_path_ms = decode for display + analyze_images + overlay)."""
+    from pneumo import config, lungs, scope
+    from pneumo.explain import class_heat, result_overlay
+    from pneumo.gradcam import explain_batch
+    from pneumo.inference import predict_proba
+    from pneumo.io import LoadedImage, load_image
+    from pneumo.pipeline import analyze_images, classifier_inputs
+    from pneumo.preprocess import preprocess
 
-    return {
-        "scope_ms": getattr(config, "SCOPE_MODEL_PATH", config.MODELS_DIR / "pneumo_scope.keras"),
-        "segmentation_ms": getattr(config, "LUNG_MODEL_PATH", config.MODELS_DIR / "pneumo_lungs.keras"),
+    models, reps, warm = cand.models, plan.reps, plan.warmup
+    pixels = display_pixels(jpeg)  # (h, w) uint8
+    img = LoadedImage(pixels)
+    x224 = preprocess(pixels, 224)[..., 0][None]  # (1, 224, 224)
+    x, _ = classifier_inputs(models, x224)  # (1, S, S, 1)
+    res = analyze_images(models, [img], force=True)[0]
+    out: dict[str, Any] = {
+        "decode_display_ms": time_ms(lambda: display_pixels(jpeg), reps, warm),
+        "decode_model_ms": time_ms(lambda: load_image(jpeg, min_side=config.DECODE_MIN_FACTOR * 224), reps, warm),
+        "scope_ms": time_ms(lambda: scope.assess_batch([img], models.gate), reps, warm)
+        if models.gate is not None
+        else {"status": "not present", "path": str(models.path.parent / config.SCOPE_MODEL_PATH.name)},
+        "preprocess_ms": time_ms(lambda: preprocess(pixels, 224), reps, warm),
     }
-
-
-def load_extra(path: Path) -> Any:
-    """Load an optional stage's Keras model (pneumo's custom layers registered first); None when absent."""
-    import keras
-
-    import pneumo.model  # noqa: F401 - registers pneumo's custom layers for deserialisation
-
-    return keras.saving.load_model(path, compile=False) if path.exists() else None
-
-
-def model_input(model: Any, pixels: np.ndarray) -> np.ndarray:
-    """Generic input for an optional model: uint8 (h, w) area-resized to its (H, W), channels repeated: (1, H, W, C)."""
-    import cv2
-
-    _, h, w, c = model.input_shape
-    x = cv2.resize(pixels, (int(w), int(h)), interpolation=cv2.INTER_AREA)  # (H, W)
-    return np.repeat(x[None, :, :, None], int(c), axis=3).astype(np.float32)  # (1, H, W, C)
+    if models.lungs is not None:
+        out["segmentation_ms"] = time_ms(lambda: lungs.segment(models.lungs, x224), reps, warm)
+        mask = res.lung_mask
+        out["lung_input_ms"] = time_ms(lambda: lungs.lung_input(x224[0], mask, cand.size), reps, warm)
+    else:
+        out["segmentation_ms"] = {"status": "not present", "path": "this classifier reads the whole image"}
+    out["classifier_ms"] = time_ms(lambda: predict_proba(cand.model, x), reps, warm)
+    out["explanation_ms"] = time_ms(lambda: explain_batch(cand.model, x, cand.gradcam_layer), reps, warm)
+    out["heat_ms"] = time_ms(lambda: class_heat(res.cam224, 1, models.metadata), reps, warm)
+    out["overlay_ms"] = time_ms(lambda: result_overlay(res, models.metadata, 1, image=pixels), reps, warm)
+    out["app_path_ms"] = time_ms(lambda: explain_one(cand, display_pixels(jpeg)), reps, warm)
+    out["app_path_stages"] = ["decode_display_ms", "analyze_images (scope, lungs, classifier + CAM)", "overlay_ms"]
+    out["explanation_method"] = cam_method(cand)
+    return out
 
 
 def measure_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
-    """Each stage of pneumo's per-image path timed on its own, plus the whole app path in a row (app_path_ms).
-
-    Stages whose model file does not exist are {"status": "not present", "path": ...}. The optional models are timed
-    generically (area resize to their input, forward pass at batch 1): their own pre- and post-processing is not
-    known here and is small next to the forward pass.
-    """
-    from pneumo import config
-    from pneumo.gradcam import heatmap_from_cam, overlay_heatmap
-    from pneumo.inference import label_for, predict_proba
-    from pneumo.io import load_image
-    from pneumo.preprocess import preprocess
-
-    reps, warm = plan.reps, plan.warmup
-    pixels = display_pixels(jpeg)  # (h, w) uint8
-    x = preprocess(pixels, cand.size)  # (S, S, 1)
-    probs, cams = cand.cam(x[None])
-    heat = heatmap_from_cam(cams[0], 1, cand.size, cand.cam_scale)  # (S, S)
-    out: dict[str, Any] = {
-        "decode_display_ms": time_ms(lambda: display_pixels(jpeg), reps, warm),
-        "decode_model_ms": time_ms(lambda: load_image(jpeg, min_side=config.DECODE_MIN_FACTOR * cand.size), reps, warm),
-    }
-    extras: dict[str, Any] = {}
-    for stage, path in extra_models().items():
-        try:
-            model = load_extra(path)
-        except Exception as exc:  # noqa: BLE001 - a model being trained right now may be half-written
-            out[stage] = {"status": f"failed to load: {type(exc).__name__}", "path": str(path)}
-            continue
-        if model is None:
-            out[stage] = {"status": "not present", "path": str(path)}
-            continue
-        extras[stage] = model
-        xin = model_input(model, pixels)
-        out[stage] = {**time_ms(lambda m=model, xi=xin: predict_proba(m, xi), reps, warm), "path": str(path)}
-    out["preprocess_ms"] = time_ms(lambda: preprocess(pixels, cand.size), reps, warm)
-    out["classifier_ms"] = time_ms(lambda: predict_proba(cand.model, x[None]), reps, warm)
-    out["explanation_ms"] = time_ms(
-        lambda: heatmap_from_cam(cand.cam(x[None])[1][0], 1, cand.size, cand.cam_scale), reps, warm
-    )
-    out["overlay_ms"] = time_ms(lambda: overlay_heatmap(pixels, heat), reps, warm)
-
-    def app_path() -> np.ndarray:
-        px = display_pixels(jpeg)
-        for model in extras.values():
-            predict_proba(model, model_input(model, px))
-        xi = preprocess(px, cand.size)
-        p, c = cand.cam(xi[None])  # probability and map from one call: the classifier stage is inside it
-        cls = 1 if label_for(float(p[0]), cand.threshold) == "PNEUMONIA" else 0
-        return overlay_heatmap(px, heatmap_from_cam(c[0], cls, cand.size, cand.cam_scale))
-
-    out["app_path_ms"] = time_ms(app_path, reps, warm)
-    out["app_path_stages"] = ["decode_display_ms", *extras, "preprocess_ms", "explanation_ms", "overlay_ms"]
-    out["explanation_method"] = cam_method(cand)
-    return out
+    """Each stage of pneumo's per-image path timed on its own (see :func:`measure_pipeline_stages`)."""
+    return measure_pipeline_stages(cand, jpeg, plan)
 
 
 def cam_method(cand: Candidate) -> str:
@@ -565,17 +565,10 @@ bench.probe(sys.argv[1], sys.argv[2], import_s, t0)
 def probe(name: str, model_path: str, import_s: float, t0: float | None = None) -> None:
     """In a fresh process: load (pneumo: every model present), decode and explain one JPEG (the first result: cold
     start), one batch of 32; then print import time, cold start and peak RSS as JSON."""
-    cand = load_pneumo(Path(model_path))[0] if name == "pneumo" else build_reference(name)
-    if name == "pneumo":
-        extras = [m for m in (load_extra(p) for p in extra_models().values()) if m is not None]
+    cand = load_pneumo(Path(model_path))[0] if name == "pneumo" else build_reference(name)  # pneumo: every model
     plan = PLANS["full"]  # peak memory at the CLI's real batch size, in every mode
     jpeg = fullres_jpeg(plan.fullres)
     pixels = display_pixels(jpeg)
-    if name == "pneumo":
-        from pneumo.inference import predict_proba
-
-        for m in extras:
-            predict_proba(m, model_input(m, pixels))
     explain_one(cand, pixels)
     cold_s = time.perf_counter() - t0 if t0 is not None else None
     predict_files(cand, [jpeg] * plan.batch_size, plan.batch_size, "pneumo" if name == "pneumo" else "seed")

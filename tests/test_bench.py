@@ -61,22 +61,17 @@ def test_seed_ensemble_gradcam_agrees_with_its_prediction():
     assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8
 
 
-def test_stages_time_optional_models_when_present(tiny_model_path, monkeypatch, tmp_path):
-    """The scope gate and segmentation stages are timed when their model files exist and marked absent otherwise."""
-    from pneumo import config
-
-    monkeypatch.setattr(config, "SCOPE_MODEL_PATH", tiny_model_path)  # any Keras model stands in for the gate
-    monkeypatch.setattr(config, "SEGMENTATION_MODEL_PATH", tmp_path / "absent.keras")
-    cand = bench.load_pneumo(tiny_model_path)[0]
+def test_stages_time_the_models_that_are_present(tiny_lung_model_path, tiny_model_path):
+    """Segmentation is timed for a lungs-mode classifier, the gate when it lies beside the classifier."""
     plan = bench.Plan(warmup=0, reps=1, batch_reps=1, batch_warmup=0, import_reps=1, train_images=8)
+    cand = bench.load_pneumo(tiny_lung_model_path)[0]
     st = bench.measure_stages(cand, bench.fullres_jpeg((640, 480)), plan)
-    assert st["scope_ms"]["n"] == 1 and st["scope_ms"]["path"] == str(tiny_model_path)
-    assert st["segmentation_ms"] == {"status": "not present", "path": str(tmp_path / "absent.keras")}
-    assert st["app_path_stages"] == ["decode_display_ms", "scope_ms", "preprocess_ms", "explanation_ms", "overlay_ms"]
-    (tmp_path / "broken.keras").write_bytes(b"half-written")
-    monkeypatch.setattr(config, "SEGMENTATION_MODEL_PATH", tmp_path / "broken.keras")
-    st = bench.measure_stages(cand, bench.fullres_jpeg((640, 480)), plan)
-    assert st["segmentation_ms"]["status"].startswith("failed to load")
+    assert st["segmentation_ms"]["n"] == 1 and st["lung_input_ms"]["n"] == 1
+    assert st["scope_ms"] == {"status": "not present", "path": str(tiny_lung_model_path.parent / "pneumo_scope.keras")}
+    for stage in ("decode_display_ms", "preprocess_ms", "classifier_ms", "explanation_ms", "overlay_ms", "app_path_ms"):
+        assert st[stage]["n"] == 1, stage
+    full = bench.measure_stages(bench.load_pneumo(tiny_model_path)[0], bench.fullres_jpeg((640, 480)), plan)
+    assert full["segmentation_ms"]["status"] == "not present"
 
 
 def test_cli_paths_agree(tiny_model_path):
