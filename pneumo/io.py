@@ -324,10 +324,13 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
 
                 arr = convert_color_space(arr, photometric, "RGB")
             luma = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # (H, W)
+            rgb8 = arr[..., :3] if arr.dtype == np.uint8 else _to_uint8(arr[..., :3].astype(np.float32))
+            colourfulness = _colourfulness(rgb8)  # a colour DICOM (test pattern, photo) is no radiograph
             # 8-bit colour is converted like PIL's RGB -> L (no stretching); wider colour is min-max scaled.
             pixels = np.rint(luma).clip(0, 255).astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(luma)
         else:
             pixels = _mono_to_uint8(arr, ds)
+            colourfulness = 0.0
     except Exception as exc:  # noqa: BLE001 - a damaged palette or colour header
         raise ImageLoadError("This DICOM's colour information is damaged.") from exc
     if photometric == "MONOCHROME1":  # 0 = white: invert for display
@@ -353,6 +356,7 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         "frames": frames,
         "original_size": (cols, rows),
         "bits_stored": bits_stored,
+        "_colourfulness": colourfulness,
     }
     return np.ascontiguousarray(pixels), info
 
@@ -538,7 +542,7 @@ def load_image(
     try:
         if _is_dicom(data, name):
             pixels, info = _load_dicom(data)
-            colourfulness = 0.0
+            colourfulness = float(info.pop("_colourfulness", 0.0))
             full_size = (pixels.shape[1], pixels.shape[0])
         else:
             if data[:4] == b"%PDF":

@@ -356,3 +356,18 @@ def test_load_many_keeps_order_and_yields_errors(tmp_path):
     assert isinstance(first[1], LoadedImage)
     with pytest.raises(ValueError):
         list(load_many(good, workers=0))
+
+
+def test_colour_dicom_reports_its_colourfulness():
+    """An RGB DICOM (a test pattern, a photo wrapped as DICOM) must not pass as grayscale: the scope rule needs it."""
+    from pneumo.scope import rule_codes
+    from tests.corpus import dicom_bytes
+
+    bars = np.zeros((120, 160, 3), np.uint8)
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]):
+        bars[:, i * 40 : (i + 1) * 40] = colour
+    img = load_image(dicom_bytes(bars, photometric="RGB"))
+    assert img.pixels.shape == (120, 160) and img.colourfulness > 100
+    assert "colour" in rule_codes(img)
+    grey = load_image(dicom_bytes(np.full((120, 160), 90, np.uint8)))
+    assert grey.colourfulness == 0.0
