@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from pneumo import config
@@ -88,6 +89,32 @@ def build_model(
     logit = layers.Dense(1, name="logit")(x)  # (B, 1)
     prob = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)  # (B, 1) = P(PNEUMONIA)
     return keras.Model(inputs, prob, name="pneumo_cnn")
+
+
+def ensemble_model(members: list[keras.Model]) -> keras.Model:
+    """One model whose logit is the mean of the members' logits, built so that CAM still applies.
+
+    Each member is feature map f_i -> GAP -> dense (w_i, b_i). The mean logit is mean(b_i) + sum_i (w_i / N) . GAP(f_i),
+    which is a GAP + dense head over the concatenated feature maps: the ensemble's ``gradcam_conv`` is that
+    concatenation (B, h, w, N*K) and its CAM is the mean of the members' CAMs.
+    """
+    if not members:
+        raise ValueError("an ensemble needs members")
+    n = len(members)
+    inputs = keras.Input(members[0].input_shape[1:], name="image")  # (B, S, S, 1), 0..255
+    fmaps = []
+    for i, m in enumerate(members):
+        body = keras.Model(m.inputs, m.get_layer(config.GRADCAM_LAYER).output, name=f"member{i + 1}")
+        fmaps.append(body(inputs))  # (B, h, w, K)
+    x = layers.Concatenate(name=config.GRADCAM_LAYER)(fmaps) if n > 1 else fmaps[0]  # (B, h, w, N*K)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    logit = layers.Dense(1, name="logit")(x)
+    prob = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
+    model = keras.Model(inputs, prob, name=f"pneumo_cnn_ensemble{n}")
+    kernels = [np.asarray(m.get_layer("logit").get_weights()[0]) / n for m in members]  # (K, 1) each
+    bias = np.mean([np.asarray(m.get_layer("logit").get_weights()[1]) for m in members], axis=0)  # (1,)
+    model.get_layer("logit").set_weights([np.concatenate(kernels, axis=0), bias])
+    return model
 
 
 def metadata_path(model_path: str | Path) -> Path:

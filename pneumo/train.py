@@ -62,6 +62,7 @@ class Settings:
     noise: float = 0.03  # max std of additive Gaussian noise on the 0..1 scale
     cache_dir: str = ".cache"  # decoded 224 copies, relative to the working directory (git-ignored)
     robustness_masks: str = ""  # reference lung masks: when given, pneumo.robustness runs at the end of training
+    members: int = 1  # > 1: an ensemble of that many networks (other initialisations), logits averaged in one model
 
 
 PRESETS: dict[str, dict] = {
@@ -233,6 +234,47 @@ def robustness(model_file: Path, data_root: Path, masks: Path) -> dict:
     return result
 
 
+def fit_member(s: Settings, x_tr, y_tr, x_va, y_va, class_weight: dict) -> tuple:
+    """Train one network (augmentation, class weights, early stopping on validation AUC, best weights kept).
+
+    Returns a fresh, uncompiled copy with the best weights (no optimizer state) and its history.
+    """
+    import keras
+    import tensorflow as tf
+
+    from pneumo.model import build_model
+
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x_tr.astype("float32"), y_tr.astype("float32")))
+        .shuffle(len(y_tr), seed=s.seed, reshuffle_each_iteration=True)
+        .batch(s.batch_size)
+        .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
+    model.compile(
+        optimizer=keras.optimizers.Adam(s.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    log.info("model: %d parameters", model.count_params())
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=s.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=3, min_lr=1e-5),
+    ]
+    hist = model.fit(
+        ds,
+        validation_data=(x_va.astype("float32"), y_va.astype("float32")),
+        epochs=s.epochs,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
+    final.set_weights(model.get_weights())
+    return final, {k: [round(float(v), 5) for v in vals] for k, vals in hist.history.items()}
+
+
 def predict_probs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """P(pneumonia) for uint8 (N, S, S, 1) -> float (N,)."""
     return model.predict(x.astype("float32"), batch_size=batch_size, verbose=0).reshape(-1)
@@ -274,7 +316,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     import tensorflow as tf
 
     from pneumo import config, data, metrics
-    from pneumo.model import build_model, metadata_path
+    from pneumo.model import ensemble_model, metadata_path
 
     t0 = time.time()
     keras.utils.set_random_seed(s.seed)
@@ -303,45 +345,22 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         history, class_weight = previous["history"], previous["class_weight"]
         best_epoch, seconds = previous["best_epoch"], previous["seconds"]
         command = previous["command"]
+        histories = previous.get("member_histories", [history])
     else:
         # class weights: each class contributes equally to the loss (train is 1:2.9 NORMAL:PNEUMONIA)
         counts = np.bincount(y_tr, minlength=2)
         class_weight = {c: float(len(y_tr) / (2.0 * max(counts[c], 1))) for c in (0, 1)}
 
-        ds = (
-            tf.data.Dataset.from_tensor_slices((x_tr.astype("float32"), y_tr.astype("float32")))
-            .shuffle(len(y_tr), seed=s.seed, reshuffle_each_iteration=True)
-            .batch(s.batch_size)
-            .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE)
-        )
-        model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
-        model.compile(
-            optimizer=keras.optimizers.Adam(s.learning_rate),
-            loss="binary_crossentropy",
-            metrics=[keras.metrics.AUC(name="auc")],
-        )
-        log.info("model: %d parameters", model.count_params())
-        callbacks = [
-            keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=s.patience, restore_best_weights=True
-            ),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=3, min_lr=1e-5),
-        ]
-        hist = model.fit(
-            ds,
-            validation_data=(x_va.astype("float32"), y_va.astype("float32")),
-            epochs=s.epochs,
-            class_weight=class_weight,
-            callbacks=callbacks,
-            verbose=2,
-        )
-        history = {k: [round(float(v), 5) for v in vals] for k, vals in hist.history.items()}
+        members, histories = [], []
+        for m in range(s.members):
+            keras.utils.set_random_seed(s.seed + 1000 * m)  # another initialisation and augmentation, same split
+            member, hist = fit_member(s, x_tr, y_tr, x_va, y_va, class_weight)
+            log.info("member %d/%d: best validation AUC %.4f", m + 1, s.members, max(hist["val_auc"]))
+            members.append(member)
+            histories.append(hist)
+        history = histories[0]
         best_epoch = int(np.argmax(history["val_auc"])) + 1
-
-        # a fresh, uncompiled copy: no optimizer state in the file, nothing stateful from training
-        final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
-        final.set_weights(model.get_weights())
+        final = members[0] if s.members == 1 else ensemble_model(members)
         seconds = round(time.time() - t0, 1)
         command = "python -m pneumo.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
 
@@ -401,6 +420,8 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
             "best_epoch": best_epoch,
             "seconds": seconds,
             "history": history,
+            "members": len(histories),
+            "member_histories": histories if len(histories) > 1 else None,
             "data": {
                 "fingerprint_sha256": fp,
                 "train_images": int(len(paths)),

@@ -293,3 +293,33 @@ def test_labels_and_confidence_words():
     assert confidence_text(0.52, 0.5).startswith("borderline")
     assert confidence_text(0.99, 0.5) == "confident"
     assert confidence_text(0.2, 0.5) == "moderately confident"
+
+
+def test_ensemble_averages_logits_and_keeps_cam(tmp_path):
+    """The ensemble model's logit is the mean of its members'; its CAM (one forward pass) is their mean CAM."""
+    import keras
+
+    from pneumo.gradcam import cam_head, explain_batch
+    from pneumo.model import build_model, ensemble_model, load_model
+
+    members = []
+    for seed in (1, 2, 3):
+        keras.utils.set_random_seed(seed)
+        members.append(build_model(32, stem_width=4, widths=(8, 8, 8, 8), cam_stride=16))
+    ens = ensemble_model(members)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
+
+    def logit(m):
+        p = np.asarray(m(x, training=False), np.float64).reshape(-1)
+        return np.log(p / (1 - p))
+
+    np.testing.assert_allclose(logit(ens), np.mean([logit(m) for m in members], axis=0), atol=1e-4)
+    assert cam_head(ens) is not None, "the ensemble keeps a GAP + dense head: CAM applies"
+    _, cam = explain_batch(ens, x, method="cam")
+    member_cams = np.mean([explain_batch(m, x, method="cam")[1] for m in members], axis=0)
+    np.testing.assert_allclose(cam, member_cams, atol=1e-4)
+    _, grad = explain_batch(ens, x, method="gradcam")
+    np.testing.assert_allclose(cam, grad, atol=1e-4)
+    ens.save(tmp_path / "ens.keras")
+    again = load_model(tmp_path / "ens.keras").model
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(ens(x)), atol=1e-6)
