@@ -230,11 +230,20 @@ def heatmap_sentence(metadata: dict[str, Any]) -> str:
     if not h:
         return ""
     pos, neg = h.get("pneumonia_images_pneumonia_mass_inside"), h.get("normal_images_normal_mass_inside")
-    return (
+    text = (
         f"On {h['n_pneumonia']} validation pneumonia images, {_fmt(pos, '.0%')} of the PNEUMONIA heatmap mass lies "
         f"inside the lung fields; on {h['n_normal']} validation normal images, {_fmt(neg, '.0%')} of the NORMAL "
         f"heatmap mass does ({h.get('masks', 'reference lung masks')})."
     )
+    if h.get("pneumonia_images_pneumonia_mass_inside_grown") is not None:
+        text += (
+            f" Within the lung fields grown by {h.get('grown_by_px', '?')} px (what the classifier sees): "
+            f"{_fmt(h['pneumonia_images_pneumonia_mass_inside_grown'], '.0%')} and "
+            f"{_fmt(h.get('normal_images_normal_mass_inside_grown'), '.0%')}. The map has one value per "
+            "10 x 10 cell of the lung box (about 15 px at 224), so evidence at the lung borders (hila, heart "
+            "borders, apices) spills across them."
+        )
+    return text
 
 
 def reliability_figure(metadata: dict[str, Any]) -> Figure | None:

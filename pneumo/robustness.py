@@ -90,9 +90,14 @@ def measure(models: Models, x224: np.ndarray, y: np.ndarray, ref_masks: np.ndarr
                                 "max_abs_dp": round(float(dp.max()), 4),
                                 "label_flips": int(np.sum((outside >= t) != (base.prob >= t)))}  # fmt: skip
         pos, neg = mass_inside(base.cam224, masks, 1), mass_inside(base.cam224, masks, -1)
+        grown = np.stack([lungs.dilate(m) for m in masks])  # what the classifier sees: the mask grown by the margin
+        pos_g, neg_g = mass_inside(base.cam224, grown, 1), mass_inside(base.cam224, grown, -1)
         out["heatmap_in_lungs"] = {
             "pneumonia_images_pneumonia_mass_inside": _nanmean(pos[y == 1]),
             "normal_images_normal_mass_inside": _nanmean(neg[y == 0]),
+            "pneumonia_images_pneumonia_mass_inside_grown": _nanmean(pos_g[y == 1]),
+            "normal_images_normal_mass_inside_grown": _nanmean(neg_g[y == 0]),
+            "grown_by_px": config.LUNG_MARGIN_PX,
             "n_pneumonia": int((y == 1).sum()),
             "n_normal": int((y == 0).sum()),
             "masks": "reference lung masks (undilated)" if ref_masks is not None else "the model's own lung masks",
