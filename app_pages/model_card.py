@@ -147,8 +147,10 @@ if rob_rows:
         c1.image(modelcard.figure_png(fig), width="stretch")
         c2.caption(
             "Reliability diagram: for each probability bin, the share of validation images that show pneumonia "
-            "(numbers: images per bin). On the validation split the probabilities are close to the diagonal; on new "
-            "patients they are not (see the independent evaluation above)."
+            "(numbers: images per bin). Points above the diagonal mean the model says less than it should "
+            "(under-confident), points below more. The model was trained with class weights, as if half the images "
+            "showed pneumonia, while 74 % of the validation images do. New patients differ again: see the "
+            "independent evaluation, when there is one."
         )
 
 st.subheader("Scope gate: images outside the intended use")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pneumo import config, lungs
@@ -59,7 +60,9 @@ def result_overlay(
     base = result.pixels if image is None else image
     heat = class_heat(result.cam224, target_class, metadata)  # (224, 224)
     mask = result.lung_mask
-    within = lungs.dilate(mask).astype(np.float32) if mask is not None else None
+    within = None
+    if mask is not None:  # what the classifier saw, with soft edges (the 224 mask is blocky when enlarged)
+        within = cv2.GaussianBlur(lungs.dilate(mask).astype(np.float32), (0, 0), 1.5)
     return overlay_heatmap(base, heat, alpha, within=within, outline=mask if (outline and mask is not None) else None)
 
 
