@@ -51,6 +51,9 @@ if EVAL is None:
         "the optimistic validation figures below exist.",
         icon=":material/pending:",
     )
+    previous = ev.previous_sentence(meta, ev.load_previous(meta))
+    if previous:
+        st.info(previous, icon=":material/history:")
 else:
     st.markdown(
         f"Scored by {EVAL.get('evaluator', 'the maintainers')} on {EVAL.get('evaluated', '?')}, "

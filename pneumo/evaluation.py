@@ -167,8 +167,9 @@ def committed_models(models_dir: Path | None = None) -> dict[str, Path]:
 
 
 def sync(source: Path, models_dir: Path | None = None, dest: Path | None = None) -> list[Path]:
-    """Copy ``<sha>.json`` from ``source`` for every committed model that has one; remove shipped evaluations that
-    belong to no committed model. Returns the files now shipped."""
+    """Copy ``<sha>.json`` from ``source`` for every committed model that has one; move shipped evaluations that
+    belong to no committed model into ``previous/`` (context for the model that replaced it). Returns the files now
+    shipped."""
     models = committed_models(models_dir)
     dest = Path(dest or (Path(models_dir) / "evaluations" if models_dir else config.EVALUATIONS_DIR))
     dest.mkdir(parents=True, exist_ok=True)
@@ -184,9 +185,10 @@ def sync(source: Path, models_dir: Path | None = None, dest: Path | None = None)
         else:
             log.info("%s: not yet independently evaluated (%s)", model.name, digest[:12])
     for stale in dest.glob("*.json"):
-        if stale.stem not in models:
-            stale.unlink()
-            log.info("removed %s: it belongs to no committed model", stale.name)
+        if stale.stem not in models:  # a replaced model: keep its figures as context for its successor
+            (dest / PREVIOUS_DIR_NAME).mkdir(exist_ok=True)
+            stale.replace(dest / PREVIOUS_DIR_NAME / stale.name)
+            log.info("moved %s to %s/: it belongs to no committed model", stale.name, PREVIOUS_DIR_NAME)
     return shipped
 
 
@@ -218,6 +220,46 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         log.error(p)
     return 1 if problems else 0
+
+
+
+
+# ---- the model this one replaced --------------------------------------------------------------------------------
+PREVIOUS_DIR_NAME = "previous"  # models/evaluations/previous/<sha256>.json: evaluations of replaced models
+
+
+def load_previous(metadata: dict[str, Any], folder: Path | None = None) -> dict[str, Any] | None:
+    """The independent evaluation of the model this one replaced (metadata ``previous_model.sha256``), or None.
+
+    It belongs to ANOTHER model: show it only as context, labelled so, never as this model's figures.
+    """
+    prev = (metadata or {}).get("previous_model") or {}
+    digest = str(prev.get("sha256", ""))
+    if not digest:
+        return None
+    file = Path(folder or config.EVALUATIONS_DIR) / PREVIOUS_DIR_NAME / f"{digest}.json"
+    if not file.is_file():
+        return None
+    data = json.loads(file.read_text())
+    return data if data.get("model_sha256") == digest else None
+
+
+def previous_sentence(metadata: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
+    """One sentence quoting the replaced model's official-test figures, labelled as another model's ('' if none)."""
+    block = primary(evaluation)
+    if block is None:
+        return ""
+    what = ((metadata or {}).get("previous_model") or {}).get("description", "the previous model")
+    ci = block.get("auc_ci95")
+    auc = f"{block['auc']:.3f}" + (f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+    sens = format_interval(block["sensitivity"], block.get("sensitivity_ci95"))
+    spec = format_interval(block["specificity"], block.get("specificity_ci95"))
+    return (
+        f"For context only: {what} (another model file, sha256 {evaluation['model_sha256'][:12]}…) scored on the "
+        f"official test split ({block['n']} images) AUC {auc}, sensitivity {sens}, specificity {spec} at its "
+        f"threshold {format_threshold(float(block.get('threshold', 0)))}, ECE {block.get('ece', float('nan')):.3f}. "
+        "These are not this model's figures."
+    )
 
 
 if __name__ == "__main__":

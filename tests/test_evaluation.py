@@ -38,7 +38,7 @@ def test_a_model_with_another_hash_has_no_evaluation(tmp_path, tiny_model_path):
     assert "not yet been independently evaluated" in ev.headline(ev.load_evaluation(model, folder), markdown=False)
 
 
-def test_sync_copies_by_hash_and_removes_stale_files(tmp_path, tiny_model_path):
+def test_sync_copies_by_hash_and_retires_stale_files(tmp_path, tiny_model_path):
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(tiny_model_path, models / "tiny.keras")
@@ -52,8 +52,32 @@ def test_sync_copies_by_hash_and_removes_stale_files(tmp_path, tiny_model_path):
     dest.mkdir()
     (dest / f"{'1' * 64}.json").write_text("{}")  # a stale file of a model that is gone
     assert ev.main(["--sync", str(source), "--models", str(models)]) == 0
-    assert sorted(p.name for p in dest.iterdir()) == [f"{digest}.json"]
+    assert sorted(p.name for p in dest.glob("*.json")) == [f"{digest}.json"]
+    assert (dest / "previous" / f"{'1' * 64}.json").is_file(), "a replaced model's evaluation is kept as context"
     found = ev.load_evaluation(models / "tiny.keras", dest)
     assert found is not None and "sensitivity 80.0%" in ev.headline(found)
     (dest / f"{'2' * 64}.json").write_text("{}")
     assert ev.main(["--models", str(models)]) == 1  # --check fails on a file that belongs to no model
+
+
+def test_previous_model_figures_are_quoted_as_another_models(tmp_path):
+    """A retrained model may quote the replaced model's evaluation, labelled as another model's, matched by hash."""
+    import json
+
+    from pneumo import evaluation as ev
+
+    sha = "ab" * 32
+    block = {"n": 624, "auc": 0.9788, "auc_ci95": [0.9682, 0.9875], "sensitivity": 0.9769,
+             "sensitivity_ci95": [0.9567, 0.9878], "specificity": 0.8675, "specificity_ci95": [0.8181, 0.9051],
+             "ece": 0.137, "threshold": 0.97}  # fmt: skip
+    (tmp_path / "previous").mkdir()
+    (tmp_path / "previous" / f"{sha}.json").write_text(
+        json.dumps({"model_sha256": sha, "sets": {"official_test": block}})
+    )
+    meta = {"previous_model": {"sha256": sha, "description": "the whole-image model"}}
+    prev = ev.load_previous(meta, tmp_path)
+    text = ev.previous_sentence(meta, prev)
+    assert "the whole-image model" in text and "AUC 0.979 (95% CI 0.968–0.988)" in text
+    assert "specificity 86.8%" in text and "not this model's figures" in text
+    assert ev.load_previous({}, tmp_path) is None and ev.previous_sentence({}, None) == ""
+    assert ev.load_previous({"previous_model": {"sha256": "cd" * 32}}, tmp_path) is None
