@@ -227,13 +227,21 @@ if plot.is_file():
 
 st.subheader("Known limitations")
 nih = ((EVAL or {}).get("sets") or {}).get("external_nih")
-ADULTS = (
-    f"on {nih['n']:,} radiographs of mostly adults from other hospitals (NIH ChestX-ray14, scored by the maintainers) "
-    f"its AUC was {nih['auc']:.2f}, sensitivity {nih['sensitivity']:.0%} and specificity {nih['specificity']:.0%}: "
-    "no better than chance. Do not use it on adults."
-    if nih
-    else "how it does on adults or other hospitals' images has not been measured for this model."
-)
+prev_nih = ((ev.load_previous(meta) or {}).get("sets") or {}).get("external_nih")
+if nih:
+    ADULTS = (
+        f"on {nih['n']:,} radiographs of mostly adults from other hospitals (NIH ChestX-ray14, scored by the "
+        f"maintainers) its AUC was {nih['auc']:.2f}, sensitivity {nih['sensitivity']:.0%} and specificity "
+        f"{nih['specificity']:.0%}: no better than chance. Do not use it on adults."
+    )
+elif prev_nih:
+    ADULTS = (
+        f"this model has not been measured on adults, but the previous model of this project was no better than "
+        f"chance on {prev_nih['n']:,} radiographs of mostly adults from other hospitals (NIH ChestX-ray14, AUC "
+        f"{prev_nih['auc']:.2f}). Do not use it on adults: the scope gate refuses the adult films it recognises."
+    )
+else:
+    ADULTS = "how it does on adults or other hospitals' images has not been measured for this model."
 CALIBRATION = (
     f"on new patients it is off by {block['ece']:.2f} on average (ECE, official test split, {block['n']} images)"
     if block and block.get("ece") is not None

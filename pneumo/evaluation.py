@@ -222,8 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-
-
 # ---- the model this one replaced --------------------------------------------------------------------------------
 PREVIOUS_DIR_NAME = "previous"  # models/evaluations/previous/<sha256>.json: evaluations of replaced models
 
