@@ -1,4 +1,5 @@
-"""The committed model: it loads, its metadata agrees with it, and it gives sane results on the shipped samples."""
+"""The committed models: they load, their metadata agrees with them, and the whole analysis path gives sane results
+on the shipped samples (turned and inverted copies too)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import json
 
 import numpy as np
 
-from pneumo import config
-from pneumo.inference import label_for, predict_proba
-from pneumo.io import load_image
+from pneumo import config, lungs
+from pneumo.io import LoadedImage, load_image
 from pneumo.model import load_model, metadata_path
-from pneumo.preprocess import preprocess
+from pneumo.pipeline import analyze_images, load_models
 
 
 def test_model_file_is_light_and_has_metadata():
@@ -21,7 +21,8 @@ def test_model_file_is_light_and_has_metadata():
     loaded = load_model(path)
     model = loaded.model
     assert meta["parameters"] == model.count_params() < 1_000_000
-    assert meta["input_size"] == model.input_shape[1] == model.input_shape[2] == config.IMAGE_SIZE
+    assert meta["input_size"] == model.input_shape[1] == model.input_shape[2]
+    assert meta["input_mode"] == "lungs" and (path.parent / meta["lung_model"]["file"]).is_file()
     assert meta["class_names"] == list(config.CLASS_NAMES)
     assert meta["gradcam_layer"] == config.GRADCAM_LAYER and model.get_layer(meta["gradcam_layer"]) is not None
     assert 0.0 < meta["threshold"] < 1.0
@@ -39,13 +40,31 @@ def test_model_file_is_light_and_has_metadata():
     assert "test" not in meta["metrics"], "the sequestered test split must not be used here"
 
 
-def test_committed_model_on_samples():
-    loaded = load_model()
+def test_committed_models_on_samples():
+    models = load_models()
+    assert models.lungs is not None and models.gate is not None
     samples = json.loads((config.ASSETS_DIR / "samples" / "samples.json").read_text())
-    x = np.stack([preprocess(load_image(config.ASSETS_DIR / "samples" / s["file"]).pixels) for s in samples])
-    probs = predict_proba(loaded.model, x)
-    assert np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
-    for s, p in zip(samples, probs, strict=True):
-        assert label_for(p, loaded.threshold) == s["label"], (s["file"], p)
-    # a uniform grey square is not a chest X-ray; whatever it gets, the model must not crash or return NaN
-    assert np.isfinite(predict_proba(loaded.model, np.full((224, 224, 1), 128, np.uint8))).all()
+    images = [load_image(config.ASSETS_DIR / "samples" / s["file"]) for s in samples]
+    results = analyze_images(models, images)
+    for s, r in zip(samples, results, strict=True):
+        assert r.in_scope and r.label == s["label"], (s["file"], r.label, r.probability, r.warnings)
+        assert lungs.plausible(r.lung_mask), s["file"]
+    # turned and inverted copies are put upright and get (nearly) the upright answer
+    turned = [LoadedImage(np.rot90(images[0].pixels)), LoadedImage(255 - images[-1].pixels)]
+    t_rot, t_inv = analyze_images(models, turned)
+    assert "rotated" in t_rot.warnings and abs(t_rot.probability - results[0].probability) < 0.05
+    assert "inverted" in t_inv.warnings and abs(t_inv.probability - results[-1].probability) < 0.05
+    # a uniform grey square is no chest X-ray: out of scope, and no crash or NaN when forced
+    (grey,) = analyze_images(models, [LoadedImage(np.full((300, 300), 128, np.uint8))], force=True)
+    assert "uniform" in grey.warnings and np.isfinite(grey.probability)
+
+
+def test_committed_lung_and_gate_metadata():
+    lung = json.loads(config.LUNG_MODEL_PATH.with_suffix(".json").read_text())
+    assert lung["metrics"]["validation"]["dice_mean"] >= 0.95 and lung["parameters"] < 1_000_000
+    assert (
+        load_model(config.DEFAULT_MODEL_PATH).metadata["lung_model"]["sha256"]
+        == __import__("hashlib").sha256(config.LUNG_MODEL_PATH.read_bytes()).hexdigest()
+    ), "the classifier was trained behind exactly this lung model"
+    gate = json.loads(config.SCOPE_MODEL_PATH.with_suffix(".json").read_text())
+    assert gate["metrics"]["in_scope_validation"]["flagged_out_of_scope"] <= 0.01

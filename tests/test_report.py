@@ -196,7 +196,7 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
 
     from pneumo.report import report_lines
 
-    evaluation = json.loads(next((config.MODELS_DIR / "evaluations").glob("*.json")).read_text())
+    evaluation = json.loads(next((config.MODELS_DIR / "evaluations").rglob("*.json")).read_text())  # a real one
     when = datetime(2026, 1, 2, tzinfo=timezone.utc)
     text = "\n".join(report_lines(analysed, 0.5, tiny_model.metadata, 1, when, evaluation))
     assert "On new patients (official test split, 624 images" in text

@@ -80,7 +80,7 @@ def test_cli_settings_override():
     args, s = parse_args(["--data", "x", "--preset", "smoke", "--epochs", "3", "--learning-rate", "0.01"])
     assert s.epochs == 3 and s.learning_rate == 0.01 and s.image_size == 32
     _, full = parse_args(["--data", "x"])
-    assert full.image_size == 224 and full.max_per_class == 0
+    assert full.image_size == 160 and full.input_mode == "lungs" and full.max_per_class == 0
 
 
 @pytest.mark.slow
