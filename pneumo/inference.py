@@ -9,7 +9,6 @@ import numpy as np
 import tensorflow as tf
 
 from pneumo import config
-from pneumo.model import LoadedModel
 
 _PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -39,43 +38,3 @@ def predict_proba(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
 def label_for(probability: float, threshold: float) -> str:
     """NORMAL or PNEUMONIA at the threshold (probability >= threshold -> PNEUMONIA)."""
     return config.CLASS_NAMES[1] if probability >= threshold else config.CLASS_NAMES[0]
-
-
-def confidence_text(probability: float, threshold: float) -> str:
-    """Plain words for how far a probability lies from the operating point, on the logit scale.
-
-    The distance |logit(p) - logit(t)| < 1 is 'borderline', < 3 'moderately confident', else 'confident'.
-    """
-    p = float(np.clip(probability, 1e-6, 1 - 1e-6))
-    t = float(np.clip(threshold, 1e-6, 1 - 1e-6))
-    d = abs(np.log(p / (1 - p)) - np.log(t / (1 - t)))
-    if d < 1.0:
-        return "borderline: close to the decision threshold"
-    if d < 3.0:
-        return "moderately confident"
-    return "confident"
-
-
-def model_summary(loaded: LoadedModel) -> dict:
-    """A few facts about a loaded model for display: version, size, threshold and validation metrics."""
-    meta = loaded.metadata
-    return {
-        "name": meta.get("name", loaded.path.stem),
-        "created": meta.get("created", "unknown"),
-        "parameters": meta.get("parameters", loaded.model.count_params()),
-        "threshold": loaded.threshold,
-        "validation": meta.get("metrics", {}).get("validation", {}),
-    }
-
-
-def heatmap_scale(loaded: LoadedModel) -> float | None:
-    """The model's absolute heatmap scale (metadata ``cam_scale``, written by training), or None when it has none.
-
-    Pass it to ``pneumo.gradcam.heatmap_from_cam(..., scale=...)``; None falls back to each map's own maximum.
-    """
-    value = loaded.metadata.get("cam_scale")
-    try:
-        scale = float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return scale if scale is not None and np.isfinite(scale) and scale > 0 else None
