@@ -24,8 +24,6 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,22 +58,6 @@ def collect_files(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     return files, skipped
 
 
-def _decode(path: Path):
-    from pneumo.io import ImageLoadError, load_image
-    from pneumo.pipeline import ANALYSIS_DECODE
-
-    try:  # the app's decode too: same file, same answer
-        return load_image(path, **ANALYSIS_DECODE)
-    except ImageLoadError as exc:
-        return exc
-
-
-def decoded(files: list[Path], workers: int) -> Iterator:
-    """Decode files in a thread pool (the decoders release the GIL), in order: LoadedImage or ImageLoadError each."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        yield from pool.map(_decode, files)
-
-
 def run(
     files: list[Path],
     model_path: Path,
@@ -83,7 +65,7 @@ def run(
     batch_size: int = 32,
     force: bool = False,
     progress: bool = False,
-    workers: int = 4,
+    workers: int | None = None,
 ) -> list[Row]:
     """Analyse every file through the one analysis path (pneumo.pipeline), in batches; unreadable files -> ERROR."""
     from pneumo.pipeline import load_models
@@ -93,7 +75,13 @@ def run(
     if heatmap_dir is not None:
         heatmap_dir.mkdir(parents=True, exist_ok=True)
     batch: list[tuple[int, object]] = []
-    for f, img in zip(files, decoded(files, workers), strict=False):
+    from pneumo.io import load_many
+    from pneumo.pipeline import ANALYSIS_DECODE
+
+    # decode in a thread pool (the decoders release the GIL), the next batch while the models run on this one;
+    # the app's decode too: same file, same answer
+    stream = load_many(files, workers=workers, prefetch=batch_size, **ANALYSIS_DECODE)
+    for f, img in stream:
         if isinstance(img, Exception):
             rows.append(Row(str(f), None, "ERROR", str(img)))
         else:
@@ -185,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     force_help = "give a probability and label even for images outside the intended use (warnings stay)"
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=4, help="decoding threads")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 4, one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
