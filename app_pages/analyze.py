@@ -13,7 +13,6 @@ import streamlit as st
 
 from app_pages.common import (
     analyze,
-    colourbar_png,
     display_png,
     evaluation,
     model_metadata,
@@ -164,6 +163,18 @@ def probability_bar(v: pr.Verdict) -> None:
     )
 
 
+# OpenCV's JET colormap (the overlay's) as CSS gradient stops: dark blue, blue, cyan, yellow, red, dark red
+JET_CSS = "#00007f 0%, #0000ff 12.5%, #00ffff 37.5%, #ffff00 62.5%, #ff0000 87.5%, #7f0000 100%"
+
+
+def colour_bar_html(name: str) -> str:
+    """The heatmap's colour bar as HTML (no image: crisp at any size, nothing per user to serve)."""
+    return f"""<div style="font-size:0.8rem;color:#31333f">
+      <div style="height:12px;border-radius:3px;background:linear-gradient(to right, {JET_CSS})"></div>
+      <div style="display:flex;justify-content:space-between"><span>0: no evidence</span>
+      <span>1: typical {name} peak or more</span></div></div>"""
+
+
 def result_panel(res, threshold: float) -> None:
     """Label, probability, where it lies relative to the threshold, and what the probability means."""
     v = pr.verdict(float(res.probability), threshold)
@@ -285,7 +296,7 @@ def show_detail(res, threshold: float) -> None:
         overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
         caption=f"Heatmap of {scale_words(meta, cls)}",
     )  # fmt: skip
-    i2.image(colourbar_png(cls, meta, str(loaded.path)), width="stretch")
+    i2.html(colour_bar_html(config.CLASS_NAMES[cls]))
     facts(res)
     downloads(res, threshold, cls, alpha)
 

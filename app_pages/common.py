@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # TensorFlow is imported only when a page needs the model: th
 __all__ = [
     "DISCLAIMER",
     "analyze",
-    "colourbar_png",
     "evaluation",
     "get_model",
     "model_metadata",
@@ -174,12 +173,3 @@ def overlay_display_png(digest: str, cls: int, alpha: float, outline: bool, _res
 
     shown = _display_pixels(digest, _res)
     return png_bytes(heatmap_overlay(_res, cls, alpha, _meta, image=shown, outline=outline))
-
-
-@st.cache_resource(show_spinner=False)
-def colourbar_png(cls: int, _meta: dict, model_key: str) -> bytes:
-    """PNG bytes of the heatmap's colour bar for a class (labels from pneumo.explain.scale_words)."""
-    from pneumo.gradcam import colorbar
-
-    name = config.CLASS_NAMES[cls]
-    return png_bytes(colorbar(560, 44, labels=("0: no evidence", f"1: typical {name} peak or more")))
