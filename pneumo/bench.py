@@ -761,36 +761,29 @@ def fullres_agreement(model_path: Path, fullres_dir: Path, data_dir: Path) -> di
     """Mean and max |dp| between full-resolution originals and the data set's 224 px copies of the same files.
 
     fullres_dir holds CLASS/name.jpeg originals; their 224 copies are found by name under data_dir/SPLIT/CLASS/.
-    Each original is decoded three ways: in full, as the CLI does (min_side = DECODE_MIN_FACTOR x input: JPEG
-    DCT-domain reduction) and as the app does (max_side = DISPLAY_MAX_SIDE).
+    Each original is decoded in full and as the app and the CLI decode it (pneumo.pipeline.ANALYSIS_DECODE: JPEG
+    DCT-domain reduction while each side stays >= 448), then goes through the whole path (lungs, classifier).
     """
-    from pneumo import config
-    from pneumo.inference import predict_proba
     from pneumo.io import load_image
-    from pneumo.model import load_model
+    from pneumo.pipeline import ANALYSIS_DECODE, classify_224, load_models
     from pneumo.preprocess import preprocess
 
-    loaded = load_model(model_path)
-    size = loaded.image_size
-    ways = {
-        "full": {},
-        "cli_reduced": {"min_side": config.DECODE_MIN_FACTOR * size},
-        "app_display": {"max_side": config.DISPLAY_MAX_SIDE},
-    }
+    models = load_models(model_path, with_gate=False)
+    ways = {"full": {}, "app_and_cli": ANALYSIS_DECODE}
     copies, inputs = [], {w: [] for w in ways}
     for original in sorted(fullres_dir.glob("*/*.jp*g")):
         matches = sorted(data_dir.glob(f"*/{original.parent.name}/{original.name}"))
         if not matches:
             continue
-        copies.append(preprocess(load_image(matches[0]).pixels, size))
+        copies.append(preprocess(load_image(matches[0]).pixels, 224)[..., 0])  # (224, 224)
         for way, kwargs in ways.items():
-            inputs[way].append(preprocess(load_image(original, **kwargs).pixels, size))
+            inputs[way].append(preprocess(load_image(original, **kwargs).pixels, 224)[..., 0])
     if not copies:
         raise ValueError(f"no original in {fullres_dir} has a copy under {data_dir}")
-    p_copy = predict_proba(loaded.model, np.stack(copies))
+    p_copy = classify_224(models, np.stack(copies)).prob
     out: dict[str, Any] = {"images": len(copies)}
     for way in ways:
-        dp = np.abs(predict_proba(loaded.model, np.stack(inputs[way])) - p_copy)
+        dp = np.abs(classify_224(models, np.stack(inputs[way])).prob - p_copy)
         out[way] = {"mean_abs_dp": round(float(dp.mean()), 5), "max_abs_dp": round(float(dp.max()), 5)}
     return out
 

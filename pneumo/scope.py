@@ -175,12 +175,10 @@ def gate_input(pixels: np.ndarray, size: int) -> np.ndarray:
 
 def _forward(gate: LoadedGate, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8)."""
-    kinds, orients = [], []
-    for i in range(0, len(x), batch_size):
-        out = gate.model(x[i : i + batch_size].astype(np.float32), training=False)
-        kinds.append(np.asarray(out[KIND_OUTPUT]))
-        orients.append(np.asarray(out[ORIENTATION_OUTPUT]))
-    return np.concatenate(kinds), np.concatenate(orients)
+    from pneumo.model import forward
+
+    out = forward(gate.model, x, batch_size)  # compiled once per model: no eager overhead per call
+    return np.asarray(out[KIND_OUTPUT]), np.asarray(out[ORIENTATION_OUTPUT])
 
 
 @dataclass(frozen=True)

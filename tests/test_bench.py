@@ -171,7 +171,7 @@ def test_table_shows_every_item_and_ratio(quick_result):
     assert f"{ratio:.3g}" in table
 
 
-def test_fullres_agreement_finds_copies_by_name(tiny_model_path, tmp_path):
+def test_fullres_agreement_finds_copies_by_name(tiny_lung_model_path, tmp_path):
     import cv2
 
     from tests.conftest import synthetic_xray
@@ -183,9 +183,9 @@ def test_fullres_agreement_finds_copies_by_name(tiny_model_path, tmp_path):
         cv2.imwrite(str(tmp_path / "full" / cls / f"x{i}.jpeg"), big)
         small = cv2.resize(big, (224, 224), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(tmp_path / "data" / "train" / cls / f"x{i}.jpeg"), small)
-    out = bench.fullres_agreement(tiny_model_path, tmp_path / "full", tmp_path / "data")
+    out = bench.fullres_agreement(tiny_lung_model_path, tmp_path / "full", tmp_path / "data")
     assert out["images"] == 2
-    for way in ("full", "cli_reduced", "app_display"):
+    for way in ("full", "app_and_cli"):
         assert 0 <= out[way]["mean_abs_dp"] <= out[way]["max_abs_dp"] <= 1
     with pytest.raises(ValueError):
-        bench.fullres_agreement(tiny_model_path, tmp_path / "full", tmp_path / "nothing")
+        bench.fullres_agreement(tiny_lung_model_path, tmp_path / "full", tmp_path / "nothing")
