@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo.settings import add_setting_args, settings_from
+
 log = logging.getLogger("pneumo.train")
 
 
@@ -94,15 +96,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
         help="no training: re-choose the threshold of the existing OUT/NAME.keras on the same validation split "
         "with the current rule, and rewrite its metadata and plot (the training record is kept)",
     )
-    for f in dataclasses.fields(Settings):
-        if f.type in ("int", "float", "str"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=None)
+    add_setting_args(p, Settings)
     args = p.parse_args(argv)
-    settings = Settings(**PRESETS[args.preset])
-    for f in dataclasses.fields(Settings):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            setattr(settings, f.name, v)
+    settings = settings_from(args, Settings, PRESETS[args.preset])
     return args, settings
 
 

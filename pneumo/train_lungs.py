@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pneumo.settings import add_setting_args, settings_from
+
 log = logging.getLogger("pneumo.train_lungs")
 
 
@@ -70,14 +72,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     p.add_argument("--out", default=Path("models"), type=Path)
     p.add_argument("--name", default="pneumo_lungs")
     p.add_argument("--preset", default="full", choices=sorted(PRESETS))
-    for f in dataclasses.fields(Settings):
-        if f.type in ("int", "float", "str"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=None)
+    add_setting_args(p, Settings)
     args = p.parse_args(argv)
-    s = Settings(**PRESETS[args.preset])
-    for f in dataclasses.fields(Settings):
-        if getattr(args, f.name, None) is not None:
-            setattr(s, f.name, getattr(args, f.name))
+    s = settings_from(args, Settings, PRESETS[args.preset])
     return args, s
 
 

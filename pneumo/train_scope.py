@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from pneumo import config, scope
+from pneumo.settings import add_setting_args, settings_from
 
 log = logging.getLogger("pneumo.train_scope")
 
@@ -120,16 +121,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
         action="store_true",
         help="no training: re-choose the thresholds of OUT/NAME.keras and re-measure it (the training record is kept)",
     )
-    for f in dataclasses.fields(Settings):
-        if f.type in ("int", "float", "str"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=None)
+    add_setting_args(p, Settings)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the metadata
-    settings = Settings(**PRESETS[args.preset])
-    for f in dataclasses.fields(Settings):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            setattr(settings, f.name, v)
+    settings = settings_from(args, Settings, PRESETS[args.preset])
     return args, settings
 
 

@@ -161,3 +161,15 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     x = np.stack([synthetic_xray(224, 224, seed=s) for s in range(2)])
     res = classify_224(models, x)
     assert res.prob.shape == (2,) and res.cam224.shape == (2, 224, 224) and res.masks.shape == (2, 224, 224)
+
+
+def test_every_training_script_takes_setting_flags():
+    """The three scripts share pneumo.settings: int/float/str fields become flags over the chosen preset."""
+    from pneumo import train_lungs, train_scope
+
+    _, s = train_lungs.parse_args(["--data", "x", "--masks", "m", "--preset", "smoke", "--epochs", "2"])
+    assert s.epochs == 2 and s.image_size == 32 and s.widths == (4, 8, 8)
+    _, g = train_scope.parse_args(["--data", "x", "--scope", "y", "--learning-rate", "0.5"])
+    assert g.learning_rate == 0.5
+    _, c = train_lungs.parse_args(["--data", "x", "--masks", "m"])
+    assert c.epochs == train_lungs.Settings().epochs  # no flag: the preset's value
