@@ -41,6 +41,8 @@ LUNG_MARGIN_PX = 8
 LUNG_AREA_RANGE = (0.08, 0.55)
 # The classifier's input side: the dilated lung box of a 224 copy is ~150 px wide, so 160 keeps all its detail.
 LUNG_INPUT_SIZE = 160
+# Images per forward pass inside the pipeline: on 2 cores as fast per image as 32, and ~60 MB less peak memory.
+PIPELINE_BATCH = 8
 
 # Loader guard: a 2-byte PNG header can claim gigapixels; real X-rays are at most ~4300x4300 (18.5 MP).
 MAX_IMAGE_PIXELS = 50_000_000

@@ -110,7 +110,7 @@ def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.
     return x[..., None], masks
 
 
-def classify_224(models: Models, x224: np.ndarray, batch_size: int = 32) -> BatchOutput:
+def classify_224(models: Models, x224: np.ndarray, batch_size: int = config.PIPELINE_BATCH) -> BatchOutput:
     """Run lungs, classifier and CAM on squashes uint8 (B, 224, 224): one forward pass per model and batch."""
     from pneumo.gradcam import explain_batch
 
