@@ -205,7 +205,7 @@ def result_panel(res, threshold: float) -> None:
     )
 
 
-def downloads(res, threshold: float, cls: int, alpha: float) -> None:
+def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = True) -> None:
     """Reports and the full-resolution overlay, made on request for the current settings.
 
     A click on 'Create the report' is a normal rerun that carries the current slider values, so the files always
@@ -214,18 +214,18 @@ def downloads(res, threshold: float, cls: int, alpha: float) -> None:
     from pneumo.analysis import heatmap_overlay
     from pneumo.report import build_report
 
-    key = (res.digest, round(threshold, 4), cls, round(alpha, 3))
+    key = (res.digest, round(threshold, 4), cls, round(alpha, 3), outline)
     bundle = st.session_state.get("_bundle")
     if st.button("Create the report (PDF, PNG) and the full-resolution overlay", icon=":material/description:",
                  key="make_report"):  # fmt: skip
         with st.spinner("Creating the report…"):
             when = datetime.now(timezone.utc)
-            args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION}
+            args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION, "outline": outline}
             bundle = {
                 "key": key,
                 "pdf": build_report(res, threshold, meta, fmt="pdf", **args),
                 "png": build_report(res, threshold, meta, fmt="png", **args),
-                "overlay": png_bytes(heatmap_overlay(res, cls, alpha, meta)),
+                "overlay": png_bytes(heatmap_overlay(res, cls, alpha, meta, outline=outline)),
             }
             st.session_state["_bundle"] = bundle
             release_memory()
@@ -298,7 +298,7 @@ def show_detail(res, threshold: float) -> None:
     )  # fmt: skip
     i2.html(colour_bar_html(config.CLASS_NAMES[cls]))
     facts(res)
-    downloads(res, threshold, cls, alpha)
+    downloads(res, threshold, cls, alpha, bool(outline))
 
 
 def _short_note(row: dict) -> str:
@@ -347,7 +347,7 @@ def results_view() -> None:
             "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=105),
             "label": st.column_config.TextColumn(f"Label at {pr.format_threshold(threshold)}", width=115),
             "position": st.column_config.TextColumn("vs threshold", width=125),
-            "notes": st.column_config.TextColumn("Notes (full text in the detail and the CSV)"),
+            "notes": st.column_config.TextColumn("Notes", help="Full text in the detail (select the row) and the CSV"),
         },
     )
     st.download_button(

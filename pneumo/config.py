@@ -41,6 +41,9 @@ LUNG_MARGIN_PX = 8
 LUNG_AREA_RANGE = (0.08, 0.55)
 # The classifier's input side: the dilated lung box of a 224 copy is ~150 px wide, so 160 keeps all its detail.
 LUNG_INPUT_SIZE = 160
+# Warn below this height ratio of the shorter to the taller lung field: a field cut short often means dense
+# consolidation outside the outline. It flags 1.0 % of validation images (1.4 % of pneumonias, no normal).
+LUNG_HEIGHT_RATIO_MIN = 0.75
 # Images per forward pass inside the pipeline: on 2 cores as fast per image as 32, and ~60 MB less peak memory.
 PIPELINE_BATCH = 8
 

@@ -108,6 +108,15 @@ def mask_facts(mask: np.ndarray) -> dict[str, float]:
     return {"area": area, "components": float(n - 1), "left_share": left}
 
 
+def height_ratio(mask: np.ndarray) -> float:
+    """Height of the shorter of the two largest blobs over the taller one's (0 when there are fewer than two)."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(np.asarray(mask, np.uint8), connectivity=8)
+    if n < 3:
+        return 0.0
+    short, tall = sorted(stats[1:, cv2.CC_STAT_HEIGHT])[-2:]
+    return float(short) / float(tall)
+
+
 def plausible(mask: np.ndarray) -> bool:
     """True when a mask looks like two lung fields: enough area, two blobs, neither side nearly empty."""
     f = mask_facts(mask)

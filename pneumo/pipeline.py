@@ -188,6 +188,8 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
         mask = None if out.masks is None else _readonly(out.masks[i])
         if mask is not None and c.in_scope and not lungs.plausible(mask):
             base["warnings"] = (*base["warnings"], "lungs_not_found")
+        elif mask is not None and c.in_scope and lungs.height_ratio(mask) < config.LUNG_HEIGHT_RATIO_MIN:
+            base["warnings"] = (*base["warnings"], "lung_field_short")
         label = label_for(p, models.threshold) if (c.in_scope or force) else LABEL_OUT_OF_SCOPE
         results.append(
             Result(

@@ -117,7 +117,7 @@ def verdict(probability: float, threshold: float) -> Verdict:
     if label == config.CLASS_NAMES[0] and p >= 0.5:
         caution = (
             f"{shown} is above 50%, yet the label is NORMAL: this operating point calls PNEUMONIA only from {cut} on "
-            "(chosen to limit false alarms)."
+            "(a high threshold limits false alarms)."
         )
     elif label == config.CLASS_NAMES[1] and p < 0.5:
         caution = (
@@ -231,7 +231,8 @@ def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
         elif not r.has_result:
             row |= {"label": "NOT ANALYSED", "note": r.refusal}
         elif r.doubtful:
-            row |= {"label": "NOT SHOWN", "note": "; ".join(("does not look like a radiograph", *r.warnings))}
+            why = "outside the intended use: " + "; ".join(warning_sentences(r.warnings))
+            row |= {"label": "OUT OF SCOPE", "note": why}
         else:
             v = verdict(r.probability, threshold)
             row |= {
@@ -239,7 +240,7 @@ def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
                 "shown": format_probability(r.probability),
                 "label": v.label,
                 "position": v.position_text,
-                "note": "; ".join(r.warnings),
+                "note": " ".join(warning_sentences(r.warnings)),
             }
         rows.append(row)
     return rows

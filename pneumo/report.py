@@ -139,9 +139,10 @@ def report_content(
         )
     scope = ""
     if is_out_of_scope(result):
+        why = " ".join(warning_sentences(result.warnings))
         scope = (
-            "OUTSIDE INTENDED USE: this image does not look like a pediatric frontal chest radiograph. The result "
-            "was shown on request only and means nothing clinically."
+            "OUTSIDE INTENDED USE: this image does not look like a frontal chest radiograph of a young child. "
+            f"{why} The result was shown on request only and means nothing clinically."
         )
     cls = config.CLASS_NAMES[target_class]
     return ReportContent(
@@ -160,8 +161,8 @@ def report_content(
         out_of_scope=scope,
         warnings=tuple(warning_sentences(result.warnings)),
         heatmap_line=(
-            f"Heatmap: Grad-CAM evidence for {cls}, scaled to this image's own maximum: it shows where the model "
-            "looked, not how much disease there is."
+            f"Heatmap: {scale_words(metadata, target_class)}. It is drawn within the lungs, the only part of the "
+            "image the classifier sees; it shows where the model found evidence, not how much disease there is."
         ),
         independent="Independent figures: " + ev.headline(evaluation, markdown=False),
         external=external,
@@ -172,8 +173,8 @@ def report_content(
             f"{metadata.get('parameters', '?')} parameters, input {metadata.get('input_size', '?')} px. "
             f"pneumo {__version__}. Report created {when:%Y-%m-%d %H:%M} UTC."
         ),
-        image_titles=("Radiograph as uploaded", f"Grad-CAM: evidence for {cls}"),
-        colourbar_label="Heatmap: " + scale_words(metadata, target_class),
+        image_titles=("Radiograph as analysed", f"Heatmap: evidence for {cls}"),
+        colourbar_label=f"0: no evidence for {cls}; 1: as strong as a typical {cls} image's peak, or more",
     )
 
 
@@ -186,12 +187,12 @@ def report_lines(
 
 
 def _images(
-    result: Analysis, target_class: int, alpha: float, metadata: dict[str, Any]
+    result: Analysis, target_class: int, alpha: float, metadata: dict[str, Any], outline: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(radiograph, overlay) at report resolution, with the lung outline drawn on both when the analysis has one."""
     shown = _shrink(result.pixels)
-    overlay = heatmap_overlay(result, target_class, alpha, metadata, image=shown)  # (h, w, 3), outlined lungs
-    base = heatmap_overlay(result, target_class, 0.0, metadata, image=shown)  # the radiograph with the outline only
+    overlay = heatmap_overlay(result, target_class, alpha, metadata, image=shown, outline=outline)  # (h, w, 3)
+    base = heatmap_overlay(result, target_class, 0.0, metadata, image=shown, outline=outline)  # the radiograph
     return base, overlay
 
 
@@ -360,13 +361,16 @@ def build_report(
     fmt: str = "png",
     when: datetime | None = None,
     evaluation: dict[str, Any] | None = None,
+    outline: bool = True,
 ) -> bytes:
-    """Render the report of one analysed image as PDF bytes (fpdf2) or PNG bytes (A4 at config.REPORT_PNG_DPI)."""
+    """Render the report of one analysed image as PDF bytes (fpdf2) or PNG bytes (A4 at config.REPORT_PNG_DPI).
+
+    ``outline``: draw the lung outline, as the page's toggle says."""
     if fmt not in ("png", "pdf"):
         raise ValueError("fmt must be 'png' or 'pdf'")
     when = when or datetime.now(timezone.utc)
     content = report_content(result, threshold, metadata, target_class, when, evaluation)
-    base, overlay = _images(result, target_class, alpha, metadata)
+    base, overlay = _images(result, target_class, alpha, metadata, outline)
     title = f"pneumo report: {result.name}"
     if fmt == "pdf":
         return _pdf(content, base, overlay, title)

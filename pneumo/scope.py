@@ -48,6 +48,8 @@ WARNING_CODES: dict[str, str] = {
     "uniform": "The image is nearly uniform; there is nothing to analyse.",
     "lungs_not_found": "The lung segmentation did not find two plausible lung fields; the classifier saw a doubtful "
     "crop of the image.",
+    "lung_field_short": "One lung field was outlined much shorter than the other: dense consolidation may lie outside "
+    "the outline, where the classifier does not look. Check the film itself.",
 }
 # Codes that put an image OUTSIDE the intended use (label OUT_OF_SCOPE, no probability unless forced). The others are
 # warnings: the image is analysed (after correction for `rotated`/`inverted`) and the warning is shown with the result.

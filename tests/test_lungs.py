@@ -119,3 +119,12 @@ def test_segment_runs_the_saved_model_with_its_metadata(tmp_path):
 def test_missing_lung_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="lung model not found"):
         lungs.load_lung_model(tmp_path / "nope.keras")
+
+
+def test_height_ratio_spots_a_lung_field_cut_short():
+    mask = two_lungs()
+    assert lungs.height_ratio(mask) > 0.95
+    short = mask.copy()
+    short[130:, :112] = False  # the right lung (image left) cut at mid-height, as when a base is consolidated
+    assert lungs.height_ratio(short) < 0.75
+    assert lungs.height_ratio(np.zeros((50, 50), bool)) == 0.0

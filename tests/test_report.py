@@ -232,3 +232,40 @@ def test_modelcard_rows_label_every_split(tiny_model):
     assert len(fig.axes) == 3  # ROC, confusion, operating points
     assert modelcard.evaluation_figure(meta, "custom_set") is None
     assert modelcard.figure_png(fig).startswith(b"\x89PNG")
+
+
+def test_out_of_scope_rows_and_report_say_why_in_words(analysed, tiny_model):
+    """The table/CSV note and the report explain an out-of-scope image with the codes' sentences, not raw codes."""
+    import dataclasses
+
+    from pneumo.report import report_lines
+    from pneumo.scope import WARNING_CODES
+
+    adult = dataclasses.replace(analysed, in_scope=False, label="OUT_OF_SCOPE", warnings=("adult",))
+    (row,) = an.results_rows([adult], 0.5)
+    assert row["label"] == "OUT OF SCOPE" and row["probability"] is None
+    assert row["note"] == "outside the intended use: " + WARNING_CODES["adult"]
+    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    text = "\n".join(report_lines(adult, 0.5, tiny_model.metadata, 1, when, None))
+    assert "OUTSIDE INTENDED USE" in text and WARNING_CODES["adult"] in text
+    with_scale = {**tiny_model.metadata, "cam_scale": {"NORMAL": 1.0, "PNEUMONIA": 1.0}}
+    text = "\n".join(report_lines(analysed, 0.5, with_scale, 0, when, None))
+    assert "on one scale for all images" in text and "own maximum" not in text
+
+
+def test_report_follows_the_outline_switch(analysed, tiny_model):
+    from pneumo.report import _images
+
+    mask = np.zeros((224, 224), bool)
+    mask[40:180, 30:100] = mask[40:180, 124:194] = True
+    res = dataclasses_replace(analysed, lung_mask=mask)
+    with_line, _ = _images(res, 1, 0.45, tiny_model.metadata, outline=True)
+    without, _ = _images(res, 1, 0.45, tiny_model.metadata, outline=False)
+    assert not np.array_equal(with_line, without)
+    assert np.array_equal(without[..., 0], without[..., 1]), "no outline: the radiograph stays grey"
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
