@@ -174,7 +174,7 @@ def report_content(
             f"pneumo {__version__}. Report created {when:%Y-%m-%d %H:%M} UTC."
         ),
         image_titles=("Radiograph as analysed", f"Heatmap: evidence for {cls}"),
-        colourbar_label=f"0: no evidence for {cls}; 1: as strong as a typical {cls} image's peak, or more",
+        colourbar_label=f"0 = no evidence; 1 = a typical {cls} peak or more",
     )
 
 
