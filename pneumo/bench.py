@@ -5,7 +5,7 @@ Examples:
     python -m pneumo.bench --quick --json        # a few repetitions, one JSON object (CI)
     python -m pneumo.bench --training            # also time one training epoch and extrapolate a full training
     python -m pneumo.bench --model other.keras   # any pneumo model with its .json metadata
-    python -m pneumo.bench --agreement ../shared/data/fullres_samples ../shared/data/chest_xray   # |dp| of decoding
+    python -m pneumo.bench --agreement DATA/fullres_samples DATA/chest_xray   # |dp| of decoding
 
 Timed items (after warm-up; median and p95 over the repetitions), input a full-resolution JPEG (1500x1200, ~0.3 MB,
 made from the largest committed sample, or synthetic on a clone without assets):

@@ -102,7 +102,7 @@ CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "RIB", "TORSO")
 NON_FRONTAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLO", "RLO", "LO", "OBL"})
 # ---- independent evaluations and reports (issue 10) ----
 # Maintainers' scores of a model on sequestered sets, one file per model named <sha256 of the .keras file>.json and
-# shipped in the repository (a cloud deploy has no ../shared): a retrained model has none until it is scored.
+# shipped in the repository (a cloud deploy has no data folder beside it): a retrained model has none until scored.
 EVALUATIONS_DIR = MODELS_DIR / "evaluations"
 # The independent set that matches the intended use (pediatric, same hospital, new patients): quoted on every page.
 PRIMARY_EVALUATION_SET = "official_test"

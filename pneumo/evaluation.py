@@ -5,7 +5,7 @@ evaluations folder). The repository ships the ones that belong to its committed 
 so a cloud deploy has them too. A model file whose hash has no evaluation, e.g. a freshly retrained one, is "not yet
 independently evaluated": the figures of an older model are never shown for it.
 
-    python -m pneumo.evaluation --sync ../shared/evaluations   # copy the evaluations of the committed models
+    python -m pneumo.evaluation --sync EVALUATIONS   # copy in the evaluations of the committed models (by hash)
     python -m pneumo.evaluation --check                        # every shipped file belongs to a committed model
 """
 

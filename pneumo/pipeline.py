@@ -177,8 +177,10 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
 
     if not images:
         return []
-    checks = scope.assess_batch(images, models.gate)  # one gate pass for the batch
-    x224 = np.stack([preprocess(c.corrected, SQUASH)[..., 0] for c in checks])  # (B, 224, 224) upright
+    squashed = np.stack([preprocess(im.pixels, SQUASH)[..., 0] for im in images])  # (B, 224, 224) as given
+    checks = scope.assess_batch(images, models.gate, squashed)  # one gate pass for the batch
+    x224 = np.stack([q if c.corrected is im.pixels else preprocess(c.corrected, SQUASH)[..., 0]
+                     for q, c, im in zip(squashed, checks, images, strict=True)])  # fmt: skip  # (B, 224, 224) upright
     out = classify_224(models, x224)  # every readable image runs: --force / "show anyway" need the answer
     results: list[Result] = []
     for i, c in enumerate(checks):

@@ -269,12 +269,21 @@ def _result(img: LoadedImage, d: GateDecision | None, i: int) -> ScopeResult:
     return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, explain(codes), oprobs)
 
 
-def assess_batch(items: Sequence[LoadedImage | np.ndarray], gate: LoadedGate | None) -> list[ScopeResult]:
-    """Assess many images with one gate forward pass (plus one for the few that were corrected)."""
+def assess_batch(
+    items: Sequence[LoadedImage | np.ndarray], gate: LoadedGate | None, squashes: np.ndarray | None = None
+) -> list[ScopeResult]:
+    """Assess many images with one gate forward pass (plus one for the few that were corrected).
+
+    squashes: the images' 224 squashes uint8 (N, 224, 224) when the caller has them already (the pipeline does).
+    """
     imgs = [_as_image(it) for it in items]
     if gate is None or not imgs:
         return [_result(img, None, 0) for img in imgs]
-    x = np.stack([gate_input(img.pixels, gate.image_size) for img in imgs])  # (N, S, S, 1) uint8
+    if squashes is None:
+        x = np.stack([gate_input(img.pixels, gate.image_size) for img in imgs])  # (N, S, S, 1) uint8
+    else:
+        size = (gate.image_size, gate.image_size)
+        x = np.stack([cv2.resize(q, size, interpolation=cv2.INTER_AREA) for q in squashes])[..., None]
     d = decide(gate, x)
     return [_result(img, d, i) for i, img in enumerate(imgs)]
 

@@ -275,3 +275,16 @@ def test_committed_gate_refuses_a_text_page_and_noise(committed_gate):
     pages = [gen_text(rng, None, True), gen_noise(rng, None, True)]
     for r in scope.assess_batch(pages, committed_gate):
         assert not r.in_scope and "not_radiograph" in r.codes
+
+
+def test_assess_batch_reuses_the_callers_squashes_to_the_same_answer():
+    """The pipeline hands over the 224 squashes it made anyway: same codes, probabilities and corrections."""
+    from pneumo.preprocess import preprocess
+
+    gate = scope.load_gate(config.SCOPE_MODEL_PATH)
+    imgs = [synthetic_xray(300, 260, seed=3), np.rot90(synthetic_xray(280, 320, seed=4)).copy()]
+    squashes = np.stack([preprocess(p, 224)[..., 0] for p in imgs])
+    a, b = scope.assess_batch(imgs, gate), scope.assess_batch(imgs, gate, squashes)
+    for x, y in zip(a, b, strict=True):
+        assert x.codes == y.codes and x.orientation == y.orientation and np.array_equal(x.corrected, y.corrected)
+        assert x.p_in_scope == pytest.approx(y.p_in_scope, abs=1e-6)
