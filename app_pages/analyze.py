@@ -307,9 +307,9 @@ def _short_note(row: dict) -> str:
     if len(note) <= NOTE_CHARS:
         return note
     if row["label"] == "ERROR":
-        return "cannot be read: select the row"
-    count = note.count(";") + 1
-    return f"{count} warning{'s' if count > 1 else ''}: select the row"
+        return "unreadable: open the row"
+    count = max(int(row.get("n_warnings", 1)), 1)
+    return f"{count} warning{'s' if count > 1 else ''}: open the row"
 
 
 @st.fragment
@@ -343,10 +343,10 @@ def results_view() -> None:
         selection_mode="single-row",
         key="table",
         column_config={
-            "file": st.column_config.TextColumn("File", width=300),
-            "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=105),
-            "label": st.column_config.TextColumn(f"Label at {pr.format_threshold(threshold)}", width=115),
-            "position": st.column_config.TextColumn("vs threshold", width=125),
+            "file": st.column_config.TextColumn("File", width=220),
+            "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=100),
+            "label": st.column_config.TextColumn(f"Label at {pr.format_threshold(threshold)}", width=110),
+            "position": st.column_config.TextColumn("vs threshold", width=110),
             "notes": st.column_config.TextColumn("Notes", help="Full text in the detail (select the row) and the CSV"),
         },
     )

@@ -225,7 +225,8 @@ def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
     exactly as the detail shows it), label, position and note."""
     rows = []
     for r in results:
-        row: dict[str, Any] = {"file": r.name, "probability": None, "shown": "–", "position": "", "note": ""}
+        row: dict[str, Any] = {"file": r.name, "probability": None, "shown": "–", "position": "", "note": "",
+                               "n_warnings": len(getattr(r, "warnings", ()) or ())}  # fmt: skip
         if r.error:
             row |= {"label": "ERROR", "note": r.error}
         elif not r.has_result:
@@ -240,7 +241,7 @@ def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
                 "shown": format_probability(r.probability),
                 "label": v.label,
                 "position": v.position_text,
-                "note": " ".join(warning_sentences(r.warnings)),
+                "note": "; ".join(warning_sentences(r.warnings)),
             }
         rows.append(row)
     return rows
