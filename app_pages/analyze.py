@@ -201,7 +201,12 @@ def result_panel(res, threshold: float) -> None:
     probability_bar(v)
     block = ev.primary(EVALUATION)
     st.caption(
-        pr.probability_meaning(meta, block.get("ece") if block else None, "official test split" if block else "")
+        pr.probability_meaning(
+            meta,
+            block.get("ece") if block else None,
+            "official test split" if block else "",
+            out_of_scope=pr.is_out_of_scope(res),
+        )  # fmt: skip
     )
 
 

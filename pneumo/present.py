@@ -152,11 +152,18 @@ def prevalence(metadata: dict[str, Any]) -> float | None:
         return None
 
 
-def probability_meaning(metadata: dict[str, Any], ece: float | None = None, ece_set: str = "") -> str:
+def probability_meaning(
+    metadata: dict[str, Any], ece: float | None = None, ece_set: str = "", out_of_scope: bool = False
+) -> str:
     """One line on what the probability is and is not (with the training prevalence and, if known, the new-patient
-    calibration error)."""
+    calibration error). ``out_of_scope``: the image lies outside the intended use, and the line says so."""
     prev = prevalence(metadata)
     where = f"a data set in which {prev:.0%} of images show pneumonia" if prev is not None else "its training data"
+    if out_of_scope:
+        return (
+            f"The probability is the model's score for this image, learnt on {where} of young children's frontal "
+            "chest films. This image is outside that use: the score means nothing about this patient."
+        )
     text = (
         f"The probability is the model's score for this image, learnt on {where}; it is **not** this child's chance "
         "of having pneumonia, which depends on who is X-rayed and why."

@@ -156,7 +156,10 @@ def report_content(
         headline=v.headline + ".",
         caution=v.caution,
         meaning=probability_meaning(
-            metadata, ece=block.get("ece") if block else None, ece_set="official test split" if block else ""
+            metadata,
+            ece=block.get("ece") if block else None,
+            ece_set="official test split" if block else "",
+            out_of_scope=is_out_of_scope(result),
         ).replace("**", ""),
         out_of_scope=scope,
         warnings=tuple(warning_sentences(result.warnings)),

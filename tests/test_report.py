@@ -269,3 +269,13 @@ def dataclasses_replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+def test_probability_line_for_an_out_of_scope_image_does_not_speak_of_a_child():
+    from pneumo import present as pr
+
+    meta = {"training": {"data": {"train_images": 100, "train_pneumonia": 74}}}
+    normal = pr.probability_meaning(meta)
+    odd = pr.probability_meaning(meta, out_of_scope=True)
+    assert "child's chance" in normal and "child's chance" not in odd
+    assert "outside that use" in odd and "means nothing" in odd
