@@ -11,7 +11,6 @@ The path for one image (shapes at the defaults):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,14 +197,10 @@ class LungModel:
 
 def load_lung_model(path: str | Path = config.LUNG_MODEL_PATH) -> LungModel:
     """Load the U-Net and its JSON metadata."""
-    import keras
+    from pneumo.model import load_keras_with_metadata
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"lung model not found: {path}")
-    meta_file = path.with_suffix(".json")
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    return LungModel(keras.saving.load_model(path, compile=False), meta, path)
+    model, meta = load_keras_with_metadata(path, "lung model")
+    return LungModel(model, meta, Path(path))
 
 
 def lung_probability(model, x224: np.ndarray, size: int) -> np.ndarray:

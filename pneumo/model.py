@@ -153,19 +153,25 @@ class LoadedModel:
         return (str(names[0]), str(names[1]))
 
 
-def load_model(path: str | Path = config.DEFAULT_MODEL_PATH) -> LoadedModel:
-    """Load a ``.keras`` model and its JSON metadata (missing metadata falls back to config defaults)."""
+def load_keras_with_metadata(path: str | Path, what: str = "model", require_metadata: bool = False) -> tuple:
+    """(Keras model, metadata dict) from a ``.keras`` file and the JSON beside it; pneumo's layers are registered
+    here. Missing metadata gives {} with a warning, or FileNotFoundError when ``require_metadata``."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model file not found: {path}")
-    model = keras.saving.load_model(path, compile=False)
     meta_file = metadata_path(path)
+    if not path.exists() or (require_metadata and not meta_file.exists()):
+        raise FileNotFoundError(f"{what} not found: {path}" + (" (or its .json)" if require_metadata else ""))
     metadata: dict[str, Any] = {}
     if meta_file.exists():
         metadata = json.loads(meta_file.read_text())
     else:
         log.warning("no metadata next to %s; using defaults", path)
-    return LoadedModel(model=model, metadata=metadata, path=path)
+    return keras.saving.load_model(path, compile=False), metadata
+
+
+def load_model(path: str | Path = config.DEFAULT_MODEL_PATH) -> LoadedModel:
+    """Load a ``.keras`` classifier and its JSON metadata (missing metadata falls back to config defaults)."""
+    model, metadata = load_keras_with_metadata(path, "model file")
+    return LoadedModel(model=model, metadata=metadata, path=Path(path))
 
 
 _FORWARD_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from pneumo import config, lungs
+from pneumo.inference import label_for
 from pneumo.io import LoadedImage
 from pneumo.model import LoadedModel, load_model
 from pneumo.preprocess import preprocess
@@ -203,8 +204,3 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
             )
         )
     return results
-
-
-def label_for(probability: float, threshold: float) -> str:
-    """NORMAL or PNEUMONIA at the threshold (probability >= threshold -> PNEUMONIA)."""
-    return config.CLASS_NAMES[1] if probability >= threshold else config.CLASS_NAMES[0]

@@ -16,7 +16,6 @@ Two layers, both compute only (no Streamlit, nothing written):
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,15 +113,10 @@ class LoadedGate:
 
 def load_gate(path: str | Path = config.SCOPE_MODEL_PATH) -> LoadedGate:
     """Load the gate model and its JSON metadata (required: it holds the thresholds)."""
-    import keras
+    from pneumo.model import load_keras_with_metadata
 
-    import pneumo.model  # noqa: F401 - registers PerImageStandardization for deserialisation
-
-    path = Path(path)
-    meta = path.with_suffix(".json")
-    if not path.exists() or not meta.exists():
-        raise FileNotFoundError(f"scope gate model or metadata not found: {path}")
-    return LoadedGate(model=keras.saving.load_model(path, compile=False), metadata=json.loads(meta.read_text()))
+    model, meta = load_keras_with_metadata(path, "scope gate model", require_metadata=True)
+    return LoadedGate(model=model, metadata=meta)
 
 
 # ---------------------------------------------------------------------------------------------------- transforms
