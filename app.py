@@ -38,4 +38,9 @@ pages = [
 ]
 page = st.navigation(pages)
 st.sidebar.caption("Research demo, not a medical device.")
-page.run()
+from app_pages.common import start_warm_up  # noqa: E402
+
+try:
+    page.run()
+finally:  # also when the page ends with st.stop() (the Analyze page before any upload)
+    start_warm_up()  # after the first page has painted: load the models in the background, once per process

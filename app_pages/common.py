@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "model_path",
     "release_memory",
     "show_disclaimer",
+    "start_warm_up",
 ]  # fmt: skip
 
 
@@ -85,13 +88,51 @@ def evaluation() -> dict[str, Any] | None:
     return load_evaluation(model_path())
 
 
+_LOADED: dict[tuple[str, float], Models] = {}  # the models of this process, loaded once (by the warm-up or a page)
+_LOAD_LOCK = threading.Lock()
+_WARM_UP: threading.Thread | None = None
+
+
+def _load_models(path: str, mtime: float) -> Models:
+    """Load the models at ``path`` and trace their compiled networks, once per process; later callers wait for the
+    first (the warm-up thread or a page) and share its result."""
+    with _LOAD_LOCK:
+        if (path, mtime) not in _LOADED:
+            from pneumo.pipeline import load_models, warm_up
+
+            models = load_models(path)
+            try:
+                warm_up(models)
+            except Exception:  # noqa: BLE001 - a failed trial run must not hide models that loaded
+                logging.getLogger(__name__).exception("model warm-up failed; the models are used untraced")
+            _LOADED.clear()  # a replaced file: forget the old models
+            _LOADED[(path, mtime)] = models
+        return _LOADED[(path, mtime)]
+
+
+def _warm_up(path: str, mtime: float) -> None:
+    try:
+        _load_models(path, mtime)
+    except Exception:  # noqa: BLE001 - a broken model file is reported by the page that needs it, not here
+        logging.getLogger(__name__).exception("model warm-up failed")
+
+
+def start_warm_up() -> None:
+    """Import TensorFlow, load the models and trace them in a background thread, once per process, after the first
+    page has painted: by the time a visitor has picked a file, the first result waits for nothing."""
+    global _WARM_UP
+    path = model_path()
+    if _WARM_UP is None and path.exists():
+        _WARM_UP = threading.Thread(target=_warm_up, args=(str(path), path.stat().st_mtime), daemon=True,
+                                    name="pneumo-warm-up")  # fmt: skip
+        _WARM_UP.start()
+
+
 @st.cache_resource(show_spinner="Loading the model (first visit only)…")
 def get_model(path: str, mtime: float) -> Models:
-    """Load the classifier at ``path``, its lung model and the scope gate once per process; ``mtime`` makes a
-    replaced file load afresh."""
-    from pneumo.pipeline import load_models
-
-    return load_models(path)
+    """The classifier at ``path``, its lung model and the scope gate, loaded once per process (or by the warm-up);
+    ``mtime`` makes a replaced file load afresh."""
+    return _load_models(path, mtime)
 
 
 def model_or_stop() -> Models:
@@ -133,10 +174,6 @@ def show_disclaimer() -> None:
     st.warning(DISCLAIMER, icon=":material/warning:")
 
 
-# Longest side of the images sent to the browser (the full-resolution overlay is a download).
-DISPLAY_SIDE = 1200
-
-
 def png_bytes(image: Any) -> bytes:
     """PNG bytes of a uint8 (H, W) or RGB (H, W, 3) array (fast compression: these go to the browser)."""
     import cv2
@@ -148,20 +185,16 @@ def png_bytes(image: Any) -> bytes:
 
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
 def _display_pixels(digest: str, _res: Analysis) -> Any:
-    import cv2
+    from pneumo.analysis import display_copy
 
-    image = _res.pixels
-    h, w = image.shape[:2]
-    scale = DISPLAY_SIDE / max(h, w)
-    if scale < 1:
-        image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    image = display_copy(_res.pixels)  # the analysed pixels are read-only already; so is a reduced copy
     image.setflags(write=False)
     return image
 
 
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
 def display_png(digest: str, _res: Analysis) -> bytes:
-    """PNG bytes of the radiograph at display size (longest side at most DISPLAY_SIDE), once per image."""
+    """PNG bytes of the radiograph at display size (longest side at most config.DISPLAY_MAX_SIDE), once per image."""
     return png_bytes(_display_pixels(digest, _res))
 
 

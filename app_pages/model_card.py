@@ -9,6 +9,7 @@ import streamlit as st
 from app_pages.common import evaluation, model_or_stop
 from pneumo import evaluation as ev
 from pneumo import modelcard
+from pneumo.model import layer_rows
 from pneumo.present import format_threshold, prevalence
 
 loaded = model_or_stop()
@@ -106,7 +107,7 @@ global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid o
 )
 with st.expander("Layer by layer"):
     st.dataframe(
-        modelcard.layer_rows(loaded.model),
+        meta.get("layers") or layer_rows(loaded.model),  # the file's layers (the app runs a folded copy)
         hide_index=True,
         width="stretch",
         column_config={"parameters": st.column_config.NumberColumn("Parameters", format="%d")},
@@ -223,7 +224,11 @@ st.markdown(
 plot = loaded.path.parent / str((meta.get("files") or {}).get("plot", loaded.path.stem + "_training.png"))
 if plot.is_file():
     st.subheader("Training curves")
-    st.image(str(plot), width="stretch")
+    n_members = len((meta.get("training") or {}).get("member_histories") or []) or 1
+    st.image(str(plot), width="stretch", caption=(
+        "ROC on the validation split carved from train (optimistic) and on the official val folder (16 images); "
+        + (f"loss and AUC of each of the {n_members} ensemble members by epoch." if n_members > 1
+           else "loss and AUC by epoch.")))  # fmt: skip
 
 st.subheader("Known limitations")
 nih = ((EVAL or {}).get("sets") or {}).get("external_nih")

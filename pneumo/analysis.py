@@ -182,6 +182,18 @@ def analyze_bytes(data: bytes, name: str, models: Models | LoadedModel) -> Analy
     )
 
 
+def display_copy(pixels: np.ndarray) -> np.ndarray:
+    """The analysed pixels at the size the app shows them: uint8 (h, w[, 3]) with the long side at most
+    config.DISPLAY_MAX_SIDE (area-reduced when larger; the same array when not)."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    scale = config.DISPLAY_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return pixels
+    return cv2.resize(pixels, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
 def explained_class(choice: str, probability: float, threshold: float) -> int:
     """Class index to explain: 'PNEUMONIA' -> 1, 'NORMAL' -> 0, anything else -> the label at the threshold."""
     if choice in config.CLASS_NAMES:

@@ -6,12 +6,14 @@ Examples:
     python -m pneumo.bench --training            # also time one training epoch and extrapolate a full training
     python -m pneumo.bench --model other.keras   # any pneumo model with its .json metadata
     python -m pneumo.bench --agreement DATA/fullres_samples DATA/chest_xray   # |dp| of decoding
+    python -m pneumo.bench --browser DATA/fullres_samples/*/*.jpeg           # the app in Chromium: cold start, upload
 
 Timed items (after warm-up; median and p95 over the repetitions), input a full-resolution JPEG (1500x1200, ~0.3 MB,
 made from the largest committed sample, or synthetic on a clone without assets):
     decode_ms           the CLI's decode: load_image(min_side=2 x input) + preprocess (JPEG DCT-domain reduction)
     predict_ms          P(pneumonia) of one preprocessed image (batch 1) with pneumo.inference.predict_proba
-    explain_ms          the app's per-image work from decoded display pixels (long side <= DISPLAY_MAX_SIDE):
+    explain_ms          the app's per-image work from the pixels it decodes (pneumo.pipeline.ANALYSIS_DECODE, long
+                        side <= DISPLAY_MAX_SIDE; 750x600 for the 1500x1200 JPEG):
                         preprocess, probability + heatmap map (CAM: one forward pass where the head allows it, else
                         Grad-CAM), heatmap, overlay at display size
     batch_images_per_s  the prediction CLI path for 32 JPEGs: decode (thread pool, reduced JPEG decoding),
@@ -210,6 +212,7 @@ class Candidate:
     file_mb: float | None = None  # None: measured by saving the model to a temporary file
     cam_scale: float | None = None  # absolute heatmap scale (metadata cam_scale); None: per-image maximum
     models: Any = None  # pneumo only: the whole analysis path (pneumo.pipeline.Models: gate, lungs, classifier)
+    params: int | None = None  # parameters of the model file (pneumo runs a copy with batch norm folded in)
 
 
 def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -238,6 +241,47 @@ def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarra
         return prob.numpy().astype(np.float64), signed.numpy().astype(np.float32)
 
     return run
+
+
+_MAC_LAYERS = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose", "Dense")
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass for one image: a cost that does not depend on the machine.
+
+    Counts convolutions (plain, separable, depthwise, transposed) and dense layers, also inside nested models
+    (ensemble members); normalisation, activations and pooling are left out (a few % of the total).
+    """
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+        elif kind in _MAC_LAYERS:
+            out = layer.output.shape  # (None, h, w, C) or (None, C)
+            hw = int(np.prod(out[1:-1])) if len(out) > 2 else 1  # output positions
+            if kind == "SeparableConv2D":
+                kh, kw, cin, mult = layer.depthwise_kernel.shape
+                total += hw * (kh * kw * cin * mult + cin * mult * int(layer.pointwise_kernel.shape[-1]))
+            elif kind == "Conv2DTranspose":  # kernel (kh, kw, out, in); each input pixel scatters the kernel
+                kh, kw, cout, cin = layer.kernel.shape
+                total += hw * kh * kw * cin * cout // (layer.strides[0] * layer.strides[1])
+            else:  # Conv2D (kh, kw, in, out), DepthwiseConv2D (kh, kw, in, mult), Dense (in, out)
+                total += hw * int(np.prod(layer.kernel.shape))
+    return int(total)
+
+
+def candidate_mmacs(cand: Candidate) -> dict[str, float]:
+    """Millions of multiply-accumulates per image, per network of the candidate's path and in total."""
+    nets = {"classifier": cand.model}
+    if cand.models is not None:
+        nets["lungs"] = getattr(cand.models.lungs, "model", None)
+        nets["scope_gate"] = getattr(cand.models.gate, "model", None)
+    out = {name: round(count_macs(m) / 1e6, 3) for name, m in nets.items() if m is not None}
+    out["total"] = round(sum(out.values()), 3)
+    return out
 
 
 def _file_mb(model) -> float:
@@ -328,6 +372,7 @@ def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
         file_mb=round(sum(p.stat().st_size for p in model_files(models)) / 2**20, 2),
         cam_scale=class_scale(loaded.metadata, 1),
         models=models,
+        params=loaded.metadata.get("parameters"),
     )
     return cand, loaded, load_s
 
@@ -356,11 +401,14 @@ def build_reference(name: str) -> Candidate:
 # ----------------------------------------------------------------------------------------------------------------
 # the per-model work, exactly as the app and the CLI do it
 def display_pixels(jpeg: bytes) -> np.ndarray:
-    """The app's decode: uint8 (h, w) with the long side at most DISPLAY_MAX_SIDE."""
-    from pneumo import config
+    """The app's decode (pneumo.analysis.analyze_bytes: the analysis decode, JPEG reduced while each side stays >= 448
+    px) at the app's display size (long side at most DISPLAY_MAX_SIDE): uint8 (h, w), the pixels the app analyses
+    and draws its overlay on."""
+    from pneumo.analysis import display_copy
     from pneumo.io import load_image
+    from pneumo.pipeline import ANALYSIS_DECODE
 
-    return load_image(jpeg, max_side=config.DISPLAY_MAX_SIDE).pixels
+    return display_copy(load_image(jpeg, **ANALYSIS_DECODE).pixels)  # (h, w): 750x600 for a 1500x1200 JPEG
 
 
 def explain_one(cand: Candidate, pixels: np.ndarray) -> np.ndarray:
@@ -486,7 +534,8 @@ def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, di
         if f"{c.name}+pneumo" in batch:
             m["batch_images_per_s_pneumo_pipeline"] = per_s(batch[f"{c.name}+pneumo"])
         m.update(
-            model_params=int(c.model.count_params()),
+            model_params=int(c.params or c.model.count_params()),
+            model_mmacs=candidate_mmacs(c),
             model_file_mb=c.file_mb if c.file_mb is not None else _file_mb(c.model),
             input_size=c.size,
             gradcam_layer=c.gradcam_layer,
@@ -669,7 +718,7 @@ def bench_training(loaded, plan: Plan) -> dict[str, Any]:
         "image_size": size,
         "batch_size": s.batch_size,
         "first_epoch_s": round(first_s, 2),
-        "epoch_s": round(epoch_s, 2),
+        "epoch_s": round(epoch_s, 4),  # 4 decimals: a quick-mode epoch is < 0.1 s and is extrapolated ~70x
         "train_ms_per_image": round(1000 * epoch_s / n, 2),
         "validation_ms_per_image": round(1000 * val_s / n_vb, 2),
         "train_split_images": n_train,
@@ -889,12 +938,25 @@ def main(argv: list[str] | None = None) -> int:
         help="only measure |dp| between full-resolution originals (FULLRES_DIR/CLASS/*.jpeg) and their 224 copies "
         "(DATA_DIR/SPLIT/CLASS/), decoded in full, as the CLI and as the app decode them",
     )
+    p.add_argument(
+        "--browser",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="only time the app in headless Chromium: cold start, and upload -> probability of each IMAGE "
+        "(pneumo.bench_browser; needs the dev requirements and Debian's chromium)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if not args.model.exists():
         p.error(f"model not found: {args.model} (train one with `python -m pneumo.train` or pass --model)")
     if args.agreement:
         print(json.dumps(fullres_agreement(args.model, *args.agreement), indent=1))
+        return 0
+    if args.browser:
+        from pneumo.bench_browser import measure_browser
+
+        print(json.dumps(measure_browser(args.browser), indent=1))
         return 0
     result = run_benchmark(args.model, quick=args.quick, training=args.training)
     print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_table(result))

@@ -264,13 +264,15 @@ def overlay_heatmap(
     if image.dtype != np.uint8:
         raise ValueError("image must be uint8")
     h, w = image.shape[:2]
-    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
-    # quantise at the heatmap's own size, then resize the uint8 levels: 4x cheaper than resizing floats
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)  # (h, w)
+    if within is not None:  # on the finer grid of the two, so the tint stops at the mask's edge, not at a cell's
+        mask = _unit_mask(within, "within")  # (mh, mw) in [0, 1]
+        fine = max(heat.shape, mask.shape, key=lambda hw: hw[0] * hw[1])  # (gh, gw)
+        heat, mask = (a if a.shape == fine else cv2.resize(a, fine[::-1], interpolation=cv2.INTER_LINEAR)
+                      for a in (heat, mask))  # fmt: skip
+        heat = heat * mask  # (gh, gw)
+    # quantise at the small grid, then one resize of the uint8 levels to the image: 4x cheaper than resizing floats
     level = cv2.resize(np.round(heat * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W)
-    if within is not None:  # at the image's size, so the tint stops at the mask's edge, not at a 7x7 cell's
-        mask = np.round(_unit_mask(within, "within") * 255).astype(np.uint8)
-        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W) 0..255
-        level = cv2.multiply(level, mask, scale=1.0 / 255.0)  # (H, W) heat level * mask
     # out = image * (1 - a) + colour * a with a = alpha * heat: the colour is weighted by the heat itself so that
     # cold regions keep the radiograph visible. Both terms are 256-entry lookup tables of the heat level, so the
     # per-pixel work is two table lookups, one multiply and one add in uint8 (~3 ms at 1200x960, vs ~10 ms for a

@@ -4,7 +4,7 @@ Everything works on the 224 squash that :func:`pneumo.preprocess.preprocess` mak
 its 224 px copy give the same mask and the same classifier input. No files, no Streamlit: arrays in, arrays out.
 
 The path for one image (shapes at the defaults):
-    x224 uint8 (224, 224) --resize--> (128, 128) --U-Net--> P(lung) (128, 128) --resize--> (224, 224)
+    x224 uint8 (224, 224) --resize--> (64, 64) --U-Net--> P(lung) (64, 64) --resize--> (224, 224)
     --threshold, two largest components, holes filled--> mask224 bool (224, 224)
     --dilate, bounding box, grey outside--> lung input uint8 (160, 160) for the classifier.
 """

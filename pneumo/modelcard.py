@@ -136,21 +136,6 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def layer_rows(model: Any) -> list[dict[str, Any]]:
-    """One row per layer of a Keras model: name, type, output shape and parameter count."""
-    rows = []
-    for layer in model.layers:
-        try:
-            shape = str(tuple(layer.output.shape))
-        except (AttributeError, ValueError):
-            shape = "?"
-        rows.append(
-            {"layer": layer.name, "type": type(layer).__name__, "output shape": shape,
-             "parameters": int(layer.count_params())}
-        )  # fmt: skip
-    return rows
-
-
 _DATA_ARG = re.compile(r"(--data\s+)(\S+)")
 
 

@@ -11,7 +11,7 @@ uint8 (S, S, 1) -> P(pneumonia) and a signed CAM (h, w) -> the CAM pasted back o
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from pneumo import config, lungs
 from pneumo.inference import label_for
 from pneumo.io import LoadedImage
-from pneumo.model import LoadedModel, load_model
+from pneumo.model import LoadedModel, fold_batchnorm, load_model
 from pneumo.preprocess import preprocess
 
 log = logging.getLogger(__name__)
@@ -70,19 +70,34 @@ class Models:
 
 
 def load_models(classifier_path: str | Path = config.DEFAULT_MODEL_PATH, with_gate: bool = True) -> Models:
-    """Load the classifier and what it needs: the lung model its metadata names (from the same folder) and the gate."""
+    """Load the classifier and what it needs: the lung model its metadata names (from the same folder) and the gate.
+
+    Each network is an inference copy with batch norm folded into its convolutions (pneumo.model.fold_batchnorm):
+    the same outputs, about a quarter less time per image.
+    """
     clf = load_model(classifier_path)
+    clf = replace(clf, model=fold_batchnorm(clf.model))
     seg = None
     if clf.input_mode == "lungs":
         name = (clf.metadata.get("lung_model") or {}).get("file", config.LUNG_MODEL_PATH.name)
         seg = lungs.load_lung_model(Path(classifier_path).parent / name)
+        seg = replace(seg, model=fold_batchnorm(seg.model))
     gate = None
     if with_gate:
         from pneumo import scope
 
         gate_path = Path(classifier_path).parent / config.SCOPE_MODEL_PATH.name
         gate = scope.load_gate(gate_path) if gate_path.exists() else None
+        gate = replace(gate, model=fold_batchnorm(gate.model)) if gate is not None else None
     return Models(clf, seg, gate)
+
+
+def warm_up(models: Models) -> None:
+    """Run the whole path once on a synthetic image, so that every compiled network is traced before the first real
+    image arrives (the app calls this in the background at start-up: the first upload then waits for nothing)."""
+    yy, xx = np.mgrid[0:SQUASH, 0:SQUASH]  # (224, 224)
+    ramp = (64 + 96 * np.sin(xx / 19.0) * np.cos(yy / 23.0) + 64).astype(np.uint8)  # not uniform: the full path runs
+    analyze_images(models, [LoadedImage(ramp)], force=True)
 
 
 @dataclass(frozen=True)

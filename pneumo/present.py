@@ -160,9 +160,10 @@ def probability_meaning(
     prev = prevalence(metadata)
     where = f"a data set in which {prev:.0%} of images show pneumonia" if prev is not None else "its training data"
     if out_of_scope:
+        share = f" ({prev:.0%} of them showing pneumonia)" if prev is not None else ""
         return (
-            f"The probability is the model's score for this image, learnt on {where} of young children's frontal "
-            "chest films. This image is outside that use: the score means nothing about this patient."
+            f"The probability is the model's score for this image, learnt on frontal chest films of young "
+            f"children{share}. This image is outside that use: the score means nothing about this patient."
         )
     text = (
         f"The probability is the model's score for this image, learnt on {where}; it is **not** this child's chance "

@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 # Stable warning codes (CLI `warnings` column, JSON, app) -> one plain sentence each.
 WARNING_CODES: dict[str, str] = {
-    "not_radiograph": "This does not look like an X-ray image (for example a photograph, a document, a CT or MR "
-    "slice, or a DICOM of another modality).",
+    "not_radiograph": "This does not look like a chest radiograph: it looks more like another kind of image (for "
+    "example a photograph, a document, a CT or MR slice, or a DICOM of another modality).",
     "not_chest": "This looks like an X-ray of another body part, or only part of a chest, not a whole chest.",
     "not_frontal": "This looks like a side (lateral) chest view; the model only knows frontal views.",
     "adult": "This looks like an adult's chest X-ray; the model was made for children aged 1 to 5.",
@@ -149,7 +149,7 @@ def rule_codes(img: LoadedImage) -> list[str]:
         codes.append("not_frontal")
     if img.colourfulness > config.MAX_COLOURFULNESS:
         codes.append("colour")
-    if float(img.pixels.std()) < config.UNIFORM_MAX_STD:
+    if float(cv2.meanStdDev(np.ascontiguousarray(img.pixels))[1][0, 0]) < config.UNIFORM_MAX_STD:  # exact, fast
         codes.append("uniform")
     w, h = img.size
     if min(w, h) < config.PLAUSIBLE_MIN_SIDE:

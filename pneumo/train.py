@@ -276,8 +276,8 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return model.predict(x.astype("float32"), batch_size=batch_size, verbose=0).reshape(-1)
 
 
-def plot_training(history: dict, roc_sets: dict, path: Path) -> None:
-    """Save a PNG with ROC curves (left) and the training curves (right)."""
+def plot_training(histories: list[dict], roc_sets: dict, path: Path) -> None:
+    """Save a PNG with ROC curves (left) and the training curves of every member (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -292,15 +292,17 @@ def plot_training(history: dict, roc_sets: dict, path: Path) -> None:
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
     axes[0].set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
     axes[0].legend(loc="lower right")
-    ep = np.arange(1, len(history["loss"]) + 1)
-    axes[1].plot(ep, history["loss"], label="train loss")
-    axes[1].plot(ep, history["val_loss"], label="validation loss")
-    axes[1].set(xlabel="epoch", title="Loss")
-    axes[1].legend()
-    axes[2].plot(ep, history["auc"], label="train AUC")
-    axes[2].plot(ep, history["val_auc"], label="validation AUC")
+    for i, history in enumerate(histories, start=1):
+        ep = np.arange(1, len(history["loss"]) + 1)
+        who = f"member {i}, " if len(histories) > 1 else ""
+        for ax, key, what in ((axes[1], "loss", "loss"), (axes[2], "auc", "AUC")):
+            (line,) = ax.plot(ep, history[key], ":", label=f"{who}train {what}")
+            ax.plot(ep, history[f"val_{key}"], "-", color=line.get_color(), label=f"{who}validation {what}")
+    early = " (each run stops once validation AUC stops improving)" if len(histories) > 1 else ""
+    axes[1].set(xlabel="epoch", title="Loss" + early)
     axes[2].set(xlabel="epoch", title="AUC")
-    axes[2].legend()
+    for ax in axes[1:]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -312,7 +314,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     import tensorflow as tf
 
     from pneumo import config, data, metrics
-    from pneumo.model import ensemble_model, metadata_path
+    from pneumo.model import ensemble_model, layer_rows, metadata_path
 
     t0 = time.time()
     keras.utils.set_random_seed(s.seed)
@@ -341,7 +343,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         history, class_weight = previous["history"], previous["class_weight"]
         best_epoch, seconds = previous["best_epoch"], previous["seconds"]
         command = previous["command"]
-        histories = previous.get("member_histories", [history])
+        histories = previous.get("member_histories") or [history]
     else:
         # class weights: each class contributes equally to the loss (train is 1:2.9 NORMAL:PNEUMONIA)
         counts = np.bincount(y_tr, minlength=2)
@@ -378,7 +380,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     if not args.threshold_only:
         final.save(model_file)
     plot_file = args.out / f"{args.name}_training.png"
-    plot_training(history, roc_sets, plot_file)
+    plot_training(histories, roc_sets, plot_file)
     meta = {
         "name": args.name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -393,6 +395,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "threshold": threshold,
         "threshold_rule": metrics.THRESHOLD_RULE.format(min_sensitivity=s.min_sensitivity),
         "parameters": int(final.count_params()),
+        "layers": layer_rows(final),
         "metrics": evaluation,
         "validation_split": {
             "rule": f"{s.val_fraction:.0%} of each class's training images, whole patients, seed {s.seed}",

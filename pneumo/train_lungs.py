@@ -1,7 +1,7 @@
 """Train the lung-field U-Net on the lung masks of the training images.
 
 Examples (DATA: the public data set's folder; MASKS: the lung-mask folder with train/{NORMAL,PNEUMONIA}/*.png):
-    # the committed model (2 CPU cores: about 15 minutes; decoded images are cached in .cache/)
+    # the committed model (2 CPU cores: about 4 minutes; decoded images are cached in .cache/)
     python -m pneumo.train_lungs --data DATA/chest_xray --masks DATA/lung_masks --out models/
     # a few seconds, on a synthetic folder with the same layout (used by the tests)
     python -m pneumo.train_lungs --data /tmp/synth --masks /tmp/synth_masks --out /tmp/model --preset smoke
@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pneumo import config
 from pneumo.settings import add_setting_args, settings_from
 
 log = logging.getLogger("pneumo.train_lungs")
@@ -36,7 +37,7 @@ log = logging.getLogger("pneumo.train_lungs")
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Settings:
-    image_size: int = 128  # U-Net input; masks are evaluated at 224
+    image_size: int = config.LUNG_SEG_SIZE  # U-Net input; masks are evaluated at 224
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     batch_size: int = 16
     epochs: int = 14
@@ -210,6 +211,7 @@ def metadata(args, s, model, val, by_class, history, seconds, paths, labels, n_t
     import tensorflow as tf
 
     from pneumo import data
+    from pneumo.model import layer_rows
 
     return {
         "name": args.name,
@@ -222,7 +224,7 @@ def metadata(args, s, model, val, by_class, history, seconds, paths, labels, n_t
         "post_processing": "threshold 0.5 at 224 px; the two largest 8-connected components (each >= 10% of the "
         "largest); holes filled",
         "parameters": int(model.count_params()),
-        "layers": [ly.name for ly in model.layers],
+        "layers": layer_rows(model),
         "metrics": {
             "validation": {
                 **val,

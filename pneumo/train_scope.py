@@ -656,6 +656,8 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
     import keras
     import tensorflow as tf
 
+    from pneumo.model import layer_rows
+
     return {
         "name": args.name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -664,8 +666,8 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
         "kinds": list(scope.KINDS),
         "orientations": list(scope.ORIENTATIONS),
         "outputs": {scope.KIND_OUTPUT: "softmax over kinds", scope.ORIENTATION_OUTPUT: "softmax over orientations"},
-        "layers": [layer.name for layer in model.layers],
         "parameters": int(model.count_params()),
+        "layers": layer_rows(model),
         "thresholds": thresholds,
         "threshold_rules": {
             "orientation": f"the smallest of 0.50, 0.51, ... at which at most {s.max_false_correction:.1%} of upright "

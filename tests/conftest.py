@@ -36,7 +36,7 @@ def make_tiny_model(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, thresho
     """Save a tiny random pneumo model and its metadata in ``out_dir``; returns the model path."""
     import keras
 
-    from pneumo.model import build_model, metadata_path
+    from pneumo.model import build_model, layer_rows, metadata_path
 
     keras.utils.set_random_seed(seed)
     model = build_model(size, stem_width=4, widths=(8, 8, 8, 8))
@@ -52,6 +52,7 @@ def make_tiny_model(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, thresho
         "threshold": threshold,
         "threshold_rule": "test fixture",
         "parameters": int(model.count_params()),
+        "layers": layer_rows(model),
         "metrics": {
             "validation": {
                 "auc": 0.5,

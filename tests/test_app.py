@@ -115,18 +115,23 @@ def test_analyze_start_page_shows_disclaimer_and_uploader(app):
 
 
 def test_start_page_paints_before_tensorflow_is_needed():
-    """The Analyze page's first run (nothing uploaded) does not import TensorFlow: its first paint is fast."""
+    """The Analyze page's first run (nothing uploaded) does not import TensorFlow: its first paint is fast.
+
+    The background warm-up (which does import it, after the paint) is replaced by a recorder here: the question is
+    what the page's own run needs, and a process must not exit while a thread is half-way through importing TF.
+    """
     import subprocess
     import sys
 
     code = (
-        "import sys; from streamlit.testing.v1 import AppTest; "
+        "import sys; from streamlit.testing.v1 import AppTest; import app_pages.common as common; "
+        "calls = []; common.start_warm_up = lambda: calls.append(1); "
         f"at = AppTest.from_file({APP!r}, default_timeout=120).run(); "
-        "assert not at.exception, at.exception; print('tensorflow' in sys.modules)"
+        "assert not at.exception, at.exception; print(len(calls), 'tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert out.stdout.strip().splitlines()[-1] == "1 False"  # the warm-up was asked for; TF was not imported
 
 
 def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_model):
@@ -372,3 +377,17 @@ def test_streamlit_config_suits_xrays_and_sends_no_statistics():
     assert cfg["server"]["maxUploadSize"] == config.APP_MAX_UPLOAD_MB >= 50
     assert cfg["browser"]["gatherUsageStats"] is False
     assert Path(ROOT / "app.py").read_text().count("st.Page(") == 5  # four pages and the /analyze alias
+
+
+def test_first_page_starts_the_model_warm_up(tiny_model_path, monkeypatch):
+    """The Analyze page ends with st.stop() before any upload; the warm-up must start all the same."""
+    from app_pages import common
+
+    monkeypatch.setattr(common, "_WARM_UP", None)
+    monkeypatch.setattr(common, "_LOADED", {})
+    monkeypatch.setenv("PNEUMO_MODEL", str(tiny_model_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # the landing page, nothing uploaded
+    assert not at.exception
+    assert common._WARM_UP is not None
+    common._WARM_UP.join(timeout=120)
+    assert list(common._LOADED) == [(str(tiny_model_path), tiny_model_path.stat().st_mtime)]

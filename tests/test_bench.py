@@ -31,6 +31,23 @@ def test_stats_ms_median_and_p95():
     assert s["min"] == 1.0 and s["n"] == 100
 
 
+def test_count_macs_by_hand():
+    """Each kind of layer counted as its arithmetic says, also inside a nested model."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((8, 8, 2))
+    x = layers.Conv2D(4, 3, padding="same")(inp)  # 8*8 positions * 3*3*2*4 = 4608
+    x = layers.SeparableConv2D(6, 3, padding="same")(x)  # 64 * (3*3*4 + 4*6) = 3840
+    x = layers.Conv2DTranspose(2, 2, strides=2)(x)  # 16*16 * 2*2*6*2 / 4 = 3072
+    x = layers.BatchNormalization()(x)  # not counted
+    inner = keras.Model(inp, x)
+    outer_in = keras.Input((8, 8, 2))
+    y = layers.GlobalAveragePooling2D()(inner(outer_in))
+    out = layers.Dense(3)(y)  # 2*3 = 6
+    assert bench.count_macs(keras.Model(outer_in, out)) == 4608 + 3840 + 3072 + 6
+
+
 def test_time_ms_runs_warmup_untimed():
     calls = []
     s = bench.time_ms(lambda: calls.append(1), reps=4, warmup=2)
@@ -108,6 +125,7 @@ def test_quick_json_contract(quick_result, tiny_model_path):
         per_s = r["plan"]["batch_size"] / (m["batch_ms"]["median"] / 1000)
         assert m["batch_images_per_s"] == pytest.approx(per_s, rel=0.01)
         assert _positive(m["model_params"]) and _positive(m["model_file_mb"])
+        assert _positive(m["model_mmacs"]["total"]) and m["model_mmacs"]["total"] >= m["model_mmacs"]["classifier"]
     pn = r["pneumo"]
     assert _positive(pn["decode_ms"]["median"]) and _positive(pn["decode_ms"]["p95"])
     for item in ("peak_rss_mb", "import_s", "load_model_s", "cold_start_s"):
@@ -189,3 +207,22 @@ def test_fullres_agreement_finds_copies_by_name(tiny_lung_model_path, tmp_path):
         assert 0 <= out[way]["mean_abs_dp"] <= out[way]["max_abs_dp"] <= 1
     with pytest.raises(ValueError):
         bench.fullres_agreement(tiny_lung_model_path, tmp_path / "full", tmp_path / "nothing")
+
+
+@pytest.mark.slow
+def test_browser_timing_on_the_committed_app():
+    """`python -m pneumo.bench --browser`: a fresh server, cold start stages in order, one timed upload per file."""
+    from pneumo import bench_browser
+
+    if not os.path.exists(bench_browser.CHROMIUM):
+        pytest.skip("no Debian chromium")
+    files = sorted((ROOT / "assets" / "samples").glob("*.jpeg"))[:2]
+    r = bench_browser.measure_browser(files)
+    for cold in (r["cold_start"], r["cold_start_after_a_pause"]):
+        assert 0 < cold["health_s"] <= cold["first_page_s"] < cold["first_result_s"]
+        assert cold["first_page_s"] + cold["pause_s"] + cold["first_upload_to_result_s"] <= cold["first_result_s"] + 0.5
+    assert r["cold_start_after_a_pause"]["pause_s"] == bench_browser.COLD_PAUSE_S > 0
+    for key, n in (("upload_to_probability_s", 1), ("new_visitor_upload_to_probability_s", 2)):
+        up = r[key]
+        assert up["n"] == n and len(up["each"]) == n and 0 < up["median"] <= up["max"]
+    assert r["files"] == [f.name for f in files]

@@ -320,3 +320,84 @@ def test_ensemble_averages_logits_and_keeps_cam(tmp_path):
     ens.save(tmp_path / "ens.keras")
     again = load_model(tmp_path / "ens.keras").model
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(ens(x)), atol=1e-6)
+
+
+def _bn_count(model) -> int:
+    import keras
+
+    return sum(_bn_count(x) if isinstance(x, keras.Model) else isinstance(x, keras.layers.BatchNormalization)
+               for x in model.layers)  # fmt: skip
+
+
+def test_fold_batchnorm_keeps_outputs_and_names_and_removes_foldable_bn():
+    import keras
+    from keras import layers
+
+    from pneumo.model import fold_batchnorm
+
+    rng = np.random.default_rng(0)
+    inp = keras.Input((16, 16, 1))
+    a = layers.Conv2D(4, 3, padding="same", use_bias=False, name="c1")(inp)
+    a = layers.BatchNormalization(name="bn1")(a)
+    b = layers.Conv2D(4, 3, padding="same", name="c2")(a)  # feeds a BN and an add: must not be folded
+    bb = layers.BatchNormalization(name="bn2")(b)
+    x = layers.Add(name="add")([b, bb])
+    x = layers.SeparableConv2D(6, 3, padding="same", name="sep")(x)
+    x = layers.BatchNormalization(name="bn3")(x)
+    body = keras.Model(inp, layers.ReLU(name="gradcam_conv")(x), name="body")
+    outer_in = keras.Input((16, 16, 1))
+    logit = layers.Dense(1, name="logit")(layers.GlobalAveragePooling2D()(body(outer_in)))
+    model = keras.Model(outer_in, logit)
+    for layer in body.layers:  # non-trivial statistics, as after training
+        if isinstance(layer, layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            gamma, var = rng.uniform(0.5, 2, c), rng.uniform(0.2, 3, c)
+            layer.set_weights([gamma, rng.normal(0, 1, c), rng.normal(0, 1, c), var])  # gamma, beta, mean, var
+    folded = fold_batchnorm(model)
+    x = rng.normal(0, 1, (3, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+    assert _bn_count(model) == 3 and _bn_count(folded) == 1  # bn2's conv has two consumers
+    inner = folded.get_layer("body")
+    assert inner.get_layer("gradcam_conv") is not None and folded.get_layer("logit") is not None
+    model.get_layer("logit").set_weights([np.zeros((6, 1)), np.ones(1)])  # the copy does not follow the original
+    assert not np.allclose(folded(x).numpy(), model(x).numpy())
+
+
+def test_load_models_runs_folded_copies_with_the_same_answers(tiny_lung_model_path):
+    from pneumo.pipeline import Models, classify_224, load_models
+
+    models = load_models(tiny_lung_model_path)
+    assert _bn_count(models.classifier.model) == 0 and _bn_count(models.lungs.model) == 0
+    plain = load_model(tiny_lung_model_path)
+    x = np.stack([synthetic_xray(224, 224, seed=s) for s in range(2)])
+    out = classify_224(models, x)
+    ref = classify_224(Models(plain, models.lungs, None), x)  # the classifier as saved (same lungs)
+    np.testing.assert_allclose(out.prob, ref.prob, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.cam224, ref.cam224, rtol=1e-3, atol=1e-4)
+
+
+def test_fold_batchnorm_leaves_unsafe_pairs_alone():
+    """A conv with its own activation, a conv that is also a model output and the explained layer keep their BN."""
+    import keras
+    from keras import layers
+
+    from pneumo.model import fold_batchnorm
+
+    rng = np.random.default_rng(1)
+    inp = keras.Input((8, 8, 1))
+    a = layers.Conv2D(3, 3, padding="same", activation="relu", name="act")(inp)
+    a = layers.BatchNormalization(name="bn_act")(a)
+    b = layers.Conv2D(3, 3, padding="same", name="also_out")(a)
+    bb = layers.BatchNormalization(name="bn_out")(b)
+    c = layers.Conv2D(3, 3, padding="same", name=config.GRADCAM_LAYER)(bb)
+    cc = layers.BatchNormalization(name="bn_cam")(c)
+    model = keras.Model(inp, [cc, b])
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            gamma, var = rng.uniform(0.5, 2, 3), rng.uniform(0.2, 3, 3)
+            layer.set_weights([gamma, rng.normal(0, 1, 3), rng.normal(0, 1, 3), var])
+    folded = fold_batchnorm(model)
+    assert _bn_count(folded) == 3
+    x = rng.normal(0, 1, (2, 8, 8, 1)).astype(np.float32)
+    for got, want in zip(folded(x), model(x), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

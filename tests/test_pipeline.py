@@ -128,3 +128,65 @@ def test_robustness_measure_on_a_tiny_synthetic_set(models):
     assert 0 <= r["outside_lungs"]["mean_abs_dp"] <= 1
     assert r["heatmap_in_lungs"]["n_pneumonia"] == 4
     assert sum(b["n"] for b in r["calibration"]["bins"]) == 8
+
+
+def test_warm_up_traces_every_network_of_the_path(tiny_lung_model_path):
+    from pneumo import gradcam, model, pipeline
+
+    fresh = load_models(tiny_lung_model_path)  # new model objects: nothing compiled for them yet
+    assert fresh.classifier.model not in gradcam._CAM_FNS and fresh.lungs.model not in model._FORWARD_FNS
+    pipeline.warm_up(fresh)
+    # the classifier's probability + CAM function and the U-Net's forward pass exist and have been traced
+    (cam_fn,) = gradcam._CAM_FNS[fresh.classifier.model].values()
+    assert fresh.lungs.model in model._FORWARD_FNS
+    assert cam_fn.experimental_get_tracing_count() == 1
+
+
+def test_app_loads_the_models_once_when_the_warm_up_and_a_page_ask_together(tiny_lung_model_path, monkeypatch):
+    """The warm-up thread and the first page share one load: the page waits for it instead of loading again."""
+    import threading
+
+    from app_pages import common
+    from pneumo import pipeline
+
+    calls = []
+
+    def slow_load(path):
+        calls.append(path)
+        threading.Event().wait(0.3)  # a load in progress while the second caller arrives
+        return load_models(path)
+
+    monkeypatch.setattr(pipeline, "load_models", slow_load)
+    monkeypatch.setattr(common, "_LOADED", {})
+    key = (str(tiny_lung_model_path), 1.0)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(common._load_models(*key))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and got[0] is got[1]
+    assert common._load_models(*key) is got[0]  # and later pages reuse it
+
+
+def test_a_failed_warm_up_still_gives_the_loaded_models(tiny_lung_model_path, monkeypatch):
+    from app_pages import common
+    from pneumo import pipeline
+
+    def broken(models):
+        raise RuntimeError("trial run failed")
+
+    monkeypatch.setattr(pipeline, "warm_up", broken)
+    monkeypatch.setattr(common, "_LOADED", {})
+    models = common._load_models(str(tiny_lung_model_path), 2.0)
+    assert models.classifier.input_mode == "lungs" and common._LOADED[(str(tiny_lung_model_path), 2.0)] is models
+
+
+def test_display_copy_caps_the_long_side_and_keeps_small_images():
+    from pneumo.analysis import display_copy
+
+    big = synthetic_xray(width=2 * config.DISPLAY_MAX_SIDE, height=config.DISPLAY_MAX_SIDE, seed=3)
+    out = display_copy(big)
+    assert out.shape == (config.DISPLAY_MAX_SIDE // 2, config.DISPLAY_MAX_SIDE) and out.dtype == np.uint8
+    small = synthetic_xray(width=300, height=200, seed=3)
+    assert display_copy(small) is small

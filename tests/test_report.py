@@ -279,3 +279,9 @@ def test_probability_line_for_an_out_of_scope_image_does_not_speak_of_a_child():
     odd = pr.probability_meaning(meta, out_of_scope=True)
     assert "child's chance" in normal and "child's chance" not in odd
     assert "outside that use" in odd and "means nothing" in odd
+    # one readable sentence on what the model learnt from (a new user found "pneumonia of young children's films")
+    assert odd.startswith("The probability is the model's score for this image, learnt on frontal chest films of "
+                          "young children (74% of them showing pneumonia).")  # fmt: skip
+    assert pr.probability_meaning({}, out_of_scope=True).startswith(
+        "The probability is the model's score for this image, learnt on frontal chest films of young children. "
+    )
