@@ -6,6 +6,7 @@ Values that belong to a trained model (threshold, metrics, input size) live in t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # Where the package lives; models/ and assets/ sit beside it in the repository.
@@ -47,6 +48,12 @@ LUNG_INPUT_SIZE = 160
 LUNG_HEIGHT_RATIO_MIN = 0.75
 # Images per forward pass inside the pipeline: on 2 cores as fast per image as 32, and ~60 MB less peak memory.
 PIPELINE_BATCH = 8
+# Run the networks as TFLite flatbuffers (pneumo.engine; 3-10x faster than TensorFlow at batch 1 on CPU) where a
+# matching one ships; PNEUMO_ENGINE=tensorflow runs everything on TensorFlow (to compare, or on a platform without it).
+INFERENCE_ENGINE = os.environ.get("PNEUMO_ENGINE", "tflite")
+# TFLite threads per network: measured on 2 cores, a second thread gains nothing for these small networks (batch 1
+# to 32), and one leaves the other core to JPEG decoding (CLI) or another visitor (app).
+LITE_THREADS = 1
 
 # Loader guard: a 2-byte PNG header can claim gigapixels; real X-rays are at most ~4300x4300 (18.5 MP).
 MAX_IMAGE_PIXELS = 50_000_000

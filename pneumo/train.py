@@ -313,7 +313,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     import keras
     import tensorflow as tf
 
-    from pneumo import config, data, metrics
+    from pneumo import config, data, engine, metrics
     from pneumo.model import ensemble_model, layer_rows, metadata_path
 
     t0 = time.time()
@@ -443,6 +443,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     if s.robustness_masks:
         meta["robustness"] = robustness(model_file, root, Path(s.robustness_masks))
         metadata_path(model_file).write_text(json.dumps(meta, indent=1) + "\n")
+    meta["tflite"] = engine.export(model_file)  # the fast inference copy the app runs (pneumo.engine)
     v = evaluation["validation"]
     log.info(
         "done in %.0f s: validation AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.2f",

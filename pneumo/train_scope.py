@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pneumo import config, scope
+from pneumo import config, engine, scope
 from pneumo.settings import add_setting_args, settings_from
 
 log = logging.getLogger("pneumo.train_scope")
@@ -646,7 +646,8 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "n_scope_held_out": {k: len(v) for k, v in held_sc.items()},
         "n_synthetic_train_per_generator": s.n_synthetic,
     }
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    meta["tflite"] = engine.export(path)  # the fast inference copy the app runs (pneumo.engine)
     log.info("wrote %s (%.0f s)", path, time.time() - t_start)
     return meta
 

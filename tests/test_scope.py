@@ -238,6 +238,7 @@ def test_smoke_training_writes_a_loadable_gate(tmp_path):
     assert train_scope.main(args) == 0  # re-chooses thresholds on the saved model, keeps the training record
     again = json.loads((out / "pneumo_scope.json").read_text())
     assert again["history"] == meta["history"] and "evaluate-only" in again["training"]["evaluated_by"]
+    assert again["tflite"]["keras_sha256"] and (out / "pneumo_scope.tflite").exists()  # the app's fast copy
     gate = scope.load_gate(out / "pneumo_scope.keras")
     r = scope.assess(synthetic_xray(), gate)
     assert 0.0 <= r.p_in_scope <= 1.0 and r.corrected.dtype == np.uint8

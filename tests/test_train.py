@@ -161,6 +161,11 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     x = np.stack([synthetic_xray(224, 224, seed=s) for s in range(2)])
     res = classify_224(models, x)
     assert res.prob.shape == (2,) and res.cam224.shape == (2, 224, 224) and res.masks.shape == (2, 224, 224)
+    # both trainings exported the fast inference copies the app runs (pneumo.engine)
+    from pneumo import engine
+
+    assert engine.attached(models.classifier.model, ("cam", meta["gradcam_layer"])) is not None
+    assert engine.attached(models.lungs.model, "forward") is not None
 
 
 def test_every_training_script_takes_setting_flags():

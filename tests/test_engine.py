@@ -1,0 +1,133 @@
+"""pneumo.engine: TFLite flatbuffers give the same answers as TensorFlow, and only for the file they were made from."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from pneumo import config, engine, pipeline
+from pneumo.io import LoadedImage
+from tests.conftest import make_tiny_lung_models, synthetic_xray
+
+
+def _images(n: int = 4) -> list[LoadedImage]:
+    return [LoadedImage(synthetic_xray(300, 260, seed=i, opacity=bool(i % 2))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny lungs-mode classifier and its U-Net, both exported."""
+    path = make_tiny_lung_models(tmp_path_factory.mktemp("exported"))
+    for p in (path, path.parent / "pneumo_lungs.keras"):
+        engine.export(p)
+    return path
+
+
+def test_export_records_the_flatbuffer_and_its_source(exported):
+    from pneumo.evaluation import file_sha256
+
+    meta = json.loads(exported.with_suffix(".json").read_text())["tflite"]
+    assert meta["file"] == "tiny.tflite" and (exported.parent / meta["file"]).stat().st_size > 0
+    assert meta["runs"] == ["cam", "gradcam_conv"] and sorted(meta["outputs"]) == ["cam", "probability"]
+    assert meta["keras_sha256"] == file_sha256(exported)
+    lungs_meta = json.loads((exported.parent / "pneumo_lungs.json").read_text())["tflite"]
+    assert lungs_meta["runs"] == "forward" and len(lungs_meta["signature_outputs"]) == 1
+
+
+def test_flatbuffers_give_the_tensorflow_answers(exported, monkeypatch):
+    lite = pipeline.load_models(exported, with_gate=False)
+    assert engine.attached(lite.classifier.model, ("cam", "gradcam_conv")) is not None
+    assert engine.attached(lite.lungs.model, "forward") is not None
+    monkeypatch.setattr(config, "INFERENCE_ENGINE", "tensorflow")
+    tf_models = pipeline.load_models(exported, with_gate=False)
+    assert engine.attached(tf_models.classifier.model, ("cam", "gradcam_conv")) is None
+    a = pipeline.analyze_images(lite, _images(), force=True)
+    b = pipeline.analyze_images(tf_models, _images(), force=True)
+    for x, y in zip(a, b, strict=True):
+        assert x.probability == pytest.approx(y.probability, abs=1e-4) and x.label == y.label
+        assert np.mean(x.lung_mask != y.lung_mask) < 1e-3  # a rare boundary pixel may round the other way
+        np.testing.assert_allclose(x.cam224, y.cam224, atol=1e-4 * max(1.0, float(np.abs(y.cam224).max())))
+
+
+def test_flatbuffer_cam_equals_grad_cam(exported):
+    """The flatbuffer's CAM (1x1 convolution with the dense kernel / hw) is Grad-CAM's map for a GAP + dense head."""
+    from pneumo.gradcam import explain_batch
+
+    loaded = pipeline.load_models(exported, with_gate=False).classifier
+    x = np.stack([synthetic_xray(loaded.image_size, loaded.image_size, seed=i)[..., None] for i in range(3)])
+    p_cam, cam = explain_batch(loaded.model, x, loaded.gradcam_layer)  # the flatbuffer
+    p_grad, grad = explain_batch(loaded.model, x, loaded.gradcam_layer, method="gradcam")  # TensorFlow, backward
+    np.testing.assert_allclose(p_cam, p_grad, atol=1e-5)
+    np.testing.assert_allclose(cam, grad, atol=1e-5 * max(1.0, float(np.abs(grad).max())))
+
+
+def test_named_outputs_keep_their_names(tmp_path):
+    """The gate returns a dict of heads; through the flatbuffer it is the same dict."""
+    import keras
+
+    from pneumo.model import forward, load_keras_with_metadata
+    from pneumo.train_scope import Settings, build_gate
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "gate.keras"
+    build_gate(Settings(image_size=32, stem_width=4, widths=(8, 8))).save(path)
+    path.with_suffix(".json").write_text(json.dumps({"input_size": 32}))
+    engine.export(path)
+    model, meta = load_keras_with_metadata(path, "gate")
+    x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 1)).astype(np.float32)
+    expect = forward(model, x)
+    assert engine.load_for(model, path, meta)
+    got = forward(model, x, batch_size=2)  # batch sizes 2, 2, 1: the interpreter resizes
+    assert set(got) == set(expect) == {"kind", "orientation"}
+    for k in expect:
+        np.testing.assert_allclose(got[k], expect[k], atol=1e-5)
+
+
+def test_a_stale_flatbuffer_is_not_used(exported, tmp_path, caplog):
+    """A retrained .keras with the old flatbuffer beside it runs on TensorFlow, with a warning naming the fix."""
+    import keras
+
+    from pneumo.model import build_model
+
+    for f in exported.parent.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    keras.utils.set_random_seed(7)
+    size = pipeline.load_models(exported, with_gate=False).image_size
+    build_model(size, stem_width=4, widths=(8, 8, 8, 8), cam_stride=16).save(tmp_path / exported.name)  # "retrained"
+    with caplog.at_level(logging.WARNING, logger="pneumo.engine"):
+        models = pipeline.load_models(tmp_path / exported.name, with_gate=False)
+    assert engine.attached(models.classifier.model, ("cam", "gradcam_conv")) is None
+    assert engine.attached(models.lungs.model, "forward") is not None  # the U-Net did not change
+    assert "python -m pneumo.engine" in caplog.text
+    (res,) = pipeline.analyze_images(models, _images(1), force=True)
+    assert 0.0 <= res.probability <= 1.0
+
+
+def test_the_committed_models_ship_their_flatbuffers():
+    """Each committed network has a flatbuffer made from that very file (else the app silently runs slower)."""
+    from pneumo.evaluation import file_sha256
+
+    for path in (config.DEFAULT_MODEL_PATH, config.LUNG_MODEL_PATH, config.SCOPE_MODEL_PATH):
+        if not path.exists():
+            pytest.skip("no committed models in this checkout")
+        block = json.loads(path.with_suffix(".json").read_text())["tflite"]
+        assert block["keras_sha256"] == file_sha256(path), f"run: python -m pneumo.engine {path}"
+        assert (path.parent / block["file"]).exists()
+
+
+def test_one_image_invokes_each_network_once(exported, monkeypatch):
+    """The CAM flatbuffer returns probability and map together: one invoke per network and image, not one per output."""
+    calls: list[tuple[str, ...]] = []
+    original = engine.LiteNet.__call__
+    monkeypatch.setattr(
+        engine.LiteNet, "__call__", lambda self, x: calls.append(tuple(self.outputs)) or original(self, x)
+    )
+    models = pipeline.load_models(exported, with_gate=False)
+    pipeline.analyze_images(models, _images(1), force=True)
+    assert sorted(calls) == sorted(
+        [("lung_probability",), tuple(json.loads(exported.with_suffix(".json").read_text())["tflite"]["outputs"])]
+    )
