@@ -449,15 +449,10 @@ def predict_files(cand: Candidate, blobs: list[bytes], batch_size: int, pipeline
 
     labels: list[str] = []
     if pipeline == "pneumo" and cand.models is not None:  # pneumo.predict: decode stream, the whole analysis path
-        from pneumo.pipeline import analyze_images
+        from pneumo.pipeline import ANALYSIS_DECODE, analyze_stream
 
-        stream = load_many(blobs, min_side=config.DECODE_MIN_FACTOR * 224, prefetch=batch_size)
-        images = []
-        for i, (_, img) in enumerate(stream, start=1):
-            images.append(img)
-            if len(images) == batch_size or i == len(blobs):
-                labels += [r.label for r in analyze_images(cand.models, images)]
-                images = []
+        stream = load_many(blobs, prefetch=batch_size, **ANALYSIS_DECODE)
+        labels += [r.label for _, r in analyze_stream(cand.models, stream, batch_size)]
     elif pipeline == "pneumo":  # as the CLI: one decoding stream, the next batch decodes while the model runs
         stream = load_many(blobs, min_side=config.DECODE_MIN_FACTOR * cand.size, prefetch=batch_size)
         inputs: list[np.ndarray] = []

@@ -39,7 +39,7 @@ _ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras mode
 class LiteNet:
     """A TFLite flatbuffer with one input; called like ``pneumo.model.forward``'s compiled function.
 
-    Thread-safe (one lock: the interpreter is not re-entrant); the batch size may change from call to call.
+    Thread-safe (a pool of interpreters, one per concurrent caller); the batch size may change from call to call.
     """
 
     def __init__(
@@ -47,27 +47,44 @@ class LiteNet:
     ) -> None:
         """outputs: the flatbuffer's output names in the Keras model's order; names: their Keras names (default the
         same)."""
-        import tensorflow as tf
-
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
-            warnings.simplefilter("ignore")
-            self._interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
-        sig = self._interpreter.get_signature_list()["serving_default"]
+        self._content, self._threads = content, threads
+        self._free: list[Any] = []  # idle signature runners: one per caller running at the same time
+        self._lock = threading.Lock()
+        runner = self._new_runner()
+        sig = self._signature
         (self._input,) = sig["inputs"]
         missing = set(outputs) - set(sig["outputs"])
         if missing:
             raise ValueError(f"the flatbuffer lacks the outputs {sorted(missing)}")
         self._outputs = list(outputs)  # the flatbuffer's names, in the Keras model's order
         self.outputs = list(names or outputs)  # the Keras names, same order
-        self._runner = self._interpreter.get_signature_runner("serving_default")
-        self._lock = threading.Lock()
+        self._free.append(runner)
+
+    def _new_runner(self) -> Any:
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=self._threads)
+        self._signature = interpreter.get_signature_list()["serving_default"]
+        return interpreter.get_signature_runner("serving_default")
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        """float32 (B, ...) -> the outputs, in order, as numpy arrays (copies: the interpreter reuses its buffers)."""
+        """float32 (B, ...) -> the outputs, in order, as numpy arrays (copies: the interpreter reuses its buffers).
+
+        An interpreter is not re-entrant: each concurrent caller (CLI workers, app sessions) takes its own from a pool
+        and puts it back; the heavy work runs without the GIL, so two callers use two cores.
+        """
         x = np.ascontiguousarray(x, dtype=np.float32)
         with self._lock:
-            out = self._runner(**{self._input: x})
+            runner = self._free.pop() if self._free else None
+        runner = runner or self._new_runner()
+        try:
+            out = runner(**{self._input: x})
             return [np.array(out[name]) for name in self._outputs]
+        finally:
+            with self._lock:
+                self._free.append(runner)
 
 
 def attach(model: Any, key: Any, net: LiteNet) -> None:

@@ -113,6 +113,7 @@ def _explain_fn(model: keras.Model, layer_name: str, method: str) -> Callable:
 
     lite = engine.attached(model, ("cam", layer_name)) if method != "gradcam" else None
     if lite is not None:  # a TFLite flatbuffer of this model's CAM (pneumo.engine): the same map, faster
+
         def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             named = dict(zip(lite.outputs, lite(x), strict=True))  # one invoke
             return named["probability"], named["cam"]

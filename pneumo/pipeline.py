@@ -11,9 +11,12 @@ uint8 (S, S, 1) -> P(pneumonia) and a signed CAM (h, w) -> the CAM pasted back o
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -26,6 +29,7 @@ from pneumo.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
 SQUASH = 224  # every model reads the 224 squash first: the data set's copies are 224x224
 LABEL_OUT_OF_SCOPE = "OUT_OF_SCOPE"
 LABEL_ERROR = "ERROR"
@@ -224,3 +228,47 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
             )
         )
     return results
+
+
+def analyze_stream(
+    models: Models,
+    stream: Iterable[tuple[K, LoadedImage | Exception]],
+    batch_size: int = 32,
+    workers: int = config.ANALYSIS_WORKERS,
+    force: bool = False,
+) -> Iterator[tuple[K, Result | Exception]]:
+    """:func:`analyze_images` over a stream of decoded images (``pneumo.io.load_many``), in batches, ``workers``
+    batches at a time: the networks and OpenCV release the GIL, so batches run on separate cores.
+
+    Yields (key, Result) in input order; a decode error passes through as (key, the error).
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pneumo-analyse")
+    pending: deque = deque()  # (items [(key, image or error)], future of the images' results)
+
+    def submit(items: list) -> None:
+        images = [img for _, img in items if not isinstance(img, Exception)]
+        pending.append((items, pool.submit(analyze_images, models, images, force) if images else None))
+
+    def finish() -> Iterator[tuple[K, Result | Exception]]:
+        items, fut = pending.popleft()
+        results = iter(fut.result() if fut is not None else [])
+        for key, img in items:
+            yield key, img if isinstance(img, Exception) else next(results)
+
+    try:
+        items: list = []
+        n_images = 0
+        for key, img in stream:
+            items.append((key, img))
+            n_images += not isinstance(img, Exception)
+            if n_images == batch_size:
+                submit(items)
+                items, n_images = [], 0
+                while len(pending) > max(1, workers):
+                    yield from finish()
+        if items:
+            submit(items)
+        while pending:
+            yield from finish()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

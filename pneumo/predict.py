@@ -74,44 +74,31 @@ def run(
     rows: list[Row] = []
     if heatmap_dir is not None:
         heatmap_dir.mkdir(parents=True, exist_ok=True)
-    batch: list[tuple[int, object]] = []
     from pneumo.io import load_many
-    from pneumo.pipeline import ANALYSIS_DECODE
+    from pneumo.pipeline import ANALYSIS_DECODE, analyze_stream
 
-    # decode in a thread pool (the decoders release the GIL), the next batch while the models run on this one;
-    # the app's decode too: same file, same answer
+    # decode in a thread pool (the decoders release the GIL) ahead of the analysis, and analyse several batches at
+    # once (the networks release it too); the app's decode: same file, same answer
     stream = load_many(files, workers=workers, prefetch=batch_size, **ANALYSIS_DECODE)
-    for f, img in stream:
-        if isinstance(img, Exception):
-            rows.append(Row(str(f), None, "ERROR", str(img)))
+    for f, res in analyze_stream(models, stream, batch_size, force=force):
+        if isinstance(res, Exception):
+            rows.append(Row(str(f), None, "ERROR", str(res)))
         else:
-            rows.append(Row(str(f), None, ""))
-            batch.append((len(rows) - 1, img))
-        if len(batch) == batch_size:
-            _flush(models, batch, rows, files, heatmap_dir, force)
-            batch = []
+            rows.append(_row(models, f, res, files, heatmap_dir))
+        if len(rows) % batch_size == 0:
             _progress(len(rows), len(files), progress)
-    _flush(models, batch, rows, files, heatmap_dir, force)
     _progress(len(rows), len(files), progress)
     return rows
 
 
-def _flush(models, batch, rows: list[Row], files: list[Path], heatmap_dir: Path | None, force: bool) -> None:
-    """Analyse one batch of decoded images and fill their rows (and write their overlays)."""
-    from pneumo.pipeline import analyze_images
+def _row(models, path: Path, res, files: list[Path], heatmap_dir: Path | None) -> Row:
+    """One analysed file's row (and its overlay written when asked)."""
+    if heatmap_dir is not None and res.has_probability:
+        from pneumo.explain import result_overlay, shown_class
 
-    if not batch:
-        return
-    results = analyze_images(models, [img for _, img in batch], force=force)
-    for (slot, _), res in zip(batch, results, strict=False):
-        row = rows[slot]
-        row.probability, row.label, row.warnings = res.probability, res.label, ";".join(res.warnings)
-        if heatmap_dir is not None and res.has_probability:
-            from pneumo.explain import result_overlay, shown_class
-
-            cls = shown_class(res, None, models.threshold)
-            overlay = result_overlay(res, models.classifier.metadata, cls)
-            _save_png(overlay, heatmap_dir / _heatmap_name(Path(row.path), files))
+        overlay = result_overlay(res, models.classifier.metadata, shown_class(res, None, models.threshold))
+        _save_png(overlay, heatmap_dir / _heatmap_name(path, files))
+    return Row(str(path), res.probability, res.label, warnings=";".join(res.warnings))
 
 
 def _progress(done: int, total: int, enabled: bool) -> None:

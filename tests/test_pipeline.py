@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import config, explain, lungs, robustness
-from pneumo.io import load_image
+from pneumo import config, explain, lungs, pipeline, robustness
+from pneumo.io import LoadedImage, load_image
 from pneumo.pipeline import analyze_images, classify_224, load_models
 from tests.conftest import synthetic_xray
 from tests.test_lungs import two_lungs
@@ -190,3 +190,24 @@ def test_display_copy_caps_the_long_side_and_keeps_small_images():
     assert out.shape == (config.DISPLAY_MAX_SIDE // 2, config.DISPLAY_MAX_SIDE) and out.dtype == np.uint8
     small = synthetic_xray(width=300, height=200, seed=3)
     assert display_copy(small) is small
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_analyze_stream_keeps_order_errors_and_answers(tiny_lung_model_path, workers):
+    """Batches analysed side by side come back in input order, decode errors in their place, the same answers."""
+    from pneumo.io import ImageLoadError
+
+    models = pipeline.load_models(tiny_lung_model_path, with_gate=False)
+    images = [LoadedImage(synthetic_xray(260, 240, seed=i, opacity=bool(i % 3))) for i in range(7)]
+    stream = [(f"f{i}", img) for i, img in enumerate(images)]
+    stream.insert(3, ("bad", ImageLoadError("unreadable")))
+    stream.append(("bad2", ImageLoadError("truncated")))
+    out = list(pipeline.analyze_stream(models, iter(stream), batch_size=2, workers=workers))
+    assert [k for k, _ in out] == [k for k, _ in stream]
+    assert isinstance(out[3][1], ImageLoadError) and isinstance(out[-1][1], ImageLoadError)
+    expect = pipeline.analyze_images(models, images)
+    got = [r for _, r in out if not isinstance(r, Exception)]
+    for a, b in zip(got, expect, strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=1e-6) and a.label == b.label
+        np.testing.assert_array_equal(a.lung_mask, b.lung_mask)
+    assert list(pipeline.analyze_stream(models, iter([("x", ImageLoadError("no"))])))[0][0] == "x"
