@@ -213,9 +213,10 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
                     pixels=_readonly(c.corrected), x224=_readonly(x224[i]))  # fmt: skip
         p = float(out.prob[i])
         mask = None if out.masks is None else _readonly(out.masks[i])
-        if mask is not None and c.in_scope and not lungs.plausible(mask):
+        facts = lungs.mask_facts(mask) if mask is not None and c.in_scope else None  # one labelling for both checks
+        if facts is not None and not lungs.plausible(mask, facts):
             base["warnings"] = (*base["warnings"], "lungs_not_found")
-        elif mask is not None and c.in_scope and lungs.height_ratio(mask) < config.LUNG_HEIGHT_RATIO_MIN:
+        elif facts is not None and facts["height_ratio"] < config.LUNG_HEIGHT_RATIO_MIN:
             base["warnings"] = (*base["warnings"], "lung_field_short")
         label = label_for(p, models.threshold) if (c.in_scope or force) else LABEL_OUT_OF_SCOPE
         results.append(
@@ -237,11 +238,13 @@ def analyze_stream(
     workers: int = config.ANALYSIS_WORKERS,
     force: bool = False,
 ) -> Iterator[tuple[K, Result | Exception]]:
-    """:func:`analyze_images` over a stream of decoded images (``pneumo.io.load_many``), in batches, ``workers``
-    batches at a time: the networks and OpenCV release the GIL, so batches run on separate cores.
+    """:func:`analyze_images` over a stream of decoded images (``pneumo.io.load_many``), in batches of
+    min(``batch_size``, ``config.PIPELINE_BATCH``), ``workers`` batches at a time: the networks and OpenCV release
+    the GIL, so batches run on separate cores.
 
     Yields (key, Result) in input order; a decode error passes through as (key, the error).
     """
+    batch_size = max(1, min(batch_size, config.PIPELINE_BATCH))
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pneumo-analyse")
     pending: deque = deque()  # (items [(key, image or error)], future of the images' results)
 

@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heatmaps", type=Path, default=None, help="write one heatmap overlay PNG per image here")
     force_help = "give a probability and label even for images outside the intended use (warnings stay)"
     p.add_argument("--force", action="store_true", help=force_help)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images decoded ahead (default 32); the networks run on batches of at most "
+                   f"{config.PIPELINE_BATCH}, {config.ANALYSIS_WORKERS} at once")  # fmt: skip
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 4, one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

@@ -128,3 +128,27 @@ def test_height_ratio_spots_a_lung_field_cut_short():
     short[130:, :112] = False  # the right lung (image left) cut at mid-height, as when a base is consolidated
     assert lungs.height_ratio(short) < 0.75
     assert lungs.height_ratio(np.zeros((50, 50), bool)) == 0.0
+
+
+def test_lung_box_is_the_bounding_box_of_the_mask():
+    """lung_box (cv2.boundingRect) against the plain numpy definition on random masks, margins and empty masks."""
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        mask = np.zeros((60, 50), bool)
+        if i:
+            y, x = rng.integers(0, 60), rng.integers(0, 50)
+            mask[y : y + rng.integers(1, 30), x : x + rng.integers(1, 30)] = True
+            mask[rng.integers(0, 60), rng.integers(0, 50)] = True
+        margin = int(rng.integers(0, 6))
+        ys, xs = np.nonzero(mask)
+        expect = (
+            (0, 60, 0, 50)
+            if not len(ys)
+            else (
+                max(ys.min() - margin, 0),
+                min(ys.max() + 1 + margin, 60),
+                max(xs.min() - margin, 0),
+                min(xs.max() + 1 + margin, 50),
+            )
+        )
+        assert lungs.lung_box(mask, margin) == tuple(int(v) for v in expect)
