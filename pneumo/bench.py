@@ -17,7 +17,10 @@ made from the largest committed sample, or synthetic on a clone without assets):
                         preprocess, probability + heatmap map (CAM: one forward pass where the head allows it, else
                         Grad-CAM), heatmap, overlay at display size
     batch_images_per_s  the prediction CLI path for 32 JPEGs: decode (thread pool, reduced JPEG decoding),
-                        preprocess, one batch of 32, labels (quick mode uses 8)
+                        pneumo.pipeline.analyze_stream (batches of 8, config.ANALYSIS_WORKERS at once), labels
+                        (quick mode uses 8 JPEGs)
+pneumo runs as the app and the CLI do: on the TFLite copies of its networks (pneumo.engine) where they match the
+.keras files, else on TensorFlow; its "engine" field says which (PNEUMO_ENGINE=tensorflow times the TensorFlow path).
     stages              pneumo's per-image path stage by stage: decode for display, decode for the model, scope
                         gate, lung segmentation, preprocess, classifier, explanation, overlay; the scope gate and
                         segmentation models are timed when their files exist (config.SCOPE_MODEL_PATH,
@@ -213,6 +216,7 @@ class Candidate:
     cam_scale: float | None = None  # absolute heatmap scale (metadata cam_scale); None: per-image maximum
     models: Any = None  # pneumo only: the whole analysis path (pneumo.pipeline.Models: gate, lungs, classifier)
     params: int | None = None  # parameters of the model file (pneumo runs a copy with batch norm folded in)
+    engine: str = "TensorFlow"  # what runs the networks (pneumo: its TFLite copies where they match, see pneumo.engine)
 
 
 def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -370,11 +374,21 @@ def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
         description=f"{loaded.metadata.get('name', model_path.stem)} ({model_path.name}) with "
         + ", ".join(n for n, m in (("lung U-Net", models.lungs), ("scope gate", models.gate)) if m is not None),
         file_mb=round(sum(p.stat().st_size for p in model_files(models)) / 2**20, 2),
+        engine=engine_words(models),
         cam_scale=class_scale(loaded.metadata, 1),
         models=models,
         params=loaded.metadata.get("parameters"),
     )
     return cand, loaded, load_s
+
+
+def engine_words(models: Any) -> str:
+    """Which engine runs each network of the path: 'classifier TFLite, lungs TFLite, gate TFLite' or TensorFlow."""
+    from pneumo import engine
+
+    nets = [("classifier", models.classifier.model, ("cam", models.classifier.gradcam_layer))]
+    nets += [(n, m.model, "forward") for n, m in (("lungs", models.lungs), ("gate", models.gate)) if m is not None]
+    return ", ".join(f"{n} {'TFLite' if engine.attached(m, k) else 'TensorFlow'}" for n, m, k in nets)
 
 
 def model_files(models: Any) -> list[Path]:
@@ -535,6 +549,7 @@ def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, di
             input_size=c.size,
             gradcam_layer=c.gradcam_layer,
             description=c.description,
+            engine=c.engine,
         )
         out[c.name] = m
     return out
@@ -890,6 +905,8 @@ def format_table(r: dict[str, Any]) -> str:
         "where above 1 is faster",
         "references' batch_images_per_s: the seed notebook's decoding (full, sequential); "
         "batch_images_per_s_pneumo_pipeline: theirs through pneumo's decoding",
+        "",
+        "engines: " + "; ".join(f"{c}: {r[c].get('engine', '?')}" for c in cols),
         "",
         f"pneumo per-image stages (median / p95 ms; explanation: {r['pneumo']['stages']['explanation_method']}):",
     ]

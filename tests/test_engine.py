@@ -131,3 +131,11 @@ def test_one_image_invokes_each_network_once(exported, monkeypatch):
     assert sorted(calls) == sorted(
         [("lung_probability",), tuple(json.loads(exported.with_suffix(".json").read_text())["tflite"]["outputs"])]
     )
+
+
+def test_the_benchmark_says_which_engine_ran(exported, monkeypatch):
+    from pneumo.bench import engine_words
+
+    assert engine_words(pipeline.load_models(exported, with_gate=False)) == "classifier TFLite, lungs TFLite"
+    monkeypatch.setattr(config, "INFERENCE_ENGINE", "tensorflow")
+    assert engine_words(pipeline.load_models(exported, with_gate=False)) == "classifier TensorFlow, lungs TensorFlow"
