@@ -54,6 +54,8 @@ INFERENCE_ENGINE = os.environ.get("PNEUMO_ENGINE", "tflite")
 # TFLite threads per network: measured on 2 cores, a second thread gains nothing for these small networks (batch 1
 # to 32), and one leaves the other core to JPEG decoding (CLI) or another visitor (app).
 LITE_THREADS = 1
+# Version of pneumo.engine's exported graph: bump it when the export changes, and older .tflite copies are ignored.
+ENGINE_EXPORT_VERSION = 1
 # Batches the CLI analyses at the same time (pneumo.pipeline.analyze_stream): the networks and OpenCV release the
 # GIL, so each batch gets a core (measured on 2 cores: 1.7x the images per second of one at a time).
 ANALYSIS_WORKERS = max(1, min(4, os.cpu_count() or 1))

@@ -19,6 +19,7 @@ whose head is not GAP + dense (Grad-CAM needs a backward pass) gets a plain forw
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import threading
@@ -32,6 +33,9 @@ import numpy as np
 from pneumo import config
 
 log = logging.getLogger(__name__)
+# tf.lite.Interpreter warns on every construction of its future move to ai_edge_litert; filtered once here, because
+# warnings.catch_warnings() is not thread-safe and interpreters are made from worker and session threads
+warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated", category=UserWarning)
 
 _ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras model -> {"forward"|("cam", layer): LiteNet}
 
@@ -63,9 +67,7 @@ class LiteNet:
     def _new_runner(self) -> Any:
         import tensorflow as tf
 
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=self._threads)
+        interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=self._threads)
         self._signature = interpreter.get_signature_list()["serving_default"]
         return interpreter.get_signature_runner("serving_default")
 
@@ -87,7 +89,18 @@ class LiteNet:
                 self._free.append(runner)
 
 
-def attach(model: Any, key: Any, net: LiteNet) -> None:
+class ProbabilityView:
+    """The 'probability' output (B,) of a classifier's CAM flatbuffer as the Keras model's own output (B, 1), so that
+    pneumo.model.forward (predict_proba) runs the flatbuffer too."""
+
+    def __init__(self, net: LiteNet, name: str) -> None:
+        self._net, self.outputs = net, [name]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return [self._net(x)[self._net.outputs.index("probability")].reshape(-1, 1)]
+
+
+def attach(model: Any, key: Any, net: LiteNet | ProbabilityView) -> None:
     """Run ``net`` for ``model``: key 'forward' (pneumo.model.forward) or ('cam', layer) (gradcam.explain_batch)."""
     _ATTACHED.setdefault(model, {})[key] = net
 
@@ -134,9 +147,7 @@ def signature_outputs(content: bytes, names: list[str]) -> list[str]:
     """The flatbuffer's output names for the Keras outputs ``names`` (a single output is renamed by the converter)."""
     import tensorflow as tf
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = tf.lite.Interpreter(model_content=content).get_signature_list()["serving_default"]["outputs"]
+    found = tf.lite.Interpreter(model_content=content).get_signature_list()["serving_default"]["outputs"]
     if len(names) == 1 and len(found) == 1:
         return list(found)
     if sorted(found) != sorted(names):
@@ -152,8 +163,8 @@ def export(keras_path: str | Path) -> dict:
     keras_path = Path(keras_path)
     model, meta = load_keras_with_metadata(keras_path, "model file")
     model = fold_batchnorm(model)
-    layer = meta.get("gradcam_layer")
-    graph = cam_graph(model, layer) if layer else None
+    layer = meta.get("gradcam_layer", config.GRADCAM_LAYER)
+    graph = cam_graph(model, layer) if _has_layer(model, layer) else None
     key: Any = "forward" if graph is None else ["cam", layer]
     graph = graph if graph is not None else model
     out = keras_path.with_suffix(".tflite")
@@ -166,6 +177,8 @@ def export(keras_path: str | Path) -> dict:
         "outputs": names,
         "signature_outputs": signature_outputs(content, names),
         "keras_sha256": file_sha256(keras_path),
+        "tflite_sha256": hashlib.sha256(content).hexdigest(),
+        "export_version": config.ENGINE_EXPORT_VERSION,
         "note": "pneumo.engine: the inference graph of the .keras file with this SHA-256, batch norm folded, float32",
     }
     json_path = keras_path.with_suffix(".json")
@@ -177,29 +190,58 @@ def export(keras_path: str | Path) -> dict:
     return block
 
 
+def export_or_warn(keras_path: str | Path) -> dict | None:
+    """:func:`export` for the end of a training run: a failure is logged, not raised (the model still runs on
+    TensorFlow, and the hours of training are not lost)."""
+    try:
+        return export(keras_path)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("no TFLite copy of %s (%s: %s): it will run on TensorFlow", keras_path, type(exc).__name__, exc)
+        return None
+
+
+def _has_layer(model: Any, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
 def load_for(model: Any, keras_path: str | Path, metadata: dict) -> bool:
-    """Attach the flatbuffer that ``metadata`` names to ``model`` when it was made from this very ``.keras`` file.
+    """Attach the flatbuffer that ``metadata`` names to ``model`` when it was made, by this version of the export,
+    from this very ``.keras`` file, and is the file that export wrote (all three checked by SHA-256 / version).
 
     Returns whether one was attached; a missing, stale or unreadable flatbuffer leaves TensorFlow in charge.
     """
     from pneumo.evaluation import file_sha256
 
-    block = metadata.get("tflite")
-    if config.INFERENCE_ENGINE != "tflite" or not block:
-        return False
     keras_path = Path(keras_path)
+    block = metadata.get("tflite")
+    if config.INFERENCE_ENGINE != "tflite":
+        return False
+    if not block:
+        log.info("%s has no TFLite copy: it runs on TensorFlow", keras_path.name)
+        return False
     path = keras_path.parent / block["file"]
-    if not path.exists() or file_sha256(keras_path) != block.get("keras_sha256"):
-        log.warning("%s is missing or was made from another %s: running it on TensorFlow (slower); "
-                    "`python -m pneumo.engine %s` makes a new one", path.name, keras_path.name, keras_path)  # fmt: skip
+    content = path.read_bytes() if path.exists() else b""
+    fresh = (
+        file_sha256(keras_path) == block.get("keras_sha256")
+        and hashlib.sha256(content).hexdigest() == block.get("tflite_sha256")
+        and block.get("export_version") == config.ENGINE_EXPORT_VERSION
+    )
+    if not fresh:
+        log.warning("%s is missing, changed or was made from another %s or by another export version: running it on "
+                    "TensorFlow (slower); `python -m pneumo.engine %s` makes a new one",
+                    path.name, keras_path.name, keras_path)  # fmt: skip
         return False
     try:
-        net = LiteNet(path.read_bytes(), block["signature_outputs"], block["outputs"])
+        net = LiteNet(content, block["signature_outputs"], block["outputs"])
     except Exception as exc:  # noqa: BLE001 - an unusable flatbuffer must not stop the app: TensorFlow still works
         log.warning("cannot run %s (%s: %s): running on TensorFlow", path.name, type(exc).__name__, exc)
         return False
     runs = block["runs"]
-    attach(model, runs if isinstance(runs, str) else tuple(runs), net)
+    if isinstance(runs, str):
+        attach(model, runs, net)
+    else:
+        attach(model, tuple(runs), net)
+        attach(model, "forward", ProbabilityView(net, model.output_names[0]))  # predict_proba on the flatbuffer
     return True
 
 

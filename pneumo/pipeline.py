@@ -275,3 +275,6 @@ def analyze_stream(
             yield from finish()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(stream, "close", None)
+        if close is not None:  # a generator (load_many): stop its decoding pool now, not at garbage collection
+            close()

@@ -443,7 +443,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     if s.robustness_masks:
         meta["robustness"] = robustness(model_file, root, Path(s.robustness_masks))
         metadata_path(model_file).write_text(json.dumps(meta, indent=1) + "\n")
-    meta["tflite"] = engine.export(model_file)  # the fast inference copy the app runs (pneumo.engine)
+    meta["tflite"] = engine.export_or_warn(model_file)  # the fast inference copy the app runs (pneumo.engine)
     v = evaluation["validation"]
     log.info(
         "done in %.0f s: validation AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.2f",

@@ -201,7 +201,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     final.save(model_file)
     meta = metadata(args, s, final, val, by_class, hist.history, seconds, paths, labels, len(tr), len(va))
     model_file.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
-    meta["tflite"] = engine.export(model_file)  # the fast inference copy the app runs (pneumo.engine)
+    meta["tflite"] = engine.export_or_warn(model_file)  # the fast inference copy the app runs (pneumo.engine)
     log.info("done in %.0f s; wrote %s", time.time() - t0, model_file)
     return meta
 

@@ -647,7 +647,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "n_synthetic_train_per_generator": s.n_synthetic,
     }
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
-    meta["tflite"] = engine.export(path)  # the fast inference copy the app runs (pneumo.engine)
+    meta["tflite"] = engine.export_or_warn(path)  # the fast inference copy the app runs (pneumo.engine)
     log.info("wrote %s (%.0f s)", path, time.time() - t_start)
     return meta
 

@@ -45,6 +45,11 @@ def test_flatbuffers_give_the_tensorflow_answers(exported, monkeypatch):
     monkeypatch.setattr(config, "INFERENCE_ENGINE", "tensorflow")
     tf_models = pipeline.load_models(exported, with_gate=False)
     assert engine.attached(tf_models.classifier.model, ("cam", "gradcam_conv")) is None
+    from pneumo.inference import predict_proba
+
+    x = np.stack([synthetic_xray(32, 32, seed=i)[..., None] for i in range(3)])
+    assert engine.attached(lite.classifier.model, "forward") is not None  # predict_proba runs the flatbuffer too
+    np.testing.assert_allclose(predict_proba(lite.model, x), predict_proba(tf_models.model, x), atol=1e-5)
     a = pipeline.analyze_images(lite, _images(), force=True)
     b = pipeline.analyze_images(tf_models, _images(), force=True)
     for x, y in zip(a, b, strict=True):
@@ -116,7 +121,8 @@ def test_the_committed_models_ship_their_flatbuffers():
             pytest.skip("no committed models in this checkout")
         block = json.loads(path.with_suffix(".json").read_text())["tflite"]
         assert block["keras_sha256"] == file_sha256(path), f"run: python -m pneumo.engine {path}"
-        assert (path.parent / block["file"]).exists()
+        assert block["tflite_sha256"] == file_sha256(path.parent / block["file"])
+        assert block["export_version"] == config.ENGINE_EXPORT_VERSION
 
 
 def test_one_image_invokes_each_network_once(exported, monkeypatch):
@@ -139,3 +145,79 @@ def test_the_benchmark_says_which_engine_ran(exported, monkeypatch):
     assert engine_words(pipeline.load_models(exported, with_gate=False)) == "classifier TFLite, lungs TFLite"
     monkeypatch.setattr(config, "INFERENCE_ENGINE", "tensorflow")
     assert engine_words(pipeline.load_models(exported, with_gate=False)) == "classifier TensorFlow, lungs TensorFlow"
+
+
+def _copy(exported, tmp_path):
+    for f in exported.parent.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path / exported.name
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other_flatbuffer", "old_export", "no_block"])
+def test_a_damaged_or_foreign_flatbuffer_is_not_used(exported, tmp_path, caplog, damage):
+    """Replaced bytes, another network's flatbuffer, an older export or no record: TensorFlow runs, and says so."""
+    path = _copy(exported, tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    if damage == "garbage":
+        (tmp_path / "tiny.tflite").write_bytes(b"not a flatbuffer")
+    elif damage == "other_flatbuffer":
+        shutil.copy(tmp_path / "pneumo_lungs.tflite", tmp_path / "tiny.tflite")
+    elif damage == "old_export":
+        meta["tflite"]["export_version"] = config.ENGINE_EXPORT_VERSION - 1
+    else:
+        del meta["tflite"]
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.INFO, logger="pneumo.engine"):
+        models = pipeline.load_models(path, with_gate=False)
+    assert engine.attached(models.classifier.model, ("cam", "gradcam_conv")) is None
+    assert engine.attached(models.classifier.model, "forward") is None
+    assert "runs on TensorFlow" in caplog.text or "running it on TensorFlow" in caplog.text
+    (res,) = pipeline.analyze_images(models, _images(1), force=True)
+    assert 0.0 <= res.probability <= 1.0
+
+
+def test_one_flatbuffer_serves_many_threads(exported):
+    """The CLI's workers and the app's sessions call the same network at once: each gets the answers it would get
+    alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = pipeline.load_models(exported, with_gate=False)
+    net = engine.attached(models.classifier.model, ("cam", "gradcam_conv"))
+    rng = np.random.default_rng(0)
+    xs = [rng.uniform(0, 255, (int(rng.integers(1, 5)), 32, 32, 1)).astype(np.float32) for _ in range(24)]
+    alone = [net(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(net, xs))
+    for a, b in zip(alone, together, strict=True):
+        for u, v in zip(a, b, strict=True):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_analyze_stream_on_flatbuffers_with_several_workers(exported):
+    from pneumo.io import ImageLoadError
+
+    models = pipeline.load_models(exported, with_gate=False)
+    images = _images(9)
+    stream = [(i, img) for i, img in enumerate(images)] + [(9, ImageLoadError("unreadable"))]
+    out = list(pipeline.analyze_stream(models, iter(stream), batch_size=2, workers=3))
+    assert [k for k, _ in out] == list(range(10)) and isinstance(out[-1][1], ImageLoadError)
+    for (_, r), e in zip(out, pipeline.analyze_images(models, images), strict=False):
+        assert r.probability == e.probability and r.label == e.label
+
+
+def test_the_committed_flatbuffers_give_the_tensorflow_answers(monkeypatch):
+    """The shipped copies, not only freshly exported tiny ones: one synthetic film through both engines."""
+    if not all(p.exists() for p in (config.DEFAULT_MODEL_PATH, config.LUNG_MODEL_PATH, config.SCOPE_MODEL_PATH)):
+        pytest.skip("no committed models in this checkout")
+    from pneumo.bench import engine_words
+
+    lite = pipeline.load_models(config.DEFAULT_MODEL_PATH)
+    assert "TensorFlow" not in engine_words(lite)
+    monkeypatch.setattr(config, "INFERENCE_ENGINE", "tensorflow")
+    tf_models = pipeline.load_models(config.DEFAULT_MODEL_PATH)
+    images = [LoadedImage(synthetic_xray(600, 500, seed=s, opacity=bool(s))) for s in range(2)]
+    for a, b in zip(pipeline.analyze_images(lite, images, force=True),
+                    pipeline.analyze_images(tf_models, images, force=True), strict=True):  # fmt: skip
+        assert a.probability == pytest.approx(b.probability, abs=1e-4)
+        assert a.warnings == b.warnings and a.label == b.label
+        np.testing.assert_allclose(a.cam224, b.cam224, atol=1e-4 * max(1.0, float(np.abs(b.cam224).max())))
