@@ -19,12 +19,12 @@ made from the largest committed sample, or synthetic on a clone without assets):
     batch_images_per_s  the prediction CLI path for 32 JPEGs: decode (thread pool, reduced JPEG decoding),
                         pneumo.pipeline.analyze_stream (batches of 8, config.ANALYSIS_WORKERS at once), labels
                         (quick mode uses 8 JPEGs)
-pneumo runs as the app and the CLI do: on the TFLite copies of its networks (pneumo.engine) where they match the
-.keras files, else on TensorFlow; its "engine" field says which (PNEUMO_ENGINE=tensorflow times the TensorFlow path).
     stages              pneumo's per-image path stage by stage: decode for display, decode for the model, scope
                         gate, lung segmentation, preprocess, classifier, explanation, overlay; the scope gate and
                         segmentation models are timed when their files exist (config.SCOPE_MODEL_PATH,
                         config.LUNG_MODEL_PATH), else marked "not present"; app_path_ms times them all in a row
+pneumo runs as the app and the CLI do: on the TFLite copies of its networks (pneumo.engine) where they match the
+.keras files, else on TensorFlow; its "engine" field says which (PNEUMO_ENGINE=tensorflow times the TensorFlow path).
 References (random weights, built here, nothing downloaded), timed the same way in the same process (explain_ms with
 the same display pixels and overlay code); their batch_images_per_s uses the seed notebook's decoding (every file
 decoded in full, one after the other), and batch_images_per_s_pneumo_pipeline the new one:

@@ -48,7 +48,7 @@ LUNG_INPUT_SIZE = 160
 LUNG_HEIGHT_RATIO_MIN = 0.75
 # Images per forward pass inside the pipeline: on 2 cores as fast per image as 32, and ~60 MB less peak memory.
 PIPELINE_BATCH = 8
-# Run the networks as TFLite flatbuffers (pneumo.engine; 3-10x faster than TensorFlow at batch 1 on CPU) where a
+# Run the networks as TFLite flatbuffers (pneumo.engine; 2-10x faster than TensorFlow at batch 1 on CPU) where a
 # matching one ships; PNEUMO_ENGINE=tensorflow runs everything on TensorFlow (to compare, or on a platform without it).
 INFERENCE_ENGINE = os.environ.get("PNEUMO_ENGINE", "tflite")
 # TFLite threads per network: measured on 2 cores, a second thread gains nothing for these small networks (batch 1

@@ -1,7 +1,7 @@
 """The inference engine: each network of the analysis path as a TensorFlow Lite flatbuffer run by XNNPACK.
 
 At batch 1 on 2 CPU cores TensorFlow spends most of a small network's time between operations; the same graph as a
-TFLite flatbuffer runs 3-10x faster with the same float32 arithmetic (outputs agree to ~1e-5; tests check it).
+TFLite flatbuffer runs 2-10x faster with the same float32 arithmetic (outputs agree to ~1e-5; tests check it).
 
 Examples:
     python -m pneumo.engine models/pneumo_cnn.keras models/pneumo_lungs.keras models/pneumo_scope.keras

@@ -78,7 +78,7 @@ def load_models(classifier_path: str | Path = config.DEFAULT_MODEL_PATH, with_ga
 
     Each network is an inference copy with batch norm folded into its convolutions (pneumo.model.fold_batchnorm):
     the same outputs, about a quarter less time per image. Where a TFLite flatbuffer of the very same file ships
-    (pneumo.engine), it runs that network instead: the same outputs, 3-10x faster at batch 1.
+    (pneumo.engine), it runs that network instead: the same outputs, 2-10x faster at batch 1.
     """
     clf = load_model(classifier_path)
     clf = replace(clf, model=fold_batchnorm(clf.model))
