@@ -383,12 +383,10 @@ def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
 
 
 def engine_words(models: Any) -> str:
-    """Which engine runs each network of the path: 'classifier TFLite, lungs TFLite, gate TFLite' or TensorFlow."""
+    """Which engine runs each network of the path (pneumo.engine.describe)."""
     from pneumo import engine
 
-    nets = [("classifier", models.classifier.model, ("cam", models.classifier.gradcam_layer))]
-    nets += [(n, m.model, "forward") for n, m in (("lungs", models.lungs), ("gate", models.gate)) if m is not None]
-    return ", ".join(f"{n} {'TFLite' if engine.attached(m, k) else 'TensorFlow'}" for n, m, k in nets)
+    return engine.describe(models)
 
 
 def model_files(models: Any) -> list[Path]:

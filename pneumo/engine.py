@@ -113,6 +113,14 @@ def attached(model: Any, key: Any) -> LiteNet | None:
         return None
 
 
+def describe(models: Any) -> str:
+    """Which engine runs each network of a pneumo.pipeline.Models: e.g. 'classifier TFLite, lungs TFLite, gate
+    TFLite' (TensorFlow where no matching flatbuffer was attached)."""
+    nets = [("classifier", models.classifier.model, ("cam", models.classifier.gradcam_layer))]
+    nets += [(n, m.model, "forward") for n, m in (("lungs", models.lungs), ("gate", models.gate)) if m is not None]
+    return ", ".join(f"{n} {'TFLite' if attached(m, k) else 'TensorFlow'}" for n, m, k in nets)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # export
 def cam_graph(model: Any, layer_name: str) -> Any | None:

@@ -323,6 +323,7 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     at.switch_page("app_pages/model_card.py").run()
     assert not at.exception
     text = all_text(at)
+    assert "How the app runs the networks: classifier TFLite, lungs TFLite, gate TFLite" in text
     own = ev.load_evaluation(config.DEFAULT_MODEL_PATH)
     if own is not None:
         table = frame_with(at, "set")
