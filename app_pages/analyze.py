@@ -280,7 +280,8 @@ def show_detail(res, threshold: float) -> None:
     choice = k1.radio(
         "Heatmap shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
         help="The class activation map highlights the regions whose features pushed the model towards the chosen "
-        "class. The classifier sees only the lung fields, so the map lies within them.",
+        "class. The classifier sees only the lung fields grown by a small margin, so the map lies within that "
+        "margin (softened at its edge); it can reach a little past the drawn outline.",
     )  # fmt: skip
     alpha = k2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
     outline_help = (
@@ -293,7 +294,7 @@ def show_detail(res, threshold: float) -> None:
 
     cls = explained_class(choice, float(res.probability), threshold)
     h, w = res.pixels.shape
-    enlarged = " (shown enlarged)" if max(h, w) < 600 else ""
+    enlarged = f" ({w} × {h} px, shown enlarged)" if max(h, w) < 600 else f" ({w} × {h} px)"
     i1, i2 = st.columns(2)
     plain = overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta)  # the radiograph (+ outline)
     i1.image(plain, caption=f"The image as analysed{enlarged}", width="stretch")

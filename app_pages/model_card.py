@@ -106,6 +106,14 @@ global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid o
 `{loaded.gradcam_layer}`.
 """
 )
+members = int(meta.get("members", 1) or 1)
+if members > 1:
+    st.markdown(
+        f"The app runs an **ensemble of {members} such networks**, trained from different initialisations on the same "
+        "split and merged into one model whose logit is the mean of theirs. Its head is again global average pooling "
+        "and one dense layer over the members' concatenated maps, so its heatmap is the mean of their maps. The "
+        "parameter count above and the layer table below are the whole ensemble's."
+    )
 with st.expander("Layer by layer"):
     st.dataframe(
         meta.get("layers") or layer_rows(loaded.model),  # the file's layers (the app runs a folded copy)

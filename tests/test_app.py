@@ -144,7 +144,7 @@ def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_mode
     assert metric(app, "Probability of pneumonia") == format_probability(p)
     assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
     captions = [c for img in app.image for c in img.captions]
-    assert "The image as analysed (shown enlarged)" in captions  # 300 x 260: the browser shows it larger than it is
+    assert "The image as analysed (300 × 260 px, shown enlarged)" in captions  # the browser shows it larger
     assert any(c.startswith("Heatmap of evidence for") for c in captions)
     assert "300 × 260" in all_text(app)  # the size, once, in the facts
     assert not app.get("download_button")  # reports are made on request, for the settings of that moment
@@ -324,6 +324,8 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     assert not at.exception
     text = all_text(at)
     assert "How the app runs the networks: classifier TFLite, lungs TFLite, gate TFLite" in text
+    members = json.loads(config.DEFAULT_MODEL_PATH.with_suffix(".json").read_text()).get("members", 1)
+    assert (f"ensemble of {members} such networks" in text) == (members > 1)
     own = ev.load_evaluation(config.DEFAULT_MODEL_PATH)
     if own is not None:
         table = frame_with(at, "set")
