@@ -401,3 +401,33 @@ def test_fold_batchnorm_leaves_unsafe_pairs_alone():
     x = rng.normal(0, 1, (2, 8, 8, 1)).astype(np.float32)
     for got, want in zip(folded(x), model(x), strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_overlay_blends_only_where_there_is_heat_with_the_same_result():
+    """The blend runs inside the box of non-zero heat; every pixel equals the whole-frame blend's (a reference
+    written here), for grey and RGB images, heat at an edge, none at all, and heat everywhere."""
+    import cv2
+
+    from pneumo.gradcam import _rgb_lut
+
+    def whole_frame(image, heat, alpha):
+        h, w = image.shape[:2]
+        level = cv2.resize(np.round(np.clip(heat, 0, 1) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        weight = alpha * np.arange(256, dtype=np.float64) / 255.0
+        keep = cv2.LUT(level, np.round(255.0 * (1.0 - weight)).astype(np.uint8))
+        tint = cv2.applyColorMap(level, np.round(_rgb_lut(cv2.COLORMAP_JET) * weight[:, None, None]).astype(np.uint8))
+        rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return cv2.add(cv2.multiply(rgb, cv2.merge([keep, keep, keep]), scale=1.0 / 255.0), tint)
+
+    img = synthetic_xray(width=301, height=257, seed=4)
+    heats = [np.zeros((32, 32), np.float32), np.ones((32, 32), np.float32)]
+    corner = np.zeros((32, 32), np.float32)
+    corner[:5, 27:] = 0.8
+    centre = np.zeros((32, 32), np.float32)
+    centre[10:20, 8:14] = np.linspace(0.1, 1.0, 6)
+    heats += [corner, centre]
+    for heat in heats:
+        for image in (img, np.dstack([img, 255 - img, img // 2])):
+            before = image.copy()
+            np.testing.assert_array_equal(overlay_heatmap(image, heat, 0.45), whole_frame(image, heat, 0.45))
+            np.testing.assert_array_equal(image, before)  # the caller's image is left alone
