@@ -298,7 +298,10 @@ def overlay_heatmap(
         keep = cv2.LUT(lev, np.round(255.0 * (1.0 - weight)).astype(np.uint8))  # (bh, bw) (1 - a) * 255
         tint_lut = np.round(_rgb_lut(colormap) * weight[:, None, None]).astype(np.uint8)  # (256, 1, 3)
         tint = cv2.applyColorMap(lev, tint_lut)  # (bh, bw, 3) colour * a
-        base = cv2.multiply(out[roi], cv2.merge([keep, keep, keep]), scale=1.0 / 255.0)  # (bh, bw, 3)
+        if image.ndim == 2:  # one channel to weight, then to RGB: the same numbers, a third of the work
+            base = cv2.cvtColor(cv2.multiply(image[roi], keep, scale=1.0 / 255.0), cv2.COLOR_GRAY2RGB)  # (bh, bw, 3)
+        else:
+            base = cv2.multiply(out[roi], cv2.merge([keep, keep, keep]), scale=1.0 / 255.0)  # (bh, bw, 3)
         out[roi] = cv2.add(base, tint)  # uint8, saturating
     if outline is not None:
         _draw_outline(out, outline, outline_colour)
