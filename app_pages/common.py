@@ -100,7 +100,7 @@ def _load_models(path: str, mtime: float) -> Models:
         if (path, mtime) not in _LOADED:
             from pneumo.pipeline import load_models, warm_up
 
-            models = load_models(path)
+            models = load_models(path, engine_only=True)  # the TFLite copies alone: no TensorFlow import
             try:
                 warm_up(models)
             except Exception:  # noqa: BLE001 - a failed trial run must not hide models that loaded

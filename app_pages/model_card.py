@@ -10,11 +10,11 @@ from app_pages.common import evaluation, model_or_stop
 from pneumo import evaluation as ev
 from pneumo import modelcard
 from pneumo.engine import describe as engine_describe
-from pneumo.model import layer_rows
 from pneumo.present import format_threshold, prevalence
 
 loaded = model_or_stop()
 meta = loaded.metadata
+n_params = int(meta.get("parameters") or 0)  # the whole ensemble's, from its metadata
 training = meta.get("training", {}) or {}
 data = training.get("data", {}) or {}
 settings = training.get("settings", {}) or {}
@@ -35,7 +35,7 @@ val = (meta.get("metrics") or {}).get("validation", {})
 EVAL = evaluation()
 block = ev.primary(EVAL)
 c = st.columns(5)
-c[0].metric("Parameters", f"{int(meta.get('parameters', loaded.model.count_params())):,}")
+c[0].metric("Parameters", f"{n_params:,}" if n_params else "not recorded")
 c[1].metric("Threshold", format_threshold(loaded.threshold))
 if block:
     c[2].metric("Test AUC", f"{block['auc']:.3f}", help=f"official test split, {block['n']} images")
@@ -102,7 +102,7 @@ A small convolutional network built for this project (`pneumo.model.build_model`
 convolution ({settings.get("stem_width", "?")} filters), {len(widths) if widths else "several"} blocks of
 depthwise-separable convolutions (widths {", ".join(map(str, widths)) if widths else "?"}) with batch normalisation,
 global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid output, P(pneumonia).
-**{int(meta.get("parameters", loaded.model.count_params())):,} parameters.** Grad-CAM explains the layer
+**{f"{n_params:,}" if n_params else "An unrecorded number of"} parameters.** Grad-CAM explains the layer
 `{loaded.gradcam_layer}`.
 """
 )
@@ -116,7 +116,7 @@ if members > 1:
     )
 with st.expander("Layer by layer"):
     st.dataframe(
-        meta.get("layers") or layer_rows(loaded.model),  # the file's layers (the app runs a folded copy)
+        meta.get("layers") or [],  # the file's layers, from its metadata (the app runs its TFLite copy)
         hide_index=True,
         width="stretch",
         column_config={"parameters": st.column_config.NumberColumn("Parameters", format="%d")},

@@ -21,7 +21,7 @@ from pneumo import config
 from pneumo.explain import result_overlay
 from pneumo.inference import label_for
 from pneumo.io import ImageLoadError, load_image
-from pneumo.model import LoadedModel
+from pneumo.modelfile import LoadedModel
 from pneumo.pipeline import ANALYSIS_DECODE, LABEL_OUT_OF_SCOPE, Models, analyze_images
 from pneumo.present import (  # noqa: F401 - the presentation helpers moved to pneumo.present; re-exported here
     OperatingPoint,

@@ -38,8 +38,10 @@ predict_ms, explain_ms and the batches are timed interleaved (one repetition of 
 changing load on a shared machine affects all sides alike.
 Ratios are pneumo / reference, so < 1 means pneumo is faster for *_ms and slower for batch_images_per_s.
 peak_rss_mb is measured in a fresh subprocess per model (import, load every model present, one explain, one batch of
-32); quick mode measures it for pneumo only. import_s is `import pneumo.inference, pneumo.gradcam` in a fresh process;
-cold_start_s is that import + model load + decoding and explaining one JPEG (time to the first result).
+32); quick mode measures it for pneumo only. pneumo loads there as the app does (pipeline.load_models(engine_only=True):
+its TFLite copies alone, no TensorFlow, when they match). import_s is the import of what the app's analysis needs
+(pneumo: `pneumo.pipeline, pneumo.explain`; references: `pneumo.inference, pneumo.gradcam`, i.e. Keras) in a fresh
+process; cold_start_s is that import + model load + decoding and explaining one JPEG (time to the first result).
 """
 
 from __future__ import annotations
@@ -354,20 +356,24 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
     )
 
 
-def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
-    """pneumo as a Candidate (its whole analysis path: gate, lungs, classifier), its classifier, and the load time."""
+def load_pneumo(model_path: Path, engine_only: bool = False) -> tuple[Candidate, Any, float]:
+    """pneumo as a Candidate (its whole analysis path: gate, lungs, classifier), its classifier, and the load time.
+
+    engine_only: load as the app and the CLI do (the TFLite copies alone, no TensorFlow); else Keras networks with
+    the same copies attached (the in-process timings, which also need Keras for the references and MAC counts).
+    """
+    from pneumo.engine import explain
     from pneumo.explain import class_scale
-    from pneumo.gradcam import explain_batch
     from pneumo.pipeline import load_models
 
     t0 = time.perf_counter()
-    models = load_models(model_path)
+    models = load_models(model_path, engine_only=engine_only)
     load_s = time.perf_counter() - t0
     loaded = models.classifier
     cand = Candidate(
         name="pneumo",
         model=loaded.model,
-        cam=lambda x: explain_batch(loaded.model, x, loaded.gradcam_layer),
+        cam=lambda x: explain(loaded.model, x, loaded.gradcam_layer),
         size=loaded.image_size,
         threshold=loaded.threshold,
         gradcam_layer=loaded.gradcam_layer,
@@ -429,7 +435,7 @@ def explain_one(cand: Candidate, pixels: np.ndarray) -> np.ndarray:
     pneumo: the whole analysis path (scope gate, orientation, lungs, classifier with its CAM) and the overlay within
     the lungs with their outline, exactly as the app draws it. References: preprocess, model + Grad-CAM, overlay.
     """
-    from pneumo.gradcam import heatmap_from_cam, overlay_heatmap
+    from pneumo.heatmap import heatmap_from_cam, overlay_heatmap
     from pneumo.inference import label_for
     from pneumo.preprocess import preprocess
 
@@ -612,7 +618,10 @@ def cam_method(cand: Candidate) -> str:
 # run by `python -c` in a fresh process: the import is timed before anything else is imported
 _PROBE_CODE = """import sys, time
 t0 = time.perf_counter()
-import pneumo.inference, pneumo.gradcam
+if sys.argv[1] == "pneumo":  # what the app and the CLI import: no TensorFlow where the TFLite copies match
+    import pneumo.pipeline, pneumo.explain
+else:  # a reference runs on Keras
+    import pneumo.inference, pneumo.gradcam
 import_s = time.perf_counter() - t0
 from pneumo import bench
 bench.probe(sys.argv[1], sys.argv[2], import_s, t0)
@@ -620,9 +629,9 @@ bench.probe(sys.argv[1], sys.argv[2], import_s, t0)
 
 
 def probe(name: str, model_path: str, import_s: float, t0: float | None = None) -> None:
-    """In a fresh process: load (pneumo: every model present), decode and explain one JPEG (the first result: cold
-    start), one batch of 32; then print import time, cold start and peak RSS as JSON."""
-    cand = load_pneumo(Path(model_path))[0] if name == "pneumo" else build_reference(name)  # pneumo: every model
+    """In a fresh process: load (pneumo: every model present, as the app loads them), decode and explain one JPEG (the
+    first result: cold start), one batch of 32; then print import time, cold start and peak RSS as JSON."""
+    cand = load_pneumo(Path(model_path), engine_only=True)[0] if name == "pneumo" else build_reference(name)
     plan = PLANS["full"]  # peak memory at the CLI's real batch size, in every mode
     jpeg = fullres_jpeg(plan.fullres)
     pixels = display_pixels(jpeg)

@@ -40,6 +40,18 @@ warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is depre
 _ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras model -> {"forward"|("cam", layer): LiteNet}
 
 
+def interpreter_class() -> Any:
+    """The TFLite interpreter: LiteRT's (``ai_edge_litert``: no TensorFlow import, ~0.1 s and ~80 MB for all three
+    networks), else TensorFlow's own ``tf.lite.Interpreter`` (the same runtime and results, inside TensorFlow)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # a platform without the LiteRT wheel: TensorFlow's copy of the same interpreter
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+    return Interpreter
+
+
 class LiteNet:
     """A TFLite flatbuffer with one input; called like ``pneumo.model.forward``'s compiled function.
 
@@ -57,6 +69,7 @@ class LiteNet:
         runner = self._new_runner()
         sig = self._signature
         (self._input,) = sig["inputs"]
+        self.input_shape = (None, *(int(d) for d in self._dims[1:]))  # (None, S, S, 1) like a Keras model's
         missing = set(outputs) - set(sig["outputs"])
         if missing:
             raise ValueError(f"the flatbuffer lacks the outputs {sorted(missing)}")
@@ -65,10 +78,9 @@ class LiteNet:
         self._free.append(runner)
 
     def _new_runner(self) -> Any:
-        import tensorflow as tf
-
-        interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=self._threads)
+        interpreter = interpreter_class()(model_content=self._content, num_threads=self._threads)
         self._signature = interpreter.get_signature_list()["serving_default"]
+        self._dims = interpreter.get_input_details()[0]["shape"]  # (1, S, S, 1) as exported
         return interpreter.get_signature_runner("serving_default")
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
@@ -98,6 +110,52 @@ class ProbabilityView:
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return [self._net(x)[self._net.outputs.index("probability")].reshape(-1, 1)]
+
+
+class LiteModel:
+    """Stands in for a Keras network when only its TFLite copy runs (the app and the CLI): no TensorFlow, no Keras.
+
+    It has what the analysis path reads from a network (``name``, ``input_shape``, ``output``, ``output_names``);
+    its flatbuffer is attached to it like to a Keras model (keys 'forward' and, for a classifier, ('cam', layer)).
+    """
+
+    def __init__(self, name: str, input_shape: tuple, outputs: list[str], named_outputs: bool) -> None:
+        self.name, self.input_shape, self.output_names = name, input_shape, list(outputs)
+        self.output = {k: None for k in outputs} if named_outputs else outputs[0]  # the Keras output structure
+
+    def __repr__(self) -> str:
+        return f"LiteModel({self.name!r}, input_shape={self.input_shape})"
+
+
+def forward(model: Any, x: np.ndarray, batch_size: int = 32) -> Any:
+    """``pneumo.model.forward`` without TensorFlow where a flatbuffer is attached: float (B, ...) in batches ->
+    numpy outputs concatenated on B, in the model's output structure (a dict, a list or one array)."""
+    net = attached(model, "forward")
+    if net is None:
+        from pneumo.model import forward as tf_forward
+
+        return tf_forward(model, x, batch_size)
+    parts = [net(np.asarray(x[i : i + batch_size], np.float32)) for i in range(0, len(x), batch_size)]
+    if not parts:
+        raise ValueError("empty batch")
+    named = {k: np.concatenate([p[j] for p in parts]) for j, k in enumerate(net.outputs)}
+    if isinstance(model.output, dict):
+        return {k: named[k] for k in model.output}
+    if isinstance(model.output, (list, tuple)):
+        return [named[k] for k in model.output_names]
+    return named[model.output_names[0]]
+
+
+def explain(model: Any, x: np.ndarray, layer_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``pneumo.gradcam.explain_batch`` without TensorFlow where the CAM flatbuffer is attached: inputs (B, S, S, 1)
+    -> P(pneumonia) float64 (B,) and the signed CAM float32 (B, h, w)."""
+    net = attached(model, ("cam", layer_name))
+    if net is None:
+        from pneumo.gradcam import explain_batch
+
+        return explain_batch(model, x, layer_name)
+    named = dict(zip(net.outputs, net(np.asarray(x, np.float32)), strict=True))  # one invoke
+    return np.asarray(named["probability"], np.float64), np.asarray(named["cam"], np.float32)
 
 
 def attach(model: Any, key: Any, net: LiteNet | ProbabilityView) -> None:
@@ -153,9 +211,7 @@ def convert(model: Any) -> bytes:
 
 def signature_outputs(content: bytes, names: list[str]) -> list[str]:
     """The flatbuffer's output names for the Keras outputs ``names`` (a single output is renamed by the converter)."""
-    import tensorflow as tf
-
-    found = tf.lite.Interpreter(model_content=content).get_signature_list()["serving_default"]["outputs"]
+    found = interpreter_class()(model_content=content).get_signature_list()["serving_default"]["outputs"]
     if len(names) == 1 and len(found) == 1:
         return list(found)
     if sorted(found) != sorted(names):
@@ -212,25 +268,22 @@ def _has_layer(model: Any, name: str) -> bool:
     return any(layer.name == name for layer in model.layers)
 
 
-def load_for(model: Any, keras_path: str | Path, metadata: dict) -> bool:
-    """Attach the flatbuffer that ``metadata`` names to ``model`` when it was made, by this version of the export,
-    from this very ``.keras`` file, and is the file that export wrote (all three checked by SHA-256 / version).
-
-    Returns whether one was attached; a missing, stale or unreadable flatbuffer leaves TensorFlow in charge.
-    """
+def _fresh_net(keras_path: Path, metadata: dict) -> LiteNet | None:
+    """The flatbuffer ``metadata`` names when it was made, by this version of the export, from this very ``.keras``
+    file, and is the file that export wrote (all three checked by SHA-256 / version); else None, with a log line."""
     from pneumo.evaluation import file_sha256
 
-    keras_path = Path(keras_path)
     block = metadata.get("tflite")
     if config.INFERENCE_ENGINE != "tflite":
-        return False
+        return None
     if not block:
         log.info("%s has no TFLite copy: it runs on TensorFlow", keras_path.name)
-        return False
+        return None
     path = keras_path.parent / block["file"]
     content = path.read_bytes() if path.exists() else b""
     fresh = (
-        file_sha256(keras_path) == block.get("keras_sha256")
+        keras_path.exists()
+        and file_sha256(keras_path) == block.get("keras_sha256")
         and hashlib.sha256(content).hexdigest() == block.get("tflite_sha256")
         and block.get("export_version") == config.ENGINE_EXPORT_VERSION
     )
@@ -238,19 +291,48 @@ def load_for(model: Any, keras_path: str | Path, metadata: dict) -> bool:
         log.warning("%s is missing, changed or was made from another %s or by another export version: running it on "
                     "TensorFlow (slower); `python -m pneumo.engine %s` makes a new one",
                     path.name, keras_path.name, keras_path)  # fmt: skip
-        return False
+        return None
     try:
-        net = LiteNet(content, block["signature_outputs"], block["outputs"])
+        return LiteNet(content, block["signature_outputs"], block["outputs"])
     except Exception as exc:  # noqa: BLE001 - an unusable flatbuffer must not stop the app: TensorFlow still works
         log.warning("cannot run %s (%s: %s): running on TensorFlow", path.name, type(exc).__name__, exc)
-        return False
-    runs = block["runs"]
+        return None
+
+
+def _attach_block(model: Any, net: LiteNet, runs: Any, output_name: str) -> None:
     if isinstance(runs, str):
         attach(model, runs, net)
     else:
         attach(model, tuple(runs), net)
-        attach(model, "forward", ProbabilityView(net, model.output_names[0]))  # predict_proba on the flatbuffer
+        attach(model, "forward", ProbabilityView(net, output_name))  # predict_proba on the flatbuffer too
+
+
+def load_for(model: Any, keras_path: str | Path, metadata: dict) -> bool:
+    """Attach the flatbuffer that ``metadata`` names to the Keras ``model`` when it is fresh (see :func:`_fresh_net`).
+
+    Returns whether one was attached; a missing, stale or unreadable flatbuffer leaves TensorFlow in charge.
+    """
+    net = _fresh_net(Path(keras_path), metadata)
+    if net is None:
+        return False
+    _attach_block(model, net, metadata["tflite"]["runs"], model.output_names[0])
     return True
+
+
+def load_lite(keras_path: str | Path, metadata: dict) -> LiteModel | None:
+    """A LiteModel running the fresh flatbuffer of ``keras_path`` (no TensorFlow, no Keras), or None."""
+    keras_path = Path(keras_path)
+    net = _fresh_net(keras_path, metadata)
+    if net is None:
+        return None
+    block = metadata["tflite"]
+    runs = block["runs"]
+    if isinstance(runs, str):  # the network's own outputs
+        model = LiteModel(keras_path.stem, net.input_shape, net.outputs, named_outputs=len(net.outputs) > 1)
+    else:  # a classifier's CAM graph: its own output is the probability (B, 1)
+        model = LiteModel(keras_path.stem, net.input_shape, ["probability"], named_outputs=False)
+    _attach_block(model, net, runs, model.output_names[0])
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:

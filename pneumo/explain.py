@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from pneumo import config, lungs
-from pneumo.gradcam import heatmap_from_cam, overlay_heatmap
+from pneumo.heatmap import heatmap_from_cam, overlay_heatmap
 
 
 def class_scale(metadata: dict[str, Any], target_class: int) -> float | None:

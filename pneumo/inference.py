@@ -10,9 +10,9 @@ from pneumo import config
 def predict_proba(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """P(pneumonia) for model inputs (B, S, S, 1) or one (S, S, 1); returns float64 (B,).
 
-    Runs through pneumo.model.forward: compiled once per model, no eager Keras overhead per call.
+    Runs through pneumo.engine.forward: the TFLite copy where one is attached, else compiled once per model.
     """
-    from pneumo.model import forward
+    from pneumo.engine import forward
 
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 3:

@@ -217,7 +217,7 @@ def load_lung_model(path: str | Path = config.LUNG_MODEL_PATH) -> LungModel:
 
 def lung_probability(model, x224: np.ndarray, size: int) -> np.ndarray:
     """P(lung) at 224 for a batch of 224 squashes: uint8 (B, 224, 224[, 1]) -> float32 (B, 224, 224)."""
-    from pneumo.model import forward
+    from pneumo.engine import forward
 
     x224 = np.asarray(x224).reshape(len(x224), x224.shape[1], x224.shape[2])
     small = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in x224])  # (B, s, s)

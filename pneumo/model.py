@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import numpy as np
 from keras import layers, ops
 
 from pneumo import config
+from pneumo.modelfile import LoadedModel, metadata_path, read_metadata  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +116,6 @@ def ensemble_model(members: list[keras.Model]) -> keras.Model:
     return model
 
 
-def metadata_path(model_path: str | Path) -> Path:
-    """The JSON metadata file that travels with a model file: same name, ``.json``."""
-    return Path(model_path).with_suffix(".json")
-
-
 def layer_rows(model: keras.Model) -> list[dict[str, Any]]:
     """One row per layer of a Keras model: name, type, output shape and parameter count (metadata ``layers``)."""
     rows = []
@@ -210,49 +204,10 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     return folded
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A Keras model and its metadata; treat both as read-only."""
-
-    model: keras.Model
-    metadata: dict[str, Any]
-    path: Path
-
-    @property
-    def image_size(self) -> int:
-        return int(self.metadata.get("input_size", config.IMAGE_SIZE))
-
-    @property
-    def input_mode(self) -> str:
-        """'lungs' (the dilated lung box, greyed outside the lungs) or 'full' (the whole 224 squash)."""
-        return str(self.metadata.get("input_mode", "full"))
-
-    @property
-    def threshold(self) -> float:
-        return float(self.metadata.get("threshold", config.DEFAULT_THRESHOLD))
-
-    @property
-    def gradcam_layer(self) -> str:
-        return str(self.metadata.get("gradcam_layer", config.GRADCAM_LAYER))
-
-    @property
-    def class_names(self) -> tuple[str, str]:
-        names = self.metadata.get("class_names", config.CLASS_NAMES)
-        return (str(names[0]), str(names[1]))
-
-
 def load_keras_with_metadata(path: str | Path, what: str = "model", require_metadata: bool = False) -> tuple:
     """(Keras model, metadata dict) from a ``.keras`` file and the JSON beside it; pneumo's layers are registered
     here. Missing metadata gives {} with a warning, or FileNotFoundError when ``require_metadata``."""
-    path = Path(path)
-    meta_file = metadata_path(path)
-    if not path.exists() or (require_metadata and not meta_file.exists()):
-        raise FileNotFoundError(f"{what} not found: {path}" + (" (or its .json)" if require_metadata else ""))
-    metadata: dict[str, Any] = {}
-    if meta_file.exists():
-        metadata = json.loads(meta_file.read_text())
-    else:
-        log.warning("no metadata next to %s; using defaults", path)
+    metadata = read_metadata(path, what, require_metadata)
     return keras.saving.load_model(path, compile=False), metadata
 
 

@@ -70,7 +70,7 @@ def run(
     """Analyse every file through the one analysis path (pneumo.pipeline), in batches; unreadable files -> ERROR."""
     from pneumo.pipeline import load_models
 
-    models = load_models(model_path)
+    models = load_models(model_path, engine_only=True)  # the TFLite copies alone when they match
     rows: list[Row] = []
     if heatmap_dir is not None:
         heatmap_dir.mkdir(parents=True, exist_ok=True)

@@ -171,7 +171,7 @@ def gate_input(pixels: np.ndarray, size: int) -> np.ndarray:
 
 def _forward(gate: LoadedGate, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8)."""
-    from pneumo.model import forward
+    from pneumo.engine import forward
 
     out = forward(gate.model, x, batch_size)  # compiled once per model: no eager overhead per call
     return np.asarray(out[KIND_OUTPUT]), np.asarray(out[ORIENTATION_OUTPUT])

@@ -134,6 +134,34 @@ def test_start_page_paints_before_tensorflow_is_needed():
     assert out.stdout.strip().splitlines()[-1] == "1 False"  # the warm-up was asked for; TF was not imported
 
 
+def test_an_upload_on_the_committed_models_never_imports_tensorflow():
+    """The deployed app analyses an upload with the networks' TFLite copies alone: in a fresh process, after the
+    result is on the page (and the background warm-up has finished), TensorFlow and Keras were never imported."""
+    import subprocess
+    import sys
+
+    from pneumo import config
+
+    if not config.DEFAULT_MODEL_PATH.exists():
+        pytest.skip("no committed models in this checkout")
+    sample = next(iter(sorted((ROOT / "assets" / "samples").glob("*.jpeg"))), None)
+    if sample is None:
+        pytest.skip("no sample image")
+    code = (
+        "import sys; from streamlit.testing.v1 import AppTest; import app_pages.common as common; "
+        f"at = AppTest.from_file({APP!r}, default_timeout=120).run(); "
+        "at.file_uploader(key='uploads').set_value([('s" + sample.suffix + "', open(" + repr(str(sample)) + ", 'rb')"
+        ".read(), 'application/octet-stream')]); at.run(); "
+        "common._WARM_UP is not None and common._WARM_UP.join(120); "
+        "assert not at.exception, at.exception; "
+        "print([m.label for m in at.metric], 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1].endswith("] False False"), out.stdout[-500:]
+    assert "Probability of pneumonia" in out.stdout
+
+
 def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_model):
     from pneumo.inference import label_for
 

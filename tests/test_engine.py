@@ -221,3 +221,50 @@ def test_the_committed_flatbuffers_give_the_tensorflow_answers(monkeypatch):
         assert a.probability == pytest.approx(b.probability, abs=1e-4)
         assert a.warnings == b.warnings and a.label == b.label
         np.testing.assert_allclose(a.cam224, b.cam224, atol=1e-4 * max(1.0, float(np.abs(b.cam224).max())))
+
+
+def test_engine_only_loads_lite_models_with_the_same_answers(exported, tmp_path):
+    """The app's and the CLI's load: LiteModels when every copy is fresh, else Keras networks (still right)."""
+    import keras
+
+    lite = pipeline.load_models(exported, with_gate=False, engine_only=True)
+    assert isinstance(lite.classifier.model, engine.LiteModel) and isinstance(lite.lungs.model, engine.LiteModel)
+    assert lite.classifier.model.input_shape == (None, 32, 32, 1)
+    full = pipeline.load_models(exported, with_gate=False)
+    for a, b in zip(pipeline.analyze_images(lite, _images(), force=True),
+                    pipeline.analyze_images(full, _images(), force=True), strict=True):  # fmt: skip
+        assert a.probability == pytest.approx(b.probability, abs=1e-6) and a.label == b.label
+        np.testing.assert_array_equal(a.lung_mask, b.lung_mask)
+    path = _copy(exported, tmp_path)
+    (tmp_path / "pneumo_lungs.tflite").write_bytes(b"stale")  # one network without a fresh copy: Keras for all
+    mixed = pipeline.load_models(path, with_gate=False, engine_only=True)
+    assert isinstance(mixed.classifier.model, keras.Model) and isinstance(mixed.lungs.model, keras.Model)
+    assert engine.attached(mixed.classifier.model, ("cam", "gradcam_conv")) is not None
+
+
+def test_the_app_path_on_the_committed_models_never_imports_tensorflow():
+    """Decode, scope gate, lungs, classifier + CAM, overlay in a fresh process: no TensorFlow, no Keras, the same
+    probability as the Keras path in this process."""
+    import subprocess
+    import sys
+
+    if not config.DEFAULT_MODEL_PATH.exists():
+        pytest.skip("no committed models in this checkout")
+    code = (
+        "import sys, json; from tests.conftest import synthetic_xray; from pneumo import pipeline; "
+        "from pneumo.io import LoadedImage; from pneumo.explain import result_overlay, shown_class; "
+        "m = pipeline.load_models(engine_only=True); "
+        "img = LoadedImage(synthetic_xray(600, 500, seed=1, opacity=True)); "
+        "r = pipeline.analyze_images(m, [img], force=True)[0]; "
+        "o = result_overlay(r, m.metadata, shown_class(r, None, m.threshold)); "
+        "print(json.dumps([r.probability, o.shape[2], 'tensorflow' in sys.modules, 'keras' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=config.ROOT_DIR, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    p, channels, tf_loaded, keras_loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert channels == 3 and not tf_loaded and not keras_loaded
+    keras_path = pipeline.load_models()
+    (ref,) = pipeline.analyze_images(
+        keras_path, [LoadedImage(synthetic_xray(600, 500, seed=1, opacity=True))], force=True
+    )
+    assert p == pytest.approx(ref.probability, abs=1e-4)

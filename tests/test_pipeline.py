@@ -151,10 +151,10 @@ def test_app_loads_the_models_once_when_the_warm_up_and_a_page_ask_together(tiny
 
     calls = []
 
-    def slow_load(path):
+    def slow_load(path, **kwargs):
         calls.append(path)
         threading.Event().wait(0.3)  # a load in progress while the second caller arrives
-        return load_models(path)
+        return load_models(path, **kwargs)
 
     monkeypatch.setattr(pipeline, "load_models", slow_load)
     monkeypatch.setattr(common, "_LOADED", {})
