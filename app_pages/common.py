@@ -22,7 +22,7 @@ import streamlit as st
 from pneumo import config
 from pneumo.present import DISCLAIMER
 
-if TYPE_CHECKING:  # TensorFlow is imported only when a page needs the model: the first page paints sooner
+if TYPE_CHECKING:  # the analysis modules are imported only when a page needs the model: the first page paints sooner
     from pneumo.analysis import Analysis
     from pneumo.pipeline import Models
 
@@ -118,8 +118,8 @@ def _warm_up(path: str, mtime: float) -> None:
 
 
 def start_warm_up() -> None:
-    """Import TensorFlow, load the models and trace them in a background thread, once per process, after the first
-    page has painted: by the time a visitor has picked a file, the first result waits for nothing."""
+    """Load the models (their TFLite copies; TensorFlow only when one is missing) and run them once, in a background
+    thread, once per process, after the first page has painted: the first result then waits for nothing."""
     global _WARM_UP
     path = model_path()
     if _WARM_UP is None and path.exists():
