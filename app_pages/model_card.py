@@ -106,7 +106,7 @@ global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid o
 `{loaded.gradcam_layer}`.
 """
 )
-members = int(meta.get("members", 1) or 1)
+members = int(settings.get("members") or training.get("members") or 1)  # the training run's --members
 if members > 1:
     st.markdown(
         f"The app runs an **ensemble of {members} such networks**, trained from different initialisations on the same "
@@ -121,11 +121,11 @@ with st.expander("Layer by layer"):
         width="stretch",
         column_config={"parameters": st.column_config.NumberColumn("Parameters", format="%d")},
     )
-    st.caption(
-        f"How the app runs the networks: {engine_describe(loaded)}. The TFLite copies (`.tflite` beside each `.keras`"
-        " file, `pneumo.engine`) are made from these very files and checked by SHA-256 when they load; they give"
-        " TensorFlow's answers to about 1e-5, faster."
-    )
+st.caption(
+    f"How the app runs the networks: {engine_describe(loaded)}. The TFLite copies (`.tflite` beside each `.keras`"
+    " file, `pneumo.engine`) are made from these very files and checked by SHA-256 when they load; they give"
+    " TensorFlow's answers to about 1e-5, faster."
+)
 
 st.subheader("Anatomy: what the classifier sees")
 lung_meta = loaded.lungs.metadata if loaded.lungs is not None else None
