@@ -563,8 +563,8 @@ def measure_pipeline_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[st
     """pneumo's per-image path stage by stage, with the real stage functions of pneumo.pipeline, plus the whole app
     path in a row (app_path_ms = decode for display + analyze_images + overlay)."""
     from pneumo import config, lungs, scope
+    from pneumo.engine import explain
     from pneumo.explain import class_heat, result_overlay
-    from pneumo.gradcam import explain_batch
     from pneumo.inference import predict_proba
     from pneumo.io import LoadedImage, load_image
     from pneumo.pipeline import analyze_images, classifier_inputs
@@ -591,7 +591,7 @@ def measure_pipeline_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[st
     else:
         out["segmentation_ms"] = {"status": "not present", "path": "this classifier reads the whole image"}
     out["classifier_ms"] = time_ms(lambda: predict_proba(cand.model, x), reps, warm)
-    out["explanation_ms"] = time_ms(lambda: explain_batch(cand.model, x, cand.gradcam_layer), reps, warm)
+    out["explanation_ms"] = time_ms(lambda: explain(cand.model, x, cand.gradcam_layer), reps, warm)  # as the app
     out["heat_ms"] = time_ms(lambda: class_heat(res.cam224, 1, models.metadata), reps, warm)
     out["overlay_ms"] = time_ms(lambda: result_overlay(res, models.metadata, 1, image=pixels), reps, warm)
     out["app_path_ms"] = time_ms(lambda: explain_one(cand, display_pixels(jpeg)), reps, warm)

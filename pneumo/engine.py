@@ -6,10 +6,12 @@ TFLite flatbuffer runs 2-10x faster with the same float32 arithmetic (outputs ag
 Examples:
     python -m pneumo.engine models/pneumo_cnn.keras models/pneumo_lungs.keras models/pneumo_scope.keras
 
-Each ``X.keras`` gets an ``X.tflite`` beside it, and its ``X.json`` a ``tflite`` block naming the file, its outputs and
-the SHA-256 of the ``.keras`` file it was made from. ``pneumo.pipeline.load_models`` attaches a flatbuffer to its
-network only when that hash matches (a retrained model with a stale flatbuffer runs on TensorFlow, with a warning);
-``pneumo.model.forward`` and ``pneumo.gradcam.explain_batch`` then run it. The training modules export at the end.
+Each ``X.keras`` gets an ``X.tflite`` beside it, and its ``X.json`` a ``tflite`` block naming the file, its outputs,
+its SHA-256, the SHA-256 of the ``.keras`` file it was made from and the export version. ``pneumo.pipeline.load_models``
+uses a flatbuffer only when all three match (else the network runs on TensorFlow, with a warning): either attached to
+the Keras network or, for the app and the CLI (``engine_only``), alone in a :class:`LiteModel`, without TensorFlow.
+:func:`forward` and :func:`explain` are the analysis path's one entry to the networks: they run the flatbuffer where
+one is attached, else TensorFlow. The training modules export at the end.
 
 The classifier's flatbuffer computes what ``explain_batch`` returns: P(pneumonia) and the signed CAM (feature map x
 dense kernel / (h w), as a 1x1 convolution), so the app needs no TensorFlow graph at all per image. A classifier
@@ -53,7 +55,7 @@ def interpreter_class() -> Any:
 
 
 class LiteNet:
-    """A TFLite flatbuffer with one input; called like ``pneumo.model.forward``'s compiled function.
+    """A TFLite flatbuffer with one input: float32 (B, ...) in, its outputs out.
 
     Thread-safe (a pool of interpreters, one per concurrent caller); the batch size may change from call to call.
     """
@@ -103,7 +105,7 @@ class LiteNet:
 
 class ProbabilityView:
     """The 'probability' output (B,) of a classifier's CAM flatbuffer as the Keras model's own output (B, 1), so that
-    pneumo.model.forward (predict_proba) runs the flatbuffer too."""
+    :func:`forward` (predict_proba) runs the flatbuffer too."""
 
     def __init__(self, net: LiteNet, name: str) -> None:
         self._net, self.outputs = net, [name]
@@ -159,7 +161,7 @@ def explain(model: Any, x: np.ndarray, layer_name: str) -> tuple[np.ndarray, np.
 
 
 def attach(model: Any, key: Any, net: LiteNet | ProbabilityView) -> None:
-    """Run ``net`` for ``model``: key 'forward' (pneumo.model.forward) or ('cam', layer) (gradcam.explain_batch)."""
+    """Run ``net`` for ``model``: key 'forward' (:func:`forward`) or ('cam', layer) (:func:`explain`)."""
     _ATTACHED.setdefault(model, {})[key] = net
 
 

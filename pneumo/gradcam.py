@@ -116,16 +116,6 @@ def _explain_fn(model: keras.Model, layer_name: str, method: str) -> Callable:
     """The compiled explanation function of a model, cached per (model, layer, method) without keeping it alive."""
     if method not in ("auto", "cam", "gradcam"):
         raise ValueError("method must be 'auto', 'cam' or 'gradcam'")
-    from pneumo import engine
-
-    lite = engine.attached(model, ("cam", layer_name)) if method != "gradcam" else None
-    if lite is not None:  # a TFLite flatbuffer of this model's CAM (pneumo.engine): the same map, faster
-
-        def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            named = dict(zip(lite.outputs, lite(x), strict=True))  # one invoke
-            return named["probability"], named["cam"]
-
-        return run
     per_model = _CAM_FNS.setdefault(model, {})
     key = (layer_name, method)
     if key not in per_model:

@@ -227,11 +227,6 @@ def compiled_forward(model: keras.Model) -> Callable:
     """
     if not isinstance(model, keras.Model):  # a plain callable (a test double): nothing to compile
         return lambda x: model(x, training=False)
-    from pneumo import engine
-
-    lite = engine.attached(model, "forward")
-    if lite is not None:  # a TFLite flatbuffer of this very model (pneumo.engine): same outputs, faster
-        return lambda x: _keras_structure(model, dict(zip(lite.outputs, lite(x), strict=True)))
     if model not in _FORWARD_FNS:
         import tensorflow as tf
 
@@ -240,15 +235,6 @@ def compiled_forward(model: keras.Model) -> Callable:
         fn = tf.function(lambda x: ref()(x, training=False), input_signature=[spec], reduce_retracing=True)
         _FORWARD_FNS[model] = lambda x: fn(tf.constant(x, dtype=tf.float32))
     return _FORWARD_FNS[model]
-
-
-def _keras_structure(model: keras.Model, named: dict):
-    """Outputs by name -> the structure the Keras model returns: a dict, a list, or one array."""
-    if isinstance(model.output, dict):
-        return {k: named[k] for k in model.output}
-    if isinstance(model.output, (list, tuple)):
-        return [named[k] for k in model.output_names]
-    return named[model.output_names[0]]
 
 
 def forward(model: keras.Model, x, batch_size: int = 32):

@@ -60,11 +60,12 @@ def test_flatbuffers_give_the_tensorflow_answers(exported, monkeypatch):
 
 def test_flatbuffer_cam_equals_grad_cam(exported):
     """The flatbuffer's CAM (1x1 convolution with the dense kernel / hw) is Grad-CAM's map for a GAP + dense head."""
+    from pneumo.engine import explain
     from pneumo.gradcam import explain_batch
 
     loaded = pipeline.load_models(exported, with_gate=False).classifier
     x = np.stack([synthetic_xray(loaded.image_size, loaded.image_size, seed=i)[..., None] for i in range(3)])
-    p_cam, cam = explain_batch(loaded.model, x, loaded.gradcam_layer)  # the flatbuffer
+    p_cam, cam = explain(loaded.model, x, loaded.gradcam_layer)  # the flatbuffer
     p_grad, grad = explain_batch(loaded.model, x, loaded.gradcam_layer, method="gradcam")  # TensorFlow, backward
     np.testing.assert_allclose(p_cam, p_grad, atol=1e-5)
     np.testing.assert_allclose(cam, grad, atol=1e-5 * max(1.0, float(np.abs(grad).max())))
@@ -84,9 +85,9 @@ def test_named_outputs_keep_their_names(tmp_path):
     engine.export(path)
     model, meta = load_keras_with_metadata(path, "gate")
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 1)).astype(np.float32)
-    expect = forward(model, x)
+    expect = forward(model, x)  # TensorFlow
     assert engine.load_for(model, path, meta)
-    got = forward(model, x, batch_size=2)  # batch sizes 2, 2, 1: the interpreter resizes
+    got = engine.forward(model, x, batch_size=2)  # the flatbuffer; batch sizes 2, 2, 1: the interpreter resizes
     assert set(got) == set(expect) == {"kind", "orientation"}
     for k in expect:
         np.testing.assert_allclose(got[k], expect[k], atol=1e-5)
