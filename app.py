@@ -37,6 +37,8 @@ pages = [
     st.Page(_to_analyze, title="Analyze", url_path="analyze", visibility="hidden"),
 ]
 page = st.navigation(pages)
+# Streamlit leaves 6rem above every page; 2.5rem keeps a result's heatmap on the first screen at 1280x800
+st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem}</style>")
 st.sidebar.caption("Research demo, not a medical device.")
 from app_pages.common import start_warm_up  # noqa: E402
 

@@ -37,8 +37,13 @@ meta = model_metadata()  # the JSON only: the page paints before TensorFlow is i
 default_t = float(meta.get("threshold", config.DEFAULT_THRESHOLD))
 
 
+def _percent(threshold: float) -> float:
+    """A threshold (0..1) as the slider's percent (1..99), kept to 0.1 %."""
+    return round(threshold * 100, 1)
+
+
 def _reset_threshold() -> None:
-    st.session_state["threshold"] = default_t
+    st.session_state["threshold_pct"] = _percent(default_t)
 
 
 # ---- input ------------------------------------------------------------------------------------------------------
@@ -101,10 +106,11 @@ def operating_point_panel(threshold: float) -> None:
     st.markdown("**Operating point**")
     st.slider(
         "Decision threshold",
-        min_value=0.01,
-        max_value=0.99,
-        step=0.01,
-        key="threshold",
+        min_value=1.0,
+        max_value=99.0,
+        step=1.0,
+        format="%g%%",  # in percent, like the probability: one scale on the whole page
+        key="threshold_pct",
         help="Images with a probability of pneumonia at or above the threshold are labelled PNEUMONIA. "
         "Lower it to miss fewer pneumonias (more false alarms); raise it for fewer false alarms.",
     )
@@ -139,7 +145,7 @@ def probability_bar(v: pr.Verdict) -> None:
     Nothing is 'filled': the zone the marker stands in is the label, so bar, label and number always agree.
     """
     p, t = v.probability, v.threshold
-    left = f"NORMAL below {pr.format_threshold(t, percent=True)}"
+    left = f"NORMAL below {pr.format_threshold(t)}"
     right = "PNEUMONIA"
     shift = "0%" if p < 0.12 else "-100%" if p > 0.88 else "-50%"
     st.html(
@@ -158,7 +164,7 @@ def probability_bar(v: pr.Verdict) -> None:
         </div>
         <div style="display:flex;justify-content:space-between;margin-top:2px">
           <span>0%</span><span style="color:{pr.COLOURS["NORMAL"]}">{left}</span>
-          <span style="color:{pr.COLOURS["PNEUMONIA"]}">{right} from {pr.format_threshold(t, percent=True)}</span>
+          <span style="color:{pr.COLOURS["PNEUMONIA"]}">{right} from {pr.format_threshold(t)}</span>
           <span>100%</span></div></div>"""
     )
 
@@ -179,13 +185,13 @@ def result_panel(res, threshold: float) -> None:
     """Label, probability, where it lies relative to the threshold, and what the probability means."""
     v = pr.verdict(float(res.probability), threshold)
     badge = {"NORMAL": "green", "PNEUMONIA": "red"}[v.label] if v.position != "near" else "orange"
-    c1, c2 = st.columns(2)
+    c1, c2 = st.columns([6, 5], gap="small")  # "PNEUMONIA" needs the wider half in a half-page column
     c1.metric(
         "Label at this threshold", v.label,
         help="PNEUMONIA when the probability is at or above the threshold, else NORMAL.",
     )  # fmt: skip
     c2.metric(
-        "Probability of pneumonia", pr.format_probability(v.probability),
+        "Model's P(pneumonia)", pr.format_probability(v.probability),
         help="The model's score for this image, P(pneumonia). See the line below for what it is not.",
     )  # fmt: skip
     badges = f":{badge}-badge[{v.position_text}]"
@@ -266,45 +272,53 @@ def show_detail(res, threshold: float) -> None:
             return
         st.error("**Outside intended use.** The result below is shown on request only; it means nothing clinically.",
                  icon=":material/report:")  # fmt: skip
-    else:
-        for w in pr.warning_sentences(res.warnings):
-            st.warning(w, icon=":material/help:")
-    left, right = st.columns([3, 2], gap="large")
+    left, right = st.columns(2, gap="large")  # the image and its heatmap beside the verdict: one screen at 1280x800
     with left:
+        cls, alpha, outline = heatmap_panel(res, threshold)
+    with right:
+        if not pr.is_out_of_scope(res):
+            for w in pr.warning_sentences(res.warnings):
+                st.warning(w, icon=":material/help:")
         result_panel(res, threshold)
-    with right, st.container(border=True):
-        operating_point_panel(threshold)
+        with st.container(border=True):
+            operating_point_panel(threshold)
+    facts(res)
+    downloads(res, threshold, cls, alpha, outline)
 
-    st.markdown("##### Where the model looked (class activation map)")
-    k1, k2, k3 = st.columns([3, 2, 1.3])
-    choice = k1.radio(
-        "Heatmap shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
+
+def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
+    """The heatmap over the radiograph (a tab shows the radiograph alone), its colour bar and its controls below
+    them; returns the explained class, the opacity and whether the lung outline is drawn."""
+    from pneumo.analysis import explained_class
+    from pneumo.explain import scale_words
+
+    heat_tab, plain_tab = st.tabs(["Heatmap", "Radiograph"])
+    heat_slot, plain_slot = heat_tab.empty(), plain_tab.empty()  # filled once the controls below are read
+    choice = st.radio(
+        "Heatmap (class activation map) shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
         help="The class activation map highlights the regions whose features pushed the model towards the chosen "
         "class. The classifier sees only the lung fields grown by a small margin, so the map lies within that "
         "margin (softened at its edge); it can reach a little past the drawn outline.",
     )  # fmt: skip
-    alpha = k2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    k1, k2 = st.columns([3, 2], vertical_alignment="bottom")
+    alpha = k1.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
     outline_help = (
         "The lung fields the segmentation model found: the classifier sees only these (grown by a few pixels); "
         "everything outside them is greyed out before it reads the image."
     )
-    outline = k3.toggle("Lung outline", value=True, key="outline", disabled=res.lung_mask is None, help=outline_help)
-    from pneumo.analysis import explained_class
-    from pneumo.explain import scale_words
-
+    outline = k2.toggle("Lung outline", value=True, key="outline", disabled=res.lung_mask is None, help=outline_help)
     cls = explained_class(choice, float(res.probability), threshold)
     h, w = res.pixels.shape
-    enlarged = f" ({w} × {h} px, shown enlarged)" if max(h, w) < 600 else f" ({w} × {h} px)"
-    i1, i2 = st.columns(2)
+    size = f"{w} × {h} px, shown enlarged" if max(h, w) < 600 else f"{w} × {h} px"
+    with heat_slot.container():
+        st.image(
+            overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
+            caption=f"Heatmap of {scale_words(meta, cls)} ({size})",
+        )  # fmt: skip
+        st.html(colour_bar_html(config.CLASS_NAMES[cls]))
     plain = overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta)  # the radiograph (+ outline)
-    i1.image(plain, caption=f"The image as analysed{enlarged}", width="stretch")
-    i2.image(
-        overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
-        caption=f"Heatmap of {scale_words(meta, cls)}",
-    )  # fmt: skip
-    i2.html(colour_bar_html(config.CLASS_NAMES[cls]))
-    facts(res)
-    downloads(res, threshold, cls, alpha, bool(outline))
+    plain_slot.image(plain, caption=f"The image as analysed ({size})", width="stretch")
+    return cls, alpha, bool(outline)
 
 
 def _short_note(row: dict) -> str:
@@ -321,12 +335,12 @@ def _short_note(row: dict) -> str:
 @st.fragment
 def results_view() -> None:
     """Everything that depends on the sliders: reruns alone when one of them moves."""
-    if "threshold" not in st.session_state:
-        st.session_state["threshold"] = st.session_state.get("_threshold_keep", default_t)
-    threshold = float(st.session_state["threshold"])
-    st.session_state["_threshold_keep"] = threshold
+    if "threshold_pct" not in st.session_state:
+        st.session_state["threshold_pct"] = st.session_state.get("_threshold_keep", _percent(default_t))
+    st.session_state["_threshold_keep"] = float(st.session_state["threshold_pct"])
+    threshold = float(st.session_state["threshold_pct"]) / 100.0
     if len(results) == 1:
-        st.subheader(results[0].name)
+        st.markdown(f"#### {results[0].name}")  # the uploader shows the name too: a smaller heading
         show_detail(results[0], threshold)
         return
     rows = pr.results_rows(results, threshold)

@@ -32,7 +32,7 @@ from pneumo import config
 CHROMIUM = "/usr/bin/chromium"  # Debian's Chromium: nothing is downloaded
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 HEADING = "Analyze a chest X-ray"  # the Analyze page's title
-METRIC = "Probability of pneumonia"  # the st.metric that carries the result
+METRIC = "Model's P(pneumonia)"  # the st.metric that carries the result
 TIMEOUT_MS = 180_000  # a cold start on a slow machine
 NEW_VISITORS = 8  # fresh pages timed (each loads the front end anew: slower and more variable)
 COLD_PAUSE_S = 8.0  # a visitor who takes this long to pick a file after the first page painted

@@ -51,8 +51,9 @@ def format_probability(probability: float) -> str:
     return f"{probability:.1%}"
 
 
-def format_threshold(threshold: float, percent: bool = False) -> str:
-    """A threshold with two decimals, or three when it lies between the 0.01 steps (0.435): never rounded away."""
+def format_threshold(threshold: float, percent: bool = True) -> str:
+    """A threshold in percent like the probabilities ('49%', '43.5%' between the 1 % steps: never rounded away), or
+    with two or three decimals (``percent=False``: '0.49', '0.435')."""
     three = abs(round(threshold, 2) - threshold) > 1e-9
     if percent:
         return f"{threshold:.1%}" if three else f"{threshold:.0%}"

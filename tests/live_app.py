@@ -242,7 +242,7 @@ async def launch_chromium(playwright):
 
 async def wait_for_result(page, timeout_ms: int) -> None:
     """Wait until the Analyze page shows a probability, its images and report button, and the script run has ended."""
-    await page.get_by_test_id("stMetric").filter(has_text="Probability of pneumonia").wait_for(timeout=timeout_ms)
+    await page.get_by_test_id("stMetric").filter(has_text="Model's P(pneumonia)").wait_for(timeout=timeout_ms)
     await page.get_by_role("button", name="Create the report").wait_for(timeout=timeout_ms)  # end of the detail
     await page.get_by_test_id("stImage").nth(1).wait_for(timeout=timeout_ms)
     await page.wait_for_timeout(300)  # the "running" indicator appears with a short delay
@@ -250,8 +250,8 @@ async def wait_for_result(page, timeout_ms: int) -> None:
 
 
 async def shown_probability(page) -> str:
-    """The text of the 'Probability of pneumonia' metric, e.g. '43.2%'."""
-    metric = page.get_by_test_id("stMetric").filter(has_text="Probability of pneumonia")
+    """The text of the "Model's P(pneumonia)" metric, e.g. '43.2%'."""
+    metric = page.get_by_test_id("stMetric").filter(has_text="Model's P(pneumonia)")
     return (await metric.get_by_test_id("stMetricValue").inner_text()).strip()
 
 

@@ -110,7 +110,7 @@ def test_analyze_start_page_shows_disclaimer_and_uploader(app):
     assert app.title[0].value == "Analyze a chest X-ray"
     assert any("not a medical device" in w.value for w in app.warning)
     assert len(app.file_uploader) == 1
-    assert metric(app, "Probability of pneumonia") is None
+    assert metric(app, "Model's P(pneumonia)") is None
     assert not app.slider  # nothing to set before there is a result
 
 
@@ -159,7 +159,7 @@ def test_an_upload_on_the_committed_models_never_imports_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1].endswith("] False False"), out.stdout[-500:]
-    assert "Probability of pneumonia" in out.stdout
+    assert "Model's P(pneumonia)" in out.stdout
 
 
 def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_model):
@@ -169,7 +169,7 @@ def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_mode
     upload(app, [("chest.png", data)])
     assert not app.exception and not app.error
     p = tiny_predict(data)
-    assert metric(app, "Probability of pneumonia") == format_probability(p)
+    assert metric(app, "Model's P(pneumonia)") == format_probability(p)
     assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
     captions = [c for img in app.image for c in img.captions]
     assert "The image as analysed (300 × 260 px, shown enlarged)" in captions  # the browser shows it larger
@@ -188,7 +188,7 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, tiny_predi
     upload(app, [("chest.png", data)])
     p = tiny_predict(data)
     assert 0.02 < p < 0.98, "the tiny model should give a probability away from the slider ends"
-    app.slider(key="threshold").set_value(0.01).run()
+    app.slider(key="threshold_pct").set_value(1.0).run()
     assert metric(app, "Label at this threshold") == "PNEUMONIA"
     text = all_text(app)
     # fixture: sens = 1 - t, spec = t on 2 + 2 validation images: counts and Wilson intervals are shown
@@ -196,11 +196,11 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, tiny_predi
     assert "specificity 1.0% (95% CI" in text
     assert "not yet been independently evaluated" in text  # the tiny model has no shipped evaluation
     assert any(b.label.startswith("Reset to the model's threshold") for b in app.button)
-    app.slider(key="threshold").set_value(0.99).run()
+    app.slider(key="threshold_pct").set_value(99.0).run()
     assert metric(app, "Label at this threshold") == "NORMAL"
-    assert metric(app, "Probability of pneumonia") == format_probability(p)  # the probability itself does not move
+    assert metric(app, "Model's P(pneumonia)") == format_probability(p)  # the probability itself does not move
     next(b for b in app.button if b.label.startswith("Reset")).click().run()
-    assert app.slider(key="threshold").value == pytest.approx(0.5)
+    assert app.slider(key="threshold_pct").value == pytest.approx(50.0)
 
 
 def test_widget_changes_reuse_the_cached_analysis(app, monkeypatch):
@@ -217,20 +217,20 @@ def test_widget_changes_reuse_the_cached_analysis(app, monkeypatch):
     app.slider(key="opacity").set_value(0.9).run()
     after_opacity = [img.value for img in app.image]
     app.radio(key="explain").set_value("NORMAL").run()
-    app.slider(key="threshold").set_value(0.3).run()
+    app.slider(key="threshold_pct").set_value(30.0).run()
     assert not app.exception
     assert len(calls) == 1
-    assert before[0] == after_opacity[0] and before[1] != after_opacity[1]  # only the overlay changed
+    assert before[0] != after_opacity[0] and before[1] == after_opacity[1]  # the heatmap changed, the radiograph not
 
 
 def test_bad_upload_shows_error_and_app_keeps_running(app):
     upload(app, [("notes.txt", b"this is not an image")])
     assert not app.exception
     assert any("could not be read" in e.value and "Not an image" in e.value for e in app.error)
-    assert metric(app, "Probability of pneumonia") is None
+    assert metric(app, "Model's P(pneumonia)") is None
     upload(app, [("chest.png", png_bytes(synthetic_xray(seed=13)))])
     assert not app.exception and not app.error
-    assert metric(app, "Probability of pneumonia") is not None
+    assert metric(app, "Model's P(pneumonia)") is not None
 
 
 def test_several_uploads_give_a_table_csv_and_detail(app, tiny_predict):
@@ -249,7 +249,7 @@ def test_several_uploads_give_a_table_csv_and_detail(app, tiny_predict):
     app.session_state["table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     app.run()
     assert app.main.subheader[-1].value == "b.png"
-    assert metric(app, "Probability of pneumonia") == format_probability(tiny_predict(good[1]))
+    assert metric(app, "Model's P(pneumonia)") == format_probability(tiny_predict(good[1]))
 
 
 def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app):
@@ -259,7 +259,7 @@ def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app
     titles = [o for o in box.options]
     assert len(titles) == 5  # four samples + "all samples"
     assert sum("seen in training" in t for t in titles) == 1  # samples.json marks one as pneumo_split=training
-    assert metric(app, "Probability of pneumonia") is not None
+    assert metric(app, "Model's P(pneumonia)") is not None
     box.set_value("all").run()
     assert len(app.dataframe[0].value) == 4
 
@@ -270,7 +270,7 @@ def test_dicom_shows_safe_facts_only(app):
     text = all_text(app)
     assert "Modality: DX" in text and "View position: PA" in text and "300 × 260" in text
     assert "Doe" not in text and "SECRET" not in text and "1980" not in text
-    assert metric(app, "Probability of pneumonia") is not None
+    assert metric(app, "Model's P(pneumonia)") is not None
 
 
 def test_non_xray_dicom_is_refused_with_a_reason(app):
@@ -278,7 +278,7 @@ def test_non_xray_dicom_is_refused_with_a_reason(app):
     assert not app.exception
     assert any("outside the intended use" in e.value and "another modality" in e.value for e in app.error)
     assert not any("modality" in w.value for w in app.warning)  # said once, as the reason for no result
-    assert metric(app, "Probability of pneumonia") is None
+    assert metric(app, "Model's P(pneumonia)") is None
     assert "Doe" not in all_text(app)
 
 
@@ -288,9 +288,9 @@ def test_colour_photo_is_not_given_a_result_unless_asked(app):
     upload(app, [("holiday.png", png_bytes(photo))])
     assert not app.exception
     assert any("in colour" in e.value and "outside the intended use" in e.value for e in app.error)
-    assert metric(app, "Probability of pneumonia") is None
+    assert metric(app, "Model's P(pneumonia)") is None
     app.toggle[0].set_value(True).run()
-    assert metric(app, "Probability of pneumonia") is not None
+    assert metric(app, "Model's P(pneumonia)") is not None
 
 
 def test_stages_page(app):

@@ -177,7 +177,7 @@ def test_upload_in_browser_matches_cli(server, browser, model_path, shots):
 
     start = time.monotonic()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(SAMPLE))
-    value = page.locator('[data-testid="stMetric"]', has_text="Probability of pneumonia").locator(
+    value = page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)").locator(
         '[data-testid="stMetricValue"]'
     )
     value.wait_for(timeout=120_000)
@@ -218,7 +218,7 @@ def _analyze_sample(page, url: str, sample_option: str | None = None) -> None:
     if sample_option:
         page.get_by_test_id("stSelectbox").first.click()
         page.get_by_role("option", name=sample_option).click()
-    page.locator('[data-testid="stMetric"]', has_text="Probability of pneumonia").first.wait_for(timeout=120_000)
+    page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)").first.wait_for(timeout=120_000)
     _settle(page)
 
 
@@ -252,7 +252,7 @@ def test_independent_figures_and_wording_at_several_thresholds(server, browser, 
         main.get_by_text(f"On new patients (official test split, {block['n']} images").first.wait_for()
         main.get_by_text(f"specificity {block['specificity']:.1%}").first.wait_for()
     shown = (
-        page.locator('[data-testid="stMetric"]', has_text="Probability of pneumonia")
+        page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)")
         .locator('[data-testid="stMetricValue"]').inner_text().strip()
     )  # fmt: skip
     slider = page.get_by_role("slider").first

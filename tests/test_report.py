@@ -61,8 +61,8 @@ def test_format_probability_never_claims_certainty():
 
 
 def test_format_threshold_never_hides_a_third_decimal():
-    assert an.format_threshold(0.5) == "0.50" and an.format_threshold(0.435) == "0.435"
-    assert an.format_threshold(0.42, percent=True) == "42%" and an.format_threshold(0.435, percent=True) == "43.5%"
+    assert an.format_threshold(0.5, percent=False) == "0.50" and an.format_threshold(0.435, percent=False) == "0.435"
+    assert an.format_threshold(0.42) == "42%" and an.format_threshold(0.435) == "43.5%"  # like the probabilities
     assert "the 43.5% threshold" in an.plain_verdict(0.9, 0.435)
 
 
@@ -174,7 +174,7 @@ def test_report_png_and_pdf(analysed, tiny_model):
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
     assert an.format_probability(analysed.probability) in text
-    assert "threshold 0.30 (chosen by the user; the model's own threshold is 0.50)" in text
+    assert "threshold 30% (chosen by the user; the model's own threshold is 50%)" in text
     assert "sensitivity 70.0% (95% CI" in text and "specificity 30.0% (95% CI" in text and "4 images" in text
     assert "not yet been independently evaluated" in text  # no evaluation given
     assert "Model: tiny, trained 2026-01-01" in text and "2026-01-02 03:04 UTC" in text
