@@ -290,9 +290,10 @@ st.markdown("This model was trained with:")
 st.code(modelcard.portable_command(training.get("command", "")), language="bash")
 st.markdown(
     "Download the data set (doi:10.17632/rscbjbr9sj.2) so that `chest_xray/train/{NORMAL,PNEUMONIA}` exists, "
-    "install `requirements-train.txt`, run the command above with `<data folder>` pointing at `chest_xray`, and the "
-    "new `pneumo_cnn.keras` and `pneumo_cnn.json` (metrics, ROC, threshold) appear in the output folder. Point the "
-    "app at another model with the environment variable `PNEUMO_MODEL`. A retrained model is not independently "
+    "install `requirements-train.txt`, and run the command above with `<data folder>` pointing at `chest_xray` (and "
+    "any other `<name>` at the folder of that name on your machine, e.g. the lung masks). The new `pneumo_cnn.keras` "
+    "and `pneumo_cnn.json` (metrics, ROC, threshold) appear in the output folder. Point the app at another model "
+    "with the environment variable `PNEUMO_MODEL`. A retrained model is not independently "
     "evaluated until the maintainers score it."
 )
 with st.expander("All training settings and versions"):

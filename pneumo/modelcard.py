@@ -136,13 +136,17 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-_DATA_ARG = re.compile(r"(--data\s+)(\S+)")
+_DATA_ARG = re.compile(r"(--data\s+)(?!<)(\S+)")
+# a path outside the repository (absolute, or climbing out of it): the machine's, not the reader's
+_OUTSIDE_PATH = re.compile(r"(?<=\s)(?:/|\.\./)\S*?([^/\s]+)/?(?=\s|$)")
 
 
 def portable_command(command: str) -> str:
-    """A training command with the machine-specific data path replaced by ``<data folder>``."""
+    """A training command as a reader can run it: the data path as ``<data folder>``, other paths outside the
+    repository as ``<name>`` (``../shared/data/lung_masks`` -> ``<lung_masks>``), one option per line."""
     command = command or "python -m pneumo.train --data <data folder> --out models/"
-    return _DATA_ARG.sub(r"\1<data folder>", command)
+    command = _OUTSIDE_PATH.sub(r"<\1>", _DATA_ARG.sub(r"\1<data folder>", command))
+    return re.sub(r"\s+(?=--)", " \\\n  ", command)  # a backslash continuation before each option
 
 
 def portable_settings(training: dict[str, Any]) -> dict[str, Any]:

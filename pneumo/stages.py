@@ -132,17 +132,17 @@ def timeline_figure() -> Figure:
     Each stage gets the same width (the stages last from about a day to weeks, so a linear day axis would hide the
     short ones); the tick labels give the typical day at each boundary.
     """
-    fig = Figure(figsize=(10, 2.6), layout="constrained")
+    fig = Figure(figsize=(8, 2.5), layout="constrained")  # 8 in: its 9-point text stays >= 12 px on a laptop
     ax = fig.add_subplot()
     xray = (
         ("often normal,\nor a faint haze", 0, 1),
         ("dense consolidation of a lobe or segment,\nair bronchograms (same look in both stages)", 1, 3),
-        ("opacity fades over weeks,\nlagging behind recovery", 3, 4),
+        ("opacity fades over\nweeks, lagging\nbehind recovery", 3, 4),
     )
     for k, s in enumerate(STAGES):
         ax.barh(1, 1, left=k, height=0.7, color=s.colour, edgecolor="white", lw=3)
         dark = s.colour in ("#c62828", "#8e8e8e", "#7cb342")
-        ax.text(k + 0.5, 1, s.name, ha="center", va="center", fontsize=11, weight="bold",
+        ax.text(k + 0.5, 1, s.name.replace(" ", "\n"), ha="center", va="center", fontsize=10.5, weight="bold",
                 color="white" if dark else "#222222")  # fmt: skip
     for text, a, b in xray:
         ax.barh(0, b - a, left=a, height=0.7, color="#eceff1", edgecolor="white", lw=3)
