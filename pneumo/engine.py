@@ -21,9 +21,12 @@ whose head is not GAP + dense (Grad-CAM needs a backward pass) gets a plain forw
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import sys
 import threading
 import warnings
 import weakref
@@ -40,6 +43,24 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated", category=UserWarning)
 
 _ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras model -> {"forward"|("cam", layer): LiteNet}
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Any:
+    """Send what native code writes to file descriptor 2 to /dev/null for the duration (LiteRT prints "INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU." at a process's first run, with no setting to turn it off).
+
+    The whole process's descriptor is redirected: use it only where one thread runs (the CLI before its workers).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def interpreter_class() -> Any:

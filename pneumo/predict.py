@@ -68,9 +68,12 @@ def run(
     workers: int | None = None,
 ) -> list[Row]:
     """Analyse every file through the one analysis path (pneumo.pipeline), in batches; unreadable files -> ERROR."""
-    from pneumo.pipeline import load_models
+    from pneumo.engine import native_stderr_silenced
+    from pneumo.pipeline import load_models, warm_up
 
     models = load_models(model_path, engine_only=True)  # the TFLite copies alone when they match
+    with native_stderr_silenced():  # one run now, before any worker thread: LiteRT's start-up line stays off stderr
+        warm_up(models)
     rows: list[Row] = []
     if heatmap_dir is not None:
         heatmap_dir.mkdir(parents=True, exist_ok=True)

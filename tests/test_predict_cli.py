@@ -151,3 +151,17 @@ def test_cli_and_app_give_the_same_answer(capsys, tiny_model_path, image_dir):
         assert res.label == row["label"]
         assert f"{res.probability:.6f}" == row["probability"]
         assert ";".join(res.warnings) == row["warnings"]
+
+
+@pytest.mark.slow
+def test_cli_on_the_committed_models_prints_nothing_but_its_answer(tmp_path):
+    """The committed models' TFLite copies run without LiteRT's 'Created TensorFlow Lite XNNPACK delegate' line."""
+    from pneumo import config
+
+    sample = sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))[0]
+    cmd = [sys.executable, "-m", "pneumo.predict", str(sample)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "XNNPACK" not in res.stderr and "INFO:" not in res.stderr, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[1].split(",")[2] in ("NORMAL", "PNEUMONIA")
