@@ -222,8 +222,14 @@ def _analyze_sample(page, url: str, sample_option: str | None = None) -> None:
     _settle(page)
 
 
+def _threshold_box(page):
+    """The decision-threshold slider's widget (the opacity slider comes first on the page)."""
+    return page.get_by_test_id("stSlider").filter(has_text="Decision threshold")
+
+
 def _threshold(page) -> float:
-    return float(page.get_by_test_id("stSliderThumbValue").first.inner_text())
+    """The threshold the slider shows, as a fraction ('49%' -> 0.49)."""
+    return float(_threshold_box(page).get_by_test_id("stSliderThumbValue").inner_text().strip().rstrip("%")) / 100
 
 
 def test_alias_url_analyze_opens_the_analyze_page(server, browser):
@@ -255,7 +261,7 @@ def test_independent_figures_and_wording_at_several_thresholds(server, browser, 
         page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)")
         .locator('[data-testid="stMetricValue"]').inner_text().strip()
     )  # fmt: skip
-    slider = page.get_by_role("slider").first
+    slider = _threshold_box(page).get_by_role("slider")
     for key in ("Home", "End", "PageDown"):  # 0.01, 0.99 and somewhere in between
         slider.focus()
         slider.press(key)
@@ -281,7 +287,7 @@ def test_report_download_right_after_a_slider_move(server, browser, shots):
     url, _ = server
     page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
     _analyze_sample(page, url)
-    slider = page.get_by_role("slider").first
+    slider = _threshold_box(page).get_by_role("slider")
     slider.focus()
     slider.press("ArrowLeft")  # and no waiting for the rerun
     page.get_by_role("button", name="Create the report").click()
@@ -292,7 +298,9 @@ def test_report_download_right_after_a_slider_move(server, browser, shots):
         button.click()
     data = Path(info.value.path()).read_bytes()
     assert data.startswith(b"%PDF")
-    assert f"threshold {t:.2f}".encode() in data, "the report is for the threshold on screen"
+    from pneumo.present import format_threshold
+
+    assert f"threshold {format_threshold(t)}".encode() in data, "the report is for the threshold on screen"
     pdftoppm = shutil.which("pdftoppm")
     if pdftoppm:  # render it, as a reader's PDF viewer would, for the screenshots folder
         (shots / "report.pdf").write_bytes(data)
