@@ -299,6 +299,9 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     return bytes(pdf.output())
 
 
+_TEXT_WIDTH_PT = 0.84 * _A4_INCHES[0] * 72  # the PNG page's text column (7 % margins, less a box's padding)
+
+
 def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str, dpi: int) -> bytes:
     """The same page as a PNG at print resolution, drawn with matplotlib."""
     fig = Figure(figsize=_A4_INCHES)
@@ -310,7 +313,9 @@ def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, t
         nonlocal y
         if not s:
             return
-        wrapped = textwrap.fill(s, width)
+        # characters per line: at most what fits between the margins (DejaVu Sans: ~0.5 em a character, bold ~0.6)
+        fits = int(_TEXT_WIDTH_PT / (size * (0.63 if weight == "bold" else 0.53)))
+        wrapped = textwrap.fill(s, min(width, fits))
         bbox = {"boxstyle": "round,pad=0.5", "facecolor": box[0], "edgecolor": box[1]} if box else None
         pad = 0.008 if box else 0.0
         fig.text(0.07, y - pad, wrapped, fontsize=size, weight=weight, color=colour, va="top", style=style, bbox=bbox)

@@ -190,6 +190,21 @@ def test_report_png_and_pdf(analysed, tiny_model):
         build_report(analysed, 0.3, tiny_model.metadata, fmt="gif")
 
 
+def test_report_png_text_stays_inside_the_page(analysed, tiny_model):
+    """Every line wraps before the right margin, also the bold probability line at a user's threshold with a long
+    file name and warnings (it once ran off the page)."""
+    import dataclasses
+
+    from pneumo.report import build_report
+
+    long = dataclasses.replace(analysed, name="x" * 40 + "_a_long_file_name.png", warnings=("lung_field_short",))
+    png = build_report(long, 0.435, tiny_model.metadata, fmt="png")
+    page = np.asarray(Image.open(io.BytesIO(png)).convert("L"))  # (H, W)
+    margin = page[:, int(0.95 * page.shape[1]) :]  # the right 5 % of the page
+    assert margin.min() > 245, "ink in the right margin: a line was not wrapped"
+    assert page[:, : int(0.9 * page.shape[1])].min() < 50  # and the page does carry text
+
+
 def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analysed, tiny_model):
     import dataclasses
     import json
