@@ -30,6 +30,7 @@ from pneumo import present as pr
 ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
 NOTE_CHARS = 24  # longer notes show in the detail (the table never cuts text at 1280 px)
+SEEN_IN_TRAINING: set[str] = set()  # sample files the model learnt from (their results are optimistic)
 
 st.title("Analyze a chest X-ray")
 show_disclaimer()
@@ -78,14 +79,13 @@ else:
             [*by_file, ALL_SAMPLES],
             format_func=lambda f: "All samples (results table)" if f == ALL_SAMPLES else by_file[f].title,
             key="sample",
+            help="Pediatric chest radiographs from Guangzhou Women and Children's Medical Center, published by "
+            "Kermany, Zhang and Goldbaum (2018), doi:10.17632/rscbjbr9sj.2, CC BY 4.0; converted to 8-bit grayscale "
+            "and resized. 'Seen in training' means the model learnt from that very image: its result is optimistic.",
         )
         chosen = samples if choice == ALL_SAMPLES else [by_file[choice]]
         items = [(s.file, s.path.read_bytes()) for s in chosen]
-        st.caption(
-            "Pediatric chest radiographs from Guangzhou Women and Children's Medical Center, published by Kermany, "
-            "Zhang and Goldbaum (2018), doi:10.17632/rscbjbr9sj.2, CC BY 4.0; converted to 8-bit grayscale and "
-            "resized. 'Seen in training' means the model learnt from that very image."
-        )
+        SEEN_IN_TRAINING.update(s.file for s in chosen if s.split == "training")
 
 if not model_path().exists():
     model_or_stop()  # explains the missing model and stops
@@ -145,9 +145,13 @@ def probability_bar(v: pr.Verdict) -> None:
     Nothing is 'filled': the zone the marker stands in is the label, so bar, label and number always agree.
     """
     p, t = v.probability, v.threshold
-    left = f"NORMAL below {pr.format_threshold(t)}"
-    right = "PNEUMONIA"
     shift = "0%" if p < 0.12 else "-100%" if p > 0.88 else "-50%"
+    # the zone names sit at the threshold line, on its two sides, wherever the threshold is (pinned to the bar's
+    # ends when the line is too close to one for the text to be centred on it)
+    at = f"left:{t * 100:.1f}%;transform:translateX(-50%)"
+    if t < 0.25 or t > 0.75:
+        at = "left:0" if t < 0.25 else "right:0"
+    cut = pr.format_threshold(t)
     st.html(
         f"""<div style="margin:4px 0 10px 0;font-family:sans-serif;font-size:12px;color:#37474f">
         <div style="position:relative;height:18px">
@@ -162,10 +166,10 @@ def probability_bar(v: pr.Verdict) -> None:
                height:14px;border-radius:7px;background:{v.colour};border:2px solid white;
                box-shadow:0 0 0 1px {v.colour}"></div>
         </div>
-        <div style="display:flex;justify-content:space-between;margin-top:2px">
-          <span>0%</span><span style="color:{pr.COLOURS["NORMAL"]}">{left}</span>
-          <span style="color:{pr.COLOURS["PNEUMONIA"]}">{right} from {pr.format_threshold(t)}</span>
-          <span>100%</span></div></div>"""
+        <div style="position:relative;height:18px;margin-top:3px">
+          <span style="position:absolute;{at};white-space:nowrap">
+            <span style="color:{pr.COLOURS["NORMAL"]}">NORMAL &#9664;</span> {cut}
+            <span style="color:{pr.COLOURS["PNEUMONIA"]}">&#9654; PNEUMONIA</span></span></div></div>"""
     )
 
 
@@ -265,7 +269,7 @@ def show_detail(res, threshold: float) -> None:
         return
     if pr.is_out_of_scope(res):
         why = res.scope_text or " ".join(pr.warning_sentences(res.warnings))
-        st.error(f"{why} On other images the model's output means nothing.", icon=":material/block:")
+        st.error(f"{why} On such images the model's output means nothing.", icon=":material/block:")
         if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
             st.image(display_png(res.digest, res), caption=res.name, width=420)
             facts(res)
@@ -290,39 +294,55 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
     """The heatmap over the radiograph (a tab shows the radiograph alone), its colour bar and its controls below
     them; returns the explained class, the opacity and whether the lung outline is drawn."""
     from pneumo.analysis import explained_class
-    from pneumo.explain import scale_words
+    from pneumo.explain import faint_note, scale_words
 
     heat_tab, plain_tab = st.tabs(["Heatmap", "Radiograph"])
     heat_slot, plain_slot = heat_tab.empty(), plain_tab.empty()  # filled once the controls below are read
     choice = st.radio(
-        "Heatmap (class activation map) shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
-        help="The class activation map highlights the regions whose features pushed the model towards the chosen "
-        "class. The classifier sees only the lung fields grown by a small margin, so the map lies within that "
-        "margin (softened at its edge); it can reach a little past the drawn outline.",
+        "Heatmap (Grad-CAM) shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
+        help="Grad-CAM (here exactly the class activation map) highlights the regions whose features pushed the "
+        "model towards the chosen class. The classifier sees only the lung fields grown by a small margin, so the "
+        "map lies within that margin (softened at its edge); it can reach a little past the drawn outline. The "
+        "outline includes the lung behind the heart, so heat over the heart shadow may come from that lung or from "
+        "the heart itself: the map cannot tell them apart. It is coarse (about 15 px at 224) and shows what the "
+        "network used, not the extent of disease.",
     )  # fmt: skip
     k1, k2 = st.columns([3, 2], vertical_alignment="bottom")
-    alpha = k1.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    alpha = k1.slider("Heatmap opacity", 0, 100, 45, 5, format="%d%%", key="opacity") / 100.0  # in percent
     outline_help = (
         "The lung fields the segmentation model found: the classifier sees only these (grown by a few pixels); "
-        "everything outside them is greyed out before it reads the image."
+        "everything outside them is greyed out before it reads the image. Like the masks it learnt from, the left "
+        "field includes the lung behind the heart."
     )
     outline = k2.toggle("Lung outline", value=True, key="outline", disabled=res.lung_mask is None, help=outline_help)
     cls = explained_class(choice, float(res.probability), threshold)
     h, w = res.pixels.shape
-    size = f"{w} × {h} px, shown enlarged" if max(h, w) < 600 else f"{w} × {h} px"
+    enlarged = ", shown enlarged" if max(h, w) < 600 else ""
+    faint = faint_note(res, meta, cls)
     with heat_slot.container():
         st.image(
             overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
-            caption=f"Heatmap of {scale_words(meta, cls)} ({size})",
+            caption=f"Heatmap of {scale_words(meta, cls)}." + (f" {faint}" if faint else ""),
         )  # fmt: skip
         st.html(colour_bar_html(config.CLASS_NAMES[cls]))
     plain = overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta)  # the radiograph (+ outline)
-    plain_slot.image(plain, caption=f"The image as analysed ({size})", width="stretch")
+    plain_slot.image(
+        plain, width="stretch",
+        caption=f"The radiograph as decoded for the analysis ({w} × {h} px{enlarged}); the networks read it "
+        "squashed to 224 px",
+    )  # fmt: skip
     return cls, alpha, bool(outline)
+
+
+def _heading(name: str) -> str:
+    """A file's name, marked when the model learnt from that very image."""
+    return f"{name} · seen in training: optimistic result" if name in SEEN_IN_TRAINING else name
 
 
 def _short_note(row: dict) -> str:
     """A table note that fits its column at 1280 px; the full text is in the detail and the CSV."""
+    if row["file"] in SEEN_IN_TRAINING:
+        return "seen in training"
     note = row["note"]
     if len(note) <= NOTE_CHARS:
         return note
@@ -340,7 +360,7 @@ def results_view() -> None:
     st.session_state["_threshold_keep"] = float(st.session_state["threshold_pct"])
     threshold = float(st.session_state["threshold_pct"]) / 100.0
     if len(results) == 1:
-        st.markdown(f"#### {results[0].name}")  # the uploader shows the name too: a smaller heading
+        st.markdown(f"#### {_heading(results[0].name)}")  # the uploader shows the name too: a smaller heading
         show_detail(results[0], threshold)
         return
     rows = pr.results_rows(results, threshold)
@@ -363,7 +383,7 @@ def results_view() -> None:
         selection_mode="single-row",
         key="table",
         column_config={
-            "file": st.column_config.TextColumn("File", width=220),
+            "file": st.column_config.TextColumn("File", width=250),
             "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=100),
             "label": st.column_config.TextColumn(f"Label at {pr.format_threshold(threshold)}", width=110),
             "position": st.column_config.TextColumn("vs threshold", width=110),
@@ -375,11 +395,12 @@ def results_view() -> None:
         on_click="ignore", icon=":material/download:",
     )  # fmt: skip
     selected = list(event.selection.rows) if event and event.selection else []
-    index = selected[0] if selected else len(results) - 1  # the newest upload unless a row is selected
+    readable = [i for i, r in enumerate(results) if not r.error] or [len(results) - 1]
+    index = selected[0] if selected else readable[-1]  # the newest readable file unless a row is selected
     st.caption("Select a row (click the box at its left) to show that file below." if not selected else
-               "Showing the selected row; click it again to go back to the newest file.")  # fmt: skip
+               "Showing the selected row; click it again to go back to the newest readable file.")  # fmt: skip
     st.divider()
-    st.subheader(results[index].name)
+    st.subheader(_heading(results[index].name))
     show_detail(results[index], threshold)
 
 

@@ -34,6 +34,20 @@ def class_heat(cam224: np.ndarray, target_class: int, metadata: dict[str, Any]) 
     return heatmap_from_cam(cam224, target_class, cam224.shape[0], class_scale(metadata, target_class))
 
 
+def faint_note(result: Any, metadata: dict[str, Any], target_class: int) -> str:
+    """A sentence for a nearly empty map of a class (peak < config.FAINT_HEAT on the absolute scale), else ''.
+
+    A borderline PNEUMONIA label with an almost blank PNEUMONIA map is consistent, but puzzling without it.
+    """
+    if result.cam224 is None or class_scale(metadata, target_class) is None:
+        return ""
+    peak = float(class_heat(result.cam224, target_class, metadata).max())
+    if peak >= config.FAINT_HEAT:
+        return ""
+    name = config.CLASS_NAMES[target_class]
+    return f"The map is faint (peak {peak:.2f}): the evidence for {name} is much weaker than on a typical {name} image."
+
+
 def shown_class(result: Any, target_class: int | None, threshold: float) -> int:
     """The class a heatmap explains: the one asked for, else the label at the threshold."""
     if target_class is not None:

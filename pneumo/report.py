@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from pneumo import __version__, config
 from pneumo import evaluation as ev
 from pneumo.analysis import Analysis, heatmap_overlay
-from pneumo.explain import scale_words
+from pneumo.explain import faint_note, scale_words
 from pneumo.present import (
     COLOURS,
     DISCLAIMER,
@@ -163,9 +163,15 @@ def report_content(
         ).replace("**", ""),
         out_of_scope=scope,
         warnings=tuple(warning_sentences(result.warnings)),
-        heatmap_line=(
-            f"Heatmap: {scale_words(metadata, target_class)}. It is drawn within the lungs, the only part of the "
-            "image the classifier sees; it shows where the model found evidence, not how much disease there is."
+        heatmap_line=" ".join(
+            x
+            for x in (
+                f"Heatmap: {scale_words(metadata, target_class)}.",
+                faint_note(result, metadata, target_class),
+                "It is drawn within the lungs, the only part of the image the classifier sees (the outline includes "
+                "the lung behind the heart); it shows where the model found evidence, not how much disease there is.",
+            )
+            if x
         ),
         independent="Independent figures: " + ev.headline(evaluation, markdown=False),
         external=external,

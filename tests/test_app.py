@@ -172,14 +172,16 @@ def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_mode
     assert metric(app, "Model's P(pneumonia)") == format_probability(p)
     assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
     captions = [c for img in app.image for c in img.captions]
-    assert "The image as analysed (300 × 260 px, shown enlarged)" in captions  # the browser shows it larger
+    assert any(
+        c.startswith("The radiograph as decoded for the analysis (300 × 260 px, shown enlarged)") for c in captions
+    )
     assert any(c.startswith("Heatmap of evidence for") for c in captions)
     assert "300 × 260" in all_text(app)  # the size, once, in the facts
     assert not app.get("download_button")  # reports are made on request, for the settings of that moment
     app.button(key="make_report").click().run()
     labels = {b.label for b in app.get("download_button")}
     assert labels >= {"Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"}
-    app.slider(key="opacity").set_value(0.8).run()  # settings changed: the old files are not offered any more
+    app.slider(key="opacity").set_value(80).run()  # settings changed: the old files are not offered any more
     assert not app.get("download_button")
 
 
@@ -214,7 +216,7 @@ def test_widget_changes_reuse_the_cached_analysis(app, monkeypatch):
     upload(app, [("fresh.png", data)])
     assert len(calls) == 1
     before = [img.value for img in app.image]
-    app.slider(key="opacity").set_value(0.9).run()
+    app.slider(key="opacity").set_value(90).run()
     after_opacity = [img.value for img in app.image]
     app.radio(key="explain").set_value("NORMAL").run()
     app.slider(key="threshold_pct").set_value(30.0).run()
@@ -243,13 +245,16 @@ def test_several_uploads_give_a_table_csv_and_detail(app, tiny_predict):
     assert list(table["P(pneumonia)"])[:2] == [format_probability(tiny_predict(d)) for d in good]
     assert list(table["label"])[2] == "ERROR"
     assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
-    assert app.main.subheader[-1].value == "broken.jpg"  # the newest file's detail by default
-    assert any("broken.jpg" in e.value for e in app.error)
-    # selecting a row opens its detail (the browser test clicks the row itself)
-    app.session_state["table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
-    app.run()
-    assert app.main.subheader[-1].value == "b.png"
+    assert app.main.subheader[-1].value == "b.png"  # the newest readable file's detail by default, not an error box
     assert metric(app, "Model's P(pneumonia)") == format_probability(tiny_predict(good[1]))
+    # selecting a row opens its detail (the browser test clicks the row itself)
+    app.session_state["table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    app.run()
+    assert app.main.subheader[-1].value == "broken.jpg" and any("broken.jpg" in e.value for e in app.error)
+    app.session_state["table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    assert app.main.subheader[-1].value == "a.png"
+    assert metric(app, "Model's P(pneumonia)") == format_probability(tiny_predict(good[0]))
 
 
 def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app):
@@ -261,7 +266,9 @@ def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app
     assert sum("seen in training" in t for t in titles) == 1  # samples.json marks one as pneumo_split=training
     assert metric(app, "Model's P(pneumonia)") is not None
     box.set_value("all").run()
-    assert len(app.dataframe[0].value) == 4
+    table = app.dataframe[0].value
+    assert len(table) == 4
+    assert list(table["notes"]).count("seen in training") == 1  # the table says it too, not only the menu
 
 
 def test_dicom_shows_safe_facts_only(app):

@@ -300,3 +300,23 @@ def test_probability_line_for_an_out_of_scope_image_does_not_speak_of_a_child():
     assert pr.probability_meaning({}, out_of_scope=True).startswith(
         "The probability is the model's score for this image, learnt on frontal chest films of young children. "
     )
+
+
+def test_a_faint_map_is_said_in_words(analysed):
+    """A map whose peak is far below the class's typical peak gets a sentence, in the app and in the report."""
+    import dataclasses
+
+    from pneumo.explain import faint_note
+    from pneumo.report import report_lines
+
+    cam = np.zeros((224, 224), np.float32)
+    cam[100:120, 60:90] = 0.1  # PNEUMONIA evidence at half the scale's 'typical peak' of 0.2
+    meta = {"cam_scale": {"NORMAL": 0.2, "PNEUMONIA": 0.2}, "threshold": 0.5}
+    strong = dataclasses.replace(analysed, cam224=cam)
+    faint = dataclasses.replace(analysed, cam224=cam * 0.2)  # peak 0.1 on the absolute scale
+    assert faint_note(strong, meta, 1) == ""
+    note = faint_note(faint, meta, 1)
+    assert note.startswith("The map is faint (peak 0.10)") and "typical PNEUMONIA image" in note
+    assert faint_note(faint, {"threshold": 0.5}, 1) == ""  # no absolute scale: every map is stretched, never faint
+    text = " ".join(" ".join(report_lines(faint, 0.5, meta, 1, datetime(2026, 1, 2, tzinfo=timezone.utc))).split())
+    assert note in text
