@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from pneumo.present import format_interval, wilson
+from pneumo.present import format_interval, format_threshold, wilson
 
 # The one title of the data set (the model card, the README and the About page use it).
 DATASET = (
@@ -101,7 +101,7 @@ def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Fi
             ax.plot([0, 1], [0, 1], ls="--", color="#9e9e9e", lw=1, label="chance")
             if "sensitivity" in block and "specificity" in block:
                 ax.plot(1 - block["specificity"], block["sensitivity"], "o", color="#c62828",
-                        label=f"threshold {threshold:.2f}")  # fmt: skip
+                        label=f"threshold {format_threshold(threshold)}")  # fmt: skip
             ax.set_xlabel("1 - specificity (false-positive rate)")
             ax.set_ylabel("sensitivity (true-positive rate)")
             ax.set_title("ROC curve")
@@ -116,12 +116,12 @@ def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Fi
             ax.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
-            ax.set_title(f"Confusion at threshold {block.get('threshold', threshold):.2f}")
+            ax.set_title(f"Confusion at threshold {format_threshold(float(block.get('threshold', threshold)))}")
         else:
             t = [p["threshold"] for p in points]
             ax.plot(t, [p["sensitivity"] for p in points], color="#c62828", lw=2, label="sensitivity")
             ax.plot(t, [p["specificity"] for p in points], color="#2e7d32", lw=2, label="specificity")
-            ax.axvline(threshold, color="#424242", ls="--", lw=1, label=f"default {threshold:.2f}")
+            ax.axvline(threshold, color="#424242", ls="--", lw=1, label=f"default {format_threshold(threshold)}")
             ax.set_xlabel("threshold")
             ax.set_ylim(-0.02, 1.02)
             ax.set_title("Operating points")
@@ -168,7 +168,7 @@ def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         if key in ("ROC AUC", "ECE"):
             return f"{value:.3f}"
         if key == "threshold":
-            return f"{value:.2f}"
+            return format_threshold(float(value))
         return f"{value:.1%}"
 
     return [{k: fmt(k, v) for k, v in row.items()} for row in rows]
@@ -248,12 +248,12 @@ def reliability_figure(metadata: dict[str, Any]) -> Figure | None:
     y = [b["observed"] for b in bins]
     ax.plot(x, y, "o-", color="#c62828", label="validation")
     for b in bins:
-        ax.annotate(str(b["n"]), (b["mean_p"], b["observed"]), fontsize=6, xytext=(3, -8), textcoords="offset points")
+        ax.annotate(str(b["n"]), (b["mean_p"], b["observed"]), fontsize=7.5, xytext=(3, -9), textcoords="offset points")
     n = sum(b["n"] for b in bins)
     ax.set(xlabel="mean predicted P(pneumonia) in bin", ylabel="observed share with pneumonia", xlim=(0, 1),
            ylim=(0, 1), title=f"Reliability, validation ({n} images), ECE {cal['ece']:.3f}")  # fmt: skip
     ax.title.set_fontsize(8)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -205,15 +205,18 @@ def _images(
     return base, overlay
 
 
-def colourbar_png(label: str, dpi: int = 200, width_in: float = 3.4) -> bytes:
+_BAR_IN = (3.4, 0.75)  # the PDF's colour bar (inches): at its printed width of ~85 mm its text is 7.5-8 pt
+
+
+def colourbar_png(label: str, dpi: int = 200, width_in: float = _BAR_IN[0]) -> bytes:
     """A horizontal colour bar of the overlay's colormap (JET, 0..1), labelled, as PNG bytes."""
-    fig = Figure(figsize=(width_in, 0.62))
-    ax = fig.add_axes((0.04, 0.55, 0.92, 0.3))
+    fig = Figure(figsize=(width_in, _BAR_IN[1]))
+    ax = fig.add_axes((0.04, 0.6, 0.92, 0.26))
     ax.imshow(np.linspace(0, 1, 256)[None, :], aspect="auto", cmap="jet", extent=(0, 1, 0, 1))
     ax.set_yticks([])
-    ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=6)
+    ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=7.5)
     ax.tick_params(length=2, pad=1)
-    fig.text(0.5, 0.02, label, ha="center", va="bottom", fontsize=6.2)
+    fig.text(0.5, 0.02, label, ha="center", va="bottom", fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
@@ -249,7 +252,7 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
             return
         pdf.set_font("DejaVu", style, size)
         pdf.set_text_color(*_hex_rgb(colour))
-        pdf.multi_cell(width, h, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width, h, text, align="L", new_x="LMARGIN", new_y="NEXT")  # ragged right: no stretched gaps
         pdf.ln(1.2)
 
     def boxed(text: str, fill: str, edge: str, style: str = "", size: float = 9.5) -> None:
@@ -259,7 +262,7 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
         pdf.set_draw_color(*_hex_rgb(edge))
         pdf.set_font("DejaVu", style, size)
         pdf.set_text_color(*_hex_rgb("#1f2933"))
-        pdf.multi_cell(width, 4.8, text, border=1, fill=True, padding=2, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width, 4.8, text, border=1, fill=True, padding=2, align="L", new_x="LMARGIN", new_y="NEXT")
         pdf.ln(2)
 
     pdf.set_font("DejaVu", "B", 15)
@@ -293,7 +296,7 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
         pdf.image(io.BytesIO(_jpeg(im)), x=x, y=y + 5, w=img_w_fit, h=img_h)
     bar = colourbar_png(content.colourbar_label)
     pdf.image(io.BytesIO(bar), x=14 + img_w + gap, y=y + 6 + img_h, w=img_w_fit)
-    pdf.set_y(y + 6 + img_h + img_w_fit * 0.62 / 3.4 + 2)
+    pdf.set_y(y + 6 + img_h + img_w_fit * _BAR_IN[1] / _BAR_IN[0] + 2)
     para(content.heatmap_line, 8.5, colour="#52606d", h=4)
     para(content.meaning, 9.5, "I")
     boxed(content.independent, "#e8f1fb", "#1565c0")
