@@ -30,7 +30,7 @@ if meta:
     created = f"{meta.get('name', path.stem)}, trained {str(meta.get('created', 'unknown'))[:10]}"
 st.markdown(f"**Version.** pneumo {pneumo.__version__}; model: {created}.")
 with st.container(horizontal=True):
-    st.page_link("app_pages/model_card.py", label="Model card: data, figures on new patients, limitations",
+    st.page_link("app_pages/model_card.py", label="Model card: data, measured figures, limitations",
                  icon=":material/description:")  # fmt: skip
     st.page_link("app_pages/analyze.py", label="Analyze an X-ray", icon=":material/search:")
     if config.REPOSITORY_URL:
