@@ -190,13 +190,16 @@ def result_panel(res, threshold: float) -> None:
     v = pr.verdict(float(res.probability), threshold)
     badge = {"NORMAL": "green", "PNEUMONIA": "red"}[v.label] if v.position != "near" else "orange"
     c1, c2 = st.columns([6, 5], gap="small")  # "PNEUMONIA" needs the wider half in a half-page column
+    # an image outside the intended use shown on request: each number says, right under it, that it means nothing
+    void = {"delta": "outside intended use: meaningless", "delta_color": "off", "delta_arrow": "off"}
+    void = void if pr.is_out_of_scope(res) else {}
     c1.metric(
         "Label at this threshold", v.label,
-        help="PNEUMONIA when the probability is at or above the threshold, else NORMAL.",
+        help="PNEUMONIA when the probability is at or above the threshold, else NORMAL.", **void,
     )  # fmt: skip
     c2.metric(
         "Model's P(pneumonia)", pr.format_probability(v.probability),
-        help="The model's score for this image, P(pneumonia). See the line below for what it is not.",
+        help="The model's score for this image, P(pneumonia). See the line below for what it is not.", **void,
     )  # fmt: skip
     badges = f":{badge}-badge[{v.position_text}]"
     if pr.is_out_of_scope(res):

@@ -225,6 +225,21 @@ def test_widget_changes_reuse_the_cached_analysis(app, monkeypatch):
     assert before[0] != after_opacity[0] and before[1] == after_opacity[1]  # the heatmap changed, the radiograph not
 
 
+def test_out_of_scope_result_on_request_says_under_each_number_that_it_means_nothing(app):
+    rng = np.random.default_rng(5)
+    photo = np.zeros((240, 320, 3), np.uint8)
+    photo[..., 0] = np.linspace(0, 255, 320)[None, :]
+    photo[..., 1] = np.linspace(255, 0, 240)[:, None]
+    photo[..., 2] = rng.integers(0, 255, (240, 320))  # a colour photograph: outside the intended use
+    upload(app, [("holiday.png", png_bytes(photo))])
+    assert not app.exception
+    assert any("outside the intended use" in e.value for e in app.error)
+    assert metric(app, "Model's P(pneumonia)") is None  # no result unless asked for
+    next(t for t in app.toggle if t.label.startswith("Show the result anyway")).set_value(True).run()
+    shown = [m for m in app.metric if m.label in ("Label at this threshold", "Model's P(pneumonia)")]
+    assert len(shown) == 2 and all(m.delta == "outside intended use: meaningless" for m in shown)
+
+
 def test_bad_upload_shows_error_and_app_keeps_running(app):
     upload(app, [("notes.txt", b"this is not an image")])
     assert not app.exception
