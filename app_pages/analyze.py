@@ -280,27 +280,28 @@ def show_detail(res, threshold: float) -> None:
         st.error("**Outside intended use.** The result below is shown on request only; it means nothing clinically.",
                  icon=":material/report:")  # fmt: skip
     left, right = st.columns(2, gap="large")  # the image and its heatmap beside the verdict: one screen at 1280x800
-    with left:
-        cls, alpha, outline = heatmap_panel(res, threshold)
-    with right:
+    with right:  # filled first: the verdict reaches the browser before the two images are encoded and sent
         if not pr.is_out_of_scope(res):
             for w in pr.warning_sentences(res.warnings):
                 st.warning(w, icon=":material/help:")
         result_panel(res, threshold)
         with st.container(border=True):
             operating_point_panel(threshold)
+    with left:
+        cls, alpha, outline = heatmap_panel(res, threshold)
     facts(res)
     downloads(res, threshold, cls, alpha, outline)
 
 
 def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
-    """The heatmap over the radiograph (a tab shows the radiograph alone), its colour bar and its controls below
-    them; returns the explained class, the opacity and whether the lung outline is drawn."""
+    """The heatmap over the radiograph (or the radiograph alone), its colour bar and its controls below them; returns
+    the explained class, the opacity and whether the lung outline is drawn. Only the image in view is encoded and
+    sent (a radio, not tabs: tabs would send both, and their front-end code delays a new visitor's first result)."""
     from pneumo.analysis import explained_class
     from pneumo.explain import faint_note, scale_words
 
-    heat_tab, plain_tab = st.tabs(["Heatmap", "Radiograph"])
-    heat_slot, plain_slot = heat_tab.empty(), plain_tab.empty()  # filled once the controls below are read
+    view = st.radio("View", ("Heatmap", "Radiograph"), horizontal=True, key="view", label_visibility="collapsed")
+    slot = st.empty()  # filled once the controls below are read
     choice = st.radio(
         "Heatmap (Grad-CAM) shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
         help="Grad-CAM (here exactly the class activation map) highlights the regions whose features pushed the "
@@ -322,18 +323,19 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
     h, w = res.pixels.shape
     enlarged = ", shown enlarged" if max(h, w) < 600 else ""
     faint = faint_note(res, meta, cls)
-    with heat_slot.container():
-        st.image(
-            overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
-            caption=f"Heatmap of {scale_words(meta, cls)}." + (f" {faint}" if faint else ""),
-        )  # fmt: skip
-        st.html(colour_bar_html(config.CLASS_NAMES[cls]))
-    plain = overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta)  # the radiograph (+ outline)
-    plain_slot.image(
-        plain, width="stretch",
-        caption=f"The radiograph as decoded for the analysis ({w} × {h} px{enlarged}); the networks read it "
-        "squashed to 224 px",
-    )  # fmt: skip
+    with slot.container():
+        if view == "Heatmap":
+            st.image(
+                overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
+                caption=f"Heatmap of {scale_words(meta, cls)}." + (f" {faint}" if faint else ""),
+            )  # fmt: skip
+            st.html(colour_bar_html(config.CLASS_NAMES[cls]))
+        else:
+            st.image(
+                overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta), width="stretch",
+                caption=f"The radiograph as decoded for the analysis ({w} × {h} px{enlarged}); the networks read "
+                "it squashed to 224 px",
+            )  # fmt: skip
     return cls, alpha, bool(outline)
 
 

@@ -244,7 +244,7 @@ async def wait_for_result(page, timeout_ms: int) -> None:
     """Wait until the Analyze page shows a probability, its images and report button, and the script run has ended."""
     await page.get_by_test_id("stMetric").filter(has_text="Model's P(pneumonia)").wait_for(timeout=timeout_ms)
     await page.get_by_role("button", name="Create the report").wait_for(timeout=timeout_ms)  # end of the detail
-    await page.get_by_test_id("stImage").nth(1).wait_for(state="attached", timeout=timeout_ms)  # in the hidden tab
+    await page.get_by_test_id("stImage").first.wait_for(timeout=timeout_ms)  # the heatmap
     await page.wait_for_timeout(300)  # the "running" indicator appears with a short delay
     await page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=timeout_ms)
 

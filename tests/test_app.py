@@ -172,10 +172,13 @@ def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_mode
     assert metric(app, "Model's P(pneumonia)") == format_probability(p)
     assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
     captions = [c for img in app.image for c in img.captions]
-    assert any(
-        c.startswith("The radiograph as decoded for the analysis (300 × 260 px, shown enlarged)") for c in captions
+    assert len(app.image) == 1 and captions[0].startswith("Heatmap of evidence for")  # only the image in view is sent
+    app.radio(key="view").set_value("Radiograph").run()
+    captions = [c for img in app.image for c in img.captions]
+    assert len(captions) == 1 and captions[0].startswith(
+        "The radiograph as decoded for the analysis (300 × 260 px, shown enlarged)"
     )
-    assert any(c.startswith("Heatmap of evidence for") for c in captions)
+    app.radio(key="view").set_value("Heatmap").run()
     assert "300 × 260" in all_text(app)  # the size, once, in the facts
     assert not app.get("download_button")  # reports are made on request, for the settings of that moment
     app.button(key="make_report").click().run()
@@ -215,14 +218,18 @@ def test_widget_changes_reuse_the_cached_analysis(app, monkeypatch):
     data = png_bytes(synthetic_xray(seed=1234, opacity=True))  # bytes no other test uses: not cached yet
     upload(app, [("fresh.png", data)])
     assert len(calls) == 1
-    before = [img.value for img in app.image]
+    before = app.image[0].value
     app.slider(key="opacity").set_value(90).run()
-    after_opacity = [img.value for img in app.image]
+    after_opacity = app.image[0].value
+    app.radio(key="view").set_value("Radiograph").run()
+    plain = app.image[0].value
     app.radio(key="explain").set_value("NORMAL").run()
     app.slider(key="threshold_pct").set_value(30.0).run()
     assert not app.exception
     assert len(calls) == 1
-    assert before[0] != after_opacity[0] and before[1] == after_opacity[1]  # the heatmap changed, the radiograph not
+    assert (
+        len({str(before), str(after_opacity), str(plain)}) == 3
+    )  # the heatmap follows the opacity; the radiograph is another image
 
 
 def test_out_of_scope_result_on_request_says_under_each_number_that_it_means_nothing(app):
