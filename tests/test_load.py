@@ -163,7 +163,7 @@ def test_eight_concurrent_sessions_get_their_own_cli_result_in_bounded_memory(mo
     # nothing leaks: another session's file name or images never appear
     for r in results:
         assert r["name"] in r["text"], "control: the page names its own file"
-        assert len(r["media"]) >= 2, "control: the original and the heatmap overlay are shown"
+        assert len(r["media"]) >= 1, "control: the heatmap overlay is shown"
         for other in results:
             if other is r:
                 continue

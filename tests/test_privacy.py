@@ -391,7 +391,7 @@ def test_live_upload_leaves_no_trace_and_never_shows_patient_fields(tiny_model_p
         assert not leaks(html + text, patient), f"{view} page shows {leaks(html + text, patient)}"
         assert png_token.encode() not in html + text
     assert b"Modality: DX" in out["text_dicom"].encode(), "control: the display-safe facts are on the page"
-    assert len(out["media"]) >= 2, "control: the original and the overlay were fetched"
+    assert len(out["media"]) >= 1, "control: the heatmap overlay was fetched (the radiograph view is sent on request)"
     for src, data in out["media"].items():
         assert not leaks(data, upload_bytes), f"{src} holds {leaks(data, upload_bytes)}"
     assert out["downloads"]["Report (PDF)"].startswith(b"%PDF")
