@@ -296,7 +296,7 @@ def show_detail(res, threshold: float) -> None:
 def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
     """The heatmap over the radiograph (or the radiograph alone), its colour bar and its controls below them; returns
     the explained class, the opacity and whether the lung outline is drawn. Only the image in view is encoded and
-    sent (a radio, not tabs: tabs would send both, and their front-end code delays a new visitor's first result)."""
+    sent (a radio, not tabs: tabs would encode and send both images on every change)."""
     from pneumo.analysis import explained_class
     from pneumo.explain import faint_note, scale_words
 
