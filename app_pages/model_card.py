@@ -235,14 +235,20 @@ st.markdown(
     "The Analyze page lets you move it and shows the validation sensitivity and specificity that go with each value."
 )
 
+curves = modelcard.training_figure(meta)  # drawn from the metadata: readable at any width
 plot = loaded.path.parent / str((meta.get("files") or {}).get("plot", loaded.path.stem + "_training.png"))
-if plot.is_file():
+if curves is not None or plot.is_file():
     st.subheader("Training curves")
     n_members = len((meta.get("training") or {}).get("member_histories") or []) or 1
-    st.image(str(plot), width="stretch", caption=(
-        "ROC on the validation split carved from train (optimistic) and on the official val folder (16 images); "
-        + (f"loss and AUC of each of the {n_members} ensemble members by epoch." if n_members > 1
-           else "loss and AUC by epoch.")))  # fmt: skip
+    members = f"each of the {n_members} ensemble members" if n_members > 1 else "the network"
+    if curves is not None:
+        st.image(modelcard.figure_png(curves), width="stretch", caption=(
+            f"Loss and AUC of {members} by epoch, on its training images (dotted) and on the validation split carved "
+            "from train (solid; optimistic). Each run stops once validation AUC stops improving."))  # fmt: skip
+    else:
+        st.image(str(plot), width="stretch", caption=(
+            "ROC on the validation split carved from train (optimistic) and on the official val folder (16 images); "
+            f"loss and AUC of {members} by epoch."))  # fmt: skip
 
 st.subheader("Known limitations")
 nih = ((EVAL or {}).get("sets") or {}).get("external_nih")

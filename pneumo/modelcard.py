@@ -129,6 +129,36 @@ def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Fi
     return fig
 
 
+def training_figure(metadata: dict[str, Any]) -> Figure | None:
+    """Loss and AUC by epoch for each ensemble member, from the metadata's histories: one colour per member, dotted
+    for the training split, solid for validation; two short legends instead of one entry per line. None when the
+    metadata has no history."""
+    training = metadata.get("training") or {}
+    histories = training.get("member_histories") or ([training["history"]] if training.get("history") else [])
+    histories = [h for h in histories if isinstance(h, dict) and h.get("loss") and h.get("val_loss")]
+    if not histories:
+        return None
+    fig = Figure(figsize=(8.2, 3.3), layout="constrained")
+    axes = fig.subplots(1, 2)
+    colours = ["#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#c62828"]
+    for i, h in enumerate(histories):
+        c = colours[i % len(colours)]
+        for ax, key in zip(axes, ("loss", "auc"), strict=True):
+            ep = np.arange(1, len(h[key]) + 1)
+            ax.plot(ep, h[key], ":", color=c, lw=1.4)
+            ax.plot(ep, h[f"val_{key}"], "-", color=c, lw=1.6, label=f"member {i + 1}" if len(histories) > 1 else "")
+    for ax, title in zip(axes, ("Loss", "AUC"), strict=True):
+        ax.set_xlabel("epoch", fontsize=10)
+        ax.set_title(title, fontsize=11)
+        ax.tick_params(labelsize=9)
+        ax.grid(alpha=0.25)
+    if len(histories) > 1:
+        axes[0].legend(fontsize=9, loc="upper right", title="colour", title_fontsize=9)
+    styles = [axes[1].plot([], [], ":", color="#37474f")[0], axes[1].plot([], [], "-", color="#37474f")[0]]
+    axes[1].legend(styles, ["training images", "validation split"], fontsize=9, loc="lower right")
+    return fig
+
+
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     """PNG bytes of a figure."""
     buf = io.BytesIO()

@@ -101,3 +101,14 @@ def test_portable_command_hides_machine_paths_and_wraps_options():
         line.startswith("  --") for line in out.splitlines()[1:]
     )  # one option per line: nothing to scroll sideways
     assert modelcard.portable_command("").count("<data folder>") == 1  # the default is not rewritten twice
+
+
+def test_training_figure_draws_each_member_from_the_metadata():
+    hist = {"loss": [0.6, 0.4, 0.3], "val_loss": [0.5, 0.45, 0.4], "auc": [0.8, 0.9, 0.95], "val_auc": [0.85, 0.9, 0.9]}
+    fig = modelcard.training_figure({"training": {"member_histories": [hist, hist]}})
+    loss, auc = fig.axes
+    assert len(loss.lines) == 4 and len(auc.lines) >= 4  # train and validation per member
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["member 1", "member 2"]
+    assert list(auc.lines[1].get_ydata()) == hist["val_auc"]
+    assert modelcard.training_figure({"training": {"history": hist}}) is not None  # a single network
+    assert modelcard.training_figure({}) is None and modelcard.training_figure({"training": {"history": {}}}) is None
