@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from pneumo.present import format_interval, format_threshold, wilson
 
@@ -92,7 +93,7 @@ def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Fi
     panels = [p for p in ("roc", "confusion", "points") if have[p]]
     if not panels:
         return None
-    fig = Figure(figsize=(4.1 * len(panels), 3.8), layout="constrained")
+    fig = Figure(figsize=(3.4 * len(panels), 3.4), layout="constrained")  # narrow: larger text at page width
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     threshold = float(metadata.get("threshold", 0.5))
     for ax, panel in zip(axes, panels, strict=True):
@@ -106,7 +107,7 @@ def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Fi
             ax.set_ylabel("sensitivity (true-positive rate)")
             ax.set_title("ROC curve")
             ax.set_aspect("equal")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="lower right", fontsize=9)
         elif panel == "confusion":
             ax.imshow(conf, cmap="Blues", vmin=0)
             for (i, j), v in np.ndenumerate(conf):
@@ -123,9 +124,10 @@ def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Fi
             ax.plot(t, [p["specificity"] for p in points], color="#2e7d32", lw=2, label="specificity")
             ax.axvline(threshold, color="#424242", ls="--", lw=1, label=f"default {format_threshold(threshold)}")
             ax.set_xlabel("threshold")
+            ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))  # in percent, like the app's slider
             ax.set_ylim(-0.02, 1.02)
             ax.set_title("Operating points")
-            ax.legend(loc="lower center", fontsize=8)
+            ax.legend(loc="lower center", fontsize=9)
     return fig
 
 
