@@ -162,9 +162,9 @@ def probability_bar(v: pr.Verdict) -> None:
           <div style="flex:1;background:#f8e1e1;border-radius:0 4px 4px 0"></div>
           <div title="threshold" style="position:absolute;left:calc({t * 100:.1f}% - 1px);top:-3px;width:2px;
                height:24px;background:#37474f"></div>
-          <div title="probability" style="position:absolute;left:calc({p * 100:.1f}% - 7px);top:1px;width:14px;
-               height:14px;border-radius:7px;background:{v.colour};border:2px solid white;
-               box-shadow:0 0 0 1px {v.colour}"></div>
+          <div title="probability" style="position:absolute;top:1px;width:14px;height:14px;border-radius:7px;
+               left:clamp(0px, calc({p * 100:.1f}% - 9px), calc(100% - 18px));
+               background:{v.colour};border:2px solid white;box-shadow:0 0 0 1px {v.colour}"></div>
         </div>
         <div style="position:relative;height:18px;margin-top:3px">
           <span style="position:absolute;{at};white-space:nowrap">
@@ -191,7 +191,7 @@ def result_panel(res, threshold: float) -> None:
     badge = {"NORMAL": "green", "PNEUMONIA": "red"}[v.label] if v.position != "near" else "orange"
     c1, c2 = st.columns([6, 5], gap="small")  # "PNEUMONIA" needs the wider half in a half-page column
     # an image outside the intended use shown on request: each number says, right under it, that it means nothing
-    void = {"delta": "outside intended use: meaningless", "delta_color": "off", "delta_arrow": "off"}
+    void = {"delta": "meaningless", "delta_color": "off", "delta_arrow": "off"}  # short: a metric's delta never wraps
     void = void if pr.is_out_of_scope(res) else {}
     c1.metric(
         "Label at this threshold", v.label,
@@ -202,15 +202,16 @@ def result_panel(res, threshold: float) -> None:
         help="The model's score for this image, P(pneumonia). See the line below for what it is not.", **void,
     )  # fmt: skip
     badges = f":{badge}-badge[{v.position_text}]"
-    if pr.is_out_of_scope(res):
-        badges += " :red-badge[:material/report: Outside intended use]"
+    if pr.is_out_of_scope(res):  # no "near the threshold" talk for an image the model was not made for
+        badges = ":red-badge[:material/report: Outside intended use: the number means nothing]"
     st.markdown(
         badges,
         help=f"Where the probability lies relative to the threshold on the log-odds scale: 'near' within "
         f"{pr.NEAR_LOGIT:g}, 'far' beyond {pr.FAR_LOGIT:g}, 'clearly' in between. It says nothing about how "
         "often the model is right: see the figures on new patients.",
     )
-    st.markdown(pr.plain_verdict(v.probability, threshold))
+    if not pr.is_out_of_scope(res):
+        st.markdown(pr.plain_verdict(v.probability, threshold))
     probability_bar(v)
     block = ev.primary(EVALUATION)
     st.caption(
@@ -400,10 +401,11 @@ def results_view() -> None:
         on_click="ignore", icon=":material/download:",
     )  # fmt: skip
     selected = list(event.selection.rows) if event and event.selection else []
-    readable = [i for i, r in enumerate(results) if not r.error] or [len(results) - 1]
-    index = selected[0] if selected else readable[-1]  # the newest readable file unless a row is selected
+    answered = [i for i, r in enumerate(results) if not r.error and not pr.is_out_of_scope(r)]
+    readable = answered or [i for i, r in enumerate(results) if not r.error] or [len(results) - 1]
+    index = selected[0] if selected else readable[-1]  # the newest file with a result unless a row is selected
     st.caption("Select a row (click the box at its left) to show that file below." if not selected else
-               "Showing the selected row; click it again to go back to the newest readable file.")  # fmt: skip
+               "Showing the selected row; click it again to go back to the newest file with a result.")  # fmt: skip
     st.divider()
     st.subheader(_heading(results[index].name))
     show_detail(results[index], threshold)

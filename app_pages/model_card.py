@@ -161,13 +161,15 @@ if rob_rows:
         st.markdown(sentence)
     fig = modelcard.reliability_figure(meta)
     if fig is not None:
+        val = (meta.get("metrics") or {}).get("validation") or {}
+        share = f"{val['n_pneumonia'] / val['n']:.0%}" if val.get("n") and "n_pneumonia" in val else "most"
         c1, c2 = st.columns([2, 3])
         c1.image(modelcard.figure_png(fig), width="stretch")
         c2.caption(
             "Reliability diagram: for each probability bin, the share of validation images that show pneumonia "
             "(numbers: images per bin). Points above the diagonal mean the model says less than it should "
             "(under-confident), points below more. The model was trained with class weights, as if half the images "
-            "showed pneumonia, while 74 % of the validation images do. New patients differ again: see the "
+            f"showed pneumonia, while {share} of the validation images do. New patients differ again: see the "
             "independent evaluation, when there is one."
         )
 

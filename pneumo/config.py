@@ -100,8 +100,9 @@ DECODE_WORKERS = 4
 # The absolute heatmap scale stored as `cam_scale` is this percentile of |cam| over validation images: robust to a few
 # extreme maps, so that only the strongest evidence saturates.
 CAM_SCALE_PERCENTILE = 99.0
-# A heatmap whose peak stays below this on the absolute scale looks nearly empty: the app and report say so in words.
-FAINT_HEAT = 0.3
+# A heatmap whose peak stays below this on the absolute scale looks faint (a borderline label's map often does): the
+# app and report say so in words. On the 24 full-resolution samples it flags the borderline person622 (peak 0.41).
+FAINT_HEAT = 0.5
 # Lung outline colour (RGB) on overlays: magenta occurs neither in the jet colormap nor in a grayscale radiograph.
 OUTLINE_COLOUR: tuple[int, int, int] = (255, 0, 255)
 # Outline thickness is max(1, long side / this): 1 px at the display size of 1200, thicker on full-size downloads.

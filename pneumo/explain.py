@@ -35,17 +35,23 @@ def class_heat(cam224: np.ndarray, target_class: int, metadata: dict[str, Any]) 
 
 
 def faint_note(result: Any, metadata: dict[str, Any], target_class: int) -> str:
-    """A sentence for a nearly empty map of a class (peak < config.FAINT_HEAT on the absolute scale), else ''.
+    """Sentences for a faint map of a class (peak < config.FAINT_HEAT on the absolute scale), else ''; they also say
+    when the other class's map is the stronger one on this image.
 
-    A borderline PNEUMONIA label with an almost blank PNEUMONIA map is consistent, but puzzling without it.
+    A borderline PNEUMONIA label with a faint PNEUMONIA map is consistent, but puzzling without it.
     """
     if result.cam224 is None or class_scale(metadata, target_class) is None:
         return ""
     peak = float(class_heat(result.cam224, target_class, metadata).max())
     if peak >= config.FAINT_HEAT:
         return ""
-    name = config.CLASS_NAMES[target_class]
-    return f"The map is faint (peak {peak:.2f}): the evidence for {name} is much weaker than on a typical {name} image."
+    name, other = config.CLASS_NAMES[target_class], config.CLASS_NAMES[1 - target_class]
+    note = f"The map is faint (peak {peak:.2f}): the evidence for {name} is weaker than on a typical {name} image."
+    if class_scale(metadata, 1 - target_class) is not None:
+        rival = float(class_heat(result.cam224, 1 - target_class, metadata).max())
+        if rival > peak:
+            note += f" The {other} map is stronger on this image (peak {rival:.2f})."
+    return note
 
 
 def shown_class(result: Any, target_class: int | None, threshold: float) -> int:

@@ -184,8 +184,12 @@ def portable_command(command: str) -> str:
 def portable_settings(training: dict[str, Any]) -> dict[str, Any]:
     """Training settings and facts for display, without machine-specific paths (the decoded-image cache)."""
     out = {k: training.get(k) for k in ("preset", "settings", "epochs_run", "best_epoch", "seconds", "machine")}
-    if isinstance(out.get("settings"), dict):
-        out["settings"] = {k: v for k, v in out["settings"].items() if k != "cache_dir"}
+    if isinstance(out.get("settings"), dict):  # paths outside the repository as <name>, like the command
+        out["settings"] = {
+            k: _OUTSIDE_PATH.sub(r"<\1>", f" {v}").strip() if isinstance(v, str) else v
+            for k, v in out["settings"].items()
+            if k != "cache_dir"
+        }
     return out
 
 

@@ -101,6 +101,16 @@ def test_portable_command_hides_machine_paths_and_wraps_options():
         line.startswith("  --") for line in out.splitlines()[1:]
     )  # one option per line: nothing to scroll sideways
     assert modelcard.portable_command("").count("<data folder>") == 1  # the default is not rewritten twice
+    settings = modelcard.portable_settings(
+        {
+            "settings": {
+                "robustness_masks": "../shared/data/lung_masks",
+                "lung_model": "models/x.keras",
+                "cache_dir": "/c",
+            }
+        }
+    )["settings"]
+    assert settings == {"robustness_masks": "<lung_masks>", "lung_model": "models/x.keras"}  # the settings shown too
 
 
 def test_training_figure_draws_each_member_from_the_metadata():

@@ -303,20 +303,24 @@ def test_probability_line_for_an_out_of_scope_image_does_not_speak_of_a_child():
 
 
 def test_a_faint_map_is_said_in_words(analysed):
-    """A map whose peak is far below the class's typical peak gets a sentence, in the app and in the report."""
+    """A map whose peak is well below the class's typical peak gets a sentence, in the app and in the report; so does
+    a stronger map of the other class."""
     import dataclasses
 
     from pneumo.explain import faint_note
     from pneumo.report import report_lines
 
     cam = np.zeros((224, 224), np.float32)
-    cam[100:120, 60:90] = 0.1  # PNEUMONIA evidence at half the scale's 'typical peak' of 0.2
+    cam[100:120, 60:90] = 0.12  # PNEUMONIA evidence at 60 % of the scale's 'typical peak' of 0.2
+    cam[140:160, 130:150] = -0.02  # a little NORMAL evidence
     meta = {"cam_scale": {"NORMAL": 0.2, "PNEUMONIA": 0.2}, "threshold": 0.5}
     strong = dataclasses.replace(analysed, cam224=cam)
-    faint = dataclasses.replace(analysed, cam224=cam * 0.2)  # peak 0.1 on the absolute scale
+    faint = dataclasses.replace(analysed, cam224=cam * 0.5)  # PNEUMONIA peak 0.30, NORMAL 0.05
     assert faint_note(strong, meta, 1) == ""
     note = faint_note(faint, meta, 1)
-    assert note.startswith("The map is faint (peak 0.10)") and "typical PNEUMONIA image" in note
+    assert note.startswith("The map is faint (peak 0.30)") and "typical PNEUMONIA image" in note
+    assert "stronger" not in note  # the NORMAL map is weaker still
+    assert "The PNEUMONIA map is stronger on this image (peak 0.30)." in faint_note(faint, meta, 0)
     assert faint_note(faint, {"threshold": 0.5}, 1) == ""  # no absolute scale: every map is stretched, never faint
     text = " ".join(" ".join(report_lines(faint, 0.5, meta, 1, datetime(2026, 1, 2, tzinfo=timezone.utc))).split())
     assert note in text
