@@ -26,6 +26,13 @@ def _evaluation_png(meta_json: str, split: str) -> bytes | None:
     return None if fig is None else modelcard.figure_png(fig)
 
 
+@st.cache_data(show_spinner=False)
+def _figure_png(name: str, meta_json: str) -> bytes | None:
+    """A metadata figure of pneumo.modelcard ('training' or 'reliability') as PNG, drawn once per metadata."""
+    fig = getattr(modelcard, f"{name}_figure")(json.loads(meta_json))
+    return None if fig is None else modelcard.figure_png(fig)
+
+
 st.title("Model card")
 st.caption(
     f"Model **{meta.get('name', loaded.path.stem)}**, trained {str(meta.get('created', 'unknown'))[:10]}. Everything "
@@ -159,12 +166,12 @@ if rob_rows:
     sentence = modelcard.heatmap_sentence(meta)
     if sentence:
         st.markdown(sentence)
-    fig = modelcard.reliability_figure(meta)
-    if fig is not None:
+    reliability = _figure_png("reliability", json.dumps(meta, sort_keys=True))
+    if reliability is not None:
         val = (meta.get("metrics") or {}).get("validation") or {}
         share = f"{val['n_pneumonia'] / val['n']:.0%}" if val.get("n") and "n_pneumonia" in val else "most"
         c1, c2 = st.columns([2, 3])
-        c1.image(modelcard.figure_png(fig), width="stretch")
+        c1.image(reliability, width="stretch")
         c2.caption(
             "Reliability diagram: for each probability bin, the share of validation images that show pneumonia "
             "(numbers: images per bin). Points above the diagonal mean the model says less than it should "
@@ -237,14 +244,14 @@ st.markdown(
     "The Analyze page lets you move it and shows the validation sensitivity and specificity that go with each value."
 )
 
-curves = modelcard.training_figure(meta)  # drawn from the metadata: readable at any width
+curves = _figure_png("training", json.dumps(meta, sort_keys=True))  # from the metadata: readable at any width
 plot = loaded.path.parent / str((meta.get("files") or {}).get("plot", loaded.path.stem + "_training.png"))
 if curves is not None or plot.is_file():
     st.subheader("Training curves")
     n_members = len((meta.get("training") or {}).get("member_histories") or []) or 1
     members = f"each of the {n_members} ensemble members" if n_members > 1 else "the network"
     if curves is not None:
-        st.image(modelcard.figure_png(curves), width="stretch", caption=(
+        st.image(curves, width="stretch", caption=(
             f"Loss and AUC of {members} by epoch, on its training images (dotted) and on the validation split carved "
             "from train (solid; optimistic). Each run stops once validation AUC stops improving."))  # fmt: skip
     else:
