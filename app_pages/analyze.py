@@ -281,7 +281,7 @@ def show_detail(res, threshold: float) -> None:
         st.error("**Outside intended use.** The result below is shown on request only; it means nothing clinically.",
                  icon=":material/report:")  # fmt: skip
     left, right = st.columns(2, gap="large")  # the image and its heatmap beside the verdict: one screen at 1280x800
-    with right:  # filled first: the verdict reaches the browser before the two images are encoded and sent
+    with right:  # filled first: the verdict reaches the browser before the image is encoded and sent
         if not pr.is_out_of_scope(res):
             for w in pr.warning_sentences(res.warnings):
                 st.warning(w, icon=":material/help:")
