@@ -7,7 +7,7 @@ import streamlit as st
 import pneumo
 from app_pages.common import model_metadata, model_path, show_disclaimer
 from pneumo import config
-from pneumo.modelcard import DATASET
+from pneumo.present.modelcard import DATASET
 
 st.title("About pneumo")
 show_disclaimer()

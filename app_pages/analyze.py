@@ -24,8 +24,8 @@ from app_pages.common import (
     show_disclaimer,
 )
 from pneumo import config
-from pneumo import evaluation as ev
-from pneumo import present as pr
+from pneumo.present import evaluation as ev
+from pneumo.present import text as pr
 
 ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
@@ -67,7 +67,7 @@ if source == "Upload X-rays":
             icon=":material/upload_file:",
         )
 else:
-    from pneumo.analysis import list_samples
+    from pneumo.io.samples import list_samples
 
     samples = list_samples()
     if not samples:
@@ -230,8 +230,8 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
     A click on 'Create the report' is a normal rerun that carries the current slider values, so the files always
     match what is on screen; the downloads are plain bytes (no deferred callables, which a rerun revokes).
     """
-    from pneumo.analysis import heatmap_overlay
-    from pneumo.report import build_report
+    from pneumo.pipeline import heatmap_overlay
+    from pneumo.present.report import build_report
 
     key = (res.digest, round(threshold, 4), cls, round(alpha, 3), outline)
     bundle = st.session_state.get("_bundle")
@@ -298,8 +298,7 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
     """The heatmap over the radiograph (or the radiograph alone), its colour bar and its controls below them; returns
     the explained class, the opacity and whether the lung outline is drawn. Only the image in view is encoded and
     sent (a radio, not tabs: tabs would encode and send both images on every change)."""
-    from pneumo.analysis import explained_class
-    from pneumo.explain import faint_note, scale_words
+    from pneumo.explain.cam import explained_class, faint_note, scale_words
 
     view = st.radio("View", ("Heatmap", "Radiograph"), horizontal=True, key="view", label_visibility="collapsed")
     slot = st.empty()  # filled once the controls below are read

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from pneumo import config
-from pneumo.present import DISCLAIMER
+from pneumo.present.text import DISCLAIMER
 
 if TYPE_CHECKING:  # the analysis modules are imported only when a page needs the model: the first page paints sooner
-    from pneumo.analysis import Analysis
     from pneumo.pipeline import Models
+    from pneumo.pipeline import Result as Analysis
 
 __all__ = [
     "DISCLAIMER",
@@ -83,7 +83,7 @@ def model_metadata() -> dict[str, Any]:
 
 def evaluation() -> dict[str, Any] | None:
     """The shipped independent evaluation of the app's model file (matched by its SHA-256), or None."""
-    from pneumo.evaluation import load_evaluation
+    from pneumo.present.evaluation import load_evaluation
 
     return load_evaluation(model_path())
 
@@ -140,7 +140,7 @@ def model_or_stop() -> Models:
     path = model_path()
     if not path.exists():
         st.error(
-            f"No model file at `{path}`. Train one with `python -m pneumo.train` (see the README) or point the "
+            f"No model file at `{path}`. Train one with `python -m pneumo.training.train` (see the README) or point the "
             f"environment variable `{config.MODEL_ENV_VAR}` at a `.keras` file with its `.json` metadata."
         )
         st.stop()
@@ -154,7 +154,7 @@ def model_or_stop() -> Models:
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False, validate=None)
 def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _loaded: Models) -> Analysis:
     """The one place where the network runs for an upload; keyed by (content hash, name, model)."""
-    from pneumo.analysis import analyze_bytes
+    from pneumo.pipeline import analyze_bytes
 
     result = analyze_bytes(_data, name, _loaded)
     release_memory()  # decoding and Grad-CAM leave large temporary buffers behind
@@ -163,7 +163,7 @@ def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _load
 
 def analyze(data: bytes, name: str, loaded: Models) -> Analysis:
     """Analyse a file's bytes with the app's model, reusing the cached result for bytes seen before."""
-    from pneumo.analysis import file_digest
+    from pneumo.pipeline import file_digest
 
     model_key = f"{Path(loaded.path).resolve()}|{loaded.metadata.get('created', '')}"
     return _cached_analysis(file_digest(data), name, model_key, data, loaded)
@@ -185,7 +185,7 @@ def png_bytes(image: Any) -> bytes:
 
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
 def _display_pixels(digest: str, _res: Analysis) -> Any:
-    from pneumo.analysis import display_copy
+    from pneumo.pipeline import display_copy
 
     image = display_copy(_res.pixels)  # the analysed pixels are read-only already; so is a reduced copy
     image.setflags(write=False)
@@ -202,7 +202,7 @@ def display_png(digest: str, _res: Analysis) -> bytes:
 def overlay_display_png(digest: str, cls: int, alpha: float, outline: bool, _res: Analysis, _meta: dict) -> bytes:
     """PNG bytes of the heatmap overlay at display size, once per (image, class, opacity, outline): a threshold move
     that keeps the explained class costs nothing."""
-    from pneumo.analysis import heatmap_overlay
+    from pneumo.pipeline import heatmap_overlay
 
     shown = _display_pixels(digest, _res)
     return png_bytes(heatmap_overlay(_res, cls, alpha, _meta, image=shown, outline=outline))

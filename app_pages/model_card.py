@@ -7,10 +7,10 @@ import json
 import streamlit as st
 
 from app_pages.common import evaluation, model_or_stop
-from pneumo import evaluation as ev
-from pneumo import modelcard
-from pneumo.engine import describe as engine_describe
-from pneumo.present import format_threshold, prevalence
+from pneumo.nets.lite import describe as engine_describe
+from pneumo.present import evaluation as ev
+from pneumo.present import modelcard
+from pneumo.present.text import format_threshold, prevalence
 
 loaded = model_or_stop()
 meta = loaded.metadata
@@ -158,7 +158,7 @@ rob_rows = modelcard.robustness_rows(meta)
 if rob_rows:
     rob = meta["robustness"]
     st.markdown(
-        f"**Robustness tests you can rerun** (`python -m pneumo.robustness`; {rob.get('data', 'validation split')}, "
+        f"**Robustness tests you can rerun** (`python -m pneumo.training.robustness`; {rob.get('data', 'validation split')}, "
         f"threshold {format_threshold(float(rob.get('threshold', loaded.threshold)))}). Validation images are easier "
         "than new patients, but what changes when non-lung pixels change is a fair test of what the model reads."
     )

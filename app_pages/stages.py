@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pneumo import stages
+from pneumo.present import pneumonia_stages as stages
 
 
 @st.cache_data(show_spinner=False)

@@ -1,8 +1,8 @@
 """The one analysis path: decoded image -> scope checks -> 224 squash -> lungs -> classifier -> explanation.
 
-The app (pneumo.analysis), the CLI (pneumo.predict), the robustness measurements (pneumo.robustness) and the report
-all call :func:`analyze_images` or :func:`classify_224`, so they cannot disagree. Arrays in, dataclasses out: no
-files, no Streamlit, nothing logged about an image.
+The app (:func:`analyze_bytes`), the CLI (pneumo.predict), the robustness measurements (pneumo.training.robustness)
+and the report all go through :func:`analyze_images` or :func:`classify_224`, so they cannot disagree. Bytes or
+arrays in, one :class:`Result` out: no files written, no Streamlit, nothing logged about an image.
 
 Shapes (defaults): pixels uint8 (H, W) -> x224 uint8 (224, 224) -> lung mask bool (224, 224) -> classifier input
 uint8 (S, S, 1) -> P(pneumonia) and a signed CAM (h, w) -> the CAM pasted back over the 224 squash (224, 224).
@@ -10,9 +10,10 @@ uint8 (S, S, 1) -> P(pneumonia) and a signed CAM (h, w) -> the CAM pasted back o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,11 +22,12 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from pneumo import config, engine, lungs
-from pneumo.inference import label_for
-from pneumo.io import LoadedImage
-from pneumo.modelfile import LoadedModel, read_metadata
-from pneumo.preprocess import preprocess
+from pneumo import config
+from pneumo.checks import lungs, scope
+from pneumo.io.decode import ImageLoadError, LoadedImage, load_image
+from pneumo.io.preprocess import preprocess
+from pneumo.nets.lite import forward, forward_cam, load_network
+from pneumo.nets.modelfile import Network
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,12 @@ ANALYSIS_DECODE = {"min_side": config.DECODE_MIN_FACTOR * SQUASH}
 
 @dataclass(frozen=True)
 class Models:
-    """Everything the path runs: the classifier, the lung U-Net (None for a 'full'-input classifier) and the gate."""
+    """Everything the path runs: the classifier, the lung U-Net (None for a 'full'-input classifier) and the gate
+    (None: rules only)."""
 
-    classifier: LoadedModel
-    lungs: lungs.LungModel | None = None
-    gate: Any = None  # pneumo.scope's loaded gate, or None (rules only)
+    classifier: Network
+    lungs: Network | None = None
+    gate: Network | None = None
 
     @property
     def threshold(self) -> float:
@@ -59,86 +62,42 @@ class Models:
     def path(self) -> Path:
         return self.classifier.path
 
-    @property
-    def image_size(self) -> int:
-        return self.classifier.image_size
-
-    @property
-    def model(self) -> Any:
-        """The classifier's Keras model."""
-        return self.classifier.model
-
-    @property
-    def gradcam_layer(self) -> str:
-        return self.classifier.gradcam_layer
-
 
 def load_models(
-    classifier_path: str | Path = config.DEFAULT_MODEL_PATH, with_gate: bool = True, engine_only: bool = False
+    classifier_path: str | Path = config.DEFAULT_MODEL_PATH,
+    with_gate: bool = True,
+    loader: Callable[[Path, str], Network] = load_network,
 ) -> Models:
     """Load the classifier and what it needs: the lung model its metadata names (from the same folder) and the gate.
 
-    engine_only (the app and the CLI): when every network has a fresh TFLite copy (pneumo.engine), run those alone,
-    without importing TensorFlow or Keras (about 0.1 s and 80 MB instead of 4-5 s and 700 MB); the same answers.
-    Otherwise each network is a Keras inference copy with batch norm folded into its convolutions
-    (pneumo.model.fold_batchnorm), and where a fresh TFLite copy ships it runs that instead (2-10x faster at batch 1).
+    The default loader runs each network's TFLite copy (pneumo.nets.load_network: no TensorFlow, ~0.1 s and ~80 MB)
+    and raises pneumo.nets.ModelFileError, naming the export command, when a copy is missing or stale. Training
+    passes ``pneumo.training.networks.load_keras_network`` to run freshly trained Keras networks instead.
     """
-    if engine_only:
-        lite = _load_lite(Path(classifier_path), with_gate)
-        if lite is not None:
-            return lite
-        log.info("not every network has a fresh TFLite copy: loading them with Keras")
-    from pneumo.model import fold_batchnorm, load_model
-
-    clf = load_model(classifier_path)
-    clf = replace(clf, model=fold_batchnorm(clf.model))
-    engine.load_for(clf.model, classifier_path, clf.metadata)
+    path = Path(classifier_path)
+    clf = loader(path, "classifier")
     seg = None
     if clf.input_mode == "lungs":
-        seg = lungs.load_lung_model(_lung_path(Path(classifier_path), clf.metadata))
-        seg = replace(seg, model=fold_batchnorm(seg.model))
-        engine.load_for(seg.model, seg.path, seg.metadata)
-    gate = None
-    gate_path = Path(classifier_path).parent / config.SCOPE_MODEL_PATH.name
-    if with_gate and gate_path.exists():
-        from pneumo import scope
-
-        gate = scope.load_gate(gate_path)
-        gate = replace(gate, model=fold_batchnorm(gate.model))
-        engine.load_for(gate.model, gate_path, gate.metadata)
+        seg = loader(path.parent / (clf.metadata.get("lung_model") or {}).get("file", config.LUNG_MODEL_PATH.name),
+                     "lung model")  # fmt: skip
+    gate_path = path.parent / config.SCOPE_MODEL_PATH.name
+    gate = loader(gate_path, "scope gate") if with_gate and gate_path.exists() else None
     return Models(clf, seg, gate)
 
 
-def _lung_path(classifier_path: Path, metadata: dict) -> Path:
-    return classifier_path.parent / (metadata.get("lung_model") or {}).get("file", config.LUNG_MODEL_PATH.name)
+def label_for(probability: float, threshold: float) -> str:
+    """NORMAL or PNEUMONIA at the threshold (probability >= threshold -> PNEUMONIA)."""
+    return config.CLASS_NAMES[1] if probability >= threshold else config.CLASS_NAMES[0]
 
 
-def _load_lite(classifier_path: Path, with_gate: bool) -> Models | None:
-    """Models whose every network is a LiteModel (no TensorFlow), or None when one lacks a fresh TFLite copy."""
-    from pneumo import scope
-
-    meta = read_metadata(classifier_path, "model file")
-    clf_net = engine.load_lite(classifier_path, meta)
-    if clf_net is None:
-        return None
-    clf = LoadedModel(clf_net, meta, classifier_path)
-    seg = None
-    if clf.input_mode == "lungs":
-        lung_path = _lung_path(classifier_path, meta)
-        lung_meta = read_metadata(lung_path, "lung model")
-        lung_net = engine.load_lite(lung_path, lung_meta)
-        if lung_net is None:
-            return None
-        seg = lungs.LungModel(lung_net, lung_meta, lung_path)
-    gate = None
-    gate_path = classifier_path.parent / config.SCOPE_MODEL_PATH.name
-    if with_gate and gate_path.exists():
-        gate_meta = read_metadata(gate_path, "scope gate")
-        gate_net = engine.load_lite(gate_path, gate_meta)
-        if gate_net is None:
-            return None
-        gate = scope.LoadedGate(gate_net, gate_meta)
-    return Models(clf, seg, gate)
+def predict_proba(net: Network, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """P(pneumonia) float64 (B,) of a classifier for its inputs (B, S, S, 1) or one (S, S, 1)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if len(x) == 0:
+        return np.zeros(0)
+    return np.asarray(forward(net.model, x, batch_size)).reshape(-1).astype(np.float64)
 
 
 def warm_up(models: Models) -> None:
@@ -182,7 +141,7 @@ def classify_224(models: Models, x224: np.ndarray, batch_size: int = config.PIPE
     for i in range(0, len(x224), batch_size):
         chunk = x224[i : i + batch_size]
         x, masks = classifier_inputs(models, chunk)
-        p, cam = engine.explain(models.classifier.model, x, models.classifier.gradcam_layer)  # (b,), (b, h, w)
+        p, cam = forward_cam(models.classifier.model, x, models.classifier.gradcam_layer)  # (b,), (b, h, w)
         probs.append(p)
         if masks is None:
             cams.append(np.stack([cv2.resize(c, (SQUASH, SQUASH), interpolation=cv2.INTER_LINEAR) for c in cam]))
@@ -200,27 +159,38 @@ def classify_224(models: Models, x224: np.ndarray, batch_size: int = config.PIPE
 
 @dataclass(frozen=True)
 class Result:
-    """The answer for one decoded image; arrays are read-only.
+    """The answer for one image, the one result type of the app, the CLI and the report; arrays are read-only.
 
-    label: NORMAL, PNEUMONIA or OUT_OF_SCOPE. probability: P(pneumonia), None when out of scope and not forced.
-    warnings: stable codes (pneumo.scope.WARNING_CODES). pixels: uint8 (H, W) upright (as analysed).
-    x224: the squash the models read. lung_mask: bool (224, 224) or None. cam224: float32 (224, 224) signed CAM.
+    label: NORMAL / PNEUMONIA at the model's threshold, OUT_OF_SCOPE, or ERROR (``error`` says why).
+    probability: P(pneumonia); None when out of scope and not forced, or unreadable. warnings: stable codes
+    (pneumo.checks.scope.WARNING_CODES); scope_text: why the image is out of scope, in plain words.
+    pixels: uint8 (H, W) upright (as analysed). x224: the squash the models read. lung_mask: bool (224, 224) or None.
+    cam224: float32 (224, 224) signed CAM over the squash (> 0 supports PNEUMONIA, < 0 NORMAL, 0 outside the lungs).
+    name, digest, facts: the file's name (display only), SHA-256 and display-safe facts, for :func:`analyze_bytes`.
     """
 
     label: str
     probability: float | None
-    warnings: tuple[str, ...]
-    in_scope: bool
+    warnings: tuple[str, ...] = ()
+    in_scope: bool = True
     scope_text: str = ""
     pixels: np.ndarray | None = None
     x224: np.ndarray | None = None
     lung_mask: np.ndarray | None = None
     cam224: np.ndarray | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+    digest: str = ""
+    error: str = ""
 
     @property
     def has_probability(self) -> bool:
         return self.probability is not None
+
+    @property
+    def warning_texts(self) -> tuple[str, ...]:
+        """The warnings in plain words, one sentence per code."""
+        return tuple(scope.WARNING_CODES.get(c, c) for c in self.warnings)
 
 
 def _readonly(a: np.ndarray | None) -> np.ndarray | None:
@@ -236,8 +206,6 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
     An image outside the intended use gets label OUT_OF_SCOPE and no probability, unless ``force``: then it gets
     its probability and NORMAL/PNEUMONIA label, and keeps its warnings.
     """
-    from pneumo import scope
-
     if not images:
         return []
     squashed = np.stack([preprocess(im.pixels, SQUASH)[..., 0] for im in images])  # (B, 224, 224) as given
@@ -316,3 +284,31 @@ def analyze_stream(
         close = getattr(stream, "close", None)
         if close is not None:  # a generator (load_many): stop its decoding pool now, not at garbage collection
             close()
+
+
+def safe_facts(info: dict[str, Any]) -> dict[str, str]:
+    """Display facts from a LoadedImage.info: format and size, plus modality and view position for DICOM only."""
+    facts = {"Format": str(info.get("format", "unknown"))}
+    size = info.get("original_size")
+    if size:
+        facts["Size"] = f"{int(size[0])} × {int(size[1])} pixels"
+    if info.get("format") == "DICOM":
+        facts["Modality"] = str(info.get("modality", "unknown"))
+        facts["View position"] = str(info.get("view_position", "unknown"))
+    return facts
+
+
+def analyze_bytes(data: bytes, name: str, models: Models) -> Result:
+    """The app's entry: decode one file as the CLI does (:data:`ANALYSIS_DECODE`) and run the path on it once.
+
+    The probability is computed even out of scope (forced), because the app shows it on request; the label is then
+    OUT_OF_SCOPE. An unreadable file gives label ERROR with ``error`` set; never raises ImageLoadError.
+    """
+    digest = hashlib.sha256(data).hexdigest()  # the cache key of the analysis: same bytes, same result
+    try:
+        img = load_image(data, name=name, **ANALYSIS_DECODE)
+    except ImageLoadError as exc:
+        return Result(LABEL_ERROR, None, in_scope=False, name=name, digest=digest, error=str(exc))
+    res = analyze_images(models, [img], force=True)[0]
+    label = res.label if res.in_scope else LABEL_OUT_OF_SCOPE
+    return replace(res, label=label, facts=safe_facts(img.info), name=name, digest=digest)

@@ -10,9 +10,10 @@ Output (CSV; JSON has the same fields): path,probability,label,error,warnings
 - probability: P(pneumonia) with 6 decimals; empty for an image outside the intended use (unless --force) or an error.
 - label: NORMAL or PNEUMONIA at the model's stored threshold; OUT_OF_SCOPE for an image outside the intended use
   (with --force: NORMAL/PNEUMONIA, and the warnings stay); ERROR for a file that cannot be read (message in error).
-- warnings: ';'-separated stable codes (see the README's table, or pneumo.scope.WARNING_CODES).
-Exit status: 0 when every file was read (OUT_OF_SCOPE is an answer), 2 when some could not be read, 1 for a usage
-error. A folder scan names on stderr every file it skips because of its type, with a count.
+- warnings: ';'-separated stable codes (see the README's table, or pneumo.checks.scope.WARNING_CODES).
+Exit status: 0 when every file was read (OUT_OF_SCOPE is an answer), 2 when some could not be read or for a usage
+error (argparse's), 1 when the models cannot be loaded (the message says what to run). A folder scan names on stderr every file it skips
+because of its type, with a count.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from PIL import Image
+
+from pneumo import __version__, config
+from pneumo.explain.cam import shown_class
+from pneumo.explain.draw import result_overlay
+from pneumo.io.decode import load_many
+from pneumo.nets.lite import native_stderr_silenced
+from pneumo.nets.modelfile import ModelFileError, default_model_path
+from pneumo.pipeline import ANALYSIS_DECODE, analyze_stream, load_models, warm_up
 
 log = logging.getLogger("pneumo.predict")
 
@@ -44,8 +55,6 @@ class Row:
 def collect_files(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     """(files to analyse, files skipped): files given directly are always kept (an unknown type is then reported as
     an ERROR row); in folders, files whose suffix is not an image type are skipped."""
-    from pneumo import config
-
     files: list[Path] = []
     skipped: list[Path] = []
     for item in inputs:
@@ -68,17 +77,12 @@ def run(
     workers: int | None = None,
 ) -> list[Row]:
     """Analyse every file through the one analysis path (pneumo.pipeline), in batches; unreadable files -> ERROR."""
-    from pneumo.engine import native_stderr_silenced
-    from pneumo.pipeline import load_models, warm_up
-
-    models = load_models(model_path, engine_only=True)  # the TFLite copies alone when they match
+    models = load_models(model_path)  # the TFLite copies; ModelFileError when one is missing or stale
     with native_stderr_silenced():  # one run now, before any worker thread: LiteRT's start-up line stays off stderr
         warm_up(models)
     rows: list[Row] = []
     if heatmap_dir is not None:
         heatmap_dir.mkdir(parents=True, exist_ok=True)
-    from pneumo.io import load_many
-    from pneumo.pipeline import ANALYSIS_DECODE, analyze_stream
 
     # decode in a thread pool (the decoders release the GIL) ahead of the analysis, and analyse several batches at
     # once (the networks release it too); the app's decode: same file, same answer
@@ -97,8 +101,6 @@ def run(
 def _row(models, path: Path, res, files: list[Path], heatmap_dir: Path | None) -> Row:
     """One analysed file's row (and its overlay written when asked)."""
     if heatmap_dir is not None and res.has_probability:
-        from pneumo.explain import result_overlay, shown_class
-
         overlay = result_overlay(res, models.classifier.metadata, shown_class(res, None, models.threshold))
         _save_png(overlay, heatmap_dir / _heatmap_name(path, files))
     return Row(str(path), res.probability, res.label, warnings=";".join(res.warnings))
@@ -124,7 +126,6 @@ def _heatmap_name(path: Path, files: list[Path]) -> str:
 
 
 def _save_png(rgb, path: Path) -> None:
-    from PIL import Image
 
     Image.fromarray(rgb).save(path)
 
@@ -150,12 +151,11 @@ def report_skipped(skipped: list[Path], err) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pneumo import config
 
-    p = argparse.ArgumentParser(prog="python -m pneumo.predict", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pneumo-predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM) or folders (recursive)")
-    default_model = Path(os.environ.get(config.MODEL_ENV_VAR, "").strip() or config.DEFAULT_MODEL_PATH)
-    p.add_argument("--model", type=Path, default=default_model,
+    p.add_argument("--model", type=Path, default=default_model_path(),
                    help=f"a .keras classifier with its .json (default: ${config.MODEL_ENV_VAR} or the committed "
                    "model); its lung model and the scope gate are taken from the same folder")  # fmt: skip
     p.add_argument("--format", choices=("csv", "json"), default="csv")
@@ -176,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.exists():
         p.error(f"model not found: {args.model}")
     show = not args.quiet and len(files) > args.batch_size and sys.stderr.isatty()
-    rows = run(files, args.model, args.heatmaps, args.batch_size, args.force, show, args.workers)
+    try:
+        rows = run(files, args.model, args.heatmaps, args.batch_size, args.force, show, args.workers)
+    except ModelFileError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 1
     write_rows(rows, args.format, sys.stdout)
     return 2 if any(r.label == "ERROR" for r in rows) else 0
 

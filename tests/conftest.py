@@ -36,7 +36,9 @@ def make_tiny_model(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, thresho
     """Save a tiny random pneumo model and its metadata in ``out_dir``; returns the model path."""
     import keras
 
-    from pneumo.model import build_model, layer_rows, metadata_path
+    from pneumo.training.networks import build_model, layer_rows
+
+    from pneumo.nets.modelfile import metadata_path
 
     keras.utils.set_random_seed(seed)
     model = build_model(size, stem_width=4, widths=(8, 8, 8, 8))
@@ -84,7 +86,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
     """The tiny random model, loaded (LoadedModel)."""
-    from pneumo.model import load_model
+    from pneumo.training.networks import load_model
 
     return load_model(tiny_model_path)
 
@@ -111,8 +113,9 @@ def make_tiny_lung_models(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, t
 
     import keras
 
-    from pneumo.lungs import build_unet
-    from pneumo.model import build_model, metadata_path
+    from pneumo.training.networks import build_unet
+    from pneumo.training.networks import build_model
+    from pneumo.nets.modelfile import metadata_path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.analysis import format_probability
+from pneumo.present.text import format_probability
 from tests.conftest import ROOT, synthetic_xray
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
@@ -90,9 +90,9 @@ def app(tiny_model_path, monkeypatch):
 @pytest.fixture
 def tiny_predict(tiny_model):
     """P(pneumonia) of a file's bytes with the tiny model, computed without the app."""
-    from pneumo.inference import predict_proba
-    from pneumo.io import load_image
-    from pneumo.preprocess import preprocess
+    from pneumo.pipeline import predict_proba
+    from pneumo.io.decode import load_image
+    from pneumo.io.preprocess import preprocess
 
     def predict(data: bytes) -> float:  # every model reads the 224 squash first, as the data set's copies are
         x = preprocess(preprocess(load_image(data).pixels, 224)[..., 0], tiny_model.image_size)
@@ -164,7 +164,7 @@ def test_an_upload_on_the_committed_models_never_imports_tensorflow():
 
 
 def test_upload_shows_probability_label_and_overlay(app, tiny_predict, tiny_model):
-    from pneumo.inference import label_for
+    from pneumo.pipeline import label_for
 
     data = png_bytes(synthetic_xray(seed=11, opacity=True))
     upload(app, [("chest.png", data)])
@@ -378,7 +378,7 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     """The committed model's shipped evaluation (matched by hash) with n, AUC and intervals, ECE; or, before the
     maintainers have scored it, 'not yet independently evaluated' and the replaced model's figures, labelled so."""
     from pneumo import config
-    from pneumo import evaluation as ev
+    from pneumo.present import evaluation as ev
 
     monkeypatch.delenv("PNEUMO_MODEL", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
@@ -426,7 +426,7 @@ def test_missing_model_is_explained_not_a_crash(tmp_path, monkeypatch):
 
 def test_model_path_comes_from_config_unless_overridden(monkeypatch, tmp_path):
     from pneumo import config
-    from pneumo.analysis import resolve_model_path
+    from pneumo.pipeline import resolve_model_path
 
     monkeypatch.delenv("PNEUMO_MODEL", raising=False)
     assert resolve_model_path() == config.DEFAULT_MODEL_PATH

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from pneumo import bench
+from pneumo.bench import run as bench
 from tests.conftest import ROOT
 
 MODELS = ("pneumo", *bench.REFERENCES)
@@ -56,7 +56,7 @@ def test_time_ms_runs_warmup_untimed():
 
 
 def test_fullres_jpeg_has_the_requested_size():
-    from pneumo.io import load_image
+    from pneumo.io.decode import load_image
 
     img = load_image(bench.fullres_jpeg((640, 480)))
     assert img.size == (640, 480)
@@ -66,7 +66,7 @@ def test_seed_ensemble_gradcam_agrees_with_its_prediction():
     """The generic Grad-CAM returns the model's own probability and one 8x8 map per image."""
     import keras
 
-    from pneumo.inference import predict_proba
+    from pneumo.pipeline import predict_proba
 
     keras.utils.set_random_seed(0)
     cand = bench.build_seed_ensemble(members=2)  # the averaging over members is exercised with two (cheaper)
@@ -212,7 +212,7 @@ def test_fullres_agreement_finds_copies_by_name(tiny_lung_model_path, tmp_path):
 @pytest.mark.slow
 def test_browser_timing_on_the_committed_app():
     """`python -m pneumo.bench --browser`: a fresh server, cold start stages in order, one timed upload per file."""
-    from pneumo import bench_browser
+    from pneumo.bench import browser as bench_browser
 
     if not os.path.exists(bench_browser.CHROMIUM):
         pytest.skip("no Debian chromium")

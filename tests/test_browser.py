@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pneumo import config
-from pneumo.analysis import format_probability
+from pneumo.present.text import format_probability
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -242,8 +242,8 @@ def test_alias_url_analyze_opens_the_analyze_page(server, browser):
 
 def test_independent_figures_and_wording_at_several_thresholds(server, browser, model_path, shots):
     """Independent figures next to the operating point; the wording matches the number at every threshold."""
-    from pneumo import evaluation as ev
-    from pneumo import present as pr
+    from pneumo.present import evaluation as ev
+    from pneumo.present import text as pr
 
     url, _ = server
     evaluation = ev.load_evaluation(model_path)
@@ -298,7 +298,7 @@ def test_report_download_right_after_a_slider_move(server, browser, shots):
         button.click()
     data = Path(info.value.path()).read_bytes()
     assert data.startswith(b"%PDF")
-    from pneumo.present import format_threshold
+    from pneumo.present.text import format_threshold
 
     assert f"threshold {format_threshold(t)}".encode() in data, "the report is for the threshold on screen"
     pdftoppm = shutil.which("pdftoppm")

@@ -7,9 +7,12 @@ import json
 
 import numpy as np
 
-from pneumo import config, lungs
-from pneumo.io import LoadedImage, load_image
-from pneumo.model import load_model, metadata_path
+from pneumo import config
+
+from pneumo.checks import lungs
+from pneumo.io.decode import LoadedImage, load_image
+from pneumo.training.networks import load_model
+from pneumo.nets.modelfile import metadata_path
 from pneumo.pipeline import analyze_images, load_models
 
 
@@ -36,7 +39,7 @@ def test_model_file_is_light_and_has_metadata():
     op = next(p for p in meta["operating_points"] if abs(p["threshold"] - meta["threshold"]) < 1e-9)
     assert abs(op["sensitivity"] - val["sensitivity"]) < 1e-3 and abs(op["specificity"] - val["specificity"]) < 1e-3
     assert len(meta["training"]["data"]["fingerprint_sha256"]) == 64
-    assert meta["training"]["command"].startswith("python -m pneumo.train")
+    assert meta["training"]["command"].startswith("python -m pneumo.training.train")
     assert "test" not in meta["metrics"], "the sequestered test split must not be used here"
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import data, metrics
+from pneumo.training import data
+
+from pneumo.training import metrics
 
 
 def test_patient_id_patterns():

@@ -9,8 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from pneumo import config, engine, pipeline
-from pneumo.io import LoadedImage
+from pneumo import config, pipeline
+
+from pneumo.nets import lite as engine
+from pneumo.io.decode import LoadedImage
 from tests.conftest import make_tiny_lung_models, synthetic_xray
 
 
@@ -28,7 +30,7 @@ def exported(tmp_path_factory):
 
 
 def test_export_records_the_flatbuffer_and_its_source(exported):
-    from pneumo.evaluation import file_sha256
+    from pneumo.present.evaluation import file_sha256
 
     meta = json.loads(exported.with_suffix(".json").read_text())["tflite"]
     assert meta["file"] == "tiny.tflite" and (exported.parent / meta["file"]).stat().st_size > 0
@@ -45,7 +47,7 @@ def test_flatbuffers_give_the_tensorflow_answers(exported, monkeypatch):
     monkeypatch.setattr(config, "INFERENCE_ENGINE", "tensorflow")
     tf_models = pipeline.load_models(exported, with_gate=False)
     assert engine.attached(tf_models.classifier.model, ("cam", "gradcam_conv")) is None
-    from pneumo.inference import predict_proba
+    from pneumo.pipeline import predict_proba
 
     x = np.stack([synthetic_xray(32, 32, seed=i)[..., None] for i in range(3)])
     assert engine.attached(lite.classifier.model, "forward") is not None  # predict_proba runs the flatbuffer too
@@ -60,8 +62,8 @@ def test_flatbuffers_give_the_tensorflow_answers(exported, monkeypatch):
 
 def test_flatbuffer_cam_equals_grad_cam(exported):
     """The flatbuffer's CAM (1x1 convolution with the dense kernel / hw) is Grad-CAM's map for a GAP + dense head."""
-    from pneumo.engine import explain
-    from pneumo.gradcam import explain_batch
+    from pneumo.nets.lite import forward_cam as explain
+    from pneumo.training.gradcam import explain_batch
 
     loaded = pipeline.load_models(exported, with_gate=False).classifier
     x = np.stack([synthetic_xray(loaded.image_size, loaded.image_size, seed=i)[..., None] for i in range(3)])
@@ -75,8 +77,8 @@ def test_named_outputs_keep_their_names(tmp_path):
     """The gate returns a dict of heads; through the flatbuffer it is the same dict."""
     import keras
 
-    from pneumo.model import forward, load_keras_with_metadata
-    from pneumo.train_scope import Settings, build_gate
+    from pneumo.training.networks import forward, load_keras_with_metadata
+    from pneumo.training.train_scope import Settings, build_gate
 
     keras.utils.set_random_seed(0)
     path = tmp_path / "gate.keras"
@@ -97,7 +99,7 @@ def test_a_stale_flatbuffer_is_not_used(exported, tmp_path, caplog):
     """A retrained .keras with the old flatbuffer beside it runs on TensorFlow, with a warning naming the fix."""
     import keras
 
-    from pneumo.model import build_model
+    from pneumo.training.networks import build_model
 
     for f in exported.parent.iterdir():
         shutil.copy(f, tmp_path / f.name)
@@ -108,20 +110,20 @@ def test_a_stale_flatbuffer_is_not_used(exported, tmp_path, caplog):
         models = pipeline.load_models(tmp_path / exported.name, with_gate=False)
     assert engine.attached(models.classifier.model, ("cam", "gradcam_conv")) is None
     assert engine.attached(models.lungs.model, "forward") is not None  # the U-Net did not change
-    assert "python -m pneumo.engine" in caplog.text
+    assert "python -m pneumo.nets.lite" in caplog.text
     (res,) = pipeline.analyze_images(models, _images(1), force=True)
     assert 0.0 <= res.probability <= 1.0
 
 
 def test_the_committed_models_ship_their_flatbuffers():
     """Each committed network has a flatbuffer made from that very file (else the app silently runs slower)."""
-    from pneumo.evaluation import file_sha256
+    from pneumo.present.evaluation import file_sha256
 
     for path in (config.DEFAULT_MODEL_PATH, config.LUNG_MODEL_PATH, config.SCOPE_MODEL_PATH):
         if not path.exists():
             pytest.skip("no committed models in this checkout")
         block = json.loads(path.with_suffix(".json").read_text())["tflite"]
-        assert block["keras_sha256"] == file_sha256(path), f"run: python -m pneumo.engine {path}"
+        assert block["keras_sha256"] == file_sha256(path), f"run: python -m pneumo.nets.lite {path}"
         assert block["tflite_sha256"] == file_sha256(path.parent / block["file"])
         assert block["export_version"] == config.ENGINE_EXPORT_VERSION
 
@@ -141,7 +143,7 @@ def test_one_image_invokes_each_network_once(exported, monkeypatch):
 
 
 def test_the_benchmark_says_which_engine_ran(exported, monkeypatch):
-    from pneumo.bench import engine_words
+    from pneumo.bench.run import engine_words
 
     assert engine_words(pipeline.load_models(exported, with_gate=False)) == "classifier TFLite, lungs TFLite"
     monkeypatch.setattr(config, "INFERENCE_ENGINE", "tensorflow")
@@ -195,7 +197,7 @@ def test_one_flatbuffer_serves_many_threads(exported):
 
 
 def test_analyze_stream_on_flatbuffers_with_several_workers(exported):
-    from pneumo.io import ImageLoadError
+    from pneumo.io.decode import ImageLoadError
 
     models = pipeline.load_models(exported, with_gate=False)
     images = _images(9)
@@ -210,7 +212,7 @@ def test_the_committed_flatbuffers_give_the_tensorflow_answers(monkeypatch):
     """The shipped copies, not only freshly exported tiny ones: one synthetic film through both engines."""
     if not all(p.exists() for p in (config.DEFAULT_MODEL_PATH, config.LUNG_MODEL_PATH, config.SCOPE_MODEL_PATH)):
         pytest.skip("no committed models in this checkout")
-    from pneumo.bench import engine_words
+    from pneumo.bench.run import engine_words
 
     lite = pipeline.load_models(config.DEFAULT_MODEL_PATH)
     assert "TensorFlow" not in engine_words(lite)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pneumo import config
-from pneumo.io import ImageLoadError, LoadedImage, load_image
+from pneumo.io.decode import ImageLoadError, LoadedImage, load_image
 from tests.corpus import base_picture, dicom_bytes, png_with_header
 
 MAX_SECONDS = 2.0  # per file

@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from pneumo import config
-from pneumo.io import load_image
+from pneumo.io.decode import load_image
 from pneumo.predict import main
-from pneumo.preprocess import preprocess
+from pneumo.io.preprocess import preprocess
 from tests.corpus import Case, base_picture, matches, write_corpus
 
 TOLERANCE = 0.02  # |P(file) - P(plain 8-bit PNG of the same picture)|
@@ -52,7 +52,9 @@ def sensitive_model_path(tmp_path_factory, tiny_model_path) -> Path:
     """A 32 px random model (one block) whose probability visibly depends on the picture; fixture metadata."""
     import keras
 
-    from pneumo.model import build_model, metadata_path
+    from pneumo.training.networks import build_model
+
+    from pneumo.nets.modelfile import metadata_path
 
     keras.utils.set_random_seed(3)
     model = build_model(32, stem_width=4, widths=(8,))

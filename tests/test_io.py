@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pneumo import config
-from pneumo.io import ImageLoadError, LoadedImage, load_image, plausibility_warnings
+from pneumo.io.decode import ImageLoadError, LoadedImage, load_image, plausibility_warnings
 from tests.corpus import base_picture, dicom_bytes, matches, unreadable_cases, valid_cases
 
 UNREADABLE = unreadable_cases()
@@ -122,7 +122,7 @@ def test_window_matches_pydicom_apply_windowing():
     import pydicom
     from pydicom.pixels import apply_windowing
 
-    from pneumo.io import _window
+    from pneumo.io.decode import _window
 
     stored = np.linspace(0, 4095, 4096).reshape(64, 64)  # (64, 64) float, 12-bit unsigned range
     for func, center, width in (("LINEAR", 1500.0, 801.0), ("LINEAR_EXACT", 2000.0, 1000.0), ("SIGMOID", 2048, 900)):
@@ -257,7 +257,7 @@ def _large_xray(width: int = 1800, height: int = 1500) -> np.ndarray:
 
 
 def test_jpeg_reduction_keeps_what_the_caller_needs():
-    from pneumo.io import jpeg_reduction
+    from pneumo.io.decode import jpeg_reduction
 
     assert jpeg_reduction(1800, 1500, None, None) == 1
     assert jpeg_reduction(1800, 1500, None, 448) == 2  # 900x750 >= 448; 450x375 is not
@@ -270,7 +270,7 @@ def test_jpeg_reduction_keeps_what_the_caller_needs():
 
 def test_reduced_jpeg_decoding_agrees_with_full_decoding():
     """DCT-domain reduction to >= 2x the model input, then the area squash: the model sees (nearly) the same input."""
-    from pneumo.preprocess import preprocess
+    from pneumo.io.preprocess import preprocess
 
     data = _jpeg(_large_xray())
     full = load_image(data)
@@ -284,8 +284,8 @@ def test_reduced_jpeg_decoding_agrees_with_full_decoding():
 
 
 def test_reduced_jpeg_decoding_agrees_on_the_model_output(tiny_model):
-    from pneumo.inference import predict_proba
-    from pneumo.preprocess import preprocess
+    from pneumo.pipeline import predict_proba
+    from pneumo.io.preprocess import preprocess
 
     size = tiny_model.image_size
     data = [_jpeg(_large_xray(600 + 40 * i, 500 + 30 * i)) for i in range(3)]
@@ -329,7 +329,7 @@ def test_size_arguments_are_checked():
 
 
 def test_load_many_keeps_order_and_yields_errors(tmp_path):
-    from pneumo.io import load_many
+    from pneumo.io.decode import load_many
 
     good = []
     for i in range(5):
@@ -360,7 +360,7 @@ def test_load_many_keeps_order_and_yields_errors(tmp_path):
 
 def test_colour_dicom_reports_its_colourfulness():
     """An RGB DICOM (a test pattern, a photo wrapped as DICOM) must not pass as grayscale: the scope rule needs it."""
-    from pneumo.scope import rule_codes
+    from pneumo.checks.scope import rule_codes
     from tests.corpus import dicom_bytes
 
     bars = np.zeros((120, 160, 3), np.uint8)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pneumo import lungs
+from pneumo.checks import lungs
 from tests.conftest import synthetic_xray
 
 

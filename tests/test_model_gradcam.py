@@ -8,19 +8,13 @@ import numpy as np
 import pytest
 
 from pneumo import config
-from pneumo.gradcam import (
-    cam_head,
-    cam_scale,
-    colorbar,
-    compute_heatmap,
-    explain_batch,
-    heatmap_from_cam,
-    mask_heatmap,
-    overlay_heatmap,
-)
-from pneumo.inference import label_for, predict_proba
-from pneumo.model import build_model, load_model, metadata_path
-from pneumo.preprocess import preprocess
+from pneumo.training.gradcam import cam_head, cam_scale, colorbar, compute_heatmap, explain_batch, mask_heatmap
+from pneumo.explain.cam import heatmap_from_cam
+from pneumo.explain.draw import overlay_heatmap
+from pneumo.pipeline import label_for, predict_proba
+from pneumo.training.networks import build_model, load_model
+from pneumo.nets.modelfile import metadata_path
+from pneumo.io.preprocess import preprocess
 from tests.conftest import TINY_SIZE, synthetic_xray
 
 
@@ -277,7 +271,7 @@ def test_colorbar_runs_from_cold_to_hot_with_labels():
 
 
 def test_class_scale_reads_the_metadata():
-    from pneumo.explain import class_scale
+    from pneumo.explain.cam import class_scale
 
     assert class_scale({}, 1) is None  # no cam_scale: each map scaled to its own maximum
     assert class_scale({"cam_scale": 0.25}, 1) == 0.25
@@ -296,8 +290,8 @@ def test_ensemble_averages_logits_and_keeps_cam(tmp_path):
     """The ensemble model's logit is the mean of its members'; its CAM (one forward pass) is their mean CAM."""
     import keras
 
-    from pneumo.gradcam import cam_head, explain_batch
-    from pneumo.model import build_model, ensemble_model, load_model
+    from pneumo.training.gradcam import cam_head, explain_batch
+    from pneumo.training.networks import build_model, ensemble_model, load_model
 
     members = []
     for seed in (1, 2, 3):
@@ -333,7 +327,7 @@ def test_fold_batchnorm_keeps_outputs_and_names_and_removes_foldable_bn():
     import keras
     from keras import layers
 
-    from pneumo.model import fold_batchnorm
+    from pneumo.training.networks import fold_batchnorm
 
     rng = np.random.default_rng(0)
     inp = keras.Input((16, 16, 1))
@@ -381,7 +375,7 @@ def test_fold_batchnorm_leaves_unsafe_pairs_alone():
     import keras
     from keras import layers
 
-    from pneumo.model import fold_batchnorm
+    from pneumo.training.networks import fold_batchnorm
 
     rng = np.random.default_rng(1)
     inp = keras.Input((8, 8, 1))
@@ -408,7 +402,7 @@ def test_overlay_blends_only_where_there_is_heat_with_the_same_result():
     written here), for grey and RGB images, heat at an edge, none at all, and heat everywhere."""
     import cv2
 
-    from pneumo.gradcam import _rgb_lut
+    from pneumo.explain.draw import _rgb_lut
 
     def whole_frame(image, heat, alpha):
         h, w = image.shape[:2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pneumo import modelcard
+from pneumo.present import modelcard
 
 ROB = {
     "threshold": 0.9,
@@ -90,14 +90,14 @@ def test_committed_gate_metadata_feeds_the_card():
 
 def test_portable_command_hides_machine_paths_and_wraps_options():
     cmd = (
-        "python -m pneumo.train --data ../shared/data/chest_xray --out models/ --lung-model models/pneumo_lungs.keras"
+        "python -m pneumo.training.train --data ../shared/data/chest_xray --out models/ --lung-model models/pneumo_lungs.keras"
         " --robustness-masks /home/someone/data/lung_masks/ --members 3"
     )
     out = modelcard.portable_command(cmd)
     assert "../" not in out and "/home/" not in out  # nothing of the training machine
     assert "--data <data folder>" in out and "--robustness-masks <lung_masks>" in out
     assert "--lung-model models/pneumo_lungs.keras" in out  # paths inside the repository stay
-    assert out.splitlines()[0] == "python -m pneumo.train \\" and all(
+    assert out.splitlines()[0] == "python -m pneumo.training.train \\" and all(
         line.startswith("  --") for line in out.splitlines()[1:]
     )  # one option per line: nothing to scroll sideways
     assert modelcard.portable_command("").count("<data folder>") == 1  # the default is not rewritten twice

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import config, explain, lungs, pipeline, robustness
-from pneumo.io import LoadedImage, load_image
+from pneumo import config, pipeline
+
+from pneumo.explain import cam as explain
+
+from pneumo.checks import lungs
+
+from pneumo.training import robustness
+from pneumo.io.decode import LoadedImage, load_image
 from pneumo.pipeline import analyze_images, classify_224, load_models
 from tests.conftest import synthetic_xray
 from tests.test_lungs import two_lungs
@@ -131,7 +137,9 @@ def test_robustness_measure_on_a_tiny_synthetic_set(models):
 
 
 def test_warm_up_traces_every_network_of_the_path(tiny_lung_model_path):
-    from pneumo import gradcam, model, pipeline
+    from pneumo import pipeline
+    from pneumo.training import gradcam
+    from pneumo.training import networks as model
 
     fresh = load_models(tiny_lung_model_path)  # new model objects: nothing compiled for them yet
     assert fresh.classifier.model not in gradcam._CAM_FNS and fresh.lungs.model not in model._FORWARD_FNS
@@ -183,7 +191,7 @@ def test_a_failed_warm_up_still_gives_the_loaded_models(tiny_lung_model_path, mo
 
 
 def test_display_copy_caps_the_long_side_and_keeps_small_images():
-    from pneumo.analysis import display_copy
+    from pneumo.pipeline import display_copy
 
     big = synthetic_xray(width=2 * config.DISPLAY_MAX_SIDE, height=config.DISPLAY_MAX_SIDE, seed=3)
     out = display_copy(big)
@@ -195,7 +203,7 @@ def test_display_copy_caps_the_long_side_and_keeps_small_images():
 @pytest.mark.parametrize("workers", [1, 2])
 def test_analyze_stream_keeps_order_errors_and_answers(tiny_lung_model_path, workers):
     """Batches analysed side by side come back in input order, decode errors in their place, the same answers."""
-    from pneumo.io import ImageLoadError
+    from pneumo.io.decode import ImageLoadError
 
     models = pipeline.load_models(tiny_lung_model_path, with_gate=False)
     images = [LoadedImage(synthetic_xray(260, 240, seed=i, opacity=bool(i % 3))) for i in range(7)]

@@ -141,7 +141,7 @@ def test_folder_scan_names_skipped_files_with_a_count(capsys, tiny_model_path, i
 
 
 def test_cli_and_app_give_the_same_answer(capsys, tiny_model_path, image_dir):
-    from pneumo.analysis import analyze_bytes
+    from pneumo.pipeline import analyze_bytes
     from pneumo.pipeline import load_models
 
     models = load_models(tiny_model_path)

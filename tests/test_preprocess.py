@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from pneumo import config
-from pneumo.io import load_image
-from pneumo.preprocess import preprocess
+from pneumo.io.decode import load_image
+from pneumo.io.preprocess import preprocess
 from tests.conftest import synthetic_xray
 
 SAMPLES = sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))

@@ -132,8 +132,8 @@ def pdf_plain(pdf: bytes) -> bytes:
 
 
 def test_loader_info_holds_no_identifying_dicom_field():
-    from pneumo.analysis import safe_facts
-    from pneumo.io import load_image
+    from pneumo.pipeline import safe_facts
+    from pneumo.io.decode import load_image
 
     markers = Markers.fresh()
     img = load_image(marked_dicom(markers, 320, 256), name="scan.dcm")
@@ -150,8 +150,8 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
     import matplotlib.figure
     import matplotlib.text
 
-    from pneumo import analysis as an
-    from pneumo.report import build_report
+    from pneumo import pipeline as an
+    from pneumo.present.report import build_report
 
     drawn: list[str] = []
     real_savefig = matplotlib.figure.Figure.savefig

@@ -9,8 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pneumo import config, scope
-from pneumo.io import LoadedImage
+from pneumo import config
+
+from pneumo.checks import scope
+from pneumo.io.decode import LoadedImage
 from tests.conftest import synthetic_xray
 
 GATE_SIZE = 32
@@ -163,7 +165,7 @@ def tiny_gate():
     """A tiny random gate model built with the training script's builder."""
     import keras
 
-    from pneumo.train_scope import Settings, build_gate
+    from pneumo.training.train_scope import Settings, build_gate
 
     keras.utils.set_random_seed(0)
     model = build_gate(Settings(image_size=GATE_SIZE, stem_width=4, widths=(8, 8)))
@@ -171,7 +173,7 @@ def tiny_gate():
 
 
 def test_gate_model_is_small_and_named(tiny_gate):
-    from pneumo.train_scope import Settings, build_gate
+    from pneumo.training.train_scope import Settings, build_gate
 
     full = build_gate(Settings())
     assert full.count_params() < 500_000
@@ -196,7 +198,7 @@ def test_assess_batch_equals_assess(tiny_gate):
 
 
 def test_gate_input_is_the_classifier_squash_resized():
-    from pneumo.preprocess import preprocess
+    from pneumo.io.preprocess import preprocess
 
     x = synthetic_xray(500, 400)
     expect = cv2.resize(preprocess(x)[:, :, 0], (GATE_SIZE, GATE_SIZE), interpolation=cv2.INTER_AREA)
@@ -222,7 +224,7 @@ def _write_folders(root: Path) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_smoke_training_writes_a_loadable_gate(tmp_path):
-    from pneumo import train_scope
+    from pneumo.training import train_scope
 
     data, sc = _write_folders(tmp_path)
     out = tmp_path / "out"
@@ -258,7 +260,7 @@ def test_committed_gate_metadata_is_consistent(committed_gate):
 
 
 def test_committed_gate_keeps_and_uprights_the_sample_films(committed_gate):
-    from pneumo.io import load_image
+    from pneumo.io.decode import load_image
 
     films = [load_image(p) for p in sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))]
     assert films and all(r.codes == () for r in scope.assess_batch(films, committed_gate))
@@ -270,7 +272,7 @@ def test_committed_gate_keeps_and_uprights_the_sample_films(committed_gate):
 
 
 def test_committed_gate_refuses_a_text_page_and_noise(committed_gate):
-    from pneumo.train_scope import gen_noise, gen_text
+    from pneumo.training.train_scope import gen_noise, gen_text
 
     rng = np.random.default_rng(99)
     pages = [gen_text(rng, None, True), gen_noise(rng, None, True)]
@@ -280,7 +282,7 @@ def test_committed_gate_refuses_a_text_page_and_noise(committed_gate):
 
 def test_assess_batch_reuses_the_callers_squashes_to_the_same_answer():
     """The pipeline hands over the 224 squashes it made anyway: same codes, probabilities and corrections."""
-    from pneumo.preprocess import preprocess
+    from pneumo.io.preprocess import preprocess
 
     gate = scope.load_gate(config.SCOPE_MODEL_PATH)
     imgs = [synthetic_xray(300, 260, seed=3), np.rot90(synthetic_xray(280, 320, seed=4)).copy()]

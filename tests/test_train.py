@@ -60,12 +60,12 @@ def test_training_smoke_run_writes_loadable_model(tmp_path):
     assert meta["metrics"]["official_val"]["n"] == 4
     assert meta["metrics"]["test"]["n"] == 6
     assert len(meta["training"]["data"]["fingerprint_sha256"]) == 64
-    assert meta["training"]["command"].startswith("python -m pneumo.train")
+    assert meta["training"]["command"].startswith("python -m pneumo.training.train")
     assert (out / "pneumo_cnn_training.png").stat().st_size > 1000
 
-    from pneumo.inference import predict_proba
-    from pneumo.model import load_model
-    from pneumo.preprocess import preprocess
+    from pneumo.pipeline import predict_proba
+    from pneumo.training.networks import load_model
+    from pneumo.io.preprocess import preprocess
 
     loaded = load_model(out / "pneumo_cnn.keras")
     assert loaded.model.count_params() == meta["parameters"]
@@ -75,7 +75,7 @@ def test_training_smoke_run_writes_loadable_model(tmp_path):
 
 
 def test_cli_settings_override():
-    from pneumo.train import parse_args
+    from pneumo.training.train import parse_args
 
     args, s = parse_args(["--data", "x", "--preset", "smoke", "--epochs", "3", "--learning-rate", "0.01"])
     assert s.epochs == 3 and s.learning_rate == 0.01 and s.image_size == 32
@@ -85,7 +85,7 @@ def test_cli_settings_override():
 
 @pytest.mark.slow
 def test_seed_baseline_smoke_run(tmp_path):
-    """python -m pneumo.baseline scores the seed notebook's approach on the same patient split."""
+    """python -m pneumo.training.baseline scores the seed notebook's approach on the same patient split."""
     data_dir, out = tmp_path / "data", tmp_path / "baseline.json"
     _synthetic_dataset(data_dir, n=10)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -162,7 +162,7 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     res = classify_224(models, x)
     assert res.prob.shape == (2,) and res.cam224.shape == (2, 224, 224) and res.masks.shape == (2, 224, 224)
     # both trainings exported the fast inference copies the app runs (pneumo.engine)
-    from pneumo import engine
+    from pneumo.nets import lite as engine
 
     assert engine.attached(models.classifier.model, ("cam", meta["gradcam_layer"])) is not None
     assert engine.attached(models.lungs.model, "forward") is not None
@@ -170,7 +170,8 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
 
 def test_every_training_script_takes_setting_flags():
     """The three scripts share pneumo.settings: int/float/str fields become flags over the chosen preset."""
-    from pneumo import train_lungs, train_scope
+    from pneumo.training import train_lungs
+    from pneumo.training import train_scope
 
     _, s = train_lungs.parse_args(["--data", "x", "--masks", "m", "--preset", "smoke", "--epochs", "2"])
     assert s.epochs == 2 and s.image_size == 32 and s.widths == (4, 8, 8)

@@ -1,9 +1,9 @@
-"""Class-activation maps for the one-unit sigmoid model: heatmaps for either class, a colour overlay, a colour bar.
+"""The reference class-activation maps of a Keras classifier (training and tests; the app runs the TFLite copy).
 
 PNEUMONIA is explained with +logit and NORMAL with -logit; one signed map serves both: the heatmaps are ReLU(+cam)
 and ReLU(-cam).
 
-Two ways to get the signed map, equal to float tolerance (tests/test_model_gradcam.py checks it):
+Two ways to get the signed map, equal to float tolerance (tests/training/test_gradcam.py checks it):
 
 - **CAM** (the default when the head allows it): pneumo's head is global average pooling -> dropout -> one dense
   logit, so logit = b + sum_k w_k * mean_hw(F_k). Grad-CAM's channel weights, mean_hw(d logit / d F_k), are then
@@ -12,9 +12,9 @@ Two ways to get the signed map, equal to float tolerance (tests/test_model_gradc
   dense bias is the logit, so the map is in logit units and one absolute scale means the same on every image.
 - **Grad-CAM** (any other head, or ``method="gradcam"``): one forward and one backward pass.
 
-The loaded model is never modified: a second functional model shares its layers. Number-producing functions
-(:func:`explain_batch`, :func:`heatmap_from_cam`, :func:`cam_scale`, :func:`mask_heatmap`) are separate from the
-drawing functions (:func:`overlay_heatmap`, :func:`colorbar`). Nothing here touches files or Streamlit.
+The loaded model is never modified: a second functional model shares its layers. The export
+(pneumo.training.export) bakes the CAM into the classifier's TFLite copy; turning a map into heat and drawing it live
+in pneumo.explain. Nothing here touches files or Streamlit.
 """
 
 from __future__ import annotations
@@ -28,15 +28,6 @@ import numpy as np
 import tensorflow as tf
 
 from pneumo import config
-from pneumo.heatmap import (  # noqa: F401 - the drawing half lives in pneumo.heatmap (no TensorFlow); re-exported
-    EPS,
-    _rgb_lut,
-    cam_scale,
-    colorbar,
-    heatmap_from_cam,
-    mask_heatmap,
-    overlay_heatmap,
-)
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +135,3 @@ def explain_batch(
     """
     prob, signed = _explain_fn(model, layer_name, method)(_as_batch(x))
     return np.asarray(prob, np.float64), np.asarray(signed, np.float32)
-
-
-def compute_heatmap(
-    model: keras.Model,
-    x: np.ndarray,
-    target_class: int = 1,
-    layer_name: str = config.GRADCAM_LAYER,
-    scale: float | None = None,
-) -> np.ndarray:
-    """The heatmap of one model input (S, S, 1) for ``target_class`` (1 = PNEUMONIA, 0 = NORMAL).
-
-    Returns float32 (S, S) in [0, 1].
-    """
-    if target_class not in (0, 1):
-        raise ValueError("target_class must be 0 (NORMAL) or 1 (PNEUMONIA)")
-    _, signed = explain_batch(model, x, layer_name)
-    return heatmap_from_cam(signed[0], target_class, int(model.input_shape[1]), scale)

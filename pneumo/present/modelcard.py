@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from pneumo.present import format_interval, format_threshold, wilson
+from pneumo.present.text import format_interval, format_threshold, wilson
 
 # The one title of the data set (the model card, the README and the About page use it).
 DATASET = (
@@ -176,7 +176,7 @@ _OUTSIDE_PATH = re.compile(r"(?<=\s)(?:/|\.\./)\S*?([^/\s]+)/?(?=\s|$)")
 def portable_command(command: str) -> str:
     """A training command as a reader can run it: the data path as ``<data folder>``, other paths outside the
     repository as ``<name>`` (``../data/lung_masks`` -> ``<lung_masks>``), one option per line."""
-    command = command or "python -m pneumo.train --data <data folder> --out models/"
+    command = command or "python -m pneumo.training.train --data <data folder> --out models/"
     command = _OUTSIDE_PATH.sub(r"<\1>", _DATA_ARG.sub(r"\1<data folder>", command))
     return re.sub(r"\s+(?=--)", " \\\n  ", command)  # a backslash continuation before each option
 

@@ -7,11 +7,12 @@ import logging
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pneumo import config
-from pneumo.io import ImageLoadError, load_image
-from pneumo.preprocess import preprocess
+from pneumo.io.decode import ImageLoadError, load_image
+from pneumo.io.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -101,4 +102,15 @@ def load_arrays(paths: list[Path], size: int, cache_dir: Path | None = None) -> 
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, out)
+    return out
+
+
+def load_masks(paths: list[Path], data_root: Path, mask_root: Path, size: int = 224) -> np.ndarray:
+    """bool (N, size, size) masks by image stem; an image without a mask gets an all-False mask (and is skipped)."""
+    out = np.zeros((len(paths), size, size), dtype=bool)
+    for i, p in enumerate(paths):
+        rel = p.relative_to(data_root).with_suffix(".png")
+        m = cv2.imread(str(mask_root / rel), cv2.IMREAD_GRAYSCALE)
+        if m is not None:
+            out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) >= 128
     return out

@@ -3,7 +3,7 @@
 One entry point, :func:`load_image`, serves the CLI, the app and training. It accepts PNG, JPEG, BMP, TIFF and DICOM;
 8/16-bit grayscale, RGB, RGBA, palette and CMYK; it applies EXIF orientation and, for DICOM, the modality LUT, the VOI
 LUT or window and MONOCHROME1 inversion (first frame of multi-frame files). Anything it cannot read raises
-:class:`ImageLoadError` with a message a person understands; no other exception escapes (tests/test_fuzz.py checks
+:class:`ImageLoadError` with a message a person understands; no other exception escapes (tests/io/test_fuzz.py checks
 this). Nothing is written to disk and nothing about the pixels or patient is logged.
 
 Callers say how many pixels they need, so nothing larger is decoded or kept: ``min_side`` (the CLI: each side at least
@@ -28,8 +28,13 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+import pydicom
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pydicom import config as pydicom_config
+from pydicom.dataset import FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pneumo import config
 
@@ -149,9 +154,6 @@ def _safe_uid(uid: Any) -> str:
 
 def _transfer_syntax(ds: Any) -> Any:
     """The dataset's transfer syntax UID; for a preamble-less file without one, the encoding pydicom detected."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
     meta = getattr(ds, "file_meta", None)
     if meta is not None and "TransferSyntaxUID" in meta:
         return UID(str(meta.TransferSyntaxUID).strip("\x00 "))
@@ -166,8 +168,6 @@ def _transfer_syntax(ds: Any) -> Any:
 
 def _first_number(value: Any) -> float:
     """The first value of a possibly multi-valued numeric DICOM element (DS/IS) as float."""
-    from pydicom.multival import MultiValue
-
     return float(value[0] if isinstance(value, (list, tuple, MultiValue)) else value)
 
 
@@ -212,8 +212,6 @@ def _window(arr: np.ndarray, ds: Any) -> np.ndarray | None:
 def _modality(arr: np.ndarray, ds: Any) -> np.ndarray:
     """Stored values -> modality values (H, W). A linear rescale is done here in float32 (pydicom's
     ``apply_modality_lut`` makes float64 copies: +300 MB on a large detector); LUT sequences go to pydicom."""
-    from pydicom.pixels import apply_modality_lut
-
     if "ModalityLUTSequence" in ds or "VOILUTSequence" in ds:
         return np.asarray(apply_modality_lut(arr, ds))  # integer stays integer: a VOI LUT needs integer indices
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
@@ -230,8 +228,6 @@ def _modality(arr: np.ndarray, ds: Any) -> np.ndarray:
 
 def _mono_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
     """Stored values (H, W) -> displayed uint8 (H, W): modality LUT, then VOI LUT or window, else min-max."""
-    from pydicom.pixels import apply_voi_lut
-
     raw = arr
     try:
         arr = _modality(arr, ds)
@@ -264,9 +260,6 @@ def _mono_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
 
 def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode the first frame of a DICOM to uint8 grayscale; only non-identifying tags go into the info."""
-    import pydicom
-    from pydicom.pixels import get_decoder
-
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged header
@@ -315,13 +308,9 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise ImageLoadError("This DICOM's pixel data does not match the image size in its header.")
     try:
         if arr.ndim == 2 and photometric == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-
             arr = apply_color_lut(arr, ds)  # (H, W, 3)
         if arr.ndim == 3:  # colour (RGB after as_rgb; YBR only if the decoder left it): luma
             if photometric.startswith("YBR"):
-                from pydicom.pixels import convert_color_space
-
                 arr = convert_color_space(arr, photometric, "RGB")
             luma = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # (H, W)
             rgb8 = arr[..., :3] if arr.dtype == np.uint8 else _to_uint8(arr[..., :3].astype(np.float32))
@@ -495,13 +484,14 @@ def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview
         raise ImageLoadError(f"The file cannot be read ({exc.strerror or type(exc).__name__}).") from exc
 
 
-def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """Resize uint8 (H, W) so that its long side is at most ``max_side`` (aspect kept); smaller ones unchanged.
+def shrink_to_side(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """Resize uint8 (H, W) or (H, W, 3) so that its long side is at most ``max_side`` (aspect kept); smaller ones
+    unchanged.
 
     Area filtering from a factor of 2 on; below it bilinear, whose 2x2 support already covers every source pixel and
     which costs a tenth of OpenCV's general (non-integer) area filter (1 vs 12 ms for 1500x1200 -> 1200x960).
     """
-    h, w = pixels.shape
+    h, w = pixels.shape[:2]
     if max(h, w) <= max_side:
         return pixels
     f = max_side / max(h, w)
@@ -552,7 +542,7 @@ def load_image(
             pixels, info, colourfulness = _load_pil(data, max_side, min_side)
             full_size = tuple(info.pop("_displayed_size", pixels.shape[::-1]))
         if max_side is not None:
-            pixels = _shrink(pixels, int(max_side))  # (h', w') uint8, long side <= max_side
+            pixels = shrink_to_side(pixels, int(max_side))  # (h', w') uint8, long side <= max_side
     except ImageLoadError:
         raise
     except MemoryError as exc:
@@ -614,26 +604,3 @@ def load_many(
             yield done, fut.result()
     finally:  # also when the consumer stops early: queued files are not decoded
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def plausibility_warnings(img: LoadedImage) -> list[str]:
-    """Reasons why an image may not be a chest radiograph; empty when it looks plausible.
-
-    These are heuristics that guard against obvious misuse (a colour photo, a CT slice, a thumbnail), not a
-    validated out-of-distribution detector.
-    """
-    out: list[str] = []
-    modality = img.info.get("modality")
-    if modality and modality != "unknown" and modality not in config.XRAY_MODALITIES:
-        out.append(f"The DICOM modality is {modality}, not a projection radiograph (CR/DX).")
-    if img.colourfulness > config.MAX_COLOURFULNESS:
-        out.append("The image is in colour; chest radiographs are grayscale. It looks like a photograph.")
-    w, h = img.original_size  # the file's size, not the (possibly reduced) decoded one
-    lo, hi = config.PLAUSIBLE_ASPECT
-    if not lo <= w / h <= hi:
-        out.append(f"The image's shape ({w}x{h}) is unusual for a chest radiograph.")
-    if min(w, h) < config.PLAUSIBLE_MIN_SIDE:
-        out.append(f"The image is small ({w}x{h}); results on thumbnails are unreliable.")
-    if float(img.pixels.std()) < 8.0:
-        out.append("The image is nearly uniform; there is little to analyse.")
-    return out

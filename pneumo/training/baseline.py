@@ -6,7 +6,7 @@ augmentation and no class weights, labelling at P >= 0.5. This script reproduces
 `pneumo.train` uses (same seed and fraction), so the two models' validation figures can be compared.
 
 Example:
-    python -m pneumo.baseline --data DATA/chest_xray --out models/baseline_seed_ensemble.json
+    python -m pneumo.training.baseline --data DATA/chest_xray --out models/baseline_seed_ensemble.json
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import keras
 import numpy as np
+from keras import layers
+
+from pneumo.training import data, metrics
+from pneumo.training.train import Settings
 
 log = logging.getLogger("pneumo.baseline")
 
@@ -28,8 +34,6 @@ def notebook_cnn(x, prefix: str = ""):
 
     Returns (last convolution's feature map (B, S/8, S/8, 128), logits (B, 2) for NORMAL, PNEUMONIA).
     """
-    from keras import layers
-
     x = layers.BatchNormalization(name=f"{prefix}bn")(x)
     x = layers.Conv2D(32, 3, padding="same", activation="relu", name=f"{prefix}conv1")(x)  # (B, S, S, 32)
     x = layers.MaxPooling2D(2)(x)  # S/2
@@ -46,9 +50,6 @@ def notebook_cnn(x, prefix: str = ""):
 
 def build_member(size: int = 64, seed: int = 0):
     """One copy of the notebook CNN, compiled: (B, size, size, 1) 0..255 -> softmax (B, 2)."""
-    import keras
-    from keras import layers
-
     keras.utils.set_random_seed(seed)
     inp = keras.Input((size, size, 1))
     _, logits = notebook_cnn(layers.Rescaling(1.0 / 255.0)(inp))
@@ -58,12 +59,8 @@ def build_member(size: int = 64, seed: int = 0):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import cv2
 
-    from pneumo import data, metrics
-    from pneumo.train import Settings
-
-    p = argparse.ArgumentParser(prog="python -m pneumo.baseline", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pneumo.training.baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", type=Path, default=Path("models/baseline_seed_ensemble.json"))
     p.add_argument("--epochs", type=int, default=4)
@@ -92,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         f"no class weights, {args.epochs} epochs each, averaged, label at P >= 0.5",
         "validation_split": f"same as pneumo.train: {s.val_fraction:.0%} of each class, whole patients, seed {s.seed}",
         "validation": metrics.metrics_at(labels[va], p_va, 0.5),
-        "command": "python -m pneumo.baseline " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m pneumo.training.baseline " + " ".join(sys.argv[1:] if argv is None else argv),
         "seconds": round(time.time() - t0, 1),
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -2,9 +2,9 @@
 
 Examples (DATA/chest_xray: the public data set's folder; the README's training section shows the command used):
     # the committed model (2 CPU cores: about an hour; decoded images are cached in ~/.cache/pneumo)
-    python -m pneumo.train --data DATA/chest_xray --out models/
+    python -m pneumo.training.train --data DATA/chest_xray --out models/
     # a few seconds, on any folder with the same layout (used by the tests)
-    python -m pneumo.train --data /tmp/synthetic --out /tmp/model --preset smoke
+    python -m pneumo.training.train --data /tmp/synthetic --out /tmp/model --preset smoke
 
 Layout: DATA/train/{NORMAL,PNEUMONIA}/*.jpeg, optional DATA/val/... (the tiny official val, reported only) and
 DATA/test/... (evaluated once at the end, recorded, never used for any choice). Model selection uses a validation
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -26,9 +27,29 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import keras
 import numpy as np
+import tensorflow as tf
+from sklearn.metrics import roc_curve
 
-from pneumo.settings import add_setting_args, settings_from
+from pneumo import config
+from pneumo.checks import lungs
+from pneumo.nets.modelfile import metadata_path
+from pneumo.pipeline import load_models
+from pneumo.training import data, metrics
+from pneumo.training import robustness as rb
+from pneumo.training.augment import image_augment
+from pneumo.training.export import export_or_warn
+from pneumo.training.gradcam import explain_batch
+from pneumo.training.networks import (
+    build_model,
+    ensemble_model,
+    layer_rows,
+    load_keras_network,
+    load_keras_with_metadata,
+)
+from pneumo.training.settings import add_setting_args, settings_from
 
 log = logging.getLogger("pneumo.train")
 
@@ -85,7 +106,7 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="python -m pneumo.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pneumo.training.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA} (and val/, test/)")
     p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
     p.add_argument("--name", default="pneumo_cnn", help="file stem of the model and its metadata")
@@ -102,61 +123,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     return args, settings
 
 
-# ----------------------------------------------------------------------------------------------------------------
-def random_affine(x, s: Settings):
-    """Random rotation, zoom, aspect, shift of a batch (B, S, S, C) float; every channel moves together."""
-    import tensorflow as tf
-
-    size = s.image_size
-    b = tf.shape(x)[0]
-    theta = tf.random.uniform([b], -s.rotate_deg, s.rotate_deg) * (np.pi / 180.0)
-    zoom = tf.random.uniform([b], s.zoom[0], s.zoom[1])
-    sx = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
-    sy = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
-    tx = tf.random.uniform([b], -s.shift, s.shift) * size
-    ty = tf.random.uniform([b], -s.shift, s.shift) * size
-    c = (size - 1) / 2.0
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    a0, a1 = cos / sx, -sin / sx
-    b0, b1 = sin / sy, cos / sy
-    a2 = c - a0 * c - a1 * c + tx
-    b2 = c - b0 * c - b1 * c + ty
-    zeros = tf.zeros([b])
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)  # (B, 8): output -> input coords
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x,
-        transforms=transforms,
-        output_shape=[size, size],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="NEAREST",
-    )
-
-
-def random_intensity(x, s: Settings):
-    """Random gamma, contrast, brightness and noise of a batch (B, S, S, 1) float 0..255 -> same."""
-    import tensorflow as tf
-
-    b = tf.shape(x)[0]
-    x = x / 255.0
-    gamma = tf.exp(tf.random.uniform([b, 1, 1, 1], np.log(s.gamma[0]), np.log(s.gamma[1])))
-    x = tf.pow(tf.clip_by_value(x, 1e-6, 1.0), gamma)
-    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-    contrast = tf.random.uniform([b, 1, 1, 1], s.contrast[0], s.contrast[1])
-    x = (x - mean) * contrast + mean + tf.random.uniform([b, 1, 1, 1], -s.brightness, s.brightness)
-    x = x + tf.random.normal(tf.shape(x)) * tf.random.uniform([b, 1, 1, 1], 0.0, s.noise)
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
-
-
-def make_augment(s: Settings):
-    """A batched tf augmentation: (B, S, S, 1) float 0..255 -> same, random affine + gamma/contrast/noise."""
-
-    def augment(x, y):
-        return random_intensity(random_affine(x, s), s), y
-
-    return augment
-
-
 INPUT_WORDS = {
     "lungs": "grayscale 0..255: the 224x224 squash (area interpolation), outside the lung mask grown by "
     "LUNG_MARGIN_PX set to the mean inside it, the grown mask's bounding box squashed to input_size",
@@ -171,8 +137,6 @@ def effective_mode(s: Settings) -> str:
 
 def lung_model_facts(s: Settings) -> dict | None:
     """Name and sha256 of the lung model the classifier was trained behind (it must be the same at inference)."""
-    import hashlib
-
     if effective_mode(s) != "lungs":
         return None
     path = Path(s.lung_model)
@@ -182,16 +146,13 @@ def lung_model_facts(s: Settings) -> dict | None:
 def model_inputs(x224: np.ndarray, s: Settings) -> np.ndarray:
     """The classifier's inputs from 224 squashes: uint8 (N, 224, 224) -> uint8 (N, S, S, 1).
 
-    input_mode "lungs": the U-Net's mask, then the dilated lung box greyed outside the lungs (pneumo.lungs);
+    input_mode "lungs": the U-Net's mask, then the dilated lung box greyed outside the lungs (pneumo.checks.lungs);
     "full": the whole squash resized to S.
     """
-    import cv2
-
-    from pneumo import lungs
 
     if effective_mode(s) == "full":
         return np.stack([cv2.resize(x, (s.image_size,) * 2, interpolation=cv2.INTER_AREA) for x in x224])[..., None]
-    seg = lungs.load_lung_model(s.lung_model)
+    seg = load_keras_network(s.lung_model, "lung model")
     out = np.empty((len(x224), s.image_size, s.image_size, 1), np.uint8)
     for i in range(0, len(x224), 256):
         masks, _ = lungs.segment(seg, x224[i : i + 256])  # (b, 224, 224) bool
@@ -205,9 +166,6 @@ def cam_scale(model, x_va: np.ndarray, y_va: np.ndarray) -> dict[str, float]:
     """The heatmaps' absolute scale, one per class: the median over validation images of that class of the
     largest CAM value for the class (logit units). The app divides by it, so a typical case of a class reaches
     full colour and an image with little evidence for a class stays pale."""
-    from pneumo import config
-    from pneumo.gradcam import explain_batch
-
     _, cams = explain_batch(model, x_va, config.GRADCAM_LAYER)  # (N, h, w) signed
     peak_pos = cams.reshape(len(cams), -1).max(axis=1)
     peak_neg = (-cams).reshape(len(cams), -1).max(axis=1)
@@ -220,10 +178,7 @@ def cam_scale(model, x_va: np.ndarray, y_va: np.ndarray) -> dict[str, float]:
 
 def robustness(model_file: Path, data_root: Path, masks: Path) -> dict:
     """The robustness measurements of pneumo.robustness for the model just written (validation split only)."""
-    from pneumo import robustness as rb
-    from pneumo.pipeline import load_models
-
-    models = load_models(model_file, with_gate=False)
+    models = load_models(model_file, with_gate=False, loader=load_keras_network)  # not exported yet
     x224, y, ref = rb.validation_set(data_root, masks, models.classifier.metadata)
     result = rb.measure(models, x224, y, ref)
     result["data"] = f"validation split carved from train by patient, {len(y)} images with a reference lung mask"
@@ -235,16 +190,12 @@ def fit_member(s: Settings, x_tr, y_tr, x_va, y_va, class_weight: dict) -> tuple
 
     Returns a fresh, uncompiled copy with the best weights (no optimizer state) and its history.
     """
-    import keras
-    import tensorflow as tf
-
-    from pneumo.model import build_model
 
     ds = (
         tf.data.Dataset.from_tensor_slices((x_tr.astype("float32"), y_tr.astype("float32")))
         .shuffle(len(y_tr), seed=s.seed, reshuffle_each_iteration=True)
         .batch(s.batch_size)
-        .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(image_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
@@ -282,7 +233,6 @@ def plot_training(histories: list[dict], roc_sets: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for name, (y, p) in roc_sets.items():
@@ -310,11 +260,6 @@ def plot_training(histories: list[dict], roc_sets: dict, path: Path) -> None:
 
 def train(args: argparse.Namespace, s: Settings) -> dict:
     """Run the whole training and write the model, metadata and plot; returns the metadata."""
-    import keras
-    import tensorflow as tf
-
-    from pneumo import config, data, engine, metrics
-    from pneumo.model import ensemble_model, layer_rows, metadata_path
 
     t0 = time.time()
     keras.utils.set_random_seed(s.seed)
@@ -336,10 +281,8 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
 
     model_file = args.out / f"{args.name}.keras"
     if args.threshold_only:
-        from pneumo.model import load_model
-
         previous = json.loads(metadata_path(model_file).read_text())["training"]
-        final = load_model(model_file).model
+        final, _ = load_keras_with_metadata(model_file)
         history, class_weight = previous["history"], previous["class_weight"]
         best_epoch, seconds = previous["best_epoch"], previous["seconds"]
         command = previous["command"]
@@ -360,7 +303,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         best_epoch = int(np.argmax(history["val_auc"])) + 1
         final = members[0] if s.members == 1 else ensemble_model(members)
         seconds = round(time.time() - t0, 1)
-        command = "python -m pneumo.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
+        command = "python -m pneumo.training.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
 
     p_va = predict_probs(final, x_va)
     threshold = metrics.choose_threshold(y_va, p_va, s.min_sensitivity)
@@ -408,7 +351,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "training": {
             "command": command,
             "threshold_command": (
-                "python -m pneumo.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
+                "python -m pneumo.training.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
             )
             if args.threshold_only
             else command,
@@ -443,7 +386,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     if s.robustness_masks:
         meta["robustness"] = robustness(model_file, root, Path(s.robustness_masks))
         metadata_path(model_file).write_text(json.dumps(meta, indent=1) + "\n")
-    meta["tflite"] = engine.export_or_warn(model_file)  # the fast inference copy the app runs (pneumo.engine)
+    meta["tflite"] = export_or_warn(model_file)  # the TFLite copy the app and the CLI run
     v = evaluation["validation"]
     log.info(
         "done in %.0f s: validation AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.2f",

@@ -17,13 +17,15 @@ from typing import Any
 
 import cv2
 import numpy as np
+from fpdf import FPDF
 from matplotlib.figure import Figure
 
 from pneumo import __version__, config
-from pneumo import evaluation as ev
-from pneumo.analysis import Analysis, heatmap_overlay
-from pneumo.explain import faint_note, scale_words
-from pneumo.present import (
+from pneumo.explain.cam import faint_note, scale_words
+from pneumo.pipeline import Result as Analysis
+from pneumo.pipeline import heatmap_overlay
+from pneumo.present import evaluation as ev
+from pneumo.present.text import (
     COLOURS,
     DISCLAIMER,
     format_interval,
@@ -232,8 +234,6 @@ def _jpeg(image: np.ndarray) -> bytes:
 
 def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str) -> bytes:
     """The A4 PDF, laid out top to bottom with fpdf2."""
-    from fpdf import FPDF  # imported on first report only: the app's pages do not need it
-
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=14)
     pdf.set_margins(14, 12, 14)

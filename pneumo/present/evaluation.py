@@ -5,8 +5,8 @@ evaluations folder). The repository ships the ones that belong to its committed 
 so a cloud deploy has them too. A model file whose hash has no evaluation, e.g. a freshly retrained one, is "not yet
 independently evaluated": the figures of an older model are never shown for it.
 
-    python -m pneumo.evaluation --sync EVALUATIONS   # copy in the evaluations of the committed models (by hash)
-    python -m pneumo.evaluation --check                        # every shipped file belongs to a committed model
+    python -m pneumo.present.evaluation --sync EVALUATIONS   # copy in the evaluations of the committed models (by hash)
+    python -m pneumo.present.evaluation --check                        # every shipped file belongs to a committed model
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumo import config
-from pneumo.present import format_interval, format_threshold
+from pneumo.present.text import format_interval, format_threshold
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def check(models_dir: Path | None = None, dest: Path | None = None) -> list[str]
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: --sync FOLDER copies matching evaluations; --check verifies the shipped ones."""
-    parser = argparse.ArgumentParser(prog="python -m pneumo.evaluation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pneumo.present.evaluation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sync", type=Path, metavar="FOLDER", help="folder with <sha256>.json evaluations")
     parser.add_argument("--check", action="store_true", help="check that every shipped evaluation matches a model")
     parser.add_argument("--models", type=Path, default=config.MODELS_DIR, help="models folder (default: models/)")

@@ -2,9 +2,10 @@
 
 Examples:
     # the committed model: print the measurements and store them in its metadata (models/pneumo_cnn.json)
-    python -m pneumo.robustness --model models/pneumo_cnn.keras --data DATA/chest_xray --masks DATA/lung_masks --write
+    python -m pneumo.training.robustness --model models/pneumo_cnn.keras --data DATA/chest_xray \
+        --masks DATA/lung_masks --write
     # any folder with the train/{NORMAL,PNEUMONIA} layout (the tests use a tiny synthetic one)
-    python -m pneumo.robustness --model /tmp/m/tiny.keras --data /tmp/synth
+    python -m pneumo.training.robustness --model /tmp/m/tiny.keras --data /tmp/synth
 
 What is measured, all through the one analysis path (pneumo.pipeline.classify_224) on the validation patients:
 - border: the outer 16 px of each 224 copy set to the image mean: AUC and specificity must barely move.
@@ -25,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import config, lungs, metrics
-from pneumo.pipeline import Models, classify_224
+from pneumo import config
+from pneumo.checks import lungs
+from pneumo.pipeline import Models, classify_224, load_models
+from pneumo.training import data, metrics
+from pneumo.training.data import load_masks
 
 log = logging.getLogger("pneumo.robustness")
 
@@ -124,9 +128,6 @@ def validation_set(
     data_root: Path, mask_root: Path | None, meta: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The classifier's validation split (same fraction and seed as its training): squashes, labels, masks or None."""
-    from pneumo import data
-    from pneumo.train_lungs import load_masks
-
     split = (meta.get("training") or {}).get("settings") or {}
     paths, labels = data.list_split(data_root / "train")
     _, va = data.patient_split(paths, labels, split.get("val_fraction", 0.15), split.get("seed", 1337))
@@ -141,10 +142,9 @@ def validation_set(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pneumo.pipeline import load_models
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    p = argparse.ArgumentParser(prog="python -m pneumo.robustness", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pneumo.training.robustness", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=config.DEFAULT_MODEL_PATH)
     p.add_argument("--data", type=Path, required=True, help="folder with train/{NORMAL,PNEUMONIA}")
     p.add_argument("--masks", type=Path, default=None, help="reference lung masks train/{NORMAL,PNEUMONIA}/<stem>.png")

@@ -2,9 +2,9 @@
 
 Examples (DATA: the public data set's folder; MASKS: the lung-mask folder with train/{NORMAL,PNEUMONIA}/*.png):
     # the committed model (2 CPU cores: about 4 minutes; decoded images are cached in .cache/)
-    python -m pneumo.train_lungs --data DATA/chest_xray --masks DATA/lung_masks --out models/
+    python -m pneumo.training.train_lungs --data DATA/chest_xray --masks DATA/lung_masks --out models/
     # a few seconds, on a synthetic folder with the same layout (used by the tests)
-    python -m pneumo.train_lungs --data /tmp/synth --masks /tmp/synth_masks --out /tmp/model --preset smoke
+    python -m pneumo.training.train_lungs --data /tmp/synth --masks /tmp/synth_masks --out /tmp/model --preset smoke
 
 The validation split is the classifier's (pneumo.data.patient_split on the whole train folder, same fraction and
 seed), so neither model has seen the other's validation patients. Dice and IoU are measured at 224 px, after
@@ -26,10 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import ops
 
-from pneumo import config, engine
-from pneumo.settings import add_setting_args, settings_from
+from pneumo import config
+from pneumo.checks import lungs
+from pneumo.training import data
+from pneumo.training.augment import image_mask_augment
+from pneumo.training.export import export_or_warn
+from pneumo.training.networks import build_unet, keras_network, layer_rows
+from pneumo.training.settings import add_setting_args, settings_from
 
 log = logging.getLogger("pneumo.train_lungs")
 
@@ -67,7 +75,7 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="python -m pneumo.train_lungs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pneumo.training.train_lungs", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}")
     p.add_argument("--masks", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}/<stem>.png masks")
     p.add_argument("--out", default=Path("models"), type=Path)
@@ -80,40 +88,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def load_masks(paths: list[Path], data_root: Path, mask_root: Path, size: int = 224) -> np.ndarray:
-    """bool (N, size, size) masks by image stem; an image without a mask gets an all-False mask (and is skipped)."""
-    out = np.zeros((len(paths), size, size), dtype=bool)
-    for i, p in enumerate(paths):
-        rel = p.relative_to(data_root).with_suffix(".png")
-        m = cv2.imread(str(mask_root / rel), cv2.IMREAD_GRAYSCALE)
-        if m is not None:
-            out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) >= 128
-    return out
-
-
 def to_size(x: np.ndarray, size: int) -> np.ndarray:
     """Area-resize a stack (N, H, W) of uint8 or float to (N, size, size) float32."""
     return np.stack([cv2.resize(np.asarray(a, np.float32), (size, size), interpolation=cv2.INTER_AREA) for a in x])
 
 
-def make_augment(s: Settings):
-    """Joint augmentation of (image, mask) batches (B, S, S, 1) each: affine on both, intensity on the image."""
-    import tensorflow as tf
-
-    from pneumo.train import random_affine, random_intensity
-
-    def augment(x, y):
-        both = random_affine(tf.concat([x, y], axis=-1), s)  # (B, S, S, 2)
-        return random_intensity(both[..., :1], s), tf.clip_by_value(both[..., 1:], 0.0, 1.0)
-
-    return augment
-
-
 def dice_loss(y_true, y_pred):
     """BCE plus soft Dice (per image): BCE for the pixels, Dice for the overlap the model is judged by."""
-    import keras
-    from keras import ops
-
     inter = ops.sum(y_true * y_pred, axis=(1, 2, 3))
     denom = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
     soft_dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
@@ -122,11 +103,9 @@ def dice_loss(y_true, y_pred):
 
 def evaluate(model, x224: np.ndarray, m224: np.ndarray, size: int, threshold: float = 0.5) -> dict:
     """Dice/IoU at 224 (raw threshold and post-processed) over images with a mask; per-image lists kept out."""
-    from pneumo import lungs
-
     if len(x224) == 0:
         return {"n": 0}
-    prob = lungs.lung_probability(model, x224, size)  # (N, 224, 224)
+    prob = lungs.lung_probability(keras_network(model, {"input_size": size}), x224)  # (N, 224, 224)
     raw = [lungs.dice(p >= threshold, m) for p, m in zip(prob, m224, strict=False)]
     post = [lungs.postprocess(p, threshold) for p in prob]
     d = np.array([lungs.dice(a, m) for a, m in zip(post, m224, strict=False)])
@@ -145,11 +124,6 @@ def evaluate(model, x224: np.ndarray, m224: np.ndarray, size: int, threshold: fl
 
 def train(args: argparse.Namespace, s: Settings) -> dict:
     """Train, evaluate on the validation patients and write the model and its metadata; returns the metadata."""
-    import keras
-    import tensorflow as tf
-
-    from pneumo import data
-    from pneumo.lungs import build_unet
 
     t0 = time.time()
     keras.utils.set_random_seed(s.seed)
@@ -160,7 +134,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     if s.max_per_class:
         keep = set(np.concatenate([np.flatnonzero(labels == c)[: s.max_per_class] for c in (0, 1)]).tolist())
         tr, va = np.array([i for i in tr if i in keep]), np.array([i for i in va if i in keep])
-    masks = load_masks(paths, args.data, args.masks)  # (N, 224, 224) bool
+    masks = data.load_masks(paths, args.data, args.masks)  # (N, 224, 224) bool
     has = masks.reshape(len(masks), -1).any(axis=1)
     tr, va = tr[has[tr]], va[has[va]]
     log.info("images with a mask: train %d, validation %d (of %d)", len(tr), len(va), len(paths))
@@ -177,7 +151,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         tf.data.Dataset.from_tensor_slices((x_tr, y_tr))
         .shuffle(len(x_tr), seed=s.seed, reshuffle_each_iteration=True)
         .batch(s.batch_size)
-        .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(image_mask_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     model = build_unet(s.image_size, s.widths)
@@ -201,18 +175,13 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     final.save(model_file)
     meta = metadata(args, s, final, val, by_class, hist.history, seconds, paths, labels, len(tr), len(va))
     model_file.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
-    meta["tflite"] = engine.export_or_warn(model_file)  # the fast inference copy the app runs (pneumo.engine)
+    meta["tflite"] = export_or_warn(model_file)  # the TFLite copy the app and the CLI run
     log.info("done in %.0f s; wrote %s", time.time() - t0, model_file)
     return meta
 
 
 def metadata(args, s, model, val, by_class, history, seconds, paths, labels, n_tr, n_va) -> dict:
     """The JSON that travels with the model: inputs, layers, threshold, metrics with their data, command, versions."""
-    import keras
-    import tensorflow as tf
-
-    from pneumo import data
-    from pneumo.model import layer_rows
 
     return {
         "name": args.name,
@@ -235,7 +204,7 @@ def metadata(args, s, model, val, by_class, history, seconds, paths, labels, n_t
             "validation_by_class": by_class,
         },
         "training": {
-            "command": "python -m pneumo.train_lungs " + " ".join(sys.argv[1:]) if args.cli else "train()",
+            "command": "python -m pneumo.training.train_lungs " + " ".join(sys.argv[1:]) if args.cli else "train()",
             "preset": args.preset,
             "settings": dataclasses.asdict(s),
             "train_images": n_tr,

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pneumo import config
-from pneumo.scope import WARNING_CODES
+from pneumo.checks.scope import WARNING_CODES
+from pneumo.pipeline import LABEL_OUT_OF_SCOPE, label_for
 
 DISCLAIMER = (
     "Research demonstration only - not a medical device and not a diagnosis. The model was trained on pediatric "
@@ -32,11 +33,6 @@ FAR_LOGIT = 3.0
 
 # Colours: one per label, one for a result near the threshold (the page, the bar and the report use the same ones).
 COLOURS = {"NORMAL": "#1b5e20", "PNEUMONIA": "#b71c1c", "near": "#8a5a00", "neutral": "#37474f"}
-
-
-def label_for(probability: float, threshold: float) -> str:
-    """NORMAL or PNEUMONIA at the threshold (probability >= threshold -> PNEUMONIA)."""
-    return config.CLASS_NAMES[1] if probability >= threshold else config.CLASS_NAMES[0]
 
 
 def format_probability(probability: float) -> str:
@@ -139,11 +135,6 @@ def plain_verdict(probability: float, threshold: float) -> str:
     return f"{text} {v.caution}" if v.caution else text
 
 
-def confidence_text(probability: float, threshold: float) -> str:
-    """Kept for old callers: the position of the probability relative to the threshold, in a few words."""
-    return verdict(probability, threshold).position_text
-
-
 def prevalence(metadata: dict[str, Any]) -> float | None:
     """Share of pneumonia images in the model's training data (from its metadata), or None when not recorded."""
     data = ((metadata.get("training") or {}).get("data")) or {}
@@ -238,9 +229,9 @@ def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
                                "n_warnings": len(getattr(r, "warnings", ()) or ())}  # fmt: skip
         if r.error:
             row |= {"label": "ERROR", "note": r.error}
-        elif not r.has_result:
-            row |= {"label": "NOT ANALYSED", "note": r.refusal}
-        elif r.doubtful:
+        elif not r.has_probability:
+            row |= {"label": "NOT ANALYSED", "note": ""}
+        elif not r.in_scope:
             why = "outside the intended use: " + "; ".join(warning_sentences(r.warnings))
             row |= {"label": "OUT OF SCOPE", "note": why}
         else:
@@ -267,33 +258,12 @@ def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-# ---- hooks for the analysis path (scope gate, warning codes, lung outline) ------------------------------------------
-# Warning codes of the analysis -> one plain sentence each. A warning that is not a known code is shown as it is
-# (today's analysis gives sentences), so the analysis can move to codes one at a time.
-WARNING_TEXT: dict[str, str] = WARNING_CODES  # one vocabulary: the scope gate's stable codes and their sentences
-# The label the analysis gives an image that is outside the intended use (shown only on "show anyway").
-OUT_OF_SCOPE = "OUT_OF_SCOPE"
-
-
+# ---- warnings and scope ---------------------------------------------------------------------------------------------
 def warning_sentences(warnings: Any) -> list[str]:
-    """Plain sentences for an analysis's warnings: known codes through WARNING_TEXT, anything else as it is."""
-    return [WARNING_TEXT.get(str(w), str(w)) for w in (warnings or ())]
+    """Plain sentences for a result's warning codes (pneumo.checks.scope.WARNING_CODES); anything else as it is."""
+    return [WARNING_CODES.get(str(w), str(w)) for w in (warnings or ())]
 
 
 def is_out_of_scope(result: Any) -> bool:
-    """True when the analysis says the image is outside the intended use (``label == OUT_OF_SCOPE``, or
-    ``doubtful``/``out_of_scope`` set): its result is shown only on request and marked as such everywhere."""
-    return bool(
-        getattr(result, "label", None) == OUT_OF_SCOPE
-        or getattr(result, "out_of_scope", False)
-        or getattr(result, "doubtful", False)
-    )
-
-
-def lung_outline(result: Any) -> Any:
-    """The analysis's lung mask (uint8/bool (h, w), any size; > 0 inside the lungs), or None when it has none."""
-    for name in ("lung_mask", "lungs"):
-        mask = getattr(result, name, None)
-        if mask is not None:
-            return mask
-    return None
+    """True when a Result lies outside the intended use: its result is shown only on request and marked as such."""
+    return result.label == LABEL_OUT_OF_SCOPE or not result.in_scope

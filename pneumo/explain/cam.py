@@ -1,12 +1,10 @@
-"""Heatmaps of an analysed image: the class evidence on one absolute scale, drawn within the lungs with their outline.
+"""The numbers of an explanation: a signed class-activation map (CAM, logit units, > 0 supports PNEUMONIA) turned
+into the evidence for one class on the model's absolute scale. No drawing here (:mod:`pneumo.explain.draw`).
 
-Used by the app, the CLI's ``--heatmaps`` and the report, so all three draw the same picture. The numbers
-(:func:`class_heat`) are apart from the drawing (:func:`result_overlay`).
-
-Scale: the CAM is in logit units. Each class's map is divided by the model's ``cam_scale`` for that class (the
-median, over validation images of the class, of the largest value of the map): a typical case of the class reaches
-full colour, an image with little evidence for a class stays cold, and the same colour means the same evidence on
-every image. Models without ``cam_scale`` fall back to each map's own maximum (shape only, no magnitude).
+Scale: each class's map is divided by the model's ``cam_scale`` for that class (the median, over validation images of
+the class, of the largest value of the map): a typical case of the class reaches full colour, an image with little
+evidence for a class stays cold, and the same colour means the same evidence on every image. Models without
+``cam_scale`` fall back to each map's own maximum (shape only, no magnitude).
 """
 
 from __future__ import annotations
@@ -16,8 +14,32 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pneumo import config, lungs
-from pneumo.heatmap import heatmap_from_cam, overlay_heatmap
+from pneumo import config
+
+EPS = 1e-7
+
+
+def heatmap_from_cam(signed_cam: np.ndarray, target_class: int, size: int, scale: float | None = None) -> np.ndarray:
+    """Turn one signed cam (h, w) into the heatmap of a class: float32 (size, size) in [0, 1].
+
+    target_class 1 (PNEUMONIA) keeps the positive part, 0 (NORMAL) the negative part.
+    scale: the model's absolute scale (metadata ``cam_scale``): heat = clip(cam / scale, 0, 1), the same colour means
+    the same evidence on every image, and an image with almost no evidence for a class stays cold. None: each map is
+    divided by its own maximum (the heatmap shows *where*, not *how much*; a faint map is stretched to full red).
+    An all-zero or non-finite cam gives an all-zero heatmap, never NaN.
+    """
+    if target_class not in (0, 1):
+        raise ValueError("target_class must be 0 (NORMAL) or 1 (PNEUMONIA)")
+    cam = np.nan_to_num(np.asarray(signed_cam, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    cam = np.maximum(cam if target_class == 1 else -cam, 0.0)  # (h, w)
+    if scale is None:
+        cam = cam / (float(cam.max()) + EPS)
+    else:
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError("scale must be a positive number")
+        cam = cam / np.float32(scale)
+    heat = cv2.resize(np.minimum(cam, 1.0), (size, size), interpolation=cv2.INTER_LINEAR)  # (size, size)
+    return np.clip(heat, 0.0, 1.0).astype(np.float32)
 
 
 def class_scale(metadata: dict[str, Any], target_class: int) -> float | None:
@@ -62,30 +84,6 @@ def shown_class(result: Any, target_class: int | None, threshold: float) -> int:
     return 1 if p >= threshold else 0
 
 
-def result_overlay(
-    result: Any,
-    metadata: dict[str, Any],
-    target_class: int,
-    alpha: float = 0.45,
-    outline: bool = True,
-    image: np.ndarray | None = None,
-) -> np.ndarray:
-    """The heatmap of an analysed image over ``image`` (default: its pixels): uint8 (H, W, 3) RGB.
-
-    result: a pneumo.pipeline.Result or pneumo.analysis.Analysis (cam224, lung_mask, pixels). The heat is kept within
-    the dilated lung mask (what the classifier saw) and the lung outline is drawn when ``outline``.
-    """
-    if result.cam224 is None:
-        raise ValueError("this analysis has no heatmap")
-    base = result.pixels if image is None else image
-    heat = class_heat(result.cam224, target_class, metadata)  # (224, 224)
-    mask = result.lung_mask
-    within = None
-    if mask is not None:  # what the classifier saw, with soft edges (the 224 mask is blocky when enlarged)
-        within = cv2.GaussianBlur(lungs.dilate(mask).astype(np.float32), (0, 0), 1.5)
-    return overlay_heatmap(base, heat, alpha, within=within, outline=mask if (outline and mask is not None) else None)
-
-
 def scale_words(metadata: dict[str, Any], target_class: int) -> str:
     """What full colour means on a heatmap of this model, for legends and captions."""
     name = config.CLASS_NAMES[target_class]
@@ -95,3 +93,10 @@ def scale_words(metadata: dict[str, Any], target_class: int) -> str:
         f"evidence for {name} on one scale for all images: 1 = as strong as the peak of a typical {name} "
         "validation image, or more"
     )
+
+
+def explained_class(choice: str, probability: float, threshold: float) -> int:
+    """Class index to explain: 'PNEUMONIA' -> 1, 'NORMAL' -> 0, anything else -> the label at the threshold."""
+    if choice in config.CLASS_NAMES:
+        return config.CLASS_NAMES.index(choice)
+    return 1 if probability >= threshold else 0

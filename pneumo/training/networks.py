@@ -1,4 +1,5 @@
-"""The CNN: a small functional Keras model with rescaling and intensity normalisation inside it."""
+"""pneumo's Keras networks (training only): the classifier CNN, the lung U-Net, batch-norm folding, and loading a
+``.keras`` file as a :class:`pneumo.nets.Network` that runs on TensorFlow (the app and the CLI run TFLite copies)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 from pneumo import config
-from pneumo.modelfile import LoadedModel, metadata_path, read_metadata  # noqa: F401 - re-exported
+from pneumo.nets.lite import attach
+from pneumo.nets.modelfile import Network, read_metadata
+from pneumo.training.gradcam import explain_batch
 
 log = logging.getLogger(__name__)
 
@@ -204,17 +208,57 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     return folded
 
 
-def load_keras_with_metadata(path: str | Path, what: str = "model", require_metadata: bool = False) -> tuple:
-    """(Keras model, metadata dict) from a ``.keras`` file and the JSON beside it; pneumo's layers are registered
-    here. Missing metadata gives {} with a warning, or FileNotFoundError when ``require_metadata``."""
-    metadata = read_metadata(path, what, require_metadata)
+def load_keras_with_metadata(path: str | Path, what: str = "model") -> tuple[keras.Model, dict[str, Any]]:
+    """(Keras model, metadata dict) from a ``.keras`` file and the JSON beside it (required); pneumo's layers are
+    registered by importing this module."""
+    metadata = read_metadata(path, what)
     return keras.saving.load_model(path, compile=False), metadata
 
 
-def load_model(path: str | Path = config.DEFAULT_MODEL_PATH) -> LoadedModel:
-    """Load a ``.keras`` classifier and its JSON metadata (missing metadata falls back to config defaults)."""
-    model, metadata = load_keras_with_metadata(path, "model file")
-    return LoadedModel(model=model, metadata=metadata, path=Path(path))
+class KerasRunner:
+    """Runs a Keras model for pneumo.nets.lite.forward: float32 (B, ...) -> its outputs in order, compiled once."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self._model = weakref.ref(model)  # the attachment must not keep the model alive
+        out = model.output
+        self.outputs = list(out) if isinstance(out, dict) else list(model.output_names)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        out = compiled_forward(self._model())(x)
+        if isinstance(out, dict):
+            return [np.asarray(out[k]) for k in self.outputs]
+        if isinstance(out, (list, tuple)):
+            return [np.asarray(o) for o in out]
+        return [np.asarray(out)]
+
+
+class KerasCamRunner:
+    """Runs a classifier's reference Grad-CAM (pneumo.training.gradcam) for pneumo.nets.lite.forward_cam."""
+
+    outputs = ("probability", "cam")
+
+    def __init__(self, model: keras.Model, layer_name: str) -> None:
+        self._model, self._layer = weakref.ref(model), layer_name
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+
+        return list(explain_batch(self._model(), x, self._layer))
+
+
+def keras_network(model: keras.Model, metadata: dict[str, Any], path: str | Path = "") -> Network:
+    """A Keras model as a pneumo.nets.Network that the analysis path runs on TensorFlow."""
+    attach(model, "forward", KerasRunner(model))
+    layer = str(metadata.get("gradcam_layer", config.GRADCAM_LAYER))
+    if any(layer_.name == layer for layer_ in model.layers):
+        attach(model, ("cam", layer), KerasCamRunner(model, layer))
+    return Network(model, metadata, Path(path))
+
+
+def load_keras_network(path: str | Path, what: str = "model") -> Network:
+    """The ``.keras`` file at ``path`` as a Network on TensorFlow, batch norm folded into its convolutions (the
+    loader that training and the benchmark pass to pneumo.pipeline.load_models)."""
+    model, metadata = load_keras_with_metadata(path, what)
+    return keras_network(fold_batchnorm(model), metadata, path)
 
 
 _FORWARD_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -228,8 +272,6 @@ def compiled_forward(model: keras.Model) -> Callable:
     if not isinstance(model, keras.Model):  # a plain callable (a test double): nothing to compile
         return lambda x: model(x, training=False)
     if model not in _FORWARD_FNS:
-        import tensorflow as tf
-
         ref = weakref.ref(model)  # the cached function must not keep the model alive
         spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
         fn = tf.function(lambda x: ref()(x, training=False), input_signature=[spec], reduce_retracing=True)
@@ -237,17 +279,32 @@ def compiled_forward(model: keras.Model) -> Callable:
     return _FORWARD_FNS[model]
 
 
-def forward(model: keras.Model, x, batch_size: int = 32):
-    """Run ``model`` in inference mode on a float array (B, ...) in batches, compiled (no eager overhead per call);
-    returns numpy outputs concatenated on B (a dict or list of them for models with several outputs)."""
-    import numpy as np
+def build_unet(size: int = config.LUNG_SEG_SIZE, widths: tuple[int, ...] = (8, 16, 32, 64, 128)):
+    """A U-Net: (B, S, S, 1) pixel values 0..255 in, P(lung) (B, S, S, 1) out.
 
-    fn = compiled_forward(model)
-    outs = [fn(np.asarray(x[i : i + batch_size], np.float32)) for i in range(0, len(x), batch_size)]
-    if not outs:
-        raise ValueError("empty batch")
-    if isinstance(outs[0], dict):  # named outputs (the scope gate's heads)
-        return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
-    if isinstance(outs[0], (list, tuple)):
-        return [np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(len(outs[0]))]
-    return np.concatenate([np.asarray(o) for o in outs])
+    Two 3x3 conv + BN + ReLU per level, 2x2 max-pooling down, transposed convolution up, skip connections.
+    len(widths) levels: the last is the bottleneck at S / 2**(len(widths) - 1).
+    """
+
+    def block(x, w: int, name: str):
+        for i in (1, 2):
+            x = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+            x = layers.ReLU(name=f"{name}_relu{i}")(x)
+        return x
+
+    inputs = keras.Input((size, size, 1), name="image")  # (B, S, S, 1), 0..255
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = PerImageStandardization(name="standardize")(x)
+    skips = []
+    for i, w in enumerate(widths[:-1], start=1):
+        x = block(x, w, f"down{i}")  # (B, S/2**(i-1), ., w)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = block(x, widths[-1], "bottleneck")  # (B, S/2**(L-1), ., widths[-1])
+    for i, w in reversed(list(enumerate(widths[:-1], start=1))):
+        x = layers.Conv2DTranspose(w, 2, strides=2, padding="same", name=f"up{i}_tconv")(x)
+        x = layers.Concatenate(name=f"up{i}_concat")([x, skips[i - 1]])
+        x = block(x, w, f"up{i}")
+    out = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="lung_probability")(x)  # (B, S, S, 1)
+    return keras.Model(inputs, out, name="pneumo_lungs")

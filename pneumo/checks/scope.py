@@ -4,10 +4,10 @@ Two layers, both compute only (no Streamlit, nothing written):
 
 - exact rules on the decoded image: DICOM modality, body part and view position; colour; nearly uniform images; tiny
   images and unusual shapes;
-- a learned gate (a small two-headed Keras CNN, trained by ``python -m pneumo.train_scope``): the ``orientation``
-  head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope radiograph went
-  through; a confident non-identity transform is undone, reported (``rotated``/``inverted``) and the corrected pixels
-  are returned, so the classifier sees the upright image. The ``kind`` head then scores the corrected image:
+- a learned gate (a small two-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
+  ``orientation`` head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope
+  radiograph went through; a confident non-identity transform is undone, reported (``rotated``/``inverted``) and
+  the corrected pixels are returned, so the classifier sees the upright image. The ``kind`` head then scores the corrected image:
   in scope, adult, not frontal, not chest, not a radiograph; P(in scope) below the stored threshold puts the image
   out of scope.
 
@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from pneumo import config
-from pneumo.io import LoadedImage
-from pneumo.preprocess import preprocess
+from pneumo.io.decode import LoadedImage
+from pneumo.io.preprocess import preprocess
+from pneumo.nets.lite import forward
+from pneumo.nets.modelfile import Network
 
 log = logging.getLogger(__name__)
 
@@ -87,36 +87,9 @@ class ScopeResult:
     orientation_probs: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class LoadedGate:
-    """The gate model and its metadata (thresholds, input size); treat both as read-only."""
-
-    model: Any
-    metadata: dict[str, Any]
-
-    @property
-    def image_size(self) -> int:
-        return int(self.metadata["input_size"])
-
-    @property
-    def in_scope_threshold(self) -> float:
-        return float(self.metadata["thresholds"]["in_scope"])
-
-    @property
-    def orientation_threshold(self) -> float:
-        return float(self.metadata["thresholds"]["orientation"])
-
-    @property
-    def upright_min(self) -> float:
-        return float(self.metadata["thresholds"].get("upright_min", 0.0))
-
-
-def load_gate(path: str | Path = config.SCOPE_MODEL_PATH) -> LoadedGate:
-    """Load the gate model and its JSON metadata (required: it holds the thresholds)."""
-    from pneumo.model import load_keras_with_metadata
-
-    model, meta = load_keras_with_metadata(path, "scope gate model", require_metadata=True)
-    return LoadedGate(model=model, metadata=meta)
+def gate_threshold(gate: Network, key: str) -> float:
+    """One of the gate's stored thresholds: 'in_scope', 'orientation' or 'upright_min' (0 when not stored)."""
+    return float(gate.metadata["thresholds"].get(key, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------------- transforms
@@ -169,10 +142,8 @@ def gate_input(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(x[:, :, None])
 
 
-def _forward(gate: LoadedGate, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8)."""
-    from pneumo.engine import forward
-
     out = forward(gate.model, x, batch_size)  # compiled once per model: no eager overhead per call
     return np.asarray(out[KIND_OUTPUT]), np.asarray(out[ORIENTATION_OUTPUT])
 
@@ -188,7 +159,7 @@ class GateDecision:
     in_scope: np.ndarray  # (N,) bool, P(in scope) >= threshold
 
 
-def decide(gate: LoadedGate, x: np.ndarray) -> GateDecision:
+def decide(gate: Network, x: np.ndarray) -> GateDecision:
     """Run the gate on uint8 (N, S, S, 1): detect and undo orientation, then score the kind head.
 
     A transform is undone when it is the orientation head's argmax with probability >= the orientation threshold and
@@ -198,17 +169,19 @@ def decide(gate: LoadedGate, x: np.ndarray) -> GateDecision:
     """
     kind, orient = _forward(gate, x)  # (N, K), (N, 8)
     best = orient.argmax(axis=1)  # (N,)
-    want = (best != 0) & (orient[np.arange(len(x)), best] >= gate.orientation_threshold)
+    want = (best != 0) & (orient[np.arange(len(x)), best] >= gate_threshold(gate, "orientation"))
     applied = np.zeros(len(x), dtype=np.int64)
     idx = np.flatnonzero(want)
     if idx.size:
         fixed = np.stack([undo_orientation(x[i], int(best[i])) for i in idx])  # (M, S, S, 1)
         kind_fixed, _ = _forward(gate, fixed)
-        ok = kind_fixed[:, 0] >= gate.in_scope_threshold
+        ok = kind_fixed[:, 0] >= gate_threshold(gate, "in_scope")
         kind[idx[ok]] = kind_fixed[ok]
         applied[idx[ok]] = best[idx[ok]]
-    in_scope = kind[:, 0] >= gate.in_scope_threshold
-    unclear = in_scope & (applied == 0) & (orient[:, 0] < gate.upright_min)  # said of in-scope looking images only
+    in_scope = kind[:, 0] >= gate_threshold(gate, "in_scope")
+    unclear = (
+        in_scope & (applied == 0) & (orient[:, 0] < gate_threshold(gate, "upright_min"))
+    )  # said of in-scope looking images only
     return GateDecision(kind, orient, applied, unclear, in_scope)
 
 
@@ -222,7 +195,7 @@ def _as_image(item: LoadedImage | np.ndarray) -> LoadedImage:
     return LoadedImage(pixels=arr)
 
 
-def explain(codes: Sequence[str]) -> str:
+def reason_text(codes: Sequence[str]) -> str:
     """Plain words for a list of codes: why the image is out of scope, or what was corrected."""
     if not codes:
         return "The image looks like a frontal chest X-ray within the intended use."
@@ -260,11 +233,11 @@ def _result(img: LoadedImage, d: GateDecision | None, i: int) -> ScopeResult:
         kinds = {k: float(v) for k, v in zip(KINDS, d.kind[i], strict=True)}
         oprobs = {k: float(v) for k, v in zip(ORIENTATIONS, d.orientation[i], strict=True)}
     in_scope = not any(c in OUT_OF_SCOPE_CODES for c in codes)
-    return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, explain(codes), oprobs)
+    return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, reason_text(codes), oprobs)
 
 
 def assess_batch(
-    items: Sequence[LoadedImage | np.ndarray], gate: LoadedGate | None, squashes: np.ndarray | None = None
+    items: Sequence[LoadedImage | np.ndarray], gate: Network | None, squashes: np.ndarray | None = None
 ) -> list[ScopeResult]:
     """Assess many images with one gate forward pass (plus one for the few that were corrected).
 
@@ -282,6 +255,6 @@ def assess_batch(
     return [_result(img, d, i) for i, img in enumerate(imgs)]
 
 
-def assess(item: LoadedImage | np.ndarray, gate: LoadedGate | None) -> ScopeResult:
+def assess(item: LoadedImage | np.ndarray, gate: Network | None) -> ScopeResult:
     """Assess one decoded image (or uint8 (H, W) pixels): rules, and the learned gate when given."""
     return assess_batch([item], gate)[0]

@@ -1,6 +1,6 @@
-"""Lung fields: a small U-Net, mask post-processing and the lung-only classifier input made from a mask.
+"""Lung fields: the U-Net's mask post-processing and the lung-only classifier input made from a mask.
 
-Everything works on the 224 squash that :func:`pneumo.preprocess.preprocess` makes, so a full-resolution upload and
+Everything works on the 224 squash that :func:`pneumo.io.preprocess` makes, so a full-resolution upload and
 its 224 px copy give the same mask and the same classifier input. No files, no Streamlit: arrays in, arrays out.
 
 The path for one image (shapes at the defaults):
@@ -13,53 +13,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from pneumo import config
+from pneumo.nets.lite import forward
+from pneumo.nets.modelfile import Network
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the network
-def build_unet(size: int = config.LUNG_SEG_SIZE, widths: tuple[int, ...] = (8, 16, 32, 64, 128)):
-    """A U-Net: (B, S, S, 1) pixel values 0..255 in, P(lung) (B, S, S, 1) out.
-
-    Two 3x3 conv + BN + ReLU per level, 2x2 max-pooling down, transposed convolution up, skip connections.
-    len(widths) levels: the last is the bottleneck at S / 2**(len(widths) - 1).
-    """
-    import keras
-    from keras import layers
-
-    from pneumo.model import BN_MOMENTUM, PerImageStandardization
-
-    def block(x, w: int, name: str):
-        for i in (1, 2):
-            x = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
-            x = layers.ReLU(name=f"{name}_relu{i}")(x)
-        return x
-
-    inputs = keras.Input((size, size, 1), name="image")  # (B, S, S, 1), 0..255
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = PerImageStandardization(name="standardize")(x)
-    skips = []
-    for i, w in enumerate(widths[:-1], start=1):
-        x = block(x, w, f"down{i}")  # (B, S/2**(i-1), ., w)
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = block(x, widths[-1], "bottleneck")  # (B, S/2**(L-1), ., widths[-1])
-    for i, w in reversed(list(enumerate(widths[:-1], start=1))):
-        x = layers.Conv2DTranspose(w, 2, strides=2, padding="same", name=f"up{i}_tconv")(x)
-        x = layers.Concatenate(name=f"up{i}_concat")([x, skips[i - 1]])
-        x = block(x, w, f"up{i}")
-    out = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="lung_probability")(x)  # (B, S, S, 1)
-    return keras.Model(inputs, out, name="pneumo_lungs")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -190,44 +152,18 @@ def paste_back(heat: np.ndarray, mask224: np.ndarray, shape: tuple[int, int] = (
 
 # ---------------------------------------------------------------------------------------------------------------
 # loading and running
-@dataclass(frozen=True)
-class LungModel:
-    """The segmentation network and its metadata (threshold, input size, the prior mask to fall back on)."""
-
-    model: Any
-    metadata: dict[str, Any]
-    path: Path
-
-    @property
-    def size(self) -> int:
-        return int(self.metadata.get("input_size", config.LUNG_SEG_SIZE))
-
-    @property
-    def threshold(self) -> float:
-        return float(self.metadata.get("threshold", 0.5))
-
-
-def load_lung_model(path: str | Path = config.LUNG_MODEL_PATH) -> LungModel:
-    """Load the U-Net and its JSON metadata."""
-    from pneumo.model import load_keras_with_metadata
-
-    model, meta = load_keras_with_metadata(path, "lung model")
-    return LungModel(model, meta, Path(path))
-
-
-def lung_probability(model, x224: np.ndarray, size: int) -> np.ndarray:
+def lung_probability(net: Network, x224: np.ndarray) -> np.ndarray:
     """P(lung) at 224 for a batch of 224 squashes: uint8 (B, 224, 224[, 1]) -> float32 (B, 224, 224)."""
-    from pneumo.engine import forward
-
+    size = net.image_size
     x224 = np.asarray(x224).reshape(len(x224), x224.shape[1], x224.shape[2])
     small = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in x224])  # (B, s, s)
-    prob = forward(model, small[..., None].astype(np.float32))  # (B, s, s, 1)
+    prob = forward(net.model, small[..., None].astype(np.float32))  # (B, s, s, 1)
     h, w = x224.shape[1:3]
     return np.stack([cv2.resize(p[..., 0], (w, h), interpolation=cv2.INTER_LINEAR) for p in prob])  # (B, 224, 224)
 
 
-def segment(lungs: LungModel, x224: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def segment(net: Network, x224: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks for a batch: uint8 (B, 224, 224[, 1]) -> (bool masks (B, 224, 224), P(lung) float32 (B, 224, 224))."""
-    prob = lung_probability(lungs.model, x224, lungs.size)
-    masks = np.stack([postprocess(p, lungs.threshold) for p in prob])
+    prob = lung_probability(net, x224)
+    masks = np.stack([postprocess(p, net.threshold) for p in prob])
     return masks, prob

@@ -2,9 +2,9 @@
 
 Examples (DATA: the public data set's folder; SCOPE: the out-of-scope reference folder with its README):
     # the committed gate (2 CPU cores: about 10 minutes; decoded images are cached in ~/.cache/pneumo)
-    nice -n 10 python -m pneumo.train_scope --data DATA/chest_xray --scope DATA/scope --out models/
+    nice -n 10 python -m pneumo.training.train_scope --data DATA/chest_xray --scope DATA/scope --out models/
     # a few seconds, on any folders with the same layout (used by the tests)
-    python -m pneumo.train_scope --data /tmp/synth --scope /tmp/synth_scope --out /tmp/gate --preset smoke
+    python -m pneumo.training.train_scope --data /tmp/synth --scope /tmp/synth_scope --out /tmp/gate --preset smoke
 
 In scope: DATA/train/{NORMAL,PNEUMONIA} minus the classifier's validation split (same patient split, same seed), which
 stays held out for the thresholds and the figures. Out of scope: SCOPE/<folder>/* (kind from the folder name, ~20 %
@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import functools
+import gzip
 import hashlib
 import json
 import logging
@@ -30,10 +31,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import layers
+from matplotlib import cbook
+from PIL import Image, ImageDraw, ImageFont
 
-from pneumo import config, engine, scope
-from pneumo.settings import add_setting_args, settings_from
+from pneumo import config
+from pneumo.checks import scope
+from pneumo.io.decode import load_image
+from pneumo.nets.modelfile import Network
+from pneumo.training import data
+from pneumo.training.augment import gate_augment
+from pneumo.training.export import export_or_warn
+from pneumo.training.networks import (
+    BN_MOMENTUM,
+    PerImageStandardization,
+    keras_network,
+    layer_rows,
+    load_keras_with_metadata,
+)
+from pneumo.training.settings import add_setting_args, settings_from
 
 log = logging.getLogger("pneumo.train_scope")
 
@@ -110,7 +129,7 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="python -m pneumo.train_scope", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pneumo.training.train_scope", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}")
     p.add_argument("--scope", required=True, type=Path, help="out-of-scope folder (adult_frontal_cxr/, ct/, ...)")
     p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
@@ -131,10 +150,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
 # ---------------------------------------------------------------------------------------------------- the model
 def build_gate(s: Settings):
     """Functional Keras CNN: uint8-valued (S, S, 1) -> {"kind": (5,) softmax, "orientation": (8,) softmax}."""
-    import keras
-    from keras import layers
-
-    from pneumo.model import BN_MOMENTUM, PerImageStandardization
 
     inp = keras.Input((s.image_size, s.image_size, 1), name="image")  # raw 0..255
     x = layers.Rescaling(1 / 255.0, name="rescale")(inp)
@@ -187,8 +202,6 @@ def to_gate(x224: np.ndarray, size: int) -> np.ndarray:
 
 def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
     """In-scope training and validation arrays uint8 (N, 224, 224), validation labels (1 = PNEUMONIA), all paths."""
-    from pneumo import data
-
     paths, labels = data.list_split(args.data / "train")
     if s.max_per_source:
         keep = np.concatenate([np.flatnonzero(labels == c)[: s.max_per_source] for c in (0, 1)])
@@ -207,8 +220,6 @@ def _group(path: Path) -> str:
 
 def load_scope(args: argparse.Namespace, s: Settings) -> tuple[dict, dict, list[Path]]:
     """Scope folder -> ({folder: train (N, S, S)}, {folder: held-out (M, S, S)}, all paths)."""
-    from pneumo.io import load_image
-
     train, held, every = {}, {}, []
     for folder in sorted(p for p in args.scope.iterdir() if p.is_dir()):
         if folder.name not in FOLDER_KINDS:
@@ -303,8 +314,6 @@ def gen_noise(rng, x224, held_out) -> np.ndarray:
 
 def gen_text(rng, x224, held_out) -> np.ndarray:
     """A page of text: dark words on a light page (PIL ImageDraw, default font at a random size)."""
-    from PIL import Image, ImageDraw, ImageFont
-
     size = int(rng.integers(8, 22))
     page = Image.new("L", (_N, _N), int(rng.integers(200, 256)))
     draw = ImageDraw.Draw(page)
@@ -348,10 +357,6 @@ def gen_portrait(rng, x224, held_out) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def _sample_photos(held_out: bool) -> list[np.ndarray]:
     """Real photographs and pictures shipped with matplotlib, gray float 0..1; grace_hopper.jpg is held out."""
-    import gzip
-
-    from matplotlib import cbook
-    from PIL import Image
 
     if held_out:
         names = ["grace_hopper.jpg"]
@@ -407,23 +412,6 @@ GENERATORS: dict[str, Callable[..., np.ndarray]] = {
 GENERATOR_KINDS = {"crop": "not_chest"}
 
 
-# ---------------------------------------------------------------------------------------------------- augmentation
-def augment(img: np.ndarray, rng: np.random.Generator, s: Settings) -> np.ndarray:
-    """One random affine + degradation + gamma + noise on uint8 (S, S) -> uint8 (S, S)."""
-    n = img.shape[0]
-    if rng.random() < s.p_degrade:
-        small = cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA) if n > 64 else img
-        img = cv2.resize(small, (n, n), interpolation=cv2.INTER_LINEAR)
-    zoom = rng.uniform(*s.zoom)
-    m = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), rng.uniform(-s.rotate_deg, s.rotate_deg), zoom)
-    m[:, 2] += rng.uniform(-s.shift, s.shift, 2) * n
-    img = cv2.warpAffine(img, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    x = (img.astype(np.float32) / 255.0) ** rng.uniform(*s.gamma)
-    if rng.random() < 0.5:
-        x = x + rng.normal(0, rng.uniform(0, s.noise), x.shape)
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def _counts(s: Settings) -> dict[str, int]:
     """Samples per epoch by kind."""
     n = (s.n_in_scope, s.n_adult, s.n_not_frontal, s.n_not_chest, s.n_not_radiograph)
@@ -438,7 +426,7 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
         sources = [p for p in pools[kind] if len(p)]
         for _ in range(counts[kind] if sources else 0):
             src = sources[rng.integers(len(sources))]  # sources equally often, then an image within
-            img = augment(src[rng.integers(len(src))], rng, s)
+            img = gate_augment(src[rng.integers(len(src))], rng, s)
             if kind == "in_scope":
                 o = 0 if rng.random() < s.p_identity else int(rng.integers(1, 8))
             else:
@@ -455,7 +443,7 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
 # ---------------------------------------------------------------------------------------------------- thresholds
 def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]:
     """Orientation, upright_min and in-scope thresholds from the upright in-scope validation images (N, S, S, 1)."""
-    gate = scope.LoadedGate(model, {"input_size": s.image_size, "thresholds": {}})
+    gate = keras_network(model, {"input_size": s.image_size, "thresholds": {}})
     kind, orient = scope._forward(gate, x_val)
     n = len(x_val)
     best = orient.argmax(1)
@@ -484,7 +472,7 @@ def _rate(mask: np.ndarray) -> float:
     return round(float(mask.mean()), 4) if mask.size else float("nan")
 
 
-def caught(gate: scope.LoadedGate, x: np.ndarray) -> dict:
+def caught(gate: Network, x: np.ndarray) -> dict:
     """Catch rate of out-of-scope images uint8 (N, S, S): share not in scope, and the codes given."""
     d = scope.decide(gate, x[..., None])
     flagged = ~d.in_scope | d.unclear
@@ -495,7 +483,7 @@ def caught(gate: scope.LoadedGate, x: np.ndarray) -> dict:
     return {"n": len(x), "caught": _rate(flagged), "codes": codes}
 
 
-def orientation_report(gate: scope.LoadedGate, x_val: np.ndarray) -> dict:
+def orientation_report(gate: Network, x_val: np.ndarray) -> dict:
     """Per transform of the in-scope validation images uint8 (N, S, S): corrected exactly / flagged / missed."""
     out = {}
     for o in range(len(scope.ORIENTATIONS)):
@@ -520,7 +508,7 @@ def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_h
     val: in-scope validation images uint8 (N, S, S) and labels (N,), 1 = PNEUMONIA.
     """
     x_val, y_val = val
-    gate = scope.LoadedGate(model, {"input_size": s.image_size, "thresholds": thresholds})
+    gate = keras_network(model, {"input_size": s.image_size, "thresholds": thresholds})
     d = scope.decide(gate, x_val[..., None])
     deg = np.stack([cv2.resize(cv2.resize(a, (64, 64), interpolation=cv2.INTER_AREA), a.shape[::-1],
                                interpolation=cv2.INTER_LINEAR) for a in x_val])  # fmt: skip
@@ -549,11 +537,11 @@ def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_h
     }
 
 
-def _augmented_report(gate: scope.LoadedGate, x_val: np.ndarray, s: Settings) -> dict:
+def _augmented_report(gate: Network, x_val: np.ndarray, s: Settings) -> dict:
     """Flag rate on the validation images uint8 (N, S, S) after one mild training augmentation (no 64 px)."""
     rng = np.random.default_rng(s.seed + 2)
     mild = dataclasses.replace(s, p_degrade=0.0)
-    d = scope.decide(gate, np.stack([augment(a, rng, mild) for a in x_val])[..., None])
+    d = scope.decide(gate, np.stack([gate_augment(a, rng, mild) for a in x_val])[..., None])
     return {
         "data": f"the validation images, each rotated <= {s.rotate_deg:g} deg, zoomed, shifted, gamma, noise (once)",
         "n": len(x_val),
@@ -571,8 +559,6 @@ def _turned(x: np.ndarray, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- training
 def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]:
     """Train for s.epochs freshly augmented epochs with a cosine learning-rate decay; returns per-epoch losses."""
-    import keras
-
     per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind]))
     steps = s.epochs * int(np.ceil(per_epoch / s.batch_size))
     lr = keras.optimizers.schedules.CosineDecay(s.learning_rate, max(steps, 1))
@@ -608,9 +594,6 @@ def build_pools(x_tr224: np.ndarray, train: dict, syn_train: dict, s: Settings) 
 
 def train(args: argparse.Namespace, s: Settings) -> dict:
     """Load, train (or reload with --evaluate-only), choose thresholds, evaluate, save; returns the metadata."""
-    import keras
-
-    from pneumo import data
 
     t_start = time.time()
     keras.utils.set_random_seed(s.seed)
@@ -621,7 +604,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     syn_held = make_synthetic(x_va224, max(s.n_synthetic // 3, 2), s.seed + 1, True, s.image_size)
     path = args.out / f"{args.name}.keras"
     if args.evaluate_only:
-        model, old = scope.load_gate(path).model, json.loads(path.with_suffix(".json").read_text())
+        model, old = load_keras_with_metadata(path)[0], json.loads(path.with_suffix(".json").read_text())
         history, seconds = old["history"], old["training"]["seconds"]
     else:
         model = build_gate(s)
@@ -647,17 +630,13 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "n_synthetic_train_per_generator": s.n_synthetic,
     }
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
-    meta["tflite"] = engine.export_or_warn(path)  # the fast inference copy the app runs (pneumo.engine)
+    meta["tflite"] = export_or_warn(path)  # the TFLite copy the app and the CLI run
     log.info("wrote %s (%.0f s)", path, time.time() - t_start)
     return meta
 
 
 def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history: list, seconds: float) -> dict:
     """The gate's JSON metadata: inputs, classes, layers, thresholds with their rules, metrics, provenance."""
-    import keras
-    import tensorflow as tf
-
-    from pneumo.model import layer_rows
 
     return {
         "name": args.name,
@@ -681,7 +660,7 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
         "metrics": metrics,
         "history": history,
         "training": {
-            "command": "python -m pneumo.train_scope " + " ".join(args.argv),
+            "command": "python -m pneumo.training.train_scope " + " ".join(args.argv),
             "preset": args.preset,
             "settings": dataclasses.asdict(s),
             "seconds": round(seconds, 1),

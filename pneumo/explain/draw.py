@@ -1,73 +1,18 @@
-"""Heatmaps and overlays from class-activation maps, without TensorFlow: the app's drawing path imports only this.
-
-:func:`heatmap_from_cam` turns a signed CAM (from pneumo.gradcam or the TFLite copy in pneumo.engine) into the heat of
-one class; :func:`overlay_heatmap` blends it over the radiograph; :func:`colorbar` draws the legend. Arrays in,
-arrays out: nothing here touches files, Streamlit or a model.
+"""Drawing an explanation: the class evidence (:mod:`pneumo.explain.cam`) blended over the radiograph, kept within
+the lungs the classifier saw, with their outline. The app, the CLI's ``--heatmaps`` and the report all draw with
+:func:`result_overlay`, so all three show the same picture. Arrays in, arrays out.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import cv2
 import numpy as np
 
 from pneumo import config
-
-EPS = 1e-7
-
-
-def cam_scale(signed_cams: np.ndarray, percentile: float = config.CAM_SCALE_PERCENTILE) -> float:
-    """An absolute heatmap scale for a model: the ``percentile`` of |cam| over many images' maps (N, h, w).
-
-    Training computes it on the validation images and stores it in the model metadata as ``cam_scale``.
-    """
-    values = np.abs(np.nan_to_num(np.asarray(signed_cams, dtype=np.float64))).ravel()
-    if values.size == 0:
-        raise ValueError("no cam values")
-    return float(max(np.percentile(values, percentile), EPS))
-
-
-def heatmap_from_cam(signed_cam: np.ndarray, target_class: int, size: int, scale: float | None = None) -> np.ndarray:
-    """Turn one signed cam (h, w) into the heatmap of a class: float32 (size, size) in [0, 1].
-
-    target_class 1 (PNEUMONIA) keeps the positive part, 0 (NORMAL) the negative part.
-    scale: the model's absolute scale (metadata ``cam_scale``): heat = clip(cam / scale, 0, 1), the same colour means
-    the same evidence on every image, and an image with almost no evidence for a class stays cold. None: each map is
-    divided by its own maximum (the heatmap shows *where*, not *how much*; a faint map is stretched to full red).
-    An all-zero or non-finite cam gives an all-zero heatmap, never NaN.
-    """
-    if target_class not in (0, 1):
-        raise ValueError("target_class must be 0 (NORMAL) or 1 (PNEUMONIA)")
-    cam = np.nan_to_num(np.asarray(signed_cam, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    cam = np.maximum(cam if target_class == 1 else -cam, 0.0)  # (h, w)
-    if scale is None:
-        cam = cam / (float(cam.max()) + EPS)
-    else:
-        if not (np.isfinite(scale) and scale > 0):
-            raise ValueError("scale must be a positive number")
-        cam = cam / np.float32(scale)
-    heat = cv2.resize(np.minimum(cam, 1.0), (size, size), interpolation=cv2.INTER_LINEAR)  # (size, size)
-    return np.clip(heat, 0.0, 1.0).astype(np.float32)
-
-
-def _unit_mask(mask: np.ndarray, what: str) -> np.ndarray:
-    """A (H, W) mask as float32 in [0, 1]: bool, 0/1, 0/255 uint8 or float probabilities."""
-    m = np.asarray(mask)
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"{what} must be a (H, W) mask")
-    scale = 255.0 if m.dtype == np.uint8 and m.max() > 1 else 1.0
-    return np.clip(np.nan_to_num(m.astype(np.float32) / scale), 0.0, 1.0)
-
-
-def mask_heatmap(heatmap: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """Restrict or weight a heatmap (h, w) in [0, 1] to a mask of any size: float32 (h, w) in [0, 1].
-
-    within: (H, W) binary (restrict) or float in [0, 1] (weight), e.g. a lung mask; resized to the heatmap.
-    """
-    heat = np.asarray(heatmap, dtype=np.float32)
-    mask = _unit_mask(within, "within")  # (H, W) in [0, 1]
-    mask = cv2.resize(mask, (heat.shape[1], heat.shape[0]), interpolation=cv2.INTER_LINEAR)  # (h, w)
-    return np.clip(heat * np.clip(mask, 0.0, 1.0), 0.0, 1.0)
-
+from pneumo.checks.lungs import dilate
+from pneumo.explain.cam import class_heat
 
 _LUTS: dict[int, np.ndarray] = {}
 # Lung outlines are traced on the mask upsampled to at most this side: smooth at display size, cheap to trace.
@@ -157,30 +102,34 @@ def overlay_heatmap(
     return out
 
 
-def colorbar(
-    width: int = 400,
-    height: int = 56,
-    colormap: int = cv2.COLORMAP_JET,
-    labels: tuple[str, str] = ("no evidence", "strong evidence for PNEUMONIA"),
-) -> np.ndarray:
-    """A horizontal colour bar with labelled ends for the overlay's legend: uint8 (height, width, 3) RGB.
+def _unit_mask(mask: np.ndarray, what: str) -> np.ndarray:
+    """A (H, W) mask as float32 in [0, 1]: bool, 0/1, 0/255 uint8 or float probabilities."""
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"{what} must be a (H, W) mask")
+    scale = 255.0 if m.dtype == np.uint8 and m.max() > 1 else 1.0
+    return np.clip(np.nan_to_num(m.astype(np.float32) / scale), 0.0, 1.0)
 
-    The left end is heat 0 and the right end heat 1 (with an absolute scale: ``cam_scale`` or more).
+
+def result_overlay(
+    result: Any,
+    metadata: dict[str, Any],
+    target_class: int,
+    alpha: float = 0.45,
+    outline: bool = True,
+    image: np.ndarray | None = None,
+) -> np.ndarray:
+    """The heatmap of an analysed image over ``image`` (default: its pixels): uint8 (H, W, 3) RGB.
+
+    result: a pneumo.pipeline.Result (cam224, lung_mask, pixels). The heat is kept within
+    the dilated lung mask (what the classifier saw) and the lung outline is drawn when ``outline``.
     """
-    if width < 64 or height < 24:
-        raise ValueError("colorbar needs at least 64x24 pixels")
-    out = np.full((height, width, 3), 255, np.uint8)  # white background
-    bar_h = height // 2
-    ramp = np.round(np.linspace(0, 255, width)).astype(np.uint8)[None, :].repeat(bar_h, axis=0)  # (bar_h, width)
-    out[:bar_h] = cv2.applyColorMap(ramp, _rgb_lut(colormap))
-    font, scale_px = cv2.FONT_HERSHEY_SIMPLEX, max(0.3, (height - bar_h) / 40.0)
-    thick = 1
-    left, right = labels
-    (rw, th), _ = cv2.getTextSize(right, font, scale_px, thick)
-    while rw > width // 2 + width // 4 and scale_px > 0.2:  # shrink long labels to fit
-        scale_px *= 0.9
-        (rw, th), _ = cv2.getTextSize(right, font, scale_px, thick)
-    y = min(height - 3, bar_h + th + 4)
-    cv2.putText(out, left, (2, y), font, scale_px, (0, 0, 0), thick, cv2.LINE_AA)
-    cv2.putText(out, right, (max(2, width - rw - 2), y), font, scale_px, (0, 0, 0), thick, cv2.LINE_AA)
-    return out
+    if result.cam224 is None:
+        raise ValueError("this analysis has no heatmap")
+    base = result.pixels if image is None else image
+    heat = class_heat(result.cam224, target_class, metadata)  # (224, 224)
+    mask = result.lung_mask
+    within = None
+    if mask is not None:  # what the classifier saw, with soft edges (the 224 mask is blocky when enlarged)
+        within = cv2.GaussianBlur(dilate(mask).astype(np.float32), (0, 0), 1.5)
+    return overlay_heatmap(base, heat, alpha, within=within, outline=mask if (outline and mask is not None) else None)

@@ -329,7 +329,7 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
     import keras
     from keras import layers
 
-    from pneumo.baseline import notebook_cnn
+    from pneumo.training.baseline import notebook_cnn
 
     inp = keras.Input((size, size, 1), name="image")  # (B, 64, 64, 1), 0..255
     x0 = layers.Rescaling(1.0 / 255.0)(inp)
@@ -362,8 +362,8 @@ def load_pneumo(model_path: Path, engine_only: bool = False) -> tuple[Candidate,
     engine_only: load as the app and the CLI do (the TFLite copies alone, no TensorFlow); else Keras networks with
     the same copies attached (the in-process timings, which also need Keras for the references and MAC counts).
     """
-    from pneumo.engine import explain
-    from pneumo.explain import class_scale
+    from pneumo.explain.cam import class_scale
+    from pneumo.nets.lite import forward_cam as explain
     from pneumo.pipeline import load_models
 
     t0 = time.perf_counter()
@@ -390,7 +390,7 @@ def load_pneumo(model_path: Path, engine_only: bool = False) -> tuple[Candidate,
 
 def engine_words(models: Any) -> str:
     """Which engine runs each network of the path (pneumo.engine.describe)."""
-    from pneumo import engine
+    from pneumo.nets import lite as engine
 
     return engine.describe(models)
 
@@ -422,9 +422,8 @@ def display_pixels(jpeg: bytes) -> np.ndarray:
     """The app's decode (pneumo.analysis.analyze_bytes: the analysis decode, JPEG reduced while each side stays >= 448
     px) at the app's display size (long side at most DISPLAY_MAX_SIDE): uint8 (h, w), the pixels the app analyses
     and draws its overlay on."""
-    from pneumo.analysis import display_copy
-    from pneumo.io import load_image
-    from pneumo.pipeline import ANALYSIS_DECODE
+    from pneumo.io.decode import load_image
+    from pneumo.pipeline import ANALYSIS_DECODE, display_copy
 
     return display_copy(load_image(jpeg, **ANALYSIS_DECODE).pixels)  # (h, w): 750x600 for a 1500x1200 JPEG
 
@@ -435,13 +434,15 @@ def explain_one(cand: Candidate, pixels: np.ndarray) -> np.ndarray:
     pneumo: the whole analysis path (scope gate, orientation, lungs, classifier with its CAM) and the overlay within
     the lungs with their outline, exactly as the app draws it. References: preprocess, model + Grad-CAM, overlay.
     """
-    from pneumo.heatmap import heatmap_from_cam, overlay_heatmap
-    from pneumo.inference import label_for
-    from pneumo.preprocess import preprocess
+    from pneumo.explain.cam import heatmap_from_cam
+    from pneumo.explain.draw import overlay_heatmap
+    from pneumo.io.preprocess import preprocess
+    from pneumo.pipeline import label_for
 
     if cand.models is not None:
-        from pneumo.explain import result_overlay, shown_class
-        from pneumo.io import LoadedImage
+        from pneumo.explain.cam import shown_class
+        from pneumo.explain.draw import result_overlay
+        from pneumo.io.decode import LoadedImage
         from pneumo.pipeline import analyze_images
 
         res = analyze_images(cand.models, [LoadedImage(pixels)], force=True)[0]
@@ -461,9 +462,9 @@ def predict_files(cand: Candidate, blobs: list[bytes], batch_size: int, pipeline
     decoding), as pneumo.predict does; 'seed': every file decoded in full, one after the other (the seed notebook).
     """
     from pneumo import config
-    from pneumo.inference import label_for, predict_proba
-    from pneumo.io import load_image, load_many
-    from pneumo.preprocess import preprocess
+    from pneumo.io.decode import load_image, load_many
+    from pneumo.io.preprocess import preprocess
+    from pneumo.pipeline import label_for, predict_proba
 
     labels: list[str] = []
     if pipeline == "pneumo" and cand.models is not None:  # pneumo.predict: decode stream, the whole analysis path
@@ -514,8 +515,8 @@ def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, di
     The first candidate is pneumo; its CLI batch uses pneumo's decoding. The references' batch uses the seed
     notebook's decoding, and batch_images_per_s_pneumo_pipeline theirs through pneumo's (model vs pipeline).
     """
-    from pneumo.inference import predict_proba
-    from pneumo.preprocess import preprocess
+    from pneumo.io.preprocess import preprocess
+    from pneumo.pipeline import predict_proba
 
     pixels = display_pixels(jpeg)  # (h, w) uint8, long side <= DISPLAY_MAX_SIDE
     blobs = [jpeg] * plan.batch_size
@@ -562,13 +563,14 @@ def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, di
 def measure_pipeline_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
     """pneumo's per-image path stage by stage, with the real stage functions of pneumo.pipeline, plus the whole app
     path in a row (app_path_ms = decode for display + analyze_images + overlay)."""
-    from pneumo import config, lungs, scope
-    from pneumo.engine import explain
-    from pneumo.explain import class_heat, result_overlay
-    from pneumo.inference import predict_proba
-    from pneumo.io import LoadedImage, load_image
-    from pneumo.pipeline import analyze_images, classifier_inputs
-    from pneumo.preprocess import preprocess
+    from pneumo import config
+    from pneumo.checks import lungs, scope
+    from pneumo.explain.cam import class_heat
+    from pneumo.explain.draw import result_overlay
+    from pneumo.io.decode import LoadedImage, load_image
+    from pneumo.io.preprocess import preprocess
+    from pneumo.nets.lite import forward_cam as explain
+    from pneumo.pipeline import analyze_images, classifier_inputs, predict_proba
 
     models, reps, warm = cand.models, plan.reps, plan.warmup
     pixels = display_pixels(jpeg)  # (h, w) uint8
@@ -607,7 +609,7 @@ def measure_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
 
 def cam_method(cand: Candidate) -> str:
     """'CAM (one forward pass)' or 'Grad-CAM (forward + backward)' for pneumo's model."""
-    from pneumo.gradcam import cam_head
+    from pneumo.training.gradcam import cam_head
 
     layer = cand.gradcam_layer.split(" ")[0]
     return "CAM (one forward pass)" if cam_head(cand.model, layer) is not None else "Grad-CAM (forward + backward)"
@@ -623,7 +625,7 @@ if sys.argv[1] == "pneumo":  # what the app and the CLI import: no TensorFlow wh
 else:  # a reference runs on Keras
     import pneumo.inference, pneumo.gradcam
 import_s = time.perf_counter() - t0
-from pneumo import bench
+from pneumo.bench import run as bench
 bench.probe(sys.argv[1], sys.argv[2], import_s, t0)
 """
 
@@ -671,8 +673,8 @@ def bench_training(loaded, plan: Plan) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from pneumo.model import build_model
-    from pneumo.train import Settings, make_augment
+    from pneumo.training.networks import build_model
+    from pneumo.training.train import Settings, make_augment
 
     meta_training = loaded.metadata.get("training", {})
     s = Settings()
@@ -756,8 +758,8 @@ def run_benchmark(model_path: Path, quick: bool = False, training: bool = False)
     import keras
 
     from pneumo import config
-    from pneumo.io import load_image
-    from pneumo.preprocess import preprocess
+    from pneumo.io.decode import load_image
+    from pneumo.io.preprocess import preprocess
 
     mode = "quick" if quick else "full"
     plan = PLANS[mode]
@@ -830,9 +832,9 @@ def fullres_agreement(model_path: Path, fullres_dir: Path, data_dir: Path) -> di
     Each original is decoded in full and as the app and the CLI decode it (pneumo.pipeline.ANALYSIS_DECODE: JPEG
     DCT-domain reduction while each side stays >= 448), then goes through the whole path (lungs, classifier).
     """
-    from pneumo.io import load_image
+    from pneumo.io.decode import load_image
+    from pneumo.io.preprocess import preprocess
     from pneumo.pipeline import ANALYSIS_DECODE, classify_224, load_models
-    from pneumo.preprocess import preprocess
 
     models = load_models(model_path, with_gate=False)
     ways = {"full": {}, "app_and_cli": ANALYSIS_DECODE}
@@ -968,12 +970,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if not args.model.exists():
-        p.error(f"model not found: {args.model} (train one with `python -m pneumo.train` or pass --model)")
+        p.error(f"model not found: {args.model} (train one with `python -m pneumo.training.train` or pass --model)")
     if args.agreement:
         print(json.dumps(fullres_agreement(args.model, *args.agreement), indent=1))
         return 0
     if args.browser:
-        from pneumo.bench_browser import measure_browser
+        from pneumo.bench.browser import measure_browser
 
         print(json.dumps(measure_browser(args.browser), indent=1))
         return 0

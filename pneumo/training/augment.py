@@ -1,0 +1,88 @@
+"""Training augmentations, one place for all three trainers. ``s`` is a trainer's Settings (rotate_deg, zoom, shift,
+aspect, gamma, contrast, brightness, noise; the gate's also p_degrade): the classifier and the U-Net augment batches in
+TensorFlow (:func:`image_augment`, :func:`image_mask_augment`), the gate single images in OpenCV (:func:`gate_augment`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+
+def random_affine(x, s: Any):
+    """Random rotation, zoom, aspect, shift of a batch (B, S, S, C) float; every channel moves together."""
+    size = s.image_size
+    b = tf.shape(x)[0]
+    theta = tf.random.uniform([b], -s.rotate_deg, s.rotate_deg) * (np.pi / 180.0)
+    zoom = tf.random.uniform([b], s.zoom[0], s.zoom[1])
+    sx = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
+    sy = zoom * tf.random.uniform([b], 1.0 - s.aspect, 1.0 + s.aspect)
+    tx = tf.random.uniform([b], -s.shift, s.shift) * size
+    ty = tf.random.uniform([b], -s.shift, s.shift) * size
+    c = (size - 1) / 2.0
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    a0, a1 = cos / sx, -sin / sx
+    b0, b1 = sin / sy, cos / sy
+    a2 = c - a0 * c - a1 * c + tx
+    b2 = c - b0 * c - b1 * c + ty
+    zeros = tf.zeros([b])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)  # (B, 8): output -> input coords
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x,
+        transforms=transforms,
+        output_shape=[size, size],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
+
+
+def random_intensity(x, s: Any):
+    """Random gamma, contrast, brightness and noise of a batch (B, S, S, 1) float 0..255 -> same."""
+    b = tf.shape(x)[0]
+    x = x / 255.0
+    gamma = tf.exp(tf.random.uniform([b, 1, 1, 1], np.log(s.gamma[0]), np.log(s.gamma[1])))
+    x = tf.pow(tf.clip_by_value(x, 1e-6, 1.0), gamma)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    contrast = tf.random.uniform([b, 1, 1, 1], s.contrast[0], s.contrast[1])
+    x = (x - mean) * contrast + mean + tf.random.uniform([b, 1, 1, 1], -s.brightness, s.brightness)
+    x = x + tf.random.normal(tf.shape(x)) * tf.random.uniform([b, 1, 1, 1], 0.0, s.noise)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def image_augment(s: Any):
+    """A batched tf augmentation: (B, S, S, 1) float 0..255 -> same, random affine + gamma/contrast/noise."""
+
+    def augment(x, y):
+        return random_intensity(random_affine(x, s), s), y
+
+    return augment
+
+
+def image_mask_augment(s: Any):
+    """Joint augmentation of (image, mask) batches (B, S, S, 1) each: affine on both, intensity on the image."""
+
+    def augment(x, y):
+        both = random_affine(tf.concat([x, y], axis=-1), s)  # (B, S, S, 2)
+        return random_intensity(both[..., :1], s), tf.clip_by_value(both[..., 1:], 0.0, 1.0)
+
+    return augment
+
+
+def gate_augment(img: np.ndarray, rng: np.random.Generator, s: Any) -> np.ndarray:
+    """One random affine + degradation + gamma + noise on uint8 (S, S) -> uint8 (S, S)."""
+    n = img.shape[0]
+    if rng.random() < s.p_degrade:
+        small = cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA) if n > 64 else img
+        img = cv2.resize(small, (n, n), interpolation=cv2.INTER_LINEAR)
+    zoom = rng.uniform(*s.zoom)
+    m = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), rng.uniform(-s.rotate_deg, s.rotate_deg), zoom)
+    m[:, 2] += rng.uniform(-s.shift, s.shift, 2) * n
+    img = cv2.warpAffine(img, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    x = (img.astype(np.float32) / 255.0) ** rng.uniform(*s.gamma)
+    if rng.random() < 0.5:
+        x = x + rng.normal(0, rng.uniform(0, s.noise), x.shape)
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
