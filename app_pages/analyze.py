@@ -230,7 +230,7 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
     A click on 'Create the report' is a normal rerun that carries the current slider values, so the files always
     match what is on screen; the downloads are plain bytes (no deferred callables, which a rerun revokes).
     """
-    from pneumo.pipeline import heatmap_overlay
+    from pneumo.explain.draw import result_overlay
     from pneumo.present.report import build_report
 
     key = (res.digest, round(threshold, 4), cls, round(alpha, 3), outline)
@@ -244,7 +244,7 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
                 "key": key,
                 "pdf": build_report(res, threshold, meta, fmt="pdf", **args),
                 "png": build_report(res, threshold, meta, fmt="png", **args),
-                "overlay": png_bytes(heatmap_overlay(res, cls, alpha, meta, outline=outline)),
+                "overlay": png_bytes(result_overlay(res, meta, cls, alpha, outline)),
             }
             st.session_state["_bundle"] = bundle
             release_memory()

@@ -9,9 +9,9 @@ session information, and they are dropped after ``config.APP_CACHE_TTL_S`` or wh
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from pneumo import config
+from pneumo.nets.modelfile import default_model_path
 from pneumo.present.text import DISCLAIMER
 
 if TYPE_CHECKING:  # the analysis modules are imported only when a page needs the model: the first page paints sooner
-    from pneumo.pipeline import Models
-    from pneumo.pipeline import Result as Analysis
+    from pneumo.pipeline import Models, Result
 
 __all__ = [
     "DISCLAIMER",
@@ -64,10 +64,8 @@ def release_memory() -> None:
 
 
 def model_path() -> Path:
-    """The app's model file: ``$PNEUMO_MODEL`` or the committed model (``pneumo.analysis.resolve_model_path``'s
-    rule, without importing TensorFlow)."""
-    override = os.environ.get(config.MODEL_ENV_VAR, "").strip()
-    return Path(override) if override else config.DEFAULT_MODEL_PATH
+    """The app's model file: ``$PNEUMO_MODEL`` or the committed model (pneumo.nets.default_model_path)."""
+    return default_model_path()
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -100,7 +98,7 @@ def _load_models(path: str, mtime: float) -> Models:
         if (path, mtime) not in _LOADED:
             from pneumo.pipeline import load_models, warm_up
 
-            models = load_models(path, engine_only=True)  # the TFLite copies alone: no TensorFlow import
+            models = load_models(path)  # the TFLite copies: no TensorFlow import
             try:
                 warm_up(models)
             except Exception:  # noqa: BLE001 - a failed trial run must not hide models that loaded
@@ -118,7 +116,7 @@ def _warm_up(path: str, mtime: float) -> None:
 
 
 def start_warm_up() -> None:
-    """Load the models (their TFLite copies; TensorFlow only when one is missing) and run them once, in a background
+    """Load the models (their TFLite copies) and run them once, in a background
     thread, once per process, after the first page has painted: the first result then waits for nothing."""
     global _WARM_UP
     path = model_path()
@@ -140,8 +138,8 @@ def model_or_stop() -> Models:
     path = model_path()
     if not path.exists():
         st.error(
-            f"No model file at `{path}`. Train one with `python -m pneumo.training.train` (see the README) or point the "
-            f"environment variable `{config.MODEL_ENV_VAR}` at a `.keras` file with its `.json` metadata."
+            f"No model file at `{path}`. Train one with `python -m pneumo.training.train` (see the README) or point "
+            f"the environment variable `{config.MODEL_ENV_VAR}` at a `.keras` file with its `.json` metadata."
         )
         st.stop()
     try:
@@ -152,7 +150,7 @@ def model_or_stop() -> Models:
 
 
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False, validate=None)
-def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _loaded: Models) -> Analysis:
+def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _loaded: Models) -> Result:
     """The one place where the network runs for an upload; keyed by (content hash, name, model)."""
     from pneumo.pipeline import analyze_bytes
 
@@ -161,12 +159,10 @@ def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _load
     return result
 
 
-def analyze(data: bytes, name: str, loaded: Models) -> Analysis:
+def analyze(data: bytes, name: str, loaded: Models) -> Result:
     """Analyse a file's bytes with the app's model, reusing the cached result for bytes seen before."""
-    from pneumo.pipeline import file_digest
-
     model_key = f"{Path(loaded.path).resolve()}|{loaded.metadata.get('created', '')}"
-    return _cached_analysis(file_digest(data), name, model_key, data, loaded)
+    return _cached_analysis(hashlib.sha256(data).hexdigest(), name, model_key, data, loaded)
 
 
 def show_disclaimer() -> None:
@@ -184,25 +180,26 @@ def png_bytes(image: Any) -> bytes:
 
 
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
-def _display_pixels(digest: str, _res: Analysis) -> Any:
-    from pneumo.pipeline import display_copy
+def _display_pixels(digest: str, _res: Result) -> Any:
+    from pneumo.io.decode import shrink_to_side
 
-    image = display_copy(_res.pixels)  # the analysed pixels are read-only already; so is a reduced copy
+    # the analysed pixels are read-only already; so is a reduced copy
+    image = shrink_to_side(_res.pixels, config.DISPLAY_MAX_SIDE)
     image.setflags(write=False)
     return image
 
 
 @st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
-def display_png(digest: str, _res: Analysis) -> bytes:
+def display_png(digest: str, _res: Result) -> bytes:
     """PNG bytes of the radiograph at display size (longest side at most config.DISPLAY_MAX_SIDE), once per image."""
     return png_bytes(_display_pixels(digest, _res))
 
 
 @st.cache_resource(max_entries=4 * config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
-def overlay_display_png(digest: str, cls: int, alpha: float, outline: bool, _res: Analysis, _meta: dict) -> bytes:
+def overlay_display_png(digest: str, cls: int, alpha: float, outline: bool, _res: Result, _meta: dict) -> bytes:
     """PNG bytes of the heatmap overlay at display size, once per (image, class, opacity, outline): a threshold move
     that keeps the explained class costs nothing."""
-    from pneumo.pipeline import heatmap_overlay
+    from pneumo.explain.draw import result_overlay
 
     shown = _display_pixels(digest, _res)
-    return png_bytes(heatmap_overlay(_res, cls, alpha, _meta, image=shown, outline=outline))
+    return png_bytes(result_overlay(_res, _meta, cls, alpha, outline, shown))

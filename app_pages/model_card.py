@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from app_pages.common import evaluation, model_or_stop
-from pneumo.nets.lite import describe as engine_describe
+from pneumo.nets.lite import describe
 from pneumo.present import evaluation as ev
 from pneumo.present import modelcard
 from pneumo.present.text import format_threshold, prevalence
@@ -129,9 +129,9 @@ with st.expander("Layer by layer"):
         column_config={"parameters": st.column_config.NumberColumn("Parameters", format="%d")},
     )
 st.caption(
-    f"How the app runs the networks: {engine_describe(loaded)}. The TFLite copies (`.tflite` beside each `.keras`"
-    " file, `pneumo.engine`) are made from these very files and checked by SHA-256 when they load; they give"
-    " TensorFlow's answers to about 1e-5, faster."
+    f"How the app runs the networks: {describe(loaded)}. The TFLite copies (`.tflite` beside each `.keras`"
+    " file, made by `python -m pneumo.training.export`) are made from these very files and checked by SHA-256 when"
+    " they load (a stale copy is refused, not silently replaced); they give TensorFlow's answers to about 1e-5."
 )
 
 st.subheader("Anatomy: what the classifier sees")
@@ -158,7 +158,8 @@ rob_rows = modelcard.robustness_rows(meta)
 if rob_rows:
     rob = meta["robustness"]
     st.markdown(
-        f"**Robustness tests you can rerun** (`python -m pneumo.training.robustness`; {rob.get('data', 'validation split')}, "
+        "**Robustness tests you can rerun** (`python -m pneumo.training.robustness`; "
+        f"{rob.get('data', 'validation split')}, "
         f"threshold {format_threshold(float(rob.get('threshold', loaded.threshold)))}). Validation images are easier "
         "than new patients, but what changes when non-lung pixels change is a fair test of what the model reads."
     )

@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Where the package lives; models/ and assets/ sit beside it in the repository.
+# Where the package lives.
 PACKAGE_DIR = Path(__file__).resolve().parent
-# The repository root: app, CLI and tests find committed files relative to it, never via the data folder.
+# The repository root in a checkout (the benchmark and the tests start the app from there).
 ROOT_DIR = PACKAGE_DIR.parent
+# The repository's models/ and assets/, reached through the links pneumo/_shipped/{models,assets}: the same path works
+# in a checkout and in an installed wheel, which holds copies of both (`pip install .` runs on the committed models).
+_SHIPPED = PACKAGE_DIR / "_shipped"
 # Committed model files; the app and the CLI default to the model here.
-MODELS_DIR = ROOT_DIR / "models"
+MODELS_DIR = _SHIPPED / "models"
 # Sample images and other static files shipped with the app.
-ASSETS_DIR = ROOT_DIR / "assets"
+ASSETS_DIR = _SHIPPED / "assets"
 # The committed model: the app and `pneumo.predict` load it when no --model is given.
 DEFAULT_MODEL_PATH = MODELS_DIR / "pneumo_cnn.keras"
 
@@ -48,13 +51,10 @@ LUNG_INPUT_SIZE = 160
 LUNG_HEIGHT_RATIO_MIN = 0.75
 # Images per forward pass inside the pipeline: on 2 cores as fast per image as 32, and ~60 MB less peak memory.
 PIPELINE_BATCH = 8
-# Run the networks as TFLite flatbuffers (pneumo.engine; 2-10x faster than TensorFlow at batch 1 on CPU) where a
-# matching one ships; PNEUMO_ENGINE=tensorflow runs everything on TensorFlow (to compare, or on a platform without it).
-INFERENCE_ENGINE = os.environ.get("PNEUMO_ENGINE", "tflite")
 # TFLite threads per network: measured on 2 cores, a second thread gains nothing for these small networks (batch 1
 # to 32), and one leaves the other core to JPEG decoding (CLI) or another visitor (app).
 LITE_THREADS = 1
-# Version of pneumo.engine's exported graph: bump it when the export changes, and older .tflite copies are ignored.
+# Version of pneumo.training.export's graph: bump it when the export changes, and older .tflite copies are refused.
 ENGINE_EXPORT_VERSION = 1
 # Batches the CLI analyses at the same time (pneumo.pipeline.analyze_stream): the networks and OpenCV release the
 # GIL, so each batch gets a core (measured on 2 cores: 1.7x the images per second of one at a time).
@@ -97,9 +97,6 @@ DISPLAY_MAX_SIDE = 1200
 DECODE_MIN_FACTOR = 2
 # Most threads for decoding a batch of files (JPEG/PNG decoders release the GIL); capped by the CPU count at run time.
 DECODE_WORKERS = 4
-# The absolute heatmap scale stored as `cam_scale` is this percentile of |cam| over validation images: robust to a few
-# extreme maps, so that only the strongest evidence saturates.
-CAM_SCALE_PERCENTILE = 99.0
 # A heatmap whose peak stays below this on the absolute scale looks faint (a borderline label's map often does): the
 # app and report say so in words. On the 24 full-resolution samples it flags the borderline person622 (peak 0.41).
 FAINT_HEAT = 0.5

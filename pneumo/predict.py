@@ -12,8 +12,8 @@ Output (CSV; JSON has the same fields): path,probability,label,error,warnings
   (with --force: NORMAL/PNEUMONIA, and the warnings stay); ERROR for a file that cannot be read (message in error).
 - warnings: ';'-separated stable codes (see the README's table, or pneumo.checks.scope.WARNING_CODES).
 Exit status: 0 when every file was read (OUT_OF_SCOPE is an answer), 2 when some could not be read or for a usage
-error (argparse's), 1 when the models cannot be loaded (the message says what to run). A folder scan names on stderr every file it skips
-because of its type, with a count.
+error (argparse's), 1 when the models cannot be loaded (the message says what to run). A folder scan names on stderr
+every file it skips because of its type, with a count.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Examples:
 Timed items (after warm-up; median and p95 over the repetitions), input a full-resolution JPEG (1500x1200, ~0.3 MB,
 made from the largest committed sample, or synthetic on a clone without assets):
     decode_ms           the CLI's decode: load_image(min_side=2 x input) + preprocess (JPEG DCT-domain reduction)
-    predict_ms          P(pneumonia) of one preprocessed image (batch 1) with pneumo.inference.predict_proba
+    predict_ms          P(pneumonia) of one preprocessed image (batch 1) with pneumo.pipeline.predict_proba
     explain_ms          the app's per-image work from the pixels it decodes (pneumo.pipeline.ANALYSIS_DECODE, long
                         side <= DISPLAY_MAX_SIDE; 750x600 for the 1500x1200 JPEG):
                         preprocess, probability + heatmap map (CAM: one forward pass where the head allows it, else
@@ -23,8 +23,8 @@ made from the largest committed sample, or synthetic on a clone without assets):
                         gate, lung segmentation, preprocess, classifier, explanation, overlay; the scope gate and
                         segmentation models are timed when their files exist (config.SCOPE_MODEL_PATH,
                         config.LUNG_MODEL_PATH), else marked "not present"; app_path_ms times them all in a row
-pneumo runs as the app and the CLI do: on the TFLite copies of its networks (pneumo.engine) where they match the
-.keras files, else on TensorFlow; its "engine" field says which (PNEUMO_ENGINE=tensorflow times the TensorFlow path).
+pneumo runs as the app and the CLI do: on the TFLite copies of its networks (pneumo.nets.lite), checked against the
+.keras files; its "engine" field says so. Its MACs are counted on the .keras files.
 References (random weights, built here, nothing downloaded), timed the same way in the same process (explain_ms with
 the same display pixels and overlay code); their batch_images_per_s uses the seed notebook's decoding (every file
 decoded in full, one after the other), and batch_images_per_s_pneumo_pipeline the new one:
@@ -38,9 +38,9 @@ predict_ms, explain_ms and the batches are timed interleaved (one repetition of 
 changing load on a shared machine affects all sides alike.
 Ratios are pneumo / reference, so < 1 means pneumo is faster for *_ms and slower for batch_images_per_s.
 peak_rss_mb is measured in a fresh subprocess per model (import, load every model present, one explain, one batch of
-32); quick mode measures it for pneumo only. pneumo loads there as the app does (pipeline.load_models(engine_only=True):
-its TFLite copies alone, no TensorFlow, when they match). import_s is the import of what the app's analysis needs
-(pneumo: `pneumo.pipeline, pneumo.explain`; references: `pneumo.inference, pneumo.gradcam`, i.e. Keras) in a fresh
+32); quick mode measures it for pneumo only. pneumo loads there as the app does (pipeline.load_models:
+its TFLite copies alone, no TensorFlow). import_s is the import of what the app's analysis needs
+(pneumo: `pneumo.pipeline, pneumo.explain`; references: `pneumo.training.networks`, i.e. Keras) in a fresh
 process; cold_start_s is that import + model load + decoding and explaining one JPEG (time to the first result).
 """
 
@@ -208,7 +208,7 @@ class Candidate:
     """A model as the benchmark sees it: (B, S, S, 1) pixel values 0..255 in, P(pneumonia) (B, 1) out."""
 
     name: str
-    model: Any  # keras.Model
+    model: Any  # what runs (pneumo: its TFLite copy; references: a keras.Model with a runner attached)
     cam: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, S, S, 1) -> probs (B,), signed cams (B, h, w)
     size: int
     threshold: float
@@ -218,7 +218,7 @@ class Candidate:
     cam_scale: float | None = None  # absolute heatmap scale (metadata cam_scale); None: per-image maximum
     models: Any = None  # pneumo only: the whole analysis path (pneumo.pipeline.Models: gate, lungs, classifier)
     params: int | None = None  # parameters of the model file (pneumo runs a copy with batch norm folded in)
-    engine: str = "TensorFlow"  # what runs the networks (pneumo: its TFLite copies where they match, see pneumo.engine)
+    engine: str = "TensorFlow"  # what runs the networks (pneumo: its TFLite copies, see pneumo.nets.lite)
 
 
 def make_gradcam(cam_model, size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -281,10 +281,14 @@ def count_macs(model) -> int:
 
 def candidate_mmacs(cand: Candidate) -> dict[str, float]:
     """Millions of multiply-accumulates per image, per network of the candidate's path and in total."""
-    nets = {"classifier": cand.model}
-    if cand.models is not None:
-        nets["lungs"] = getattr(cand.models.lungs, "model", None)
-        nets["scope_gate"] = getattr(cand.models.gate, "model", None)
+    if cand.models is None:
+        nets = {"classifier": cand.model}
+    else:  # pneumo runs TFLite copies: count on the .keras files they were made from
+        from pneumo.training.networks import load_keras_with_metadata
+
+        paths = {"classifier": cand.models.classifier.path}
+        paths |= {k: n.path for k, n in (("lungs", cand.models.lungs), ("scope_gate", cand.models.gate)) if n}
+        nets = {name: load_keras_with_metadata(p)[0] for name, p in paths.items()}
     out = {name: round(count_macs(m) / 1e6, 3) for name, m in nets.items() if m is not None}
     out["total"] = round(sum(out.values()), 3)
     return out
@@ -303,6 +307,8 @@ def build_densenet121(size: int = 224) -> Candidate:
     import keras
     from keras import layers
 
+    from pneumo.training.networks import keras_network
+
     inp = keras.Input((size, size, 1), name="image")  # (B, S, S, 1), 0..255
     x = layers.Concatenate(name="gray_to_rgb")([inp, inp, inp])  # (B, S, S, 3)
     x = layers.Rescaling(1.0 / 255.0)(x)
@@ -312,6 +318,7 @@ def build_densenet121(size: int = 224) -> Candidate:
     logit = layers.Dense(1, name="logit")(layers.GlobalAveragePooling2D(name="gap")(fmap))  # (B, 1)
     prob = layers.Activation("sigmoid", name="probability")(logit)
     model = keras.Model(inp, prob, name="densenet121_224")
+    keras_network(model, {})  # run by pneumo.pipeline.predict_proba on TensorFlow
     cam_model = keras.Model(inp, [[fmap], [logit]])
     return Candidate(
         name="densenet121_224",
@@ -330,6 +337,7 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
     from keras import layers
 
     from pneumo.training.baseline import notebook_cnn
+    from pneumo.training.networks import keras_network
 
     inp = keras.Input((size, size, 1), name="image")  # (B, 64, 64, 1), 0..255
     x0 = layers.Rescaling(1.0 / 255.0)(inp)
@@ -343,6 +351,7 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
         probs.append(layers.Lambda(lambda t: t[:, 1:2])(soft))  # (B, 1)
     prob = layers.Average(name="probability")(probs)  # (B, 1)
     model = keras.Model(inp, prob, name="seed_ensemble_64")
+    keras_network(model, {})  # run by pneumo.pipeline.predict_proba on TensorFlow
     cam_model = keras.Model(inp, [fmaps, scores])
     return Candidate(
         name="seed_ensemble_64",
@@ -356,18 +365,15 @@ def build_seed_ensemble(size: int = 64, members: int = 5) -> Candidate:
     )
 
 
-def load_pneumo(model_path: Path, engine_only: bool = False) -> tuple[Candidate, Any, float]:
-    """pneumo as a Candidate (its whole analysis path: gate, lungs, classifier), its classifier, and the load time.
-
-    engine_only: load as the app and the CLI do (the TFLite copies alone, no TensorFlow); else Keras networks with
-    the same copies attached (the in-process timings, which also need Keras for the references and MAC counts).
-    """
+def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
+    """pneumo as a Candidate (its whole analysis path: gate, lungs, classifier, loaded as the app and the CLI load
+    them: the TFLite copies), its classifier, and the load time."""
     from pneumo.explain.cam import class_scale
     from pneumo.nets.lite import forward_cam as explain
     from pneumo.pipeline import load_models
 
     t0 = time.perf_counter()
-    models = load_models(model_path, engine_only=engine_only)
+    models = load_models(model_path)
     load_s = time.perf_counter() - t0
     loaded = models.classifier
     cand = Candidate(
@@ -389,10 +395,10 @@ def load_pneumo(model_path: Path, engine_only: bool = False) -> tuple[Candidate,
 
 
 def engine_words(models: Any) -> str:
-    """Which engine runs each network of the path (pneumo.engine.describe)."""
-    from pneumo.nets import lite as engine
+    """Which runtime runs each network of the path (pneumo.nets.describe)."""
+    from pneumo.nets.lite import describe
 
-    return engine.describe(models)
+    return describe(models)
 
 
 def model_files(models: Any) -> list[Path]:
@@ -419,13 +425,15 @@ def build_reference(name: str) -> Candidate:
 # ----------------------------------------------------------------------------------------------------------------
 # the per-model work, exactly as the app and the CLI do it
 def display_pixels(jpeg: bytes) -> np.ndarray:
-    """The app's decode (pneumo.analysis.analyze_bytes: the analysis decode, JPEG reduced while each side stays >= 448
+    """The app's decode (pneumo.pipeline.analyze_bytes: the analysis decode, JPEG reduced while each side stays >= 448
     px) at the app's display size (long side at most DISPLAY_MAX_SIDE): uint8 (h, w), the pixels the app analyses
     and draws its overlay on."""
-    from pneumo.io.decode import load_image
-    from pneumo.pipeline import ANALYSIS_DECODE, display_copy
+    from pneumo import config
+    from pneumo.io.decode import load_image, shrink_to_side
+    from pneumo.pipeline import ANALYSIS_DECODE
 
-    return display_copy(load_image(jpeg, **ANALYSIS_DECODE).pixels)  # (h, w): 750x600 for a 1500x1200 JPEG
+    pixels = load_image(jpeg, **ANALYSIS_DECODE).pixels
+    return shrink_to_side(pixels, config.DISPLAY_MAX_SIDE)  # (h, w): 750x600 for a 1500x1200 JPEG
 
 
 def explain_one(cand: Candidate, pixels: np.ndarray) -> np.ndarray:
@@ -610,9 +618,11 @@ def measure_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:
 def cam_method(cand: Candidate) -> str:
     """'CAM (one forward pass)' or 'Grad-CAM (forward + backward)' for pneumo's model."""
     from pneumo.training.gradcam import cam_head
+    from pneumo.training.networks import load_keras_with_metadata
 
+    model = load_keras_with_metadata(cand.models.path)[0] if cand.models is not None else cand.model
     layer = cand.gradcam_layer.split(" ")[0]
-    return "CAM (one forward pass)" if cam_head(cand.model, layer) is not None else "Grad-CAM (forward + backward)"
+    return "CAM (one forward pass)" if cam_head(model, layer) is not None else "Grad-CAM (forward + backward)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -623,7 +633,7 @@ t0 = time.perf_counter()
 if sys.argv[1] == "pneumo":  # what the app and the CLI import: no TensorFlow where the TFLite copies match
     import pneumo.pipeline, pneumo.explain
 else:  # a reference runs on Keras
-    import pneumo.inference, pneumo.gradcam
+    import pneumo.training.networks, pneumo.training.gradcam
 import_s = time.perf_counter() - t0
 from pneumo.bench import run as bench
 bench.probe(sys.argv[1], sys.argv[2], import_s, t0)
@@ -633,7 +643,7 @@ bench.probe(sys.argv[1], sys.argv[2], import_s, t0)
 def probe(name: str, model_path: str, import_s: float, t0: float | None = None) -> None:
     """In a fresh process: load (pneumo: every model present, as the app loads them), decode and explain one JPEG (the
     first result: cold start), one batch of 32; then print import time, cold start and peak RSS as JSON."""
-    cand = load_pneumo(Path(model_path), engine_only=True)[0] if name == "pneumo" else build_reference(name)
+    cand = load_pneumo(Path(model_path))[0] if name == "pneumo" else build_reference(name)
     plan = PLANS["full"]  # peak memory at the CLI's real batch size, in every mode
     jpeg = fullres_jpeg(plan.fullres)
     pixels = display_pixels(jpeg)
@@ -673,8 +683,9 @@ def bench_training(loaded, plan: Plan) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
+    from pneumo.training.augment import image_augment
     from pneumo.training.networks import build_model
-    from pneumo.training.train import Settings, make_augment
+    from pneumo.training.train import Settings
 
     meta_training = loaded.metadata.get("training", {})
     s = Settings()
@@ -698,7 +709,7 @@ def bench_training(loaded, plan: Plan) -> dict[str, Any]:
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(n, seed=s.seed, reshuffle_each_iteration=True)
         .batch(s.batch_size)
-        .map(make_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(image_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     keras.utils.set_random_seed(s.seed)

@@ -7,9 +7,9 @@ Two layers, both compute only (no Streamlit, nothing written):
 - a learned gate (a small two-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
   ``orientation`` head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope
   radiograph went through; a confident non-identity transform is undone, reported (``rotated``/``inverted``) and
-  the corrected pixels are returned, so the classifier sees the upright image. The ``kind`` head then scores the corrected image:
-  in scope, adult, not frontal, not chest, not a radiograph; P(in scope) below the stored threshold puts the image
-  out of scope.
+  the corrected pixels are returned, so the classifier sees the upright image. The ``kind`` head then scores the
+  corrected image: in scope, adult, not frontal, not chest, not a radiograph; P(in scope) below the stored threshold
+  puts the image out of scope.
 
 :func:`assess` works without a gate model (rules only); :func:`assess_batch` runs the gate once per batch.
 """

@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 
 from pneumo import __version__, config
 from pneumo.explain.cam import faint_note, scale_words
-from pneumo.pipeline import Result as Analysis
-from pneumo.pipeline import heatmap_overlay
+from pneumo.explain.draw import result_overlay
+from pneumo.io.decode import shrink_to_side
+from pneumo.pipeline import Result
 from pneumo.present import evaluation as ev
 from pneumo.present.text import (
     COLOURS,
@@ -47,15 +48,6 @@ REPORT_IMAGE_SIDE = 1200
 _A4_MM = (210.0, 297.0)
 _A4_INCHES = (8.27, 11.69)
 _FONT_DIR = Path(__import__("matplotlib").get_data_path()) / "fonts" / "ttf"  # DejaVu: every Unicode a name needs
-
-
-def _shrink(image: np.ndarray, side: int = REPORT_IMAGE_SIDE) -> np.ndarray:
-    """Downscale uint8 (H, W) or (H, W, 3) so that its longest side is at most ``side``."""
-    h, w = image.shape[:2]
-    scale = side / max(h, w)
-    if scale >= 1:
-        return image
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def _hex_rgb(colour: str) -> tuple[int, int, int]:
@@ -108,7 +100,7 @@ class ReportContent:
 
 
 def report_content(
-    result: Analysis, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
+    result: Result, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
     evaluation: dict[str, Any] | None = None,
 ) -> ReportContent:  # fmt: skip
     """What a report says about one analysed image at one threshold."""
@@ -190,7 +182,7 @@ def report_content(
 
 
 def report_lines(
-    result: Analysis, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
+    result: Result, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
     evaluation: dict[str, Any] | None = None,
 ) -> list[str]:  # fmt: skip
     """The text of the report, one paragraph per item (also used by the tests)."""
@@ -198,12 +190,12 @@ def report_lines(
 
 
 def _images(
-    result: Analysis, target_class: int, alpha: float, metadata: dict[str, Any], outline: bool = True
+    result: Result, target_class: int, alpha: float, metadata: dict[str, Any], outline: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(radiograph, overlay) at report resolution, with the lung outline drawn on both when the analysis has one."""
-    shown = _shrink(result.pixels)
-    overlay = heatmap_overlay(result, target_class, alpha, metadata, image=shown, outline=outline)  # (h, w, 3)
-    base = heatmap_overlay(result, target_class, 0.0, metadata, image=shown, outline=outline)  # the radiograph
+    shown = shrink_to_side(result.pixels, REPORT_IMAGE_SIDE)
+    overlay = result_overlay(result, metadata, target_class, alpha, outline, shown)  # (h, w, 3)
+    base = result_overlay(result, metadata, target_class, 0.0, outline, shown)  # the radiograph
     return base, overlay
 
 
@@ -370,7 +362,7 @@ def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, t
 
 
 def build_report(
-    result: Analysis,
+    result: Result,
     threshold: float,
     metadata: dict[str, Any],
     target_class: int = 1,
