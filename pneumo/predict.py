@@ -126,7 +126,6 @@ def _heatmap_name(path: Path, files: list[Path]) -> str:
 
 
 def _save_png(rgb, path: Path) -> None:
-
     Image.fromarray(rgb).save(path)
 
 
@@ -151,7 +150,6 @@ def report_skipped(skipped: list[Path], err) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     p = argparse.ArgumentParser(prog="pneumo-predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM) or folders (recursive)")

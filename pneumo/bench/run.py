@@ -63,6 +63,8 @@ from typing import Any
 
 import numpy as np
 
+from pneumo import __version__
+
 log = logging.getLogger("pneumo.bench")
 
 REFERENCES = ("densenet121_224", "seed_ensemble_64")
@@ -957,7 +959,8 @@ def format_table(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from pneumo import config
 
-    p = argparse.ArgumentParser(prog="python -m pneumo.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pneumo-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--quick", action="store_true", help="a few repetitions, just to prove it works (CI)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--training", action="store_true", help="also time training epochs and extrapolate")

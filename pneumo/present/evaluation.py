@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pneumo import config
+from pneumo import __version__, config
 from pneumo.present.text import format_interval, format_threshold
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ def check(models_dir: Path | None = None, dest: Path | None = None) -> list[str]
 def main(argv: list[str] | None = None) -> int:
     """Command line: --sync FOLDER copies matching evaluations; --check verifies the shipped ones."""
     parser = argparse.ArgumentParser(prog="python -m pneumo.present.evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--sync", type=Path, metavar="FOLDER", help="folder with <sha256>.json evaluations")
     parser.add_argument("--check", action="store_true", help="check that every shipped evaluation matches a model")
     parser.add_argument("--models", type=Path, default=config.MODELS_DIR, help="models folder (default: models/)")

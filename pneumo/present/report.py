@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import textwrap
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -377,7 +377,7 @@ def build_report(
     ``outline``: draw the lung outline, as the page's toggle says."""
     if fmt not in ("png", "pdf"):
         raise ValueError("fmt must be 'png' or 'pdf'")
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     content = report_content(result, threshold, metadata, target_class, when, evaluation)
     base, overlay = _images(result, target_class, alpha, metadata, outline)
     title = f"pneumo report: {result.name}"

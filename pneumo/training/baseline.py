@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from pneumo import __version__, config
 from pneumo.training import data, metrics
 from pneumo.training.train import Settings
 
@@ -59,8 +60,8 @@ def build_member(size: int = 64, seed: int = 0):
 
 
 def main(argv: list[str] | None = None) -> int:
-
     p = argparse.ArgumentParser(prog="python -m pneumo.training.baseline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", type=Path, default=Path("models/baseline_seed_ensemble.json"))
     p.add_argument("--epochs", type=int, default=4)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     paths, labels = data.list_split(args.data / "train")
     cache = Path(args.cache_dir) if args.cache_dir else None
-    x224 = data.load_arrays(paths, s.image_size, cache)  # (N, 224, 224, 1), same cache as training
+    x224 = data.load_arrays(paths, config.IMAGE_SIZE, cache)  # (N, 224, 224, 1): the squash, as in training
     x = np.stack([cv2.resize(im[:, :, 0], (args.size, args.size), interpolation=cv2.INTER_AREA) for im in x224])
     x = x[..., None].astype("float32")  # (N, size, size, 1)
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)

@@ -241,7 +241,6 @@ class KerasCamRunner:
         self._model, self._layer = weakref.ref(model), layer_name
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-
         return list(explain_batch(self._model(), x, self._layer))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import config
+from pneumo import __version__, config
 from pneumo.checks import lungs
 from pneumo.pipeline import Models, classify_224, load_models
 from pneumo.training import data, metrics
@@ -142,9 +142,9 @@ def validation_set(
 
 
 def main(argv: list[str] | None = None) -> int:
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     p = argparse.ArgumentParser(prog="python -m pneumo.training.robustness", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--model", type=Path, default=config.DEFAULT_MODEL_PATH)
     p.add_argument("--data", type=Path, required=True, help="folder with train/{NORMAL,PNEUMONIA}")
     p.add_argument("--masks", type=Path, default=None, help="reference lung masks train/{NORMAL,PNEUMONIA}/<stem>.png")

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_curve
 
-from pneumo import config
+from pneumo import __version__, config
 from pneumo.checks import lungs
 from pneumo.nets.modelfile import metadata_path
 from pneumo.pipeline import load_models
@@ -106,7 +106,8 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="python -m pneumo.training.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pneumo-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA} (and val/, test/)")
     p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
     p.add_argument("--name", default="pneumo_cnn", help="file stem of the model and its metadata")
@@ -326,7 +327,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     plot_training(histories, roc_sets, plot_file)
     meta = {
         "name": args.name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input_size": s.image_size,
         "channels": config.CHANNELS,
         "input_mode": effective_mode(s),

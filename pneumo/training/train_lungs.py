@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from pneumo import config
+from pneumo import __version__, config
 from pneumo.checks import lungs
 from pneumo.training import data
 from pneumo.training.augment import image_mask_augment
@@ -75,7 +75,8 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="python -m pneumo.training.train_lungs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pneumo-train-lungs", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}")
     p.add_argument("--masks", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}/<stem>.png masks")
     p.add_argument("--out", default=Path("models"), type=Path)
@@ -185,7 +186,7 @@ def metadata(args, s, model, val, by_class, history, seconds, paths, labels, n_t
 
     return {
         "name": args.name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "task": "lung-field segmentation (V7 Labs masks: lung fields including the retrocardiac region)",
         "input_size": s.image_size,
         "input": "the 224x224 squash of the image (pneumo.preprocess), area-resized to input_size, 0..255",

@@ -38,7 +38,7 @@ from keras import layers
 from matplotlib import cbook
 from PIL import Image, ImageDraw, ImageFont
 
-from pneumo import config
+from pneumo import __version__, config
 from pneumo.checks import scope
 from pneumo.io.decode import load_image
 from pneumo.nets.modelfile import Network
@@ -129,7 +129,8 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="python -m pneumo.training.train_scope", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pneumo-train-scope", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}")
     p.add_argument("--scope", required=True, type=Path, help="out-of-scope folder (adult_frontal_cxr/, ct/, ...)")
     p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
@@ -640,7 +641,7 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
 
     return {
         "name": args.name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input_size": s.image_size,
         "input": "uint8 grayscale (S, S, 1): pneumo.preprocess 224 squash, area-resized to S (scope.gate_input)",
         "kinds": list(scope.KINDS),
