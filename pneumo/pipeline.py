@@ -90,14 +90,14 @@ def label_for(probability: float, threshold: float) -> str:
     return config.CLASS_NAMES[1] if probability >= threshold else config.CLASS_NAMES[0]
 
 
-def predict_proba(net: Network, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """P(pneumonia) float64 (B,) of a classifier for its inputs (B, S, S, 1) or one (S, S, 1)."""
+def predict_proba(model: Any, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """P(pneumonia) float64 (B,) of a classifier (a Network's ``model``) for inputs (B, S, S, 1) or one (S, S, 1)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 3:
         x = x[None]
     if len(x) == 0:
         return np.zeros(0)
-    return np.asarray(forward(net.model, x, batch_size)).reshape(-1).astype(np.float64)
+    return np.asarray(forward(model, x, batch_size)).reshape(-1).astype(np.float64)
 
 
 def warm_up(models: Models) -> None:

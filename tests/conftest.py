@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic radiograph-like images and a tiny random model with metadata (built once per run)."""
+"""Shared fixtures: synthetic radiograph-like images and tiny models with metadata and TFLite copies (built once per
+run; the classifier is trained for a few epochs on synthetic chests, so its output depends on the picture)."""
 
 from __future__ import annotations
 
@@ -32,16 +33,42 @@ def synthetic_xray(width: int = 300, height: int = 260, seed: int = 0, opacity: 
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_tiny_model(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5) -> Path:
-    """Save a tiny random pneumo model and its metadata in ``out_dir``; returns the model path."""
+def _chest_batch(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n synthetic chests uint8 (n, size, size, 1) at ``size``, half of them with an opacity (label 1)."""
+    import cv2
+
+    y = np.arange(n) % 2
+    x = np.stack([cv2.resize(synthetic_xray(seed=seed * 1000 + i, opacity=bool(y[i])), (size, size),
+                             interpolation=cv2.INTER_AREA) for i in range(n)])  # fmt: skip
+    return x[..., None], y.astype("float32")
+
+
+def _fit_tiny(model, size: int, seed: int, epochs: int = 15) -> None:
+    """A few epochs on synthetic chests, so that the tiny model's output depends on the picture (a random one
+    answers 0.5 for everything, and tests built on it cannot fail)."""
     import keras
 
-    from pneumo.training.networks import build_model, layer_rows
+    x, y = _chest_batch(48, size, seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    model.fit(x.astype("float32"), y, batch_size=16, epochs=epochs, verbose=0, shuffle=False)
+
+
+def make_tiny_model(
+    out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5, cam_stride: int = 32,
+    export: bool = True,
+) -> Path:  # fmt: skip
+    """Save a tiny pneumo classifier (briefly trained on synthetic chests: its output depends on the input), its
+    metadata and (``export``) its TFLite copy in ``out_dir``; returns the model path."""
+    import keras
 
     from pneumo.nets.modelfile import metadata_path
+    from pneumo.training.export import export as export_tflite
+    from pneumo.training.networks import build_model, layer_rows
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    model = build_model(size, stem_width=4, widths=(8, 8, 8, 8))
+    model = build_model(size, stem_width=4, widths=(8, 8, 8, 8), cam_stride=cam_stride)
+    _fit_tiny(model, size, seed)
     path = out_dir / "tiny.keras"
     model.save(path)
     grid = [round(0.01 * i, 2) for i in range(1, 100)]
@@ -74,6 +101,8 @@ def make_tiny_model(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, thresho
         "training": {"command": "tests/conftest.py make_tiny_model", "data": {"fingerprint_sha256": "0" * 64}},
     }
     metadata_path(path).write_text(json.dumps(meta))
+    if export:
+        export_tflite(path)
     return path
 
 
@@ -85,10 +114,19 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
-    """The tiny random model, loaded (LoadedModel)."""
-    from pneumo.training.networks import load_model
+    """The tiny model as the app and the CLI run it: a pneumo.nets.Network on its TFLite copy."""
+    from pneumo.nets.lite import load_network
 
-    return load_model(tiny_model_path)
+    return load_network(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_keras(tiny_model_path):
+    """The same tiny model as training runs it: a pneumo.nets.Network on the Keras model (TensorFlow)."""
+    from pneumo.training.networks import keras_network, load_keras_with_metadata
+
+    model, meta = load_keras_with_metadata(tiny_model_path)
+    return keras_network(model, meta, tiny_model_path)
 
 
 @pytest.fixture(scope="session")
@@ -105,17 +143,13 @@ def app_model_path(tmp_path_factory) -> Path:
 
 
 def make_tiny_lung_models(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5) -> Path:
-    """A tiny random classifier that reads the lungs (input_mode 'lungs', CAM stride 16) beside a tiny random U-Net.
-
-    Returns the classifier's path; pneumo.pipeline.load_models finds the U-Net from its metadata.
-    """
-    import hashlib
-
+    """A tiny classifier that reads the lungs (input_mode 'lungs', CAM stride 16) beside a tiny random U-Net, both
+    exported to TFLite. Returns the classifier's path; pneumo.pipeline.load_models finds the U-Net from its metadata."""
     import keras
 
+    from pneumo.nets.modelfile import file_sha256, metadata_path
+    from pneumo.training.export import export as export_tflite
     from pneumo.training.networks import build_unet
-    from pneumo.training.networks import build_model
-    from pneumo.nets.modelfile import metadata_path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -123,14 +157,13 @@ def make_tiny_lung_models(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, t
     lung_path = out_dir / "pneumo_lungs.keras"
     unet.save(lung_path)
     lung_path.with_suffix(".json").write_text(json.dumps({"input_size": size, "threshold": 0.5}))
-    path = make_tiny_model(out_dir, size, seed, threshold)
-    model = build_model(size, stem_width=4, widths=(8, 8, 8, 8), cam_stride=16)
-    model.save(path)
+    export_tflite(lung_path)
+    path = make_tiny_model(out_dir, size, seed, threshold, cam_stride=16, export=False)
     meta = json.loads(metadata_path(path).read_text())
-    sha = hashlib.sha256(lung_path.read_bytes()).hexdigest()
-    meta.update(input_mode="lungs", lung_model={"file": lung_path.name, "sha256": sha},
+    meta.update(input_mode="lungs", lung_model={"file": lung_path.name, "sha256": file_sha256(lung_path)},
                 cam_scale={"NORMAL": 0.5, "PNEUMONIA": 0.5})  # fmt: skip
     metadata_path(path).write_text(json.dumps(meta))
+    export_tflite(path)
     return path
 
 

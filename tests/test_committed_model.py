@@ -8,12 +8,11 @@ import json
 import numpy as np
 
 from pneumo import config
-
 from pneumo.checks import lungs
 from pneumo.io.decode import LoadedImage, load_image
-from pneumo.training.networks import load_model
 from pneumo.nets.modelfile import metadata_path
 from pneumo.pipeline import analyze_images, load_models
+from pneumo.training.networks import load_model
 
 
 def test_model_file_is_light_and_has_metadata():

@@ -90,9 +90,9 @@ def app(tiny_model_path, monkeypatch):
 @pytest.fixture
 def tiny_predict(tiny_model):
     """P(pneumonia) of a file's bytes with the tiny model, computed without the app."""
-    from pneumo.pipeline import predict_proba
     from pneumo.io.decode import load_image
     from pneumo.io.preprocess import preprocess
+    from pneumo.pipeline import predict_proba
 
     def predict(data: bytes) -> float:  # every model reads the 224 squash first, as the data set's copies are
         x = preprocess(preprocess(load_image(data).pixels, 224)[..., 0], tiny_model.image_size)
@@ -378,7 +378,7 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     """The committed model's shipped evaluation (matched by hash) with n, AUC and intervals, ECE; or, before the
     maintainers have scored it, 'not yet independently evaluated' and the replaced model's figures, labelled so."""
     from pneumo import config
-    from pneumo.present import evaluation as ev
+    from pneumo.present.text import evaluation as ev
 
     monkeypatch.delenv("PNEUMO_MODEL", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()

@@ -23,8 +23,8 @@ from PIL import Image
 
 from pneumo import config
 from pneumo.io.decode import load_image
-from pneumo.predict import main
 from pneumo.io.preprocess import preprocess
+from pneumo.predict import main
 from tests.corpus import Case, base_picture, matches, write_corpus
 
 TOLERANCE = 0.02  # |P(file) - P(plain 8-bit PNG of the same picture)|
@@ -52,9 +52,8 @@ def sensitive_model_path(tmp_path_factory, tiny_model_path) -> Path:
     """A 32 px random model (one block) whose probability visibly depends on the picture; fixture metadata."""
     import keras
 
-    from pneumo.training.networks import build_model
-
     from pneumo.nets.modelfile import metadata_path
+    from pneumo.training.networks import build_model
 
     keras.utils.set_random_seed(3)
     model = build_model(32, stem_width=4, widths=(8,))

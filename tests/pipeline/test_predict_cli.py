@@ -141,8 +141,7 @@ def test_folder_scan_names_skipped_files_with_a_count(capsys, tiny_model_path, i
 
 
 def test_cli_and_app_give_the_same_answer(capsys, tiny_model_path, image_dir):
-    from pneumo.pipeline import analyze_bytes
-    from pneumo.pipeline import load_models
+    from pneumo.pipeline import analyze_bytes, load_models
 
     models = load_models(tiny_model_path)
     _, out = _run(capsys, "--model", str(tiny_model_path), str(image_dir))

@@ -8,16 +8,13 @@ import pytest
 from PIL import Image
 
 from pneumo import config, pipeline
-
-from pneumo.explain import cam as explain
-
 from pneumo.checks import lungs
-
-from pneumo.training import robustness
+from pneumo.explain.cam import cam as explain
 from pneumo.io.decode import LoadedImage, load_image
 from pneumo.pipeline import analyze_images, classify_224, load_models
+from pneumo.training import robustness
+from tests.checks.test_lungs import two_lungs
 from tests.conftest import synthetic_xray
-from tests.test_lungs import two_lungs
 
 
 @pytest.fixture(scope="module")

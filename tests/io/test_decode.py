@@ -284,8 +284,8 @@ def test_reduced_jpeg_decoding_agrees_with_full_decoding():
 
 
 def test_reduced_jpeg_decoding_agrees_on_the_model_output(tiny_model):
-    from pneumo.pipeline import predict_proba
     from pneumo.io.preprocess import preprocess
+    from pneumo.pipeline import predict_proba
 
     size = tiny_model.image_size
     data = [_jpeg(_large_xray(600 + 40 * i, 500 + 30 * i)) for i in range(3)]

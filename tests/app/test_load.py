@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.app.live_app import LiveServer, launch_chromium, require_browser, shown_probability, upload, wait_for_result
 from tests.conftest import ROOT
 from tests.corpus import dicom_bytes
-from tests.live_app import LiveServer, launch_chromium, require_browser, shown_probability, upload, wait_for_result
 
 pytestmark = pytest.mark.slow
 

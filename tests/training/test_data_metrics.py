@@ -6,9 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.training import data
-
-from pneumo.training import metrics
+from pneumo.training import data, metrics
 
 
 def test_patient_id_patterns():

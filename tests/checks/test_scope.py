@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pneumo import config
-
 from pneumo.checks import scope
 from pneumo.io.decode import LoadedImage
 from tests.conftest import synthetic_xray

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from pneumo.bench import run as bench
+from pneumo.bench.run import run as bench
 from tests.conftest import ROOT
 
 MODELS = ("pneumo", *bench.REFERENCES)
@@ -212,7 +212,7 @@ def test_fullres_agreement_finds_copies_by_name(tiny_lung_model_path, tmp_path):
 @pytest.mark.slow
 def test_browser_timing_on_the_committed_app():
     """`python -m pneumo.bench --browser`: a fresh server, cold start stages in order, one timed upload per file."""
-    from pneumo.bench import browser as bench_browser
+    from pneumo.bench.run import browser as bench_browser
 
     if not os.path.exists(bench_browser.CHROMIUM):
         pytest.skip("no Debian chromium")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from pneumo import config
-from pneumo.training.gradcam import cam_head, cam_scale, colorbar, compute_heatmap, explain_batch, mask_heatmap
 from pneumo.explain.cam import heatmap_from_cam
 from pneumo.explain.draw import overlay_heatmap
-from pneumo.pipeline import label_for, predict_proba
-from pneumo.training.networks import build_model, load_model
-from pneumo.nets.modelfile import metadata_path
 from pneumo.io.preprocess import preprocess
+from pneumo.nets.modelfile import metadata_path
+from pneumo.pipeline import label_for, predict_proba
+from pneumo.training.gradcam import cam_head, cam_scale, colorbar, compute_heatmap, explain_batch, mask_heatmap
+from pneumo.training.networks import build_model, load_model
 from tests.conftest import TINY_SIZE, synthetic_xray
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import pipeline as an
 from pneumo import config
+from pneumo import pipeline as an
 from tests.conftest import synthetic_xray
 
 
@@ -26,8 +26,8 @@ def analysed(tiny_model):
 
 
 def test_analyze_bytes_matches_the_prediction_path(analysed, tiny_model):
-    from pneumo.pipeline import predict_proba
     from pneumo.io.preprocess import preprocess
+    from pneumo.pipeline import predict_proba
 
     x = preprocess(preprocess(synthetic_xray(320, 240, seed=3, opacity=True), 224)[..., 0], tiny_model.image_size)
     assert analysed.probability == pytest.approx(float(predict_proba(tiny_model.model, x)[0]), abs=1e-6)
@@ -99,7 +99,7 @@ def test_operating_point_lookup(tiny_model):
     ],
 )
 def test_verdict_never_contradicts_the_number(p, t, label, words):
-    from pneumo.present import text as pr
+    from pneumo.present.text import text as pr
 
     v = pr.verdict(p, t)
     text = pr.plain_verdict(p, t)
@@ -115,7 +115,7 @@ def test_verdict_never_contradicts_the_number(p, t, label, words):
 
 
 def test_probability_meaning_says_what_it_is_not():
-    from pneumo.present import text as pr
+    from pneumo.present.text import text as pr
 
     meta = {"training": {"data": {"train_images": 5216, "train_pneumonia": 3875}}}
     text = pr.probability_meaning(meta, ece=0.137, ece_set="official test split")
@@ -124,7 +124,7 @@ def test_probability_meaning_says_what_it_is_not():
 
 
 def test_wilson_interval_and_operating_point_counts(tiny_model):
-    from pneumo.present import text as pr
+    from pneumo.present.text import text as pr
 
     lo, hi = pr.wilson(203, 234)  # the official test split's specificity: 203 of 234 normals
     assert (round(lo, 4), round(hi, 4)) == (0.8181, 0.9051)  # the maintainers' Wilson interval
@@ -136,8 +136,8 @@ def test_wilson_interval_and_operating_point_counts(tiny_model):
 def test_warning_codes_and_scope_hooks():
     from types import SimpleNamespace
 
-    from pneumo.present import text as pr
     from pneumo.checks.scope import WARNING_CODES
+    from pneumo.present.text import text as pr
 
     assert pr.warning_sentences(("low_resolution", "A sentence as it is.")) == [
         WARNING_CODES["low_resolution"], "A sentence as it is."]  # fmt: skip
@@ -170,7 +170,7 @@ def test_samples_are_listed_with_their_split():
 def test_report_png_and_pdf(analysed, tiny_model):
     from pneumo.present.report import DISCLAIMER, build_report, report_lines
 
-    when = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
     assert an.format_probability(analysed.probability) in text
@@ -212,7 +212,7 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
     from pneumo.present.report import report_lines
 
     evaluation = json.loads(next((config.MODELS_DIR / "evaluations").rglob("*.json")).read_text())  # a real one
-    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
     text = "\n".join(report_lines(analysed, 0.5, tiny_model.metadata, 1, when, evaluation))
     assert "On new patients (official test split, 624 images" in text
     assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
@@ -223,7 +223,7 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
 
 
 def test_stages_content_and_timeline():
-    from pneumo.present import pneumonia_stages as stages
+    from pneumo.present.text import pneumonia_stages as stages
 
     assert [s.name for s in stages.STAGES] == ["Congestion", "Red hepatization", "Grey hepatization", "Resolution"]
     for a, b in zip(stages.STAGES, stages.STAGES[1:], strict=False):
@@ -235,7 +235,7 @@ def test_stages_content_and_timeline():
 
 
 def test_modelcard_rows_label_every_split(tiny_model):
-    from pneumo.present import modelcard
+    from pneumo.present.text import modelcard
 
     meta = {**tiny_model.metadata, "metrics": {**tiny_model.metadata["metrics"], "test": {"auc": 0.9, "n": 624},
                                                 "custom_set": {"auc": 0.7}}}  # fmt: skip
@@ -253,14 +253,14 @@ def test_out_of_scope_rows_and_report_say_why_in_words(analysed, tiny_model):
     """The table/CSV note and the report explain an out-of-scope image with the codes' sentences, not raw codes."""
     import dataclasses
 
-    from pneumo.present.report import report_lines
     from pneumo.checks.scope import WARNING_CODES
+    from pneumo.present.report import report_lines
 
     adult = dataclasses.replace(analysed, in_scope=False, label="OUT_OF_SCOPE", warnings=("adult",))
     (row,) = an.results_rows([adult], 0.5)
     assert row["label"] == "OUT OF SCOPE" and row["probability"] is None
     assert row["note"] == "outside the intended use: " + WARNING_CODES["adult"]
-    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
     text = "\n".join(report_lines(adult, 0.5, tiny_model.metadata, 1, when, None))
     assert "OUTSIDE INTENDED USE" in text and WARNING_CODES["adult"] in text
     with_scale = {**tiny_model.metadata, "cam_scale": {"NORMAL": 1.0, "PNEUMONIA": 1.0}}
@@ -287,7 +287,7 @@ def dataclasses_replace(obj, **changes):
 
 
 def test_probability_line_for_an_out_of_scope_image_does_not_speak_of_a_child():
-    from pneumo.present import text as pr
+    from pneumo.present.text import text as pr
 
     meta = {"training": {"data": {"train_images": 100, "train_pneumonia": 74}}}
     normal = pr.probability_meaning(meta)
@@ -322,5 +322,5 @@ def test_a_faint_map_is_said_in_words(analysed):
     assert "stronger" not in note  # the NORMAL map is weaker still
     assert "The PNEUMONIA map is stronger on this image (peak 0.30)." in faint_note(faint, meta, 0)
     assert faint_note(faint, {"threshold": 0.5}, 1) == ""  # no absolute scale: every map is stretched, never faint
-    text = " ".join(" ".join(report_lines(faint, 0.5, meta, 1, datetime(2026, 1, 2, tzinfo=timezone.utc))).split())
+    text = " ".join(" ".join(report_lines(faint, 0.5, meta, 1, datetime(2026, 1, 2, tzinfo=UTC))).split())
     assert note in text

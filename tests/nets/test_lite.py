@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from pneumo import config, pipeline
-
-from pneumo.nets import lite as engine
 from pneumo.io.decode import LoadedImage
+from pneumo.nets import lite as engine
 from tests.conftest import make_tiny_lung_models, synthetic_xray
 
 

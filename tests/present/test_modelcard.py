@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pneumo.present import modelcard
+from pneumo.present.text import modelcard
 
 ROB = {
     "threshold": 0.9,

@@ -31,9 +31,9 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from tests.app.live_app import LiveServer, launch_chromium, require_browser, upload, wait_for_result
 from tests.conftest import ROOT, synthetic_xray
 from tests.corpus import dicom_bytes
-from tests.live_app import LiveServer, launch_chromium, require_browser, upload, wait_for_result
 
 # DICOM attributes that identify a patient (or the encounter) and must never leave the loader.
 IDENTIFYING = (
@@ -132,8 +132,8 @@ def pdf_plain(pdf: bytes) -> bytes:
 
 
 def test_loader_info_holds_no_identifying_dicom_field():
-    from pneumo.pipeline import safe_facts
     from pneumo.io.decode import load_image
+    from pneumo.pipeline import safe_facts
 
     markers = Markers.fresh()
     img = load_image(marked_dicom(markers, 320, 256), name="scan.dcm")

@@ -6,7 +6,7 @@ import json
 import shutil
 
 from pneumo import config
-from pneumo.present import evaluation as ev
+from pneumo.present.text import evaluation as ev
 
 
 def test_every_shipped_evaluation_belongs_to_a_committed_model():
@@ -64,7 +64,7 @@ def test_previous_model_figures_are_quoted_as_another_models(tmp_path):
     """A retrained model may quote the replaced model's evaluation, labelled as another model's, matched by hash."""
     import json
 
-    from pneumo.present import evaluation as ev
+    from pneumo.present.text import evaluation as ev
 
     sha = "ab" * 32
     block = {"n": 624, "auc": 0.9788, "auc_ci95": [0.9682, 0.9875], "sensitivity": 0.9769,

@@ -242,8 +242,8 @@ def test_alias_url_analyze_opens_the_analyze_page(server, browser):
 
 def test_independent_figures_and_wording_at_several_thresholds(server, browser, model_path, shots):
     """Independent figures next to the operating point; the wording matches the number at every threshold."""
-    from pneumo.present import evaluation as ev
-    from pneumo.present import text as pr
+    from pneumo.present.text import evaluation as ev
+    from pneumo.present.text import text as pr
 
     url, _ = server
     evaluation = ev.load_evaluation(model_path)

@@ -63,9 +63,9 @@ def test_training_smoke_run_writes_loadable_model(tmp_path):
     assert meta["training"]["command"].startswith("python -m pneumo.training.train")
     assert (out / "pneumo_cnn_training.png").stat().st_size > 1000
 
+    from pneumo.io.preprocess import preprocess
     from pneumo.pipeline import predict_proba
     from pneumo.training.networks import load_model
-    from pneumo.io.preprocess import preprocess
 
     loaded = load_model(out / "pneumo_cnn.keras")
     assert loaded.model.count_params() == meta["parameters"]
@@ -116,7 +116,7 @@ def test_seed_baseline_smoke_run(tmp_path):
 
 def _synthetic_masks(data_root: Path, mask_root: Path) -> None:
     """Two-ellipse lung masks for every synthetic training image, in the lung-mask folder layout."""
-    from tests.test_lungs import two_lungs
+    from tests.checks.test_lungs import two_lungs
 
     for img in (data_root / "train").rglob("*.jpeg"):
         out = mask_root / img.relative_to(data_root).with_suffix(".png")
@@ -170,8 +170,7 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
 
 def test_every_training_script_takes_setting_flags():
     """The three scripts share pneumo.settings: int/float/str fields become flags over the chosen preset."""
-    from pneumo.training import train_lungs
-    from pneumo.training import train_scope
+    from pneumo.training import train_lungs, train_scope
 
     _, s = train_lungs.parse_args(["--data", "x", "--masks", "m", "--preset", "smoke", "--epochs", "2"])
     assert s.epochs == 2 and s.image_size == 32 and s.widths == (4, 8, 8)
