@@ -5,11 +5,27 @@ TensorFlow (:func:`image_augment`, :func:`image_mask_augment`), the gate single 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 import tensorflow as tf
+
+
+@dataclass
+class Augmentation:
+    """The augmentation knobs, written once: each trainer's Settings inherits them and changes only its own values."""
+
+    rotate_deg: float = 10.0  # random rotation, degrees either way
+    shift: float = 0.08  # fraction of the side
+    zoom: tuple[float, float] = (0.9, 1.15)
+    aspect: float = 0.08  # independent x/y scale jitter: the originals had varied aspect before squashing
+    gamma: tuple[float, float] = (0.7, 1.4)
+    contrast: tuple[float, float] = (0.75, 1.3)
+    brightness: float = 0.1
+    noise: float = 0.03  # max std of additive Gaussian noise on the 0..1 scale
+    p_degrade: float = 0.0  # the gate: share of images taken down to 64 px and back up
 
 
 def random_affine(x, s: Any):

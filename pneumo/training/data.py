@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -78,31 +79,42 @@ def fingerprint(paths: list[Path], root: Path) -> str:
     return h.hexdigest()
 
 
-def load_arrays(paths: list[Path], size: int, cache_dir: Path | None = None) -> np.ndarray:
-    """Decode and preprocess every image to uint8 (N, size, size, 1), caching the array in ``cache_dir``.
-
-    The cache key hashes the paths, sizes and modification times, so changed data is decoded again.
-    """
-    key = hashlib.sha256()
+def cached_array(
+    cache_dir: str | Path | None, tag: str, paths: list[Path], make: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """``make()`` cached as ``<cache_dir>/<tag>_<key>.npy``; the key hashes the tag and the files' paths, sizes and
+    modification times, so changed data is decoded again. No cache_dir: just ``make()``."""
+    if not cache_dir:
+        return make()
+    key = hashlib.sha256(tag.encode())
     for p in paths:
         st = p.stat()
         key.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    cache = cache_dir / f"decoded_{size}_{key.hexdigest()[:16]}.npy" if cache_dir else None
-    if cache is not None and cache.exists():
+    cache = Path(cache_dir) / f"{tag}_{key.hexdigest()[:16]}.npy"
+    if cache.exists():
         log.info("using cached decoded images %s", cache)
         return np.load(cache)
-    out = np.empty((len(paths), size, size, 1), dtype=np.uint8)  # (N, S, S, 1)
-    for i, p in enumerate(paths):
-        try:
-            out[i] = preprocess(load_image(p).pixels, size)
-        except ImageLoadError as exc:
-            raise ImageLoadError(f"{p}: {exc}") from exc
-        if (i + 1) % 1000 == 0:
-            log.info("decoded %d/%d images", i + 1, len(paths))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, out)
-    return out
+    arr = make()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, arr)
+    return arr
+
+
+def load_arrays(paths: list[Path], size: int, cache_dir: Path | None = None) -> np.ndarray:
+    """Decode and preprocess every image to uint8 (N, size, size, 1), cached in ``cache_dir`` (:func:`cached_array`)."""
+
+    def decode() -> np.ndarray:
+        out = np.empty((len(paths), size, size, 1), dtype=np.uint8)  # (N, S, S, 1)
+        for i, p in enumerate(paths):
+            try:
+                out[i] = preprocess(load_image(p).pixels, size)
+            except ImageLoadError as exc:
+                raise ImageLoadError(f"{p}: {exc}") from exc
+            if (i + 1) % 1000 == 0:
+                log.info("decoded %d/%d images", i + 1, len(paths))
+        return out
+
+    return cached_array(cache_dir, f"decoded_{size}", paths, decode)
 
 
 def load_masks(paths: list[Path], data_root: Path, mask_root: Path, size: int = 224) -> np.ndarray:

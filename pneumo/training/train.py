@@ -39,7 +39,7 @@ from pneumo.nets.modelfile import metadata_path
 from pneumo.pipeline import load_models
 from pneumo.training import data, metrics
 from pneumo.training import robustness as rb
-from pneumo.training.augment import image_augment
+from pneumo.training.augment import Augmentation, image_augment
 from pneumo.training.export import export_or_warn
 from pneumo.training.gradcam import explain_batch
 from pneumo.training.networks import (
@@ -57,7 +57,7 @@ log = logging.getLogger("pneumo.train")
 # ----------------------------------------------------------------------------------------------------------------
 # settings: every knob in one place; presets override some of them
 @dataclass
-class Settings:
+class Settings(Augmentation):
     image_size: int = 160  # the classifier input: the dilated lung box of the 224 copy, squashed to this side
     input_mode: str = "lungs"  # "lungs": only the lung fields reach the model; "full": the whole 224 squash
     lung_model: str = "models/pneumo_lungs.keras"  # the U-Net that finds the lungs (input_mode "lungs")
@@ -74,15 +74,7 @@ class Settings:
     val_fraction: float = 0.15  # share of each class's training images (whole patients) held out for validation
     seed: int = 1337
     max_per_class: int = 0  # 0 = all images; the smoke preset uses a few
-    # augmentation suited to radiographs (applied on the fly, training only)
-    rotate_deg: float = 10.0
-    shift: float = 0.08  # fraction of the side
-    zoom: tuple[float, float] = (0.9, 1.15)
-    aspect: float = 0.08  # independent x/y scale jitter: the originals had varied aspect before squashing
-    gamma: tuple[float, float] = (0.7, 1.4)
-    contrast: tuple[float, float] = (0.75, 1.3)
-    brightness: float = 0.1
-    noise: float = 0.03  # max std of additive Gaussian noise on the 0..1 scale
+    # augmentation: pneumo.training.augment.Augmentation's defaults, applied on the fly, training only
     cache_dir: str = ".cache"  # decoded 224 copies, relative to the working directory (git-ignored)
     robustness_masks: str = ""  # reference lung masks: when given, pneumo.robustness runs at the end of training
     members: int = 1  # > 1: an ensemble of that many networks (other initialisations), logits averaged in one model

@@ -34,7 +34,7 @@ from keras import ops
 from pneumo import __version__, config
 from pneumo.checks import lungs
 from pneumo.training import data
-from pneumo.training.augment import image_mask_augment
+from pneumo.training.augment import Augmentation, image_mask_augment
 from pneumo.training.export import export_or_warn
 from pneumo.training.networks import build_unet, keras_network, layer_rows
 from pneumo.training.settings import add_setting_args, settings_from
@@ -44,7 +44,7 @@ log = logging.getLogger("pneumo.train_lungs")
 
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
-class Settings:
+class Settings(Augmentation):
     image_size: int = config.LUNG_SEG_SIZE  # U-Net input; masks are evaluated at 224
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     batch_size: int = 16
@@ -54,15 +54,10 @@ class Settings:
     val_fraction: float = 0.15  # the classifier's split: same fraction, same seed
     seed: int = 1337
     max_per_class: int = 0  # 0 = all images
-    # augmentation (image and mask move together; intensity changes touch the image only)
-    rotate_deg: float = 10.0
+    # augmentation (image and mask move together; intensity changes touch the image only): milder geometry
     shift: float = 0.06
     zoom: tuple[float, float] = (0.9, 1.1)
     aspect: float = 0.06
-    gamma: tuple[float, float] = (0.7, 1.4)
-    contrast: tuple[float, float] = (0.75, 1.3)
-    brightness: float = 0.1
-    noise: float = 0.03
     cache_dir: str = ".cache"
 
 

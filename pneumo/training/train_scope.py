@@ -43,7 +43,7 @@ from pneumo.checks import scope
 from pneumo.io.decode import load_image
 from pneumo.nets.modelfile import Network
 from pneumo.training import data
-from pneumo.training.augment import gate_augment
+from pneumo.training.augment import Augmentation, gate_augment
 from pneumo.training.export import export_or_warn
 from pneumo.training.networks import (
     BN_MOMENTUM,
@@ -72,7 +72,7 @@ FOLDER_KINDS = {
 # ----------------------------------------------------------------------------------------------------------------
 # settings: every knob in one place; presets override some of them
 @dataclass
-class Settings:
+class Settings(Augmentation):
     image_size: int = 96  # gate input side; the 224 squash area-resized down
     stem_width: int = 16
     widths: tuple[int, ...] = (32, 64, 96, 128)
@@ -92,12 +92,9 @@ class Settings:
     p_identity: float = 0.4  # share of in-scope samples left upright (the rest: one of the 7 other transforms)
     n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
     max_per_source: int = 0  # 0 = all; the smoke preset uses a few
-    # augmentation (all kinds)
-    rotate_deg: float = 10.0
+    # augmentation (all kinds; OpenCV, pneumo.training.augment.gate_augment)
     zoom: tuple[float, float] = (0.9, 1.12)
     shift: float = 0.05
-    gamma: tuple[float, float] = (0.7, 1.4)
-    noise: float = 0.03  # max std of Gaussian noise on the 0..1 scale
     p_degrade: float = 0.3  # down to 64 px and back up, as the 64x64 MedNIST images are (their README)
     # threshold rules (on the in-scope validation split)
     max_flag_rate: float = 0.01  # at most this share of in-scope validation images out of scope
@@ -179,23 +176,6 @@ def build_gate(s: Settings):
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def _cached(cache_dir: str, tag: str, paths: list[Path], make: Callable[[], np.ndarray]) -> np.ndarray:
-    """``make()`` cached as .npy under cache_dir, keyed by tag, paths, sizes and modification times."""
-    if not cache_dir:
-        return make()
-    key = hashlib.sha256(tag.encode())
-    for p in paths:
-        st = p.stat()
-        key.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    f = Path(cache_dir) / f"scope_{tag}_{key.hexdigest()[:16]}.npy"
-    if f.exists():
-        return np.load(f)
-    arr = make()
-    f.parent.mkdir(parents=True, exist_ok=True)
-    np.save(f, arr)
-    return arr
-
-
 def to_gate(x224: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, 224, 224[, 1]) squashes -> (N, size, size) by area resizing (as scope.gate_input does)."""
     return np.stack([cv2.resize(np.squeeze(a), (size, size), interpolation=cv2.INTER_AREA) for a in x224])
@@ -233,7 +213,7 @@ def load_scope(args: argparse.Namespace, s: Settings) -> tuple[dict, dict, list[
         def make(files=files) -> np.ndarray:
             return np.stack([scope.gate_input(load_image(p).pixels, s.image_size)[..., 0] for p in files])
 
-        arr = _cached(s.cache_dir, f"{folder.name}_{s.image_size}", files, make)  # (N, S, S)
+        arr = data.cached_array(s.cache_dir, f"scope_{folder.name}_{s.image_size}", files, make)  # (N, S, S)
         is_held = np.array([int(hashlib.sha256(_group(p).encode()).hexdigest()[:8], 16) % s.heldout_mod == 0
                             for p in files])  # fmt: skip
         train[folder.name], held[folder.name] = arr[~is_held], arr[is_held]
