@@ -1,10 +1,14 @@
-"""Command-line overrides for a training script's ``Settings`` block: one implementation for the three scripts."""
+"""The trainers' command line, one implementation for the three scripts: the common flags and the overrides of a
+script's ``Settings`` block."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
+
+from pneumo import __version__
 
 # The Settings field types a flag can set (tuples such as widths stay in the presets and the code).
 _FLAG_TYPES = {"int": int, "float": float, "str": str}
@@ -26,3 +30,14 @@ def settings_from(args: argparse.Namespace, settings_cls: type, preset: dict[str
         if value is not None:
             setattr(settings, f.name, value)
     return settings
+
+
+def trainer_parser(prog: str, doc: str, name: str, presets: dict[str, dict]) -> argparse.ArgumentParser:
+    """A trainer's parser with the flags all three share: --version, --data, --out, --name, --preset."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA} (and val/, test/)")
+    p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
+    p.add_argument("--name", default=name, help="file stem of the model and its metadata")
+    p.add_argument("--preset", default="full", choices=sorted(presets))
+    return p

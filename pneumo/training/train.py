@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_curve
 
-from pneumo import __version__, config
+from pneumo import config
 from pneumo.checks import lungs
 from pneumo.nets.modelfile import metadata_path
 from pneumo.pipeline import load_models
@@ -49,7 +49,7 @@ from pneumo.training.networks import (
     load_keras_network,
     load_keras_with_metadata,
 )
-from pneumo.training.settings import add_setting_args, settings_from
+from pneumo.training.settings import add_setting_args, settings_from, trainer_parser
 
 log = logging.getLogger("pneumo.train")
 
@@ -98,12 +98,7 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="pneumo-train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA} (and val/, test/)")
-    p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
-    p.add_argument("--name", default="pneumo_cnn", help="file stem of the model and its metadata")
-    p.add_argument("--preset", default="full", choices=sorted(PRESETS))
+    p = trainer_parser("pneumo-train", __doc__, "pneumo_cnn", PRESETS)
     p.add_argument(
         "--threshold-only",
         action="store_true",

@@ -31,13 +31,13 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from pneumo import __version__, config
+from pneumo import config
 from pneumo.checks import lungs
 from pneumo.training import data
 from pneumo.training.augment import Augmentation, image_mask_augment
 from pneumo.training.export import export_or_warn
 from pneumo.training.networks import build_unet, keras_network, layer_rows
-from pneumo.training.settings import add_setting_args, settings_from
+from pneumo.training.settings import add_setting_args, settings_from, trainer_parser
 
 log = logging.getLogger("pneumo.train_lungs")
 
@@ -70,13 +70,8 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="pneumo-train-lungs", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}")
+    p = trainer_parser("pneumo-train-lungs", __doc__, "pneumo_lungs", PRESETS)
     p.add_argument("--masks", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}/<stem>.png masks")
-    p.add_argument("--out", default=Path("models"), type=Path)
-    p.add_argument("--name", default="pneumo_lungs")
-    p.add_argument("--preset", default="full", choices=sorted(PRESETS))
     add_setting_args(p, Settings)
     args = p.parse_args(argv)
     s = settings_from(args, Settings, PRESETS[args.preset])

@@ -38,7 +38,7 @@ from keras import layers
 from matplotlib import cbook
 from PIL import Image, ImageDraw, ImageFont
 
-from pneumo import __version__, config
+from pneumo import config
 from pneumo.checks import scope
 from pneumo.io.decode import load_image
 from pneumo.nets.modelfile import Network
@@ -52,7 +52,7 @@ from pneumo.training.networks import (
     layer_rows,
     load_keras_with_metadata,
 )
-from pneumo.training.settings import add_setting_args, settings_from
+from pneumo.training.settings import add_setting_args, settings_from, trainer_parser
 
 log = logging.getLogger("pneumo.train_scope")
 
@@ -126,13 +126,8 @@ PRESETS: dict[str, dict] = {
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(prog="pneumo-train-scope", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--data", required=True, type=Path, help="folder with train/{NORMAL,PNEUMONIA}")
+    p = trainer_parser("pneumo-train-scope", __doc__, "pneumo_scope", PRESETS)
     p.add_argument("--scope", required=True, type=Path, help="out-of-scope folder (adult_frontal_cxr/, ct/, ...)")
-    p.add_argument("--out", default=Path("models"), type=Path, help="output folder (default: models/)")
-    p.add_argument("--name", default="pneumo_scope", help="file stem of the model and its metadata")
-    p.add_argument("--preset", default="full", choices=sorted(PRESETS))
     p.add_argument(
         "--evaluate-only",
         action="store_true",
