@@ -28,7 +28,7 @@ def _evaluation_png(meta_json: str, split: str) -> bytes | None:
 
 @st.cache_data(show_spinner=False)
 def _figure_png(name: str, meta_json: str) -> bytes | None:
-    """A metadata figure of pneumo.modelcard ('training' or 'reliability') as PNG, drawn once per metadata."""
+    """A metadata figure of pneumo.present.modelcard ('training' or 'reliability') as PNG, drawn once per metadata."""
     fig = getattr(modelcard, f"{name}_figure")(json.loads(meta_json))
     return None if fig is None else modelcard.figure_png(fig)
 
@@ -102,15 +102,16 @@ st.markdown(
 
 st.subheader("Architecture")
 widths = settings.get("widths")
+input_px = loaded.classifier.image_size  # the classifier's input side
 st.markdown(
     f"""
-A small convolutional network built for this project (`pneumo.model.build_model`): grayscale input
-{loaded.image_size} × {loaded.image_size}, rescaling and per-image standardisation inside the model, a stride-2 stem
+A small convolutional network built for this project (`pneumo.training.networks.build_model`): grayscale input
+{input_px} × {input_px}, rescaling and per-image standardisation inside the model, a stride-2 stem
 convolution ({settings.get("stem_width", "?")} filters), {len(widths) if widths else "several"} blocks of
 depthwise-separable convolutions (widths {", ".join(map(str, widths)) if widths else "?"}) with batch normalisation,
 global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid output, P(pneumonia).
 **{f"{n_params:,}" if n_params else "An unrecorded number of"} parameters.** Grad-CAM explains the layer
-`{loaded.gradcam_layer}`.
+`{loaded.classifier.gradcam_layer}`.
 """
 )
 members = int(settings.get("members") or training.get("members") or 1)  # the training run's --members
@@ -144,7 +145,7 @@ else:
 Before the classifier runs, a U-Net (`{loaded.lungs.path.name}`, {int(lung_meta.get("parameters", 0)):,} parameters,
 {lung_meta.get("input_size", "?")} px input) finds the lung fields on the 224 × 224 squash of the image. The classifier
 then sees only the lungs: everything outside the lung mask grown by a few pixels is set to the mean grey and the
-lungs' bounding box is squashed to {loaded.image_size} × {loaded.image_size}. Borders, text markers, the neck and the
+lungs' bounding box is squashed to {input_px} × {input_px}. Borders, text markers, the neck and the
 abdomen cannot reach it. Post-processing: {lung_meta.get("post_processing", "not recorded")}.
 """
     )

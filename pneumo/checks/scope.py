@@ -124,7 +124,7 @@ def rule_codes(img: LoadedImage) -> list[str]:
         codes.append("colour")
     if float(cv2.meanStdDev(np.ascontiguousarray(img.pixels))[1][0, 0]) < config.UNIFORM_MAX_STD:  # exact, fast
         codes.append("uniform")
-    w, h = img.size
+    w, h = img.original_size  # the file's size, not the (possibly reduced) decoded one
     if min(w, h) < config.PLAUSIBLE_MIN_SIDE:
         codes.append("low_resolution")
     lo, hi = config.PLAUSIBLE_ASPECT

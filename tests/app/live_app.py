@@ -255,6 +255,14 @@ async def shown_probability(page) -> str:
     return (await metric.get_by_test_id("stMetricValue").inner_text()).strip()
 
 
+def shows_probability(shown: str, p: float) -> bool:
+    """True when ``shown`` (a page's text for a probability: pneumo.present.text.format_probability, one decimal of a
+    percentage, '> 99.9%' / '< 0.1%' at the ends) is what ``p`` gives, ``p`` being rounded to 6 decimals (the CLI)."""
+    from pneumo.present.text import format_probability
+
+    return shown.strip() in {format_probability(p + d) for d in (-5e-7, 0.0, 5e-7)}
+
+
 async def upload(page, files: list[tuple[str, bytes]], timeout_ms: int) -> None:
     """Put files into the page's file uploader, from memory (Playwright sends the bytes; no file is written)."""
     field = page.locator('input[type="file"]')

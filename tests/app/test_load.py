@@ -26,7 +26,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.live_app import LiveServer, launch_chromium, require_browser, shown_probability, upload, wait_for_result
+from tests.app.live_app import (
+    LiveServer,
+    launch_chromium,
+    require_browser,
+    shown_probability,
+    shows_probability,
+    upload,
+    wait_for_result,
+)
 from tests.conftest import ROOT
 from tests.corpus import dicom_bytes
 
@@ -148,13 +156,7 @@ def test_eight_concurrent_sessions_get_their_own_cli_result_in_bounded_memory(mo
     assert sorted(r["name"] for r in results) == sorted(n for n, _ in images)
     for r in results:
         p, label = expected[r["name"]]
-        shown = r["shown"].strip()
-        if shown.startswith(">"):  # the page writes "> 99.9%" / "< 0.1%" rather than 100.0% / 0.0%
-            assert p > 0.999, f"{r['name']}: page {shown}, CLI {p:.4%}"
-        elif shown.startswith("<"):
-            assert p < 0.001, f"{r['name']}: page {shown}, CLI {p:.4%}"
-        else:
-            assert abs(float(shown.rstrip("%")) / 100 - p) <= 0.0005 + 1e-9, f"{r['name']}: page {shown}, CLI {p:.4%}"
+        assert shows_probability(r["shown"], p), f"{r['name']}: page {r['shown']}, CLI {p:.6f}"
         assert r["label"] == label, f"{r['name']}: page {r['label']}, CLI {label}"
         # every probability the page quotes (metric and verdict) is this image's
         quoted = re.findall(r"(?:NORMAL|PNEUMONIA): ([<>]? ?[\d.]+%) is ", r["text"])  # the verdict's quote

@@ -150,8 +150,9 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
     import matplotlib.figure
     import matplotlib.text
 
-    from pneumo import pipeline as an
+    from pneumo.pipeline import Models, analyze_bytes
     from pneumo.present.report import build_report
+    from pneumo.present.text import results_rows, rows_to_csv
 
     drawn: list[str] = []
     real_savefig = matplotlib.figure.Figure.savefig
@@ -173,8 +174,8 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
         monkeypatch.setattr(fpdf.FPDF, name, spy)
     markers = Markers.fresh()
     control = f"ctrl{secrets.token_hex(4)}"
-    res = an.analyze_bytes(marked_dicom(markers, 320, 256), f"{control}.dcm", tiny_model)
-    assert res.has_result and not res.error
+    res = analyze_bytes(marked_dicom(markers, 320, 256), f"{control}.dcm", Models(tiny_model))
+    assert res.has_probability and not res.error
     needles = markers.all_needles()
     for fmt in ("png", "pdf"):
         drawn.clear()
@@ -186,7 +187,7 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
         blob = pdf_plain(data) if fmt == "pdf" else data
         assert control.encode() in blob, f"control: the {fmt} report's metadata names the file"
         assert not leaks(blob, needles), f"{fmt} report bytes hold {leaks(blob, needles)}"
-    csv = an.rows_to_csv(an.results_rows([res], 0.5), 0.5)
+    csv = rows_to_csv(results_rows([res], 0.5), 0.5)
     assert control.encode() in csv and not leaks(csv, needles)
 
 

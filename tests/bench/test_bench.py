@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from pneumo.bench.run import run as bench
+from pneumo.bench import run as bench
 from tests.conftest import ROOT
 
 MODELS = ("pneumo", *bench.REFERENCES)
@@ -91,6 +91,24 @@ def test_stages_time_the_models_that_are_present(tiny_lung_model_path, tiny_mode
     assert full["segmentation_ms"]["status"] == "not present"
 
 
+def test_pneumo_runs_on_its_tflite_copies(tiny_lung_model_path, tiny_model_path, tmp_path):
+    """The bench times pneumo as the app and the CLI run it: every network on its TFLite copy, no TensorFlow
+    fallback (a model without its copy is refused, naming the export command)."""
+    from pneumo.nets.lite import LiteModel
+    from pneumo.nets.modelfile import ModelFileError
+
+    cand, loaded, load_s = bench.load_pneumo(tiny_lung_model_path)
+    assert cand.engine == "classifier TFLite, lungs TFLite" and load_s > 0
+    assert isinstance(cand.model, LiteModel) and isinstance(cand.models.lungs.model, LiteModel)
+    assert loaded is cand.models.classifier and cand.size == 32 and cand.models.gate is None
+    assert bench.load_pneumo(tiny_model_path)[0].engine == "classifier TFLite"
+    bare = tmp_path / "tiny.keras"  # the .keras and .json, without the .tflite
+    bare.write_bytes(tiny_model_path.read_bytes())
+    bare.with_suffix(".json").write_text(tiny_model_path.with_suffix(".json").read_text())
+    with pytest.raises(ModelFileError, match="python -m pneumo.training.export"):
+        bench.load_pneumo(bare)
+
+
 def test_cli_paths_agree(tiny_model_path):
     """pneumo's decoding (thread pool, reduced JPEG) and the seed notebook's give the same labels here."""
     cand = bench.load_pneumo(tiny_model_path)[0]
@@ -142,7 +160,8 @@ def test_quick_json_contract(quick_result, tiny_model_path):
         assert r[name]["batch_pipeline"] == "seed" and _positive(r[name]["batch_images_per_s_pneumo_pipeline"])
     assert r["input"]["display_width"] <= 1200 and r["input"]["display_height"] <= 1200
     assert pn["peak_rss_mb"] < 100_000  # MiB, not KiB or bytes
-    assert pn["input_size"] == 32
+    assert pn["input_size"] == 32 and pn["engine"] == "classifier TFLite"  # the TFLite copy, as the app runs it
+    assert all(r[name]["engine"] == "TensorFlow" for name in bench.REFERENCES)
     assert pn["model_params"] == json.loads(tiny_model_path.with_suffix(".json").read_text())["parameters"]
     assert r["densenet121_224"]["input_size"] == 224 and r["densenet121_224"]["model_params"] > 7_000_000
     assert r["seed_ensemble_64"]["input_size"] == 64
@@ -212,7 +231,7 @@ def test_fullres_agreement_finds_copies_by_name(tiny_lung_model_path, tmp_path):
 @pytest.mark.slow
 def test_browser_timing_on_the_committed_app():
     """`python -m pneumo.bench --browser`: a fresh server, cold start stages in order, one timed upload per file."""
-    from pneumo.bench.run import browser as bench_browser
+    from pneumo.bench import browser as bench_browser
 
     if not os.path.exists(bench_browser.CHROMIUM):
         pytest.skip("no Debian chromium")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from pneumo.checks import lungs
+from pneumo.nets.modelfile import ModelFileError
 from tests.conftest import synthetic_xray
 
 
@@ -20,17 +22,21 @@ def two_lungs(h: int = 224, w: int = 224) -> np.ndarray:
 
 
 def test_unet_maps_image_to_same_size_probability():
-    model = lungs.build_unet(32, widths=(4, 8, 8))
+    from pneumo.training.networks import build_unet
+
+    model = build_unet(32, widths=(4, 8, 8))
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
     y = np.asarray(model(x, training=False))
     assert y.shape == (2, 32, 32, 1)
     assert np.all((y >= 0) & (y <= 1))
-    assert model.get_layer("lung_probability").name == "lung_probability"
+    assert model.get_layer("lung_probability").output.shape[1:] == (32, 32, 1)
     assert model.count_params() < 1_000_000
 
 
 def test_committed_sized_unet_is_under_a_million_parameters():
-    assert lungs.build_unet().count_params() < 1_000_000
+    from pneumo.training.networks import build_unet
+
+    assert build_unet().count_params() < 1_000_000
 
 
 def test_postprocess_keeps_two_largest_drops_specks_and_fills_holes():
@@ -101,24 +107,53 @@ def test_paste_back_puts_the_crop_map_over_the_lung_box():
     assert np.all(full[y0:y1, x0:x1] == 1) and full.sum() == (y1 - y0) * (x1 - x0)
 
 
-def test_segment_runs_the_saved_model_with_its_metadata(tmp_path):
-    model = lungs.build_unet(32, widths=(4, 8, 8))
-    path = tmp_path / "lungs.keras"
-    model.save(path)
+@pytest.fixture(scope="module")
+def tiny_unet(tmp_path_factory):
+    """A tiny random U-Net saved with its metadata and exported: (TFLite Network, Keras Network)."""
+    import keras
+
+    from pneumo.nets.lite import load_network
+    from pneumo.training.export import export
+    from pneumo.training.networks import build_unet, keras_network, load_keras_with_metadata
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("unet") / "lungs.keras"
+    build_unet(32, widths=(4, 8, 8)).save(path)
     path.with_suffix(".json").write_text(json.dumps({"input_size": 32, "threshold": 0.5}))
-    seg = lungs.load_lung_model(path)
+    export(path)
+    return load_network(path, "lung model"), keras_network(*load_keras_with_metadata(path, "lung model"), path)
+
+
+def test_segment_runs_the_saved_model_with_its_metadata(tiny_unet):
+    lite, tf_net = tiny_unet
+    assert lite.image_size == 32 and lite.threshold == 0.5
     x224 = np.stack([synthetic_xray(224, 224, seed=s) for s in range(3)])
-    masks, prob = lungs.segment(seg, x224)
+    masks, prob = lungs.segment(lite, x224)
     assert masks.shape == (3, 224, 224) and masks.dtype == bool
     assert prob.shape == (3, 224, 224) and np.all((prob >= 0) & (prob <= 1))
+    # P(lung) is the U-Net's output on the area-resized squash, resized back to 224
+    small = np.stack([cv2.resize(x, (32, 32), interpolation=cv2.INTER_AREA) for x in x224])[..., None]
+    raw = np.asarray(tf_net.model(small.astype(np.float32), training=False))[..., 0]  # (3, 32, 32)
+    expect = np.stack([cv2.resize(r, (224, 224), interpolation=cv2.INTER_LINEAR) for r in raw])
+    np.testing.assert_allclose(prob, expect, atol=1e-5)
+    assert prob.std() > 1e-3, "the U-Net's output depends on the picture"
+    # the masks are the post-processed probabilities at the stored threshold
+    for m, p in zip(masks, prob, strict=True):
+        np.testing.assert_array_equal(m, lungs.postprocess(p, 0.5))
     # the same squash gives the same mask, whatever batch it came in
-    m1, _ = lungs.segment(seg, x224[1:2])
+    m1, _ = lungs.segment(lite, x224[1:2])
     assert np.array_equal(m1[0], masks[1])
+    # the Keras network (training) and its TFLite copy (the app) agree
+    tf_masks, tf_prob = lungs.segment(tf_net, x224)
+    np.testing.assert_allclose(tf_prob, prob, atol=1e-5)
+    assert np.mean(tf_masks != masks) < 1e-3  # a rare pixel at exactly the threshold may round the other way
 
 
 def test_missing_lung_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="lung model not found"):
-        lungs.load_lung_model(tmp_path / "nope.keras")
+    from pneumo.nets.lite import load_network
+
+    with pytest.raises(ModelFileError, match="lung model not found"):
+        load_network(tmp_path / "nope.keras", "lung model")
 
 
 def test_height_ratio_spots_a_lung_field_cut_short():

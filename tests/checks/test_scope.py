@@ -12,6 +12,8 @@ import pytest
 from pneumo import config
 from pneumo.checks import scope
 from pneumo.io.decode import LoadedImage
+from pneumo.nets.lite import attach
+from pneumo.nets.modelfile import Network
 from tests.conftest import synthetic_xray
 
 GATE_SIZE = 32
@@ -92,14 +94,24 @@ def test_orientation_names_match_transforms():
 
 # ---------------------------------------------------------------------------------------------------- learned gate
 class _Fixed:
-    """A stand-in gate model with fixed outputs, so that the decision logic is tested exactly."""
+    """A stand-in gate model with fixed outputs, so that the decision logic is tested exactly: it has the gate's
+    output structure, and a runner attached as pneumo.nets.lite.forward expects one."""
+
+    output = {scope.KIND_OUTPUT: None, scope.ORIENTATION_OUTPUT: None}
+    output_names = [scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT]
+
+    def __init__(self, kind: np.ndarray, orient_fn):
+        attach(self, "forward", _FixedRunner(kind, orient_fn))
+
+
+class _FixedRunner:
+    outputs = [scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT]
 
     def __init__(self, kind: np.ndarray, orient_fn):
         self.kind, self.orient_fn = kind, orient_fn
 
-    def __call__(self, x, training=False):
-        n = len(x)
-        return {"kind": np.tile(self.kind, (n, 1)), "orientation": np.stack([self.orient_fn(a) for a in x])}
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return [np.tile(self.kind, (len(x), 1)), np.stack([self.orient_fn(a) for a in x])]
 
 
 def _one_hot(i: int, n: int = 8, p: float = 0.97) -> np.ndarray:
@@ -120,9 +132,9 @@ def _detects(upright_small: np.ndarray):
     return fn
 
 
-def _gate(model, thresholds=None) -> scope.LoadedGate:
+def _gate(model, thresholds=None) -> Network:
     t = {"in_scope": 0.5, "orientation": 0.9, "upright_min": 0.2, **(thresholds or {})}
-    return scope.LoadedGate(model, {"input_size": GATE_SIZE, "thresholds": t})
+    return Network(model, {"input_size": GATE_SIZE, "thresholds": t}, Path("gate.keras"))
 
 
 @pytest.mark.parametrize("index", range(1, 8))
@@ -164,11 +176,13 @@ def tiny_gate():
     """A tiny random gate model built with the training script's builder."""
     import keras
 
+    from pneumo.training.networks import keras_network
     from pneumo.training.train_scope import Settings, build_gate
 
     keras.utils.set_random_seed(0)
     model = build_gate(Settings(image_size=GATE_SIZE, stem_width=4, widths=(8, 8)))
-    return _gate(model, {"orientation": 0.2, "in_scope": 0.2, "upright_min": 0.0})
+    t = {"orientation": 0.2, "in_scope": 0.2, "upright_min": 0.0}
+    return keras_network(model, {"input_size": GATE_SIZE, "thresholds": t})
 
 
 def test_gate_model_is_small_and_named(tiny_gate):
@@ -223,6 +237,7 @@ def _write_folders(root: Path) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_smoke_training_writes_a_loadable_gate(tmp_path):
+    from pneumo.nets.lite import load_network
     from pneumo.training import train_scope
 
     data, sc = _write_folders(tmp_path)
@@ -240,22 +255,24 @@ def test_smoke_training_writes_a_loadable_gate(tmp_path):
     again = json.loads((out / "pneumo_scope.json").read_text())
     assert again["history"] == meta["history"] and "evaluate-only" in again["training"]["evaluated_by"]
     assert again["tflite"]["keras_sha256"] and (out / "pneumo_scope.tflite").exists()  # the app's fast copy
-    gate = scope.load_gate(out / "pneumo_scope.keras")
+    gate = load_network(out / "pneumo_scope.keras", "gate")  # the TFLite copy, as the app runs it
     r = scope.assess(synthetic_xray(), gate)
     assert 0.0 <= r.p_in_scope <= 1.0 and r.corrected.dtype == np.uint8
 
 
 # ---------------------------------------------------------------------------------------------------- committed gate
 @pytest.fixture(scope="module")
-def committed_gate() -> scope.LoadedGate:
-    return scope.load_gate(config.SCOPE_MODEL_PATH)
+def committed_gate() -> Network:
+    from pneumo.nets.lite import load_network
+
+    return load_network(config.SCOPE_MODEL_PATH, "gate")
 
 
 def test_committed_gate_metadata_is_consistent(committed_gate):
     meta = committed_gate.metadata
     assert meta["kinds"] == list(scope.KINDS) and meta["orientations"] == list(scope.ORIENTATIONS)
     assert meta["parameters"] < 500_000 and meta["metrics"]["in_scope_validation"]["flagged_out_of_scope"] <= 0.01
-    assert 0.0 < committed_gate.in_scope_threshold < 1.0
+    assert 0.0 < scope.gate_threshold(committed_gate, "in_scope") < 1.0
 
 
 def test_committed_gate_keeps_and_uprights_the_sample_films(committed_gate):
@@ -279,11 +296,11 @@ def test_committed_gate_refuses_a_text_page_and_noise(committed_gate):
         assert not r.in_scope and "not_radiograph" in r.codes
 
 
-def test_assess_batch_reuses_the_callers_squashes_to_the_same_answer():
+def test_assess_batch_reuses_the_callers_squashes_to_the_same_answer(committed_gate):
     """The pipeline hands over the 224 squashes it made anyway: same codes, probabilities and corrections."""
     from pneumo.io.preprocess import preprocess
 
-    gate = scope.load_gate(config.SCOPE_MODEL_PATH)
+    gate = committed_gate
     imgs = [synthetic_xray(300, 260, seed=3), np.rot90(synthetic_xray(280, 320, seed=4)).copy()]
     squashes = np.stack([preprocess(p, 224)[..., 0] for p in imgs])
     a, b = scope.assess_batch(imgs, gate), scope.assess_batch(imgs, gate, squashes)

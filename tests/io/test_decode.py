@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from pneumo import config
-from pneumo.io.decode import ImageLoadError, LoadedImage, load_image, plausibility_warnings
+from pneumo.checks.scope import rule_codes
+from pneumo.io.decode import ImageLoadError, LoadedImage, load_image
 from tests.corpus import base_picture, dicom_bytes, matches, unreadable_cases, valid_cases
 
 UNREADABLE = unreadable_cases()
@@ -196,12 +197,12 @@ def test_bytes_like_sources_are_equivalent():
 
 
 def test_unexpected_decoder_failure_becomes_typed_error_without_details(monkeypatch, caplog):
-    import pneumo.io as pio
+    import pneumo.io.decode as decode
 
     def boom(data, *args, **kwargs):
         raise RuntimeError("Doe^Jane internal detail")
 
-    monkeypatch.setattr(pio, "_load_pil", boom)
+    monkeypatch.setattr(decode, "_load_pil", boom)
     with caplog.at_level(logging.DEBUG), pytest.raises(ImageLoadError, match="could not be decoded") as err:
         load_image(b"\x89PNG....")
     assert "Doe" not in str(err.value) and "Doe" not in caplog.text and "RuntimeError" in caplog.text
@@ -215,26 +216,13 @@ def test_colour_and_alpha_handling():
     Image.fromarray(photo).save(buf, format="PNG")
     img = load_image(buf.getvalue())
     assert img.colourfulness > config.MAX_COLOURFULNESS
-    assert any("colour" in m for m in plausibility_warnings(img))
+    assert "colour" in rule_codes(img)
     # Transparent pixels are composited onto black (as a viewer with a dark background shows them).
     rgba = np.dstack([g, g, g, np.where(np.arange(w) < w // 2, 255, 0)[None, :].repeat(h, 0)]).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
     px = load_image(buf.getvalue()).pixels
     assert np.array_equal(px[:, : w // 2], g[:, : w // 2]) and px[:, w // 2 :].max() == 0
-
-
-def test_plausibility_warnings():
-    g = base_picture()
-    assert plausibility_warnings(LoadedImage(g, {"format": "PNG"})) == []  # 288x240 gray radiograph
-    small = LoadedImage(g[:100, :100], {"format": "PNG"})
-    assert any("small" in m for m in plausibility_warnings(small))
-    ct = LoadedImage(g, {"format": "DICOM", "modality": "CT"})
-    assert any("CT" in m for m in plausibility_warnings(ct))
-    flat = LoadedImage(np.full((300, 300), 90, np.uint8), {})
-    assert any("uniform" in m for m in plausibility_warnings(flat))
-    wide = LoadedImage(np.tile(g, (1, 3)), {})
-    assert any("shape" in m for m in plausibility_warnings(wide))
 
 
 # ------------------------------------------------------------------------------------------ reduced decoding (issue 11)
@@ -292,8 +280,10 @@ def test_reduced_jpeg_decoding_agrees_on_the_model_output(tiny_model):
     full = np.stack([preprocess(load_image(d).pixels, size) for d in data])
     reduced = np.stack([preprocess(load_image(d, min_side=2 * size).pixels, size) for d in data])
     assert all(load_image(d, min_side=2 * size).size[0] < 600 for d in data)  # really reduced (1/8 at 32 px)
-    dp = np.abs(predict_proba(tiny_model.model, full) - predict_proba(tiny_model.model, reduced))
-    assert dp.mean() <= 0.01
+    p_full = predict_proba(tiny_model.model, full)
+    assert np.abs(p_full - predict_proba(tiny_model.model, reduced)).mean() <= 0.01
+    # the comparison can fail: the same squashes mirrored (the opacity in the other lung) move P far more
+    assert np.abs(p_full - predict_proba(tiny_model.model, full[:, :, ::-1])).mean() > 0.1
 
 
 def test_max_side_gives_display_pixels_and_keeps_the_file_size():
@@ -301,8 +291,8 @@ def test_max_side_gives_display_pixels_and_keeps_the_file_size():
     img = load_image(data, max_side=600)
     assert img.size == (600, 500) and img.original_size == (1800, 1500)
     assert img.info["original_size"] == (1800, 1500)
-    # the plausibility checks judge the file, not the display copy: no 'small image' warning for a 150 px copy
-    assert plausibility_warnings(load_image(data, max_side=150)) == plausibility_warnings(load_image(data))
+    # the scope rules judge the file, not the display copy: no 'low_resolution' code for a 150 px copy
+    assert rule_codes(load_image(data)) == rule_codes(load_image(data, max_side=150)) == []
     small = load_image(data, max_side=5000)  # larger than the image: unchanged
     assert small.size == (1800, 1500)
     png = io.BytesIO()
@@ -360,9 +350,6 @@ def test_load_many_keeps_order_and_yields_errors(tmp_path):
 
 def test_colour_dicom_reports_its_colourfulness():
     """An RGB DICOM (a test pattern, a photo wrapped as DICOM) must not pass as grayscale: the scope rule needs it."""
-    from pneumo.checks.scope import rule_codes
-    from tests.corpus import dicom_bytes
-
     bars = np.zeros((120, 160, 3), np.uint8)
     for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]):
         bars[:, i * 40 : (i + 1) * 40] = colour

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the loader: any bytes in, a LoadedImage or an ImageLoadError out, fast, in bounded memory.
+"""Property-based fuzzing of the loader: any bytes in, a LoadedImage or an ImageLoadError out, in bounded memory.
 
 Inputs are arbitrary bytes, mutated real files (bit flips, truncations, splices of one format's header onto another's
 body, inserted junk, overwritten size fields) and files with crafted headers (any PNG IHDR, any DICOM Rows/Columns/
@@ -11,7 +11,6 @@ import io
 import logging
 import struct
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -25,14 +24,13 @@ from pneumo import config
 from pneumo.io.decode import ImageLoadError, LoadedImage, load_image
 from tests.corpus import base_picture, dicom_bytes, png_with_header
 
-MAX_SECONDS = 2.0  # per file
 MAX_EXTRA_MB = 300  # peak resident memory above the level before the call, per file
 CLEAR_REFS = Path("/proc/self/clear_refs")
 FUZZ = settings(
     max_examples=150,
     derandomize=True,
     database=None,
-    deadline=None,  # timing is asserted per call below, with a clearer message
+    deadline=None,  # no timing: speed belongs in the benchmarks (pneumo.bench); memory is asserted per call below
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -101,7 +99,6 @@ def check(data: bytes, name: str = "") -> None:
     if CAN_MEASURE:
         CLEAR_REFS.write_text("5")
         before = _rss_kb("VmRSS")
-    start = time.perf_counter()
     try:
         img = load_image(data, name=name)
     except ImageLoadError as exc:
@@ -113,8 +110,6 @@ def check(data: bytes, name: str = "") -> None:
         assert min(w, h) >= config.MIN_IMAGE_SIDE and w * h <= config.MAX_IMAGE_PIXELS
     finally:
         logging.getLogger("pneumo.io").removeHandler(watch)
-    elapsed = time.perf_counter() - start
-    assert elapsed < MAX_SECONDS, f"took {elapsed:.1f} s"
     if CAN_MEASURE:
         extra_mb = (_rss_kb("VmHWM") - before) / 1024
         assert extra_mb < MAX_EXTRA_MB, f"peak memory +{extra_mb:.0f} MB"

@@ -6,7 +6,8 @@ import json
 import shutil
 
 from pneumo import config
-from pneumo.present.text import evaluation as ev
+from pneumo.nets.modelfile import file_sha256
+from pneumo.present import evaluation as ev
 
 
 def test_every_shipped_evaluation_belongs_to_a_committed_model():
@@ -17,32 +18,42 @@ def test_every_shipped_evaluation_belongs_to_a_committed_model():
 
 
 def test_committed_model_has_its_evaluation_or_says_it_has_none():
+    """The committed model gets exactly the evaluation filed under its hash (none for a freshly committed model that
+    the maintainers have not scored yet), and the headline says which case it is."""
+    sha = file_sha256(config.DEFAULT_MODEL_PATH)
+    filed = config.EVALUATIONS_DIR / f"{sha}.json"
     found = ev.load_evaluation(config.DEFAULT_MODEL_PATH)
-    if found is None:  # a freshly committed model that the maintainers have not scored yet
-        assert "not yet been independently evaluated" in ev.headline(None)
-    else:
-        assert found["model_sha256"] == ev.file_sha256(config.DEFAULT_MODEL_PATH)
-        assert ev.primary(found)["n"] > 0 and "On new patients" in ev.headline(found)
+    assert found == (json.loads(filed.read_text()) if filed.is_file() else None)
+    assert ("On new patients" in ev.headline(found)) == filed.is_file()
+    assert ("not yet been independently evaluated" in ev.headline(found)) == (not filed.is_file())
 
 
 def test_a_model_with_another_hash_has_no_evaluation(tmp_path, tiny_model_path):
     """A retrained model (other bytes) never shows the figures of the model it replaces, even under the same name."""
-    shipped = next(config.EVALUATIONS_DIR.glob("*.json"), None)
-    folder = tmp_path / "evaluations"
-    folder.mkdir()
-    if shipped is not None:
-        shutil.copy(shipped, folder / shipped.name)
-    model = tmp_path / "pneumo_cnn.keras"
+    real = json.loads(next(config.EVALUATIONS_DIR.rglob("*.json")).read_text())  # a maintainers' evaluation
+    model = tmp_path / "pneumo_cnn.keras"  # the committed model's name, the tiny model's bytes
     shutil.copy(tiny_model_path, model)
-    assert ev.load_evaluation(model, folder) is None
-    assert "not yet been independently evaluated" in ev.headline(ev.load_evaluation(model, folder), markdown=False)
+    replaced = tmp_path / "evaluations"  # the figures of the committed model, filed under its hash
+    replaced.mkdir()
+    sha = file_sha256(config.DEFAULT_MODEL_PATH)
+    (replaced / f"{sha}.json").write_text(json.dumps({**real, "model_sha256": sha}))
+    assert ev.load_evaluation(model, replaced) is None
+    assert "not yet been independently evaluated" in ev.headline(ev.load_evaluation(model, replaced), markdown=False)
+    own = tmp_path / "own"  # the same figures filed under the tiny model's hash: found
+    own.mkdir()
+    tiny = file_sha256(model)
+    (own / f"{tiny}.json").write_text(json.dumps({**real, "model_sha256": tiny}))
+    assert ev.load_evaluation(model, own)["model_sha256"] == tiny
+    assert "On new patients" in ev.headline(ev.load_evaluation(model, own))
+    (own / f"{sha}.json").write_text(json.dumps({**real, "model_sha256": tiny}))  # a file naming another model
+    assert ev.load_evaluation(config.DEFAULT_MODEL_PATH, own) is None
 
 
 def test_sync_copies_by_hash_and_retires_stale_files(tmp_path, tiny_model_path):
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(tiny_model_path, models / "tiny.keras")
-    digest = ev.file_sha256(models / "tiny.keras")
+    digest = file_sha256(models / "tiny.keras")
     source = tmp_path / "shared"
     source.mkdir()
     block = {"n": 10, "n_normal": 5, "n_pneumonia": 5, "threshold": 0.5, "sensitivity": 0.8, "specificity": 0.6}
@@ -62,10 +73,6 @@ def test_sync_copies_by_hash_and_retires_stale_files(tmp_path, tiny_model_path):
 
 def test_previous_model_figures_are_quoted_as_another_models(tmp_path):
     """A retrained model may quote the replaced model's evaluation, labelled as another model's, matched by hash."""
-    import json
-
-    from pneumo.present.text import evaluation as ev
-
     sha = "ab" * 32
     block = {"n": 624, "auc": 0.9788, "auc_ci95": [0.9682, 0.9875], "sensitivity": 0.9769,
              "sensitivity_ci95": [0.9567, 0.9878], "specificity": 0.8675, "specificity_ci95": [0.8181, 0.9051],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pneumo.present.text import modelcard
+from pneumo.present import modelcard
 
 ROB = {
     "threshold": 0.9,
@@ -90,8 +90,8 @@ def test_committed_gate_metadata_feeds_the_card():
 
 def test_portable_command_hides_machine_paths_and_wraps_options():
     cmd = (
-        "python -m pneumo.training.train --data ../shared/data/chest_xray --out models/ --lung-model models/pneumo_lungs.keras"
-        " --robustness-masks /home/someone/data/lung_masks/ --members 3"
+        "python -m pneumo.training.train --data ../shared/data/chest_xray --out models/"
+        " --lung-model models/pneumo_lungs.keras --robustness-masks /home/someone/data/lung_masks/ --members 3"
     )
     out = modelcard.portable_command(cmd)
     assert "../" not in out and "/home/" not in out  # nothing of the training machine

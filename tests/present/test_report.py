@@ -1,8 +1,16 @@
-"""The app's library modules: analysis (one upload), report (PNG/PDF), stages (timeline) and modelcard (plots)."""
+"""The presentation modules on one analysed upload: wording (text), report (PNG/PDF), stages (timeline) and modelcard.
+
+The uploads run through the tiny fixture model, whose output depends on the picture (a chest with an opacity scores
+~0.78, a clear one ~0.07), so a report that printed another image's number or label would fail here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import shutil
+import subprocess
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,6 +19,7 @@ from PIL import Image
 
 from pneumo import config
 from pneumo import pipeline as an
+from pneumo.present import text as pr
 from tests.conftest import synthetic_xray
 
 
@@ -20,9 +29,32 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def chest_png(opacity: bool) -> bytes:
+    return png_bytes(synthetic_xray(320, 240, seed=3, opacity=opacity))
+
+
 @pytest.fixture(scope="module")
-def analysed(tiny_model):
-    return an.analyze_bytes(png_bytes(synthetic_xray(320, 240, seed=3, opacity=True)), "chest.png", tiny_model)
+def models(tiny_model):
+    return an.Models(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def analysed(models):
+    """A chest with an opacity: PNEUMONIA at the tiny model's threshold 0.5."""
+    return an.analyze_bytes(chest_png(opacity=True), "chest.png", models)
+
+
+@pytest.fixture(scope="module")
+def clear(models):
+    """The same chest without the opacity: NORMAL."""
+    return an.analyze_bytes(chest_png(opacity=False), "clear.png", models)
+
+
+def test_the_two_uploads_get_different_answers(analysed, clear):
+    """The premise of the report tests below: the tiny model tells the two pictures apart, by a margin."""
+    assert analysed.label == "PNEUMONIA" and analysed.probability > 0.65
+    assert clear.label == "NORMAL" and clear.probability < 0.3
+    assert pr.format_probability(analysed.probability) != pr.format_probability(clear.probability)
 
 
 def test_analyze_bytes_matches_the_prediction_path(analysed, tiny_model):
@@ -34,51 +66,59 @@ def test_analyze_bytes_matches_the_prediction_path(analysed, tiny_model):
     assert analysed.pixels.shape == (240, 320) and not analysed.pixels.flags.writeable
     assert analysed.cam224.shape == (224, 224) and not analysed.cam224.flags.writeable
     assert analysed.facts == {"Format": "PNG", "Size": "320 × 240 pixels"}
-    assert analysed.digest == an.file_digest(png_bytes(synthetic_xray(320, 240, seed=3, opacity=True)))
-    assert not analysed.error and not analysed.doubtful and analysed.in_scope and analysed.warnings == ()
+    assert analysed.digest == hashlib.sha256(chest_png(opacity=True)).hexdigest()
+    assert not analysed.error and analysed.in_scope and analysed.warnings == () and analysed.has_probability
 
 
-def test_unreadable_bytes_give_an_error_not_an_exception(tiny_model):
-    res = an.analyze_bytes(b"%PDF-1.7 not an x-ray", "letter.pdf", tiny_model)
-    assert res.error == "Not an image: this is a PDF document."
-    assert not res.has_result and res.pixels is None
+def test_unreadable_bytes_give_an_error_not_an_exception(models):
+    res = an.analyze_bytes(b"%PDF-1.7 not an x-ray", "letter.pdf", models)
+    assert res.label == an.LABEL_ERROR and res.error == "Not an image: this is a PDF document."
+    assert not res.has_probability and res.pixels is None and res.name == "letter.pdf"
 
 
-def test_overlay_is_full_resolution_and_class_dependent(analysed, tiny_model):
-    pneu = an.heatmap_overlay(analysed, 1, 0.5, tiny_model.metadata)
-    norm = an.heatmap_overlay(analysed, 0, 0.5, tiny_model.metadata)
+def test_overlay_is_full_resolution_and_class_dependent(analysed, clear, tiny_model):
+    """Each class's overlay shows that class's evidence only: the opacity is tinted for PNEUMONIA and left grey for
+    NORMAL, the clear chest the other way round."""
+    from pneumo.explain.draw import result_overlay
+
+    meta = tiny_model.metadata
+    pneu = result_overlay(analysed, meta, 1, 0.5)
+    norm = result_overlay(analysed, meta, 0, 0.5)
     assert pneu.shape == (240, 320, 3) and pneu.dtype == np.uint8
-    plain = an.heatmap_overlay(analysed, 1, 0.0, tiny_model.metadata)
+    plain = result_overlay(analysed, meta, 1, 0.0)
     assert np.array_equal(plain[..., 0], analysed.pixels)  # opacity 0 leaves the radiograph untouched
-    cam = analysed.cam224
-    if cam.max() > 0 and cam.min() < 0:  # both classes have evidence somewhere: the overlays differ
-        assert not np.array_equal(pneu, norm)
+    assert not np.array_equal(pneu[..., 0], pneu[..., 2]), "PNEUMONIA evidence on the opacity: tinted"
+    assert np.array_equal(norm, plain), "no NORMAL evidence on the opacity: the radiograph as it is"
+    clear_pneu, clear_norm = result_overlay(clear, meta, 1, 0.5), result_overlay(clear, meta, 0, 0.5)
+    assert np.array_equal(clear_pneu[..., 0], clear.pixels) and not np.array_equal(clear_norm[..., 0], clear.pixels)
 
 
 def test_format_probability_never_claims_certainty():
-    assert an.format_probability(0.999995) == "> 99.9%" and an.format_probability(0.00001) == "< 0.1%"
-    assert an.format_probability(0.4567) == "45.7%" and an.format_probability(0.9994) == "99.9%"
+    assert pr.format_probability(0.999995) == "> 99.9%" and pr.format_probability(0.00001) == "< 0.1%"
+    assert pr.format_probability(0.4567) == "45.7%" and pr.format_probability(0.9994) == "99.9%"
 
 
 def test_format_threshold_never_hides_a_third_decimal():
-    assert an.format_threshold(0.5, percent=False) == "0.50" and an.format_threshold(0.435, percent=False) == "0.435"
-    assert an.format_threshold(0.42) == "42%" and an.format_threshold(0.435) == "43.5%"  # like the probabilities
-    assert "the 43.5% threshold" in an.plain_verdict(0.9, 0.435)
+    assert pr.format_threshold(0.5, percent=False) == "0.50" and pr.format_threshold(0.435, percent=False) == "0.435"
+    assert pr.format_threshold(0.42) == "42%" and pr.format_threshold(0.435) == "43.5%"  # like the probabilities
+    assert "the 43.5% threshold" in pr.plain_verdict(0.9, 0.435)
 
 
 def test_explained_class_follows_the_label_at_the_threshold():
-    assert an.explained_class("Predicted class", 0.7, 0.5) == 1
-    assert an.explained_class("Predicted class", 0.7, 0.8) == 0
-    assert an.explained_class("NORMAL", 0.9, 0.5) == 0
-    assert an.explained_class("PNEUMONIA", 0.1, 0.5) == 1
+    from pneumo.explain.cam import explained_class
+
+    assert explained_class("Predicted class", 0.7, 0.5) == 1
+    assert explained_class("Predicted class", 0.7, 0.8) == 0
+    assert explained_class("NORMAL", 0.9, 0.5) == 0
+    assert explained_class("PNEUMONIA", 0.1, 0.5) == 1
 
 
 def test_operating_point_lookup(tiny_model):
-    op = an.operating_point(tiny_model.metadata, 0.3)
+    op = pr.operating_point(tiny_model.metadata, 0.3)
     assert (op.threshold, op.sensitivity, op.specificity) == (0.3, 0.7, 0.3)
-    assert an.operating_point({"operating_points": []}, 0.3) is None
+    assert pr.operating_point({"operating_points": []}, 0.3) is None
     far = {"operating_points": [{"threshold": 0.5, "sensitivity": 1, "specificity": 0}]}
-    assert an.operating_point(far, 0.3) is None  # nothing stored near 0.3
+    assert pr.operating_point(far, 0.3) is None  # nothing stored near 0.3
 
 
 @pytest.mark.parametrize(
@@ -99,24 +139,18 @@ def test_operating_point_lookup(tiny_model):
     ],
 )
 def test_verdict_never_contradicts_the_number(p, t, label, words):
-    from pneumo.present.text import text as pr
-
     v = pr.verdict(p, t)
     text = pr.plain_verdict(p, t)
     assert v.label == label and words in text and text.startswith(f"**{label}: {pr.format_probability(p)} is")
     assert "confident" not in text.lower()  # no claim about certainty, at any threshold
     # a number above 50 % labelled NORMAL, or below 50 % labelled PNEUMONIA, always comes with the reason
-    if (label == "NORMAL") == (p >= 0.5):
-        assert "yet the label is" in v.caution
-    else:
-        assert "yet the label is" not in v.caution
+    contradicts = (label == "NORMAL") == (p >= 0.5)
+    assert ("yet the label is" in v.caution) == contradicts
     # the colour follows the label, amber near the threshold: never green for PNEUMONIA or red for NORMAL
     assert v.colour == (pr.COLOURS["near"] if v.position == "near" else pr.COLOURS[label])
 
 
 def test_probability_meaning_says_what_it_is_not():
-    from pneumo.present.text import text as pr
-
     meta = {"training": {"data": {"train_images": 5216, "train_pneumonia": 3875}}}
     text = pr.probability_meaning(meta, ece=0.137, ece_set="official test split")
     assert "74% of images show pneumonia" in text and "**not** this child's chance" in text and "ECE 0.137" in text
@@ -124,8 +158,6 @@ def test_probability_meaning_says_what_it_is_not():
 
 
 def test_wilson_interval_and_operating_point_counts(tiny_model):
-    from pneumo.present.text import text as pr
-
     lo, hi = pr.wilson(203, 234)  # the official test split's specificity: 203 of 234 normals
     assert (round(lo, 4), round(hi, 4)) == (0.8181, 0.9051)  # the maintainers' Wilson interval
     assert pr.wilson(0, 0) is None
@@ -133,48 +165,62 @@ def test_wilson_interval_and_operating_point_counts(tiny_model):
     assert (op.n_pneumonia, op.n_normal) == (2, 2) and op.sensitivity_ci[0] < 0.7 < op.sensitivity_ci[1]
 
 
-def test_warning_codes_and_scope_hooks():
+def test_warning_codes_and_scope_hooks(analysed):
     from types import SimpleNamespace
 
     from pneumo.checks.scope import WARNING_CODES
-    from pneumo.present.text import text as pr
 
     assert pr.warning_sentences(("low_resolution", "A sentence as it is.")) == [
         WARNING_CODES["low_resolution"], "A sentence as it is."]  # fmt: skip
-    assert pr.is_out_of_scope(SimpleNamespace(label=pr.OUT_OF_SCOPE))
-    assert pr.is_out_of_scope(SimpleNamespace(doubtful=True))
-    assert not pr.is_out_of_scope(SimpleNamespace(label="NORMAL", doubtful=False))
-    assert pr.lung_outline(SimpleNamespace()) is None
+    assert pr.is_out_of_scope(SimpleNamespace(label=an.LABEL_OUT_OF_SCOPE, in_scope=True))
+    assert pr.is_out_of_scope(SimpleNamespace(label="NORMAL", in_scope=False))  # forced: a label, yet out of scope
+    assert not pr.is_out_of_scope(SimpleNamespace(label="NORMAL", in_scope=True))
+    assert not pr.is_out_of_scope(analysed)
+    assert pr.is_out_of_scope(dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE))
 
 
-def test_results_rows_and_csv(analysed, tiny_model):
-    bad = an.analyze_bytes(b"junk", "junk.bin", tiny_model)
-    rows = an.results_rows([analysed, bad], 0.5)
-    assert [r["label"] for r in rows] == [("PNEUMONIA" if analysed.probability >= 0.5 else "NORMAL"), "ERROR"]
-    assert rows[0]["shown"] == an.format_probability(analysed.probability) and rows[1]["shown"] == "–"
-    csv_text = an.rows_to_csv(rows, 0.5).decode()
+def test_results_rows_and_csv(analysed, clear, models):
+    bad = an.analyze_bytes(b"junk", "junk.bin", models)
+    rows = pr.results_rows([analysed, clear, bad], 0.5)
+    assert [r["label"] for r in rows] == ["PNEUMONIA", "NORMAL", "ERROR"]
+    assert rows[0]["shown"] == pr.format_probability(analysed.probability) and rows[2]["shown"] == "–"
+    assert rows[1]["shown"] == pr.format_probability(clear.probability)
+    assert [r["probability"] for r in rows] == [analysed.probability, clear.probability, None]
+    csv_text = pr.rows_to_csv(rows, 0.5).decode()
     lines = csv_text.strip().split("\n")
     assert lines[0] == "file,probability,label,threshold,note"
-    assert lines[1].startswith(f"chest.png,{analysed.probability:.6f},")
-    assert lines[2].startswith("junk.bin,,ERROR,0.5000,")
+    assert lines[1].startswith(f"chest.png,{analysed.probability:.6f},PNEUMONIA,0.5000,")
+    assert lines[2].startswith(f"clear.png,{clear.probability:.6f},NORMAL,0.5000,")
+    assert lines[3].startswith("junk.bin,,ERROR,0.5000,")
 
 
 def test_samples_are_listed_with_their_split():
-    samples = an.list_samples()
+    from pneumo.io.samples import list_samples
+
+    samples = list_samples()
     assert len(samples) == 4 and all(s.path.is_file() for s in samples)
     seen = [s for s in samples if s.split == "training"]
     assert len(seen) == 1 and "seen in training" in seen[0].title
-    assert an.list_samples(config.ROOT_DIR / "no_such_folder") == []
+    assert list_samples(config.ROOT_DIR / "no_such_folder") == []
 
 
-def test_report_png_and_pdf(analysed, tiny_model):
+def probability_line(result, threshold_words: str) -> str:
+    """The report's probability line, built from the Result's own probability."""
+    return f"Probability of pneumonia (model score): {pr.format_probability(result.probability)}; {threshold_words}"
+
+
+def test_report_png_and_pdf(analysed, clear, tiny_model):
     from pneumo.present.report import DISCLAIMER, build_report, report_lines
 
     when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    user_t = "threshold 30% (chosen by the user; the model's own threshold is 50%)."
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
-    assert an.format_probability(analysed.probability) in text
-    assert "threshold 30% (chosen by the user; the model's own threshold is 50%)" in text
+    assert lines[:3] == ["File: chest.png", "Result: PNEUMONIA", probability_line(analysed, user_t)]
+    other = report_lines(clear, 0.3, tiny_model.metadata, 0, when)  # each report quotes its own image's result
+    assert other[:3] == ["File: clear.png", "Result: NORMAL", probability_line(clear, user_t)]
+    own = report_lines(analysed, 0.5, tiny_model.metadata, 1, when)
+    assert own[2] == probability_line(analysed, "threshold 50% (the model's own threshold).")
     assert "sensitivity 70.0% (95% CI" in text and "specificity 30.0% (95% CI" in text and "4 images" in text
     assert "not yet been independently evaluated" in text  # no evaluation given
     assert "Model: tiny, trained 2026-01-01" in text and "2026-01-02 03:04 UTC" in text
@@ -188,13 +234,33 @@ def test_report_png_and_pdf(analysed, tiny_model):
     assert "not a medical device" in DISCLAIMER
     with pytest.raises(ValueError):
         build_report(analysed, 0.3, tiny_model.metadata, fmt="gif")
+    with pytest.raises(ValueError, match="needs an analysed image"):
+        build_report(an.analyze_bytes(b"junk", "junk.bin", an.Models(tiny_model)), 0.3, tiny_model.metadata)
+
+
+@pytest.mark.skipif(not (shutil.which("pdftotext") and shutil.which("pdftoppm")), reason="no poppler-utils")
+def test_rendered_pdf_says_this_images_result(analysed, clear, tiny_model, tmp_path):
+    """The PDF as a reader's viewer shows it (poppler): one A4 page with ink, and the label and probability of the
+    image it was made for, not another's."""
+    from pneumo.present.report import build_report
+
+    for res, label in ((analysed, "PNEUMONIA"), (clear, "NORMAL")):
+        pdf = tmp_path / f"{label}.pdf"
+        pdf.write_bytes(build_report(res, 0.5, tiny_model.metadata, fmt="pdf"))
+        words = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
+        text = " ".join(words.stdout.split())
+        assert f"{label} Probability of pneumonia (model score): {pr.format_probability(res.probability)};" in text
+        other = "NORMAL" if label == "PNEUMONIA" else "PNEUMONIA"
+        assert f"{other} Probability" not in text
+        subprocess.run(["pdftoppm", "-png", "-r", "40", str(pdf), str(tmp_path / label)], check=True)
+        (page,) = sorted(tmp_path.glob(f"{label}*.png"))  # one page
+        grey = np.asarray(Image.open(page).convert("L"))
+        assert grey.shape[0] / grey.shape[1] == pytest.approx(297 / 210, rel=0.02) and grey.min() < 60
 
 
 def test_report_png_text_stays_inside_the_page(analysed, tiny_model):
     """Every line wraps before the right margin, also the bold probability line at a user's threshold with a long
     file name and warnings (it once ran off the page)."""
-    import dataclasses
-
     from pneumo.present.report import build_report
 
     long = dataclasses.replace(analysed, name="x" * 40 + "_a_long_file_name.png", warnings=("lung_field_short",))
@@ -206,7 +272,6 @@ def test_report_png_text_stays_inside_the_page(analysed, tiny_model):
 
 
 def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analysed, tiny_model):
-    import dataclasses
     import json
 
     from pneumo.present.report import report_lines
@@ -217,13 +282,14 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
     assert "On new patients (official test split, 624 images" in text
     assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
     assert "no better than chance" in text and "OUTSIDE INTENDED USE" not in text
-    odd = dataclasses.replace(analysed, in_scope=False, label="OUT_OF_SCOPE")
+    odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE)
     lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
-    assert lines[2].startswith("OUTSIDE INTENDED USE") or any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])
+    assert any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])  # at the top, with the result
+    assert lines[2] == probability_line(analysed, "threshold 50% (the model's own threshold).")
 
 
 def test_stages_content_and_timeline():
-    from pneumo.present.text import pneumonia_stages as stages
+    from pneumo.present import pneumonia_stages as stages
 
     assert [s.name for s in stages.STAGES] == ["Congestion", "Red hepatization", "Grey hepatization", "Resolution"]
     for a, b in zip(stages.STAGES, stages.STAGES[1:], strict=False):
@@ -235,7 +301,7 @@ def test_stages_content_and_timeline():
 
 
 def test_modelcard_rows_label_every_split(tiny_model):
-    from pneumo.present.text import modelcard
+    from pneumo.present import modelcard
 
     meta = {**tiny_model.metadata, "metrics": {**tiny_model.metadata["metrics"], "test": {"auc": 0.9, "n": 624},
                                                 "custom_set": {"auc": 0.7}}}  # fmt: skip
@@ -251,18 +317,16 @@ def test_modelcard_rows_label_every_split(tiny_model):
 
 def test_out_of_scope_rows_and_report_say_why_in_words(analysed, tiny_model):
     """The table/CSV note and the report explain an out-of-scope image with the codes' sentences, not raw codes."""
-    import dataclasses
-
     from pneumo.checks.scope import WARNING_CODES
     from pneumo.present.report import report_lines
 
-    adult = dataclasses.replace(analysed, in_scope=False, label="OUT_OF_SCOPE", warnings=("adult",))
-    (row,) = an.results_rows([adult], 0.5)
+    adult = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=("adult",))
+    (row,) = pr.results_rows([adult], 0.5)
     assert row["label"] == "OUT OF SCOPE" and row["probability"] is None
     assert row["note"] == "outside the intended use: " + WARNING_CODES["adult"]
     when = datetime(2026, 1, 2, tzinfo=UTC)
     text = "\n".join(report_lines(adult, 0.5, tiny_model.metadata, 1, when, None))
-    assert "OUTSIDE INTENDED USE" in text and WARNING_CODES["adult"] in text
+    assert "OUTSIDE INTENDED USE" in text and WARNING_CODES["adult"] in text and "adult" not in text.split()
     with_scale = {**tiny_model.metadata, "cam_scale": {"NORMAL": 1.0, "PNEUMONIA": 1.0}}
     text = "\n".join(report_lines(analysed, 0.5, with_scale, 0, when, None))
     assert "on one scale for all images" in text and "own maximum" not in text
@@ -273,22 +337,14 @@ def test_report_follows_the_outline_switch(analysed, tiny_model):
 
     mask = np.zeros((224, 224), bool)
     mask[40:180, 30:100] = mask[40:180, 124:194] = True
-    res = dataclasses_replace(analysed, lung_mask=mask)
+    res = dataclasses.replace(analysed, lung_mask=mask)
     with_line, _ = _images(res, 1, 0.45, tiny_model.metadata, outline=True)
     without, _ = _images(res, 1, 0.45, tiny_model.metadata, outline=False)
     assert not np.array_equal(with_line, without)
     assert np.array_equal(without[..., 0], without[..., 1]), "no outline: the radiograph stays grey"
 
 
-def dataclasses_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
-
-
 def test_probability_line_for_an_out_of_scope_image_does_not_speak_of_a_child():
-    from pneumo.present.text import text as pr
-
     meta = {"training": {"data": {"train_images": 100, "train_pneumonia": 74}}}
     normal = pr.probability_meaning(meta)
     odd = pr.probability_meaning(meta, out_of_scope=True)
@@ -305,8 +361,6 @@ def test_probability_line_for_an_out_of_scope_image_does_not_speak_of_a_child():
 def test_a_faint_map_is_said_in_words(analysed):
     """A map whose peak is well below the class's typical peak gets a sentence, in the app and in the report; so does
     a stronger map of the other class."""
-    import dataclasses
-
     from pneumo.explain.cam import faint_note
     from pneumo.present.report import report_lines
 

@@ -1,4 +1,5 @@
-"""A real training run with the smoke preset on a synthetic folder (a few seconds)."""
+"""Real training runs: the trainers' command lines (python -m pneumo.training.*) with the smoke preset on a synthetic
+folder, and their shared setting flags."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_training_smoke_run_writes_loadable_model(tmp_path):
     data_dir, out = tmp_path / "data", tmp_path / "out"
     _synthetic_dataset(data_dir)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "pneumo.train", "--data", str(data_dir), "--out", str(out), "--preset", "smoke"]
+    common = ["--data", str(data_dir), "--out", str(out), "--preset", "smoke"]
+    cmd = [sys.executable, "-m", "pneumo.training.train", *common]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "validation AUC" in res.stderr
@@ -64,14 +66,19 @@ def test_training_smoke_run_writes_loadable_model(tmp_path):
     assert (out / "pneumo_cnn_training.png").stat().st_size > 1000
 
     from pneumo.io.preprocess import preprocess
+    from pneumo.nets.lite import load_network
     from pneumo.pipeline import predict_proba
-    from pneumo.training.networks import load_model
+    from pneumo.training.networks import load_keras_network, load_keras_with_metadata
 
-    loaded = load_model(out / "pneumo_cnn.keras")
-    assert loaded.model.count_params() == meta["parameters"]
-    assert loaded.image_size == 32
-    p = predict_proba(loaded.model, preprocess(synthetic_xray(), 32))
-    assert p.shape == (1,) and 0.0 <= p[0] <= 1.0 and np.isfinite(p[0])
+    keras_model, _ = load_keras_with_metadata(out / "pneumo_cnn.keras")
+    assert keras_model.count_params() == meta["parameters"]
+    trained = load_keras_network(out / "pneumo_cnn.keras")  # what training runs (TensorFlow)
+    app = load_network(out / "pneumo_cnn.keras")  # the TFLite copy the run exported, as the app runs it
+    assert trained.image_size == app.image_size == 32 and app.threshold == meta["threshold"]
+    x = np.stack([preprocess(synthetic_xray(seed=s, opacity=s == 1), 32) for s in range(2)])
+    p = predict_proba(app.model, x)
+    assert p.shape == (2,) and np.all((p >= 0.0) & (p <= 1.0))
+    np.testing.assert_allclose(p, predict_proba(trained.model, x), atol=1e-5)
 
 
 def test_cli_settings_override():
@@ -92,7 +99,7 @@ def test_seed_baseline_smoke_run(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "pneumo.baseline",
+        "pneumo.training.baseline",
         "--data",
         str(data_dir),
         "--out",
@@ -132,7 +139,7 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     _synthetic_masks(data_dir, masks)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     common = ["--data", str(data_dir), "--out", str(out), "--preset", "smoke"]
-    cmd = [sys.executable, "-m", "pneumo.train_lungs", "--masks", str(masks), *common]
+    cmd = [sys.executable, "-m", "pneumo.training.train_lungs", "--masks", str(masks), *common]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     lung_meta = json.loads((out / "pneumo_lungs.json").read_text())
@@ -141,7 +148,8 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     assert lung_meta["parameters"] < 1_000_000
 
     lung_file = str(out / "pneumo_lungs.keras")
-    cmd = [sys.executable, "-m", "pneumo.train", *common, "--lung-model", lung_file, "--robustness-masks", str(masks)]
+    extra = ["--lung-model", lung_file, "--robustness-masks", str(masks)]
+    cmd = [sys.executable, "-m", "pneumo.training.train", *common, *extra]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     meta = json.loads((out / "pneumo_cnn.json").read_text())
@@ -154,22 +162,27 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     # lungs only: greying outside the dilated reference mask moves little (the masks here are the model's input)
     assert 0.0 <= rob["outside_lungs"]["mean_abs_dp"] <= 1.0
 
+    from pneumo.nets.lite import LiteNet, ProbabilityView, attached, describe
     from pneumo.pipeline import classify_224, load_models
+    from pneumo.training.networks import load_keras_network
 
+    # both trainings exported the TFLite copies the app runs: the default loader finds and runs them
     models = load_models(out / "pneumo_cnn.keras", with_gate=False)
     assert models.lungs is not None and models.classifier.input_mode == "lungs"
-    x = np.stack([synthetic_xray(224, 224, seed=s) for s in range(2)])
+    assert describe(models) == "classifier TFLite, lungs TFLite"
+    assert isinstance(attached(models.classifier.model, ("cam", meta["gradcam_layer"])), LiteNet)
+    assert isinstance(attached(models.classifier.model, "forward"), ProbabilityView)
+    x = np.stack([synthetic_xray(224, 224, seed=s, opacity=s == 1) for s in range(2)])
     res = classify_224(models, x)
     assert res.prob.shape == (2,) and res.cam224.shape == (2, 224, 224) and res.masks.shape == (2, 224, 224)
-    # both trainings exported the fast inference copies the app runs (pneumo.engine)
-    from pneumo.nets import lite as engine
-
-    assert engine.attached(models.classifier.model, ("cam", meta["gradcam_layer"])) is not None
-    assert engine.attached(models.lungs.model, "forward") is not None
+    # and they give the Keras networks' answers
+    ref = classify_224(load_models(out / "pneumo_cnn.keras", with_gate=False, loader=load_keras_network), x)
+    np.testing.assert_allclose(res.prob, ref.prob, atol=1e-4)
+    assert np.mean(res.masks != ref.masks) < 1e-3  # a rare pixel at exactly the threshold may round the other way
 
 
 def test_every_training_script_takes_setting_flags():
-    """The three scripts share pneumo.settings: int/float/str fields become flags over the chosen preset."""
+    """The three scripts share pneumo.training.settings: int/float/str fields become flags over the chosen preset."""
     from pneumo.training import train_lungs, train_scope
 
     _, s = train_lungs.parse_args(["--data", "x", "--masks", "m", "--preset", "smoke", "--epochs", "2"])
