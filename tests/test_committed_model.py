@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from pneumo import config
 from pneumo.checks import lungs
 from pneumo.io.decode import LoadedImage, load_image
-from pneumo.nets.modelfile import metadata_path
+from pneumo.nets.lite import stale_reason
+from pneumo.nets.modelfile import metadata_path, read_metadata
 from pneumo.pipeline import analyze_images, load_models
-from pneumo.training.networks import load_model
+from pneumo.training.networks import load_keras_network, load_keras_with_metadata
 
 
 def test_model_file_is_light_and_has_metadata():
@@ -20,8 +22,7 @@ def test_model_file_is_light_and_has_metadata():
     assert path.exists(), "models/pneumo_cnn.keras must be committed"
     assert path.stat().st_size < 5 * 2**20
     meta = json.loads(metadata_path(path).read_text())
-    loaded = load_model(path)
-    model = loaded.model
+    model, _ = load_keras_with_metadata(path)  # as saved (load_keras_network folds batch norm)
     assert meta["parameters"] == model.count_params() < 1_000_000
     assert meta["input_size"] == model.input_shape[1] == model.input_shape[2]
     assert meta["input_mode"] == "lungs" and (path.parent / meta["lung_model"]["file"]).is_file()
@@ -38,7 +39,7 @@ def test_model_file_is_light_and_has_metadata():
     op = next(p for p in meta["operating_points"] if abs(p["threshold"] - meta["threshold"]) < 1e-9)
     assert abs(op["sensitivity"] - val["sensitivity"]) < 1e-3 and abs(op["specificity"] - val["specificity"]) < 1e-3
     assert len(meta["training"]["data"]["fingerprint_sha256"]) == 64
-    assert meta["training"]["command"].startswith("python -m pneumo.training.train")
+    assert meta["training"]["command"].startswith("python -m pneumo.train")  # as recorded when it was trained
     assert "test" not in meta["metrics"], "the sequestered test split must not be used here"
 
 
@@ -65,8 +66,61 @@ def test_committed_lung_and_gate_metadata():
     lung = json.loads(config.LUNG_MODEL_PATH.with_suffix(".json").read_text())
     assert lung["metrics"]["validation"]["dice_mean"] >= 0.95 and lung["parameters"] < 1_000_000
     assert (
-        load_model(config.DEFAULT_MODEL_PATH).metadata["lung_model"]["sha256"]
+        load_keras_network(config.DEFAULT_MODEL_PATH).metadata["lung_model"]["sha256"]
         == __import__("hashlib").sha256(config.LUNG_MODEL_PATH.read_bytes()).hexdigest()
     ), "the classifier was trained behind exactly this lung model"
     gate = json.loads(config.SCOPE_MODEL_PATH.with_suffix(".json").read_text())
     assert gate["metrics"]["in_scope_validation"]["flagged_out_of_scope"] <= 0.01
+
+
+SAMPLES = config.ASSETS_DIR / "samples"
+# P(pneumonia) of the four samples on the committed models, measured before the restructuring: must not move.
+PINNED = {
+    "normal_NORMAL2-IM-0640-0001.jpeg": 0.0015519786393269897,
+    "normal_NORMAL2-IM-0826-0001.jpeg": 0.0886341854929924,
+    "pneumonia_person1619_bacteria_4261.jpeg": 0.9999319911003113,
+    "pneumonia_person724_virus_1343.jpeg": 0.9998618364334106,
+}
+
+
+def test_every_committed_tflite_copy_is_fresh():
+    for path in (config.DEFAULT_MODEL_PATH, config.LUNG_MODEL_PATH, config.SCOPE_MODEL_PATH):
+        assert stale_reason(path, read_metadata(path)) is None, f"run python -m pneumo.training.export {path}"
+
+
+def test_the_app_entry_gives_the_pinned_probabilities():
+    from pneumo.pipeline import analyze_bytes
+
+    models = load_models()
+    for name, p in PINNED.items():
+        res = analyze_bytes((SAMPLES / name).read_bytes(), name, models)
+        assert res.in_scope and abs(res.probability - p) < 1e-6, (name, res.probability)
+
+
+def test_the_cli_gives_the_app_entrys_answer(capsys):
+    """The CLI and the app's entry (analyze_bytes) on the same files: the same probability and label."""
+    import csv
+    import io
+
+    from pneumo.pipeline import analyze_bytes
+    from pneumo.predict import main
+
+    assert main([str(SAMPLES)]) == 0
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    models = load_models()
+    for name, p in PINNED.items():
+        app = analyze_bytes((SAMPLES / name).read_bytes(), name, models)
+        assert rows[name]["probability"] == f"{app.probability:.6f}" and rows[name]["label"] == app.label, name
+        assert abs(float(rows[name]["probability"]) - p) <= 5e-7, name
+
+
+def test_cli_and_app_decode_alike_to_the_last_digit():
+    """Both decode with pipeline.ANALYSIS_DECODE: analyze_bytes equals the CLI's own path (load_many + stream)."""
+    from pneumo.io import load_many
+    from pneumo.pipeline import ANALYSIS_DECODE, analyze_bytes, analyze_stream
+
+    models = load_models()
+    files = [SAMPLES / n for n in PINNED]
+    cli = {f.name: r.probability for f, r in analyze_stream(models, load_many(files, **ANALYSIS_DECODE))}
+    for f in files:
+        assert analyze_bytes(f.read_bytes(), f.name, models).probability == pytest.approx(cli[f.name], abs=1e-9)

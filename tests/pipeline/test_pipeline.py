@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import config, pipeline
+from pneumo import config, explain, pipeline
 from pneumo.checks import lungs
-from pneumo.explain.cam import cam as explain
 from pneumo.io.decode import LoadedImage, load_image
 from pneumo.pipeline import analyze_images, classify_224, load_models
 from pneumo.training import robustness
