@@ -23,7 +23,7 @@ def models(tiny_lung_model_path):
 
 def test_lungs_mode_classifier_loads_its_lung_model(models):
     assert models.classifier.input_mode == "lungs"
-    assert models.lungs is not None and models.lungs.size == 32
+    assert models.lungs is not None and models.lungs.image_size == 32
     assert models.gate is None  # no gate beside the tiny model: rules only
 
 
@@ -133,11 +133,12 @@ def test_robustness_measure_on_a_tiny_synthetic_set(models):
 
 
 def test_warm_up_traces_every_network_of_the_path(tiny_lung_model_path):
+    """With Keras networks (training's loader) warm_up compiles and traces each network once."""
     from pneumo import pipeline
     from pneumo.training import gradcam
     from pneumo.training import networks as model
 
-    fresh = load_models(tiny_lung_model_path)  # new model objects: nothing compiled for them yet
+    fresh = load_models(tiny_lung_model_path, loader=model.load_keras_network)  # nothing compiled for them yet
     assert fresh.classifier.model not in gradcam._CAM_FNS and fresh.lungs.model not in model._FORWARD_FNS
     pipeline.warm_up(fresh)
     # the classifier's probability + CAM function and the U-Net's forward pass exist and have been traced
@@ -187,7 +188,10 @@ def test_a_failed_warm_up_still_gives_the_loaded_models(tiny_lung_model_path, mo
 
 
 def test_display_copy_caps_the_long_side_and_keeps_small_images():
-    from pneumo.pipeline import display_copy
+    from pneumo.io import shrink_to_side
+
+    def display_copy(pixels):
+        return shrink_to_side(pixels, config.DISPLAY_MAX_SIDE)
 
     big = synthetic_xray(width=2 * config.DISPLAY_MAX_SIDE, height=config.DISPLAY_MAX_SIDE, seed=3)
     out = display_copy(big)
