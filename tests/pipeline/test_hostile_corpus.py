@@ -53,6 +53,7 @@ def sensitive_model_path(tmp_path_factory, tiny_model_path) -> Path:
     import keras
 
     from pneumo.nets.modelfile import metadata_path
+    from pneumo.training.export import export
     from pneumo.training.networks import build_model
 
     keras.utils.set_random_seed(3)
@@ -63,7 +64,9 @@ def sensitive_model_path(tmp_path_factory, tiny_model_path) -> Path:
     model.save(path)
     meta = json.loads(metadata_path(tiny_model_path).read_text())
     meta.update(name="sensitive", parameters=int(model.count_params()))
+    meta.pop("tflite", None)
     metadata_path(path).write_text(json.dumps(meta))
+    export(path)  # the CLI runs the TFLite copy
     return path
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumo.pipeline import Models, analyze_bytes
 from pneumo.predict import main
 from tests.conftest import ROOT, synthetic_xray
 
@@ -44,8 +45,9 @@ def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_d
         assert len(r["probability"].split(".")[1]) == 6
         p = float(r["probability"])
         assert 0.0 <= p <= 1.0
-        if abs(p - tiny_model.threshold) > 1e-6:  # the printed value is rounded; the label uses the exact one
-            assert r["label"] == ("PNEUMONIA" if p >= tiny_model.threshold else "NORMAL")
+        exact = analyze_bytes(Path(r["path"]).read_bytes(), "x", Models(tiny_model)).probability  # the app's entry
+        assert r["probability"] == f"{exact:.6f}"
+        assert r["label"] == ("PNEUMONIA" if exact >= tiny_model.threshold else "NORMAL")
         assert r["error"] == ""
         assert r["warnings"] == ""  # synthetic radiographs with no gate: no rule fires
 
@@ -164,3 +166,21 @@ def test_cli_on_the_committed_models_prints_nothing_but_its_answer(tmp_path):
     assert "XNNPACK" not in res.stderr and "INFO:" not in res.stderr, res.stderr
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[1].split(",")[2] in ("NORMAL", "PNEUMONIA")
+
+
+def test_missing_tflite_copy_exits_1_naming_the_export(tiny_model_path, tmp_path, image_dir, caplog):
+    import shutil
+
+    for f in tiny_model_path.parent.glob("tiny.*"):
+        shutil.copy2(f, tmp_path / f.name)
+    (tmp_path / "tiny.tflite").unlink()
+    assert main(["--model", str(tmp_path / "tiny.keras"), str(image_dir)]) == 1
+    assert "python -m pneumo.training.export" in caplog.text
+
+
+def test_version(capsys):
+    import pneumo
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"pneumo-predict {pneumo.__version__}"
