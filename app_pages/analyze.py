@@ -7,7 +7,7 @@ reruns only that fragment, from the cached analyses (no network, no re-reading o
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -238,7 +238,7 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
     if st.button("Create the report (PDF, PNG) and the full-resolution overlay", icon=":material/description:",
                  key="make_report"):  # fmt: skip
         with st.spinner("Creating the report…"):
-            when = datetime.now(timezone.utc)
+            when = datetime.now(UTC)
             args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION, "outline": outline}
             bundle = {
                 "key": key,
