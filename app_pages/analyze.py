@@ -269,7 +269,7 @@ def facts(res) -> None:
 def show_detail(res, threshold: float) -> None:
     """Result, Grad-CAM, facts and report downloads for one analysed file."""
     if res.error:
-        st.error(f"**{res.name}** could not be read: {res.error}", icon=":material/error:")
+        st.error(f"{pr.literal(res.name)} could not be read: {pr.literal(res.error)}", icon=":material/error:")
         return
     if pr.is_out_of_scope(res):
         why = res.scope_text or " ".join(pr.warning_sentences(res.warnings))

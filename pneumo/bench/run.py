@@ -655,7 +655,7 @@ def probe(name: str, model_path: str, import_s: float, t0: float | None = None) 
     out = {"import_s": round(import_s, 3), "peak_rss_mb": peak_rss_mb()}
     if cold_s is not None:
         out["cold_start_s"] = round(cold_s, 3)
-    print(json.dumps(out))
+    sys.stdout.write(json.dumps(out) + "\n")  # read back by run_probe
 
 
 def run_probe(name: str, model_path: Path) -> dict[str, float]:
@@ -986,15 +986,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.exists():
         p.error(f"model not found: {args.model} (train one with `python -m pneumo.training.train` or pass --model)")
     if args.agreement:
-        print(json.dumps(fullres_agreement(args.model, *args.agreement), indent=1))
+        sys.stdout.write(json.dumps(fullres_agreement(args.model, *args.agreement), indent=1) + "\n")
         return 0
     if args.browser:
         from pneumo.bench.browser import measure_browser
 
-        print(json.dumps(measure_browser(args.browser), indent=1))
+        sys.stdout.write(json.dumps(measure_browser(args.browser), indent=1) + "\n")
         return 0
     result = run_benchmark(args.model, quick=args.quick, training=args.training)
-    print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_table(result))
+    sys.stdout.write((json.dumps(result, indent=1, allow_nan=False) if args.json else format_table(result)) + "\n")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,15 @@ FAR_LOGIT = 3.0
 
 # Colours: one per label, one for a result near the threshold (the page, the bar and the report use the same ones).
 COLOURS = {"NORMAL": "#1b5e20", "PNEUMONIA": "#b71c1c", "near": "#8a5a00", "neutral": "#37474f"}
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def literal(text: str) -> str:
+    """``text`` (a file name, a DICOM value, a loader's message) made safe to place inside Streamlit markdown: every
+    markdown, HTML, LaTeX and emoji-shortcode character backslash-escaped, line breaks turned into spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def format_probability(probability: float) -> str:

@@ -1,0 +1,27 @@
+"""File-derived text inside markdown is shown literally."""
+
+from __future__ import annotations
+
+import pytest
+
+from pneumo.present.text import literal
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["**bold**", "[link](javascript:alert(1))", "<img src=x onerror=alert(1)>", "$x^2$", ":smile:", "# heading",
+     "a_b_c", "line\nbreak", "back\\slash"],
+)  # fmt: skip
+def test_every_markdown_character_is_escaped(text):
+    out = literal(text)
+    unescaped = [c for i, c in enumerate(out) if c in "*[]()<>$:#_\\" and (i == 0 or out[i - 1] != "\\")]
+    assert not [c for c in unescaped if c != "\\"] and "\n" not in out
+    assert out.replace("\\", "") == " ".join(text.split()).replace("\\", "")  # nothing else changes
+
+
+def test_markdown_renders_the_escaped_text_as_it_was():
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt().render(literal("**x** [a](b) `c` <i>"))
+    assert "<strong>" not in html and "<a " not in html and "<code>" not in html and "<i>" not in html
+    assert "**x** [a](b) `c` &lt;i&gt;" in html
