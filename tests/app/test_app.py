@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.present.text import format_probability
+from pneumo.present.text import format_probability, literal
 from tests.conftest import ROOT, synthetic_xray
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
@@ -284,7 +284,8 @@ def test_several_uploads_give_a_table_csv_and_detail(app, pipeline_p):
     # selecting a row opens its detail (the browser test clicks the row itself)
     app.session_state["table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
     app.run()
-    assert app.main.subheader[-1].value == "broken.jpg" and any("broken.jpg" in e.value for e in app.error)
+    # the name reaches the error box escaped (literal text, never markdown): broken\.jpg
+    assert app.main.subheader[-1].value == "broken.jpg" and any(literal("broken.jpg") in e.value for e in app.error)
     app.session_state["table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     assert app.main.subheader[-1].value == "a.png"
