@@ -183,6 +183,14 @@ def probability_meaning(
     return text
 
 
+# The validation split chose the threshold (sensitivity floor) and the epochs: its figures at that threshold partly
+# measure the choice itself. Quoted wherever the validation operating point is shown.
+VALIDATION_CAVEAT = (
+    "This split also chose the threshold (the highest keeping its sensitivity at or above 95%) and the best epochs, "
+    "so its sensitivity at the model's threshold is a target that was met, not a measurement."
+)
+
+
 # ---- intervals and operating points -------------------------------------------------------------------------------
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
     """Wilson 95 % score interval for a proportion successes/n; None when n is 0."""

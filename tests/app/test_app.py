@@ -203,6 +203,7 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, pipeline_p
     text = all_text(app)
     # fixture: sens = 1 - t, spec = t on 2 + 2 validation images: counts and Wilson intervals are shown
     assert "Validation split, optimistic" in text and "sensitivity 99.0% (95% CI" in text
+    assert "a target that was met, not a measurement" in text  # the split that chose the threshold says so
     assert "specificity 1.0% (95% CI" in text
     assert "not yet been independently evaluated" in text  # the tiny model has no shipped evaluation
     assert any(b.label.startswith("Reset to the model's threshold") for b in app.button)

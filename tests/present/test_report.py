@@ -204,6 +204,8 @@ def test_samples_are_listed_with_their_split():
     assert len(samples) == 4 and all(s.path.is_file() for s in samples)
     seen = [s for s in samples if s.split == "training"]
     assert len(seen) == 1 and "seen in training" in seen[0].title
+    # the others were never trained on, but their split chose the threshold: never called "held out"
+    assert all("validation split" in s.title and "held out" not in s.title for s in samples if s.split == "validation")
     assert list_samples(config.ROOT_DIR / "no_such_folder") == []
 
 
@@ -286,6 +288,7 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
     assert "On new patients (official test split, 624 images" in text
     assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
     assert "no better than chance" in text and "OUTSIDE INTENDED USE" not in text
+    assert "a target that was met, not a measurement" in text  # the validation sensitivity is not sold as measured
     odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE)
     lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
     assert any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])  # at the top, with the result
