@@ -272,7 +272,9 @@ def show_detail(res, threshold: float) -> None:
         st.error(f"{pr.literal(res.name)} could not be read: {pr.literal(res.error)}", icon=":material/error:")
         return
     if pr.is_out_of_scope(res):
-        why = res.scope_text or " ".join(pr.warning_sentences(res.warnings))
+        # the most specific reason and at most one remark, not every code the checks raised
+        why = " ".join(["This image is outside the intended use (frontal chest X-rays of children aged 1 to 5).",
+                        *pr.refusal_sentences(res.warnings)])  # fmt: skip
         st.error(f"{why} On such images the model's output means nothing.", icon=":material/block:")
         if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
             st.image(display_png(res.digest, res), caption=res.name, width=420)

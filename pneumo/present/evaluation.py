@@ -145,8 +145,8 @@ def refused_sentence(block: dict[str, Any]) -> str:
         return ""
     refused, total = int(block["n_out_of_scope"]), int(block.get("n_total", 0))
     return (
-        f" The scope gate refused {refused} of the set's {total} images ({refused / max(total, 1):.1%}) as outside "
-        "the intended use; they are not in these figures."
+        f" The scope gate refused {refused} of the set's {total} images ({refused / max(total, 1):.1%}); they are not "
+        "in these figures."
     )
 
 

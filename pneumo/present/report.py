@@ -36,6 +36,7 @@ from pneumo.present.text import (
     is_out_of_scope,
     operating_point,
     probability_meaning,
+    refusal_sentences,
     verdict,
     warning_sentences,
 )
@@ -117,9 +118,12 @@ def report_content(
     external = ""
     if evaluation and "external_nih" in (evaluation.get("sets") or {}):
         nih = evaluation["sets"]["external_nih"]
+        forced = nih.get("all_images_forced") or nih  # every image scored: what ignoring a refusal gives
+        refused = f"the scope gate refused {ev.refused_text(nih)}; " if nih.get("n_out_of_scope") else ""
         external = (
-            f"Outside the intended use it fails: on {nih.get('n', 0):,} radiographs of adults from other hospitals "
-            f"(NIH ChestX-ray14) its AUC was {nih.get('auc', float('nan')):.2f}, no better than chance."
+            f"Outside the intended use it fails: on {forced.get('n', 0):,} radiographs of adults from other "
+            f"hospitals (NIH ChestX-ray14) {refused}scored all the same, its AUC was "
+            f"{forced.get('auc', float('nan')):.2f}, no better than chance."
         )
     op = operating_point(metadata, threshold)
     val = (metadata.get("metrics") or {}).get("validation") or {}
@@ -134,7 +138,7 @@ def report_content(
         )
     scope = ""
     if is_out_of_scope(result):
-        why = " ".join(warning_sentences(result.warnings))
+        why = " ".join(refusal_sentences(result.warnings))  # the lead reason and at most one remark
         scope = (
             "OUTSIDE INTENDED USE: this image does not look like a frontal chest radiograph of a young child. "
             f"{why} The result was shown on request only and means nothing clinically."
@@ -157,14 +161,15 @@ def report_content(
             out_of_scope=is_out_of_scope(result),
         ).replace("**", ""),
         out_of_scope=scope,
-        warnings=tuple(warning_sentences(result.warnings)),
+        # out of scope, the reasons are in the scope box already: not repeated as warnings
+        warnings=() if scope else tuple(warning_sentences(result.warnings)),
         heatmap_line=" ".join(
             x
             for x in (
                 f"Heatmap: {scale_words(metadata, target_class)}.",
                 faint_note(result, metadata, target_class),
-                "It is drawn within the lungs, the only part of the image the classifier sees (the outline includes "
-                "the lung behind the heart); it shows where the model found evidence, not how much disease there is.",
+                "Drawn only within the lungs, all the classifier sees (the outline includes the lung behind the "
+                "heart): where the model found evidence, not how much disease there is.",
             )
             if x
         ),
@@ -225,8 +230,14 @@ def _jpeg(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str) -> bytes:
-    """The A4 PDF, laid out top to bottom with fpdf2."""
+# Image heights tried in turn (PDF mm; the PNG uses the same share of the page) until the page holds everything:
+# a long warning list or an out-of-scope box shrinks the images, never pushes the disclaimer onto a second page.
+_IMAGE_HEIGHTS_MM = (92.0, 78.0, 64.0, 52.0, 40.0, 30.0)
+_A4_HEIGHT_MM = 297.0
+
+
+def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str, img_max: float = 92.0) -> FPDF:
+    """The A4 PDF, laid out top to bottom with fpdf2 (images at most ``img_max`` mm high)."""
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=14)
     pdf.set_margins(14, 12, 14)
@@ -271,13 +282,13 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     pdf.cell(width, 12, content.label, new_x="LMARGIN", new_y="NEXT")
     para(content.probability_line, 11, "B")
     para(content.headline + (" " + content.caution if content.caution else ""), 10)
-    for w in content.warnings:
-        boxed("Warning: " + w, "#fff4e5", "#e0a040", style="B")
+    if content.warnings:  # one box for all of them
+        boxed("Warning: " + " ".join(content.warnings), "#fff4e5", "#e0a040", style="B")
     # images side by side, colour bar under the overlay
     gap = 6.0
     img_w = (width - gap) / 2
     h, w = base.shape[:2]
-    img_h = min(img_w * h / w, 92.0)
+    img_h = min(img_w * h / w, img_max)
     img_w_fit = img_h * w / h
     y = pdf.get_y() + 1
     pdf.set_font("DejaVu", "", 8.5)
@@ -298,14 +309,23 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     boxed(INTENDED_USE + (" " + content.external if content.external else ""), "#fdecea", "#b00020", "B", 9)
     para(content.model_line, 8, colour="#52606d", h=4)
     boxed(DISCLAIMER, "#fff4e5", "#e0a040", style="I", size=8.5)
-    return bytes(pdf.output())
+    return pdf
 
 
 _TEXT_WIDTH_PT = 0.84 * _A4_INCHES[0] * 72  # the PNG page's text column (7 % margins, less a box's padding)
 
 
-def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str, dpi: int) -> bytes:
-    """The same page as a PNG at print resolution, drawn with matplotlib."""
+def _png_report(
+    content: ReportContent,
+    base: np.ndarray,
+    overlay: np.ndarray,
+    title: str,
+    dpi: int,
+    img_max: float = 92.0,
+    must_fit: bool = True,
+) -> bytes | None:
+    """The same page as a PNG at print resolution, drawn with matplotlib; None when ``must_fit`` and it does not fit
+    the page with images ``img_max`` mm high."""
     fig = Figure(figsize=_A4_INCHES)
     ink = "#1f2933"
     y = 0.968
@@ -332,10 +352,10 @@ def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, t
     text(content.label, 26, "bold", colour=content.label_colour)
     text(content.probability_line, 11, "bold", width=88)
     text(content.headline + (" " + content.caution if content.caution else ""), 10, width=95)
-    for w in content.warnings:
-        text("Warning: " + w, 9.5, "bold", box=("#fff4e5", "#e0a040"), width=95)
+    if content.warnings:  # one box for all of them
+        text("Warning: " + " ".join(content.warnings), 9.5, "bold", box=("#fff4e5", "#e0a040"), width=95)
     h, w = base.shape[:2]
-    img_h = min(0.43 * (h / w) * (_A4_INCHES[0] / _A4_INCHES[1]), 0.31)
+    img_h = min(0.43 * (h / w) * (_A4_INCHES[0] / _A4_INCHES[1]), img_max / _A4_HEIGHT_MM)
     for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
         ax = fig.add_axes((0.07 + i * 0.44, y - 0.018 - img_h, 0.42, img_h))
         ax.imshow(im, interpolation="antialiased")
@@ -357,6 +377,8 @@ def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, t
          box=("#fdecea", "#b00020"), width=100)  # fmt: skip
     text(content.model_line, 8, colour="#52606d", width=118)
     text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
+    if must_fit and y < 0.035:  # the last box's bottom would pass the bottom margin
+        return None
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Title": title})
     return buf.getvalue()
@@ -382,6 +404,14 @@ def build_report(
     content = report_content(result, threshold, metadata, target_class, when, evaluation)
     base, overlay = _images(result, target_class, alpha, metadata, outline)
     title = f"pneumo report: {result.name}"
-    if fmt == "pdf":
-        return _pdf(content, base, overlay, title)
-    return _png_report(content, base, overlay, title, config.REPORT_PNG_DPI)
+    for img_max in _IMAGE_HEIGHTS_MM:  # the largest images with which everything fits on one page
+        if fmt == "pdf":
+            pdf = _pdf(content, base, overlay, title, img_max)
+            if pdf.page_no() == 1 or img_max == _IMAGE_HEIGHTS_MM[-1]:
+                return bytes(pdf.output())
+        else:
+            last = img_max == _IMAGE_HEIGHTS_MM[-1]
+            png = _png_report(content, base, overlay, title, config.REPORT_PNG_DPI, img_max, must_fit=not last)
+            if png is not None:
+                return png
+    raise AssertionError("unreachable: the smallest images always give a page")

@@ -186,8 +186,8 @@ def probability_meaning(
 # The validation split chose the threshold (sensitivity floor) and the epochs: its figures at that threshold partly
 # measure the choice itself. Quoted wherever the validation operating point is shown.
 VALIDATION_CAVEAT = (
-    "This split also chose the threshold (the highest keeping its sensitivity at or above 95%) and the best epochs, "
-    "so its sensitivity at the model's threshold is a target that was met, not a measurement."
+    "This split also chose the threshold (sensitivity kept at or above 95%) and the epochs: its sensitivity at the "
+    "model's threshold is a target that was met, not a measurement."
 )
 
 
@@ -284,6 +284,24 @@ def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
 
 
 # ---- warnings and scope ---------------------------------------------------------------------------------------------
+# Which reason leads a refusal: the most specific first (what the image is, before how it looks); "small" and other
+# remarks never lead.
+REFUSAL_ORDER: tuple[str, ...] = (
+    "uniform", "not_radiograph", "colour", "not_chest", "not_frontal", "adult", "orientation_unclear",
+)  # fmt: skip
+
+
+def refusal_sentences(warnings: Any) -> list[str]:
+    """Why an image was refused, in at most two sentences: the most specific out-of-scope reason, then at most one
+    supporting remark (another reason or a warning); [] when no code refuses it."""
+    codes = [str(w) for w in (warnings or ())]
+    reasons = [c for c in REFUSAL_ORDER if c in codes]
+    if not reasons:
+        return []
+    rest = reasons[1:] + [c for c in codes if c not in REFUSAL_ORDER]
+    return warning_sentences(reasons[:1] + rest[:1])
+
+
 def warning_sentences(warnings: Any) -> list[str]:
     """Plain sentences for a result's warning codes (pneumo.checks.scope.WARNING_CODES); anything else as it is."""
     return [WARNING_CODES.get(str(w), str(w)) for w in (warnings or ())]

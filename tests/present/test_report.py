@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -385,3 +386,48 @@ def test_a_faint_map_is_said_in_words(analysed):
     assert faint_note(faint, {"threshold": 0.5}, 1) == ""  # no absolute scale: every map is stretched, never faint
     text = " ".join(" ".join(report_lines(faint, 0.5, meta, 1, datetime(2026, 1, 2, tzinfo=UTC))).split())
     assert note in text
+
+
+@pytest.mark.skipif(not (shutil.which("pdfinfo") and shutil.which("pdftotext")), reason="no poppler-utils")
+@pytest.mark.parametrize("long_name", [False, True])
+@pytest.mark.parametrize("scope", ["in", "out"])
+@pytest.mark.parametrize("user_threshold", [False, True])
+def test_report_is_always_one_page_with_the_disclaimer(analysed, tiny_model, tmp_path, long_name, scope,
+                                                       user_threshold):  # fmt: skip
+    """With the real shipped evaluation (its text is the longest), a 120-character name, every warning of the
+    out-of-scope path and a user's threshold: the PDF is one A4 page that still ends with the disclaimer, and the
+    PNG keeps a blank bottom margin (nothing pushed off the page)."""
+    import json
+
+    from pneumo.checks.scope import WARNING_CODES
+    from pneumo.present.report import build_report
+
+    evaluation = json.loads(next(config.EVALUATIONS_DIR.glob("*.json")).read_text())
+    res = analysed
+    if long_name:
+        res = dataclasses.replace(res, name="n" * 116 + ".png")
+    if scope == "out":
+        res = dataclasses.replace(res, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=tuple(WARNING_CODES))
+    else:
+        res = dataclasses.replace(res, warnings=tuple(c for c in WARNING_CODES if c != "adult")[:4])
+    t = 0.3 if user_threshold else 0.5
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(build_report(res, t, tiny_model.metadata, fmt="pdf", evaluation=evaluation))
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^Pages:\s+1$", info, re.M), info
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.split())
+    assert "not a medical device" in text and "Intended use" in text
+    png = build_report(res, t, tiny_model.metadata, fmt="png", evaluation=evaluation)
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert grey[int(0.975 * grey.shape[0]) :].min() > 245, "ink in the bottom margin: the page overflowed"
+
+
+def test_a_refusal_leads_with_its_most_specific_reason_and_one_remark():
+    """'small' never leads; another modality wins over looks; at most one supporting remark; nothing for an image
+    that no code refuses."""
+    words = pr.WARNING_CODES
+    assert pr.refusal_sentences(["low_resolution", "not_chest", "not_radiograph"]) == [
+        words["not_radiograph"], words["not_chest"]]  # fmt: skip
+    assert pr.refusal_sentences(["low_resolution", "adult"]) == [words["adult"], words["low_resolution"]]
+    assert pr.refusal_sentences(["adult"]) == [words["adult"]]
+    assert pr.refusal_sentences(["low_resolution", "rotated"]) == []
