@@ -103,6 +103,8 @@ FAINT_HEAT = 0.5
 # An ECE at or below this on new patients is reported as calibrated (scores within ~5 points of observed frequencies
 # on average); above it the app and report say "poorly calibrated".
 CALIBRATED_ECE = 0.05
+# A typed image reference on the report is cut to this many characters: one line of the page.
+REPORT_REFERENCE_CHARS = 60
 # Lung outline colour (RGB) on overlays: magenta occurs neither in the jet colormap nor in a grayscale radiograph.
 OUTLINE_COLOUR: tuple[int, int, int] = (255, 0, 255)
 # Outline thickness is max(1, long side / this): 1 px at the display size of 1200, thicker on full-size downloads.

@@ -1,9 +1,12 @@
 """A one-page report of one analysed image: a real A4 PDF (fpdf2) and a print-resolution PNG (matplotlib).
 
-Both formats draw the same content (:func:`report_content`): the result large and first, the image and its Grad-CAM
-overlay with a labelled colour bar (and a lung outline when the analysis carries one), the warnings, the independent
-figures on new patients, the optimistic validation figures with counts and intervals, the intended use, and the
-disclaimer. No pyplot (safe in the app's threads), no file I/O: bytes in memory only.
+Both formats draw the same content (:func:`report_content`) on exactly one page: the disclaimer first, then what the
+model computed ("Model output: P(pneumonia) 99.7 %, above the 49 % threshold"; out of scope, the refusal leads and no
+threshold is spoken of), the image and its Grad-CAM overlay with a labelled colour bar (and a lung outline when the
+analysis carries one), the warnings, the independent figures on new patients, the optimistic validation figures with
+counts and intervals, and the intended use. The file name is printed only when asked for (clinical file names often
+hold names or record numbers) and never goes into the document's metadata; a typed image reference may stand instead.
+No pyplot (safe in the app's threads), no file I/O: bytes in memory only.
 """
 
 from __future__ import annotations
@@ -83,11 +86,12 @@ class ReportContent:
         """The report's paragraphs as plain text, in drawing order."""
         items = [
             self.file_line,
-            f"Result: {self.label}",
+            DISCLAIMER,
+            self.out_of_scope,
             self.probability_line,
+            self.label and f"Label at this threshold: {self.label}",
             self.headline,
             self.caution,
-            self.out_of_scope,
             *(f"Warning: {w}" for w in self.warnings),
             self.meaning,
             self.heatmap_line,
@@ -101,9 +105,19 @@ class ReportContent:
         return [i for i in items if i]
 
 
+def image_line(name: str, reference: str = "", show_name: bool = False) -> str:
+    """Which image the report is about: the user's typed reference and, only when asked for, the file name."""
+    parts = []
+    if reference.strip():
+        parts.append(f"Image reference: {' '.join(reference.split())[: config.REPORT_REFERENCE_CHARS]}")
+    if show_name:
+        parts.append(f"File: {name}")
+    return " · ".join(parts) or "Image reference: none given (the file name is printed only on request)"
+
+
 def report_content(
     result: Result, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
-    evaluation: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None, reference: str = "", show_name: bool = False,
 ) -> ReportContent:  # fmt: skip
     """What a report says about one analysed image at one threshold."""
     if result.probability is None:
@@ -144,16 +158,21 @@ def report_content(
             f"{why} The result was shown on request only and means nothing clinically."
         )
     cls = config.CLASS_NAMES[target_class]
+    side = "at or above" if v.label == config.CLASS_NAMES[1] else "below"
+    if scope:  # the refusal leads; no label and no threshold for an image the model was not made for
+        output = f"Model output, shown on request and meaningless for this image: P(pneumonia) {format_probability(p)}."
+    else:
+        output = (
+            f"Model output: P(pneumonia) {format_probability(p)}, {side} the {format_threshold(threshold)} threshold "
+            f"({which})."
+        )
     return ReportContent(
-        file_line=f"File: {result.name}",
-        label=v.label,
+        file_line=image_line(result.name, reference, show_name),
+        label="" if scope else v.label,
         label_colour=COLOURS["near"] if scope else v.colour,
-        probability_line=(
-            f"Probability of pneumonia (model score): {format_probability(p)}; threshold "
-            f"{format_threshold(threshold)} ({which})."
-        ),
-        headline=v.headline + ".",
-        caution=v.caution,
+        probability_line=output,
+        headline="" if scope else v.headline + ".",
+        caution="" if scope else v.caution,
         meaning=probability_meaning(
             metadata,
             ece=block.get("ece") if block else None,
@@ -189,10 +208,10 @@ def report_content(
 
 def report_lines(
     result: Result, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
-    evaluation: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None, reference: str = "", show_name: bool = False,
 ) -> list[str]:  # fmt: skip
     """The text of the report, one paragraph per item (also used by the tests)."""
-    return report_content(result, threshold, metadata, target_class, when, evaluation).lines()
+    return report_content(result, threshold, metadata, target_class, when, evaluation, reference, show_name).lines()
 
 
 def _images(
@@ -275,12 +294,12 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     pdf.set_text_color(*_hex_rgb("#b00020"))
     pdf.cell(width * 0.38, 7, "Research demo - not a diagnosis", align="R", new_x="LMARGIN", new_y="NEXT")
     para(content.file_line, 9, colour="#52606d")
+    boxed(DISCLAIMER, "#fff4e5", "#e0a040", style="I", size=8.5)
     boxed(content.out_of_scope, "#fdecea", "#b00020", style="B", size=10.5)
-    # the result, large
-    pdf.set_font("DejaVu", "B", 26)
-    pdf.set_text_color(*_hex_rgb(content.label_colour))
-    pdf.cell(width, 12, content.label, new_x="LMARGIN", new_y="NEXT")
-    para(content.probability_line, 11, "B")
+    # what the model computed, then the label at this threshold: text sizes of a measurement, not of a diagnosis
+    para(content.probability_line, 11.5, "B")
+    if content.label:
+        para(f"Label at this threshold: {content.label}", 11, "B", colour=content.label_colour)
     para(content.headline + (" " + content.caution if content.caution else ""), 10)
     if content.warnings:  # one box for all of them
         boxed("Warning: " + " ".join(content.warnings), "#fff4e5", "#e0a040", style="B")
@@ -308,7 +327,6 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     para(content.facts, 9)
     boxed(INTENDED_USE + (" " + content.external if content.external else ""), "#fdecea", "#b00020", "B", 9)
     para(content.model_line, 8, colour="#52606d", h=4)
-    boxed(DISCLAIMER, "#fff4e5", "#e0a040", style="I", size=8.5)
     return pdf
 
 
@@ -348,9 +366,11 @@ def _png_report(
              color="#b00020")  # fmt: skip
     y -= 0.03
     text(content.file_line, 9, colour="#52606d")
+    text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
     text(content.out_of_scope, 10.5, "bold", box=("#fdecea", "#b00020"), width=88)
-    text(content.label, 26, "bold", colour=content.label_colour)
-    text(content.probability_line, 11, "bold", width=88)
+    text(content.probability_line, 11.5, "bold", width=88)
+    if content.label:
+        text(f"Label at this threshold: {content.label}", 11, "bold", colour=content.label_colour)
     text(content.headline + (" " + content.caution if content.caution else ""), 10, width=95)
     if content.warnings:  # one box for all of them
         text("Warning: " + " ".join(content.warnings), 9.5, "bold", box=("#fff4e5", "#e0a040"), width=95)
@@ -376,7 +396,6 @@ def _png_report(
     text(INTENDED_USE + (" " + content.external if content.external else ""), 9, "bold",
          box=("#fdecea", "#b00020"), width=100)  # fmt: skip
     text(content.model_line, 8, colour="#52606d", width=118)
-    text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
     if must_fit and y < 0.035:  # the last box's bottom would pass the bottom margin
         return None
     buf = io.BytesIO()
@@ -394,16 +413,19 @@ def build_report(
     when: datetime | None = None,
     evaluation: dict[str, Any] | None = None,
     outline: bool = True,
+    reference: str = "",
+    show_name: bool = False,
 ) -> bytes:
     """Render the report of one analysed image as PDF bytes (fpdf2) or PNG bytes (A4 at config.REPORT_PNG_DPI).
 
-    ``outline``: draw the lung outline, as the page's toggle says."""
+    ``outline``: draw the lung outline, as the page's toggle says. ``reference``: the user's own image reference;
+    ``show_name``: also print the file name (off by default). The document's metadata never holds the name."""
     if fmt not in ("png", "pdf"):
         raise ValueError("fmt must be 'png' or 'pdf'")
     when = when or datetime.now(UTC)
-    content = report_content(result, threshold, metadata, target_class, when, evaluation)
+    content = report_content(result, threshold, metadata, target_class, when, evaluation, reference, show_name)
     base, overlay = _images(result, target_class, alpha, metadata, outline)
-    title = f"pneumo report: {result.name}"
+    title = "pneumo report (research demo, not a diagnosis)"  # no file name: it may hold a patient's name
     for img_max in _IMAGE_HEIGHTS_MM:  # the largest images with which everything fits on one page
         if fmt == "pdf":
             pdf = _pdf(content, base, overlay, title, img_max)

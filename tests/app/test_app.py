@@ -188,7 +188,7 @@ def test_upload_shows_probability_label_and_overlay(app, pipeline_p, tiny_model)
     assert not app.get("download_button")  # reports are made on request, for the settings of that moment
     app.button(key="make_report").click().run()
     labels = {b.label for b in app.get("download_button")}
-    assert labels >= {"Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"}
+    assert labels >= {"Report (PDF)", "Report (PNG, 200 dpi)", "Overlay (300 × 260 px, as analysed)"}
     app.slider(key="opacity").set_value(80).run()  # settings changed: the old files are not offered any more
     assert not app.get("download_button")
 

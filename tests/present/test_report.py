@@ -211,22 +211,26 @@ def test_samples_are_listed_with_their_split():
 
 
 def probability_line(result, threshold_words: str) -> str:
-    """The report's probability line, built from the Result's own probability."""
-    return f"Probability of pneumonia (model score): {pr.format_probability(result.probability)}; {threshold_words}"
+    """The report's model-output line, built from the Result's own probability."""
+    return f"Model output: P(pneumonia) {pr.format_probability(result.probability)}, {threshold_words}"
 
 
 def test_report_png_and_pdf(analysed, clear, tiny_model):
     from pneumo.present.report import DISCLAIMER, build_report, report_lines
 
     when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
-    user_t = "threshold 30% (chosen by the user; the model's own threshold is 50%)."
+    user_t = "the 30% threshold (chosen by the user; the model's own threshold is 50%)."
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
-    assert lines[:3] == ["File: chest.png", "Result: PNEUMONIA", probability_line(analysed, user_t)]
-    other = report_lines(clear, 0.3, tiny_model.metadata, 0, when)  # each report quotes its own image's result
-    assert other[:3] == ["File: clear.png", "Result: NORMAL", probability_line(clear, user_t)]
+    # no file name unless asked for; the disclaimer first; then what the model computed, then the label
+    no_name = "Image reference: none given (the file name is printed only on request)"
+    assert lines[:4] == [no_name, DISCLAIMER, probability_line(analysed, "at or above " + user_t),
+                         "Label at this threshold: PNEUMONIA"]  # fmt: skip
+    other = report_lines(clear, 0.3, tiny_model.metadata, 0, when, show_name=True, reference="study 7")
+    assert other[:4] == ["Image reference: study 7 · File: clear.png", DISCLAIMER,
+                         probability_line(clear, "below " + user_t), "Label at this threshold: NORMAL"]  # fmt: skip
     own = report_lines(analysed, 0.5, tiny_model.metadata, 1, when)
-    assert own[2] == probability_line(analysed, "threshold 50% (the model's own threshold).")
+    assert own[2] == probability_line(analysed, "at or above the 50% threshold (the model's own threshold).")
     assert "sensitivity 70.0% (95% CI" in text and "specificity 30.0% (95% CI" in text and "4 images" in text
     assert "not yet been independently evaluated" in text  # no evaluation given
     assert "Model: tiny, trained 2026-01-01" in text and "2026-01-02 03:04 UTC" in text
@@ -235,7 +239,7 @@ def test_report_png_and_pdf(analysed, clear, tiny_model):
     assert im.format == "PNG" and im.size[1] / im.size[0] == pytest.approx(11.69 / 8.27, rel=0.01)
     assert im.size[0] >= 8.27 * 200 - 2  # print resolution: at least 200 dpi on A4
     pdf = build_report(analysed, 0.3, tiny_model.metadata, fmt="pdf", when=when)
-    assert pdf.startswith(b"%PDF") and b"pneumo report: chest.png" in pdf
+    assert pdf.startswith(b"%PDF") and b"chest.png" not in pdf  # the metadata never names the file
     assert b"/MediaBox [0 0 595.28 841.89]" in pdf and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") <= 2
     assert "not a medical device" in DISCLAIMER
     with pytest.raises(ValueError):
@@ -255,9 +259,10 @@ def test_rendered_pdf_says_this_images_result(analysed, clear, tiny_model, tmp_p
         pdf.write_bytes(build_report(res, 0.5, tiny_model.metadata, fmt="pdf"))
         words = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
         text = " ".join(words.stdout.split())
-        assert f"{label} Probability of pneumonia (model score): {pr.format_probability(res.probability)};" in text
+        assert f"Model output: P(pneumonia) {pr.format_probability(res.probability)}," in text
+        assert f"Label at this threshold: {label}" in text
         other = "NORMAL" if label == "PNEUMONIA" else "PNEUMONIA"
-        assert f"{other} Probability" not in text
+        assert f"Label at this threshold: {other}" not in text
         subprocess.run(["pdftoppm", "-png", "-r", "40", str(pdf), str(tmp_path / label)], check=True)
         (page,) = sorted(tmp_path.glob(f"{label}*.png"))  # one page
         grey = np.asarray(Image.open(page).convert("L"))
@@ -290,10 +295,13 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
     assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
     assert "no better than chance" in text and "OUTSIDE INTENDED USE" not in text
     assert "a target that was met, not a measurement" in text  # the validation sensitivity is not sold as measured
-    odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE)
+    odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=("adult",))
     lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
-    assert any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])  # at the top, with the result
-    assert lines[2] == probability_line(analysed, "threshold 50% (the model's own threshold).")
+    assert lines[2].startswith("OUTSIDE INTENDED USE")  # the refusal leads, right under the disclaimer
+    assert lines[3] == ("Model output, shown on request and meaningless for this image: P(pneumonia) "
+                        f"{pr.format_probability(analysed.probability)}.")  # fmt: skip
+    assert not any(re.search(r"(above|below) the [\d.]+% threshold", x) for x in lines)  # no threshold talk
+    assert not any("Label at this" in x for x in lines)
 
 
 def test_stages_content_and_timeline():
