@@ -69,8 +69,8 @@ def spreadsheet_safe(text: str) -> str:
     """A text cell for a CSV: control characters escaped (:func:`printable`), and a cell that a spreadsheet would read
     as a formula (starting with = + - @, tab or CR) neutralised with a leading apostrophe. For text columns only:
     numbers are written as they are."""
-    cell = printable(text)
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    text = str(text)
+    return ("'" if text.startswith(_FORMULA_START) else "") + printable(text)
 
 
 def format_probability(probability: float) -> str:
