@@ -217,6 +217,20 @@ def test_output_file_is_new_and_complete(capsys, tiny_model_path, tmp_path):
     assert exc.value.code == 2 and out.read_bytes() == before  # never written over
 
 
+class _FillsUp(io.StringIO):
+    """A stdout whose disk fills up after ``n`` writes."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.left = n
+
+    def write(self, text: str) -> int:
+        if self.left == 0:
+            raise OSError(28, "No space left on device")
+        self.left -= 1
+        return super().write(text)
+
+
 @pytest.fixture()
 def no_analysis(monkeypatch):
     """Fails the test if the CLI gets as far as loading the models."""
@@ -227,7 +241,9 @@ def no_analysis(monkeypatch):
     monkeypatch.setattr(predict, "_load", refuse)
 
 
-def test_unwritable_outputs_fail_before_any_analysis(capsys, caplog, tiny_model_path, tmp_path, no_analysis):
+def test_unwritable_outputs_fail_before_any_analysis(
+    capsys, caplog, monkeypatch, tiny_model_path, tmp_path, no_analysis
+):
     img = _png(tmp_path / "a.png")
     blocker = tmp_path / "a_file"
     blocker.write_text("a file, not a folder")
@@ -238,6 +254,8 @@ def test_unwritable_outputs_fail_before_any_analysis(capsys, caplog, tiny_model_
                  str(img)])  # fmt: skip
     assert code == 1 and "cannot write heatmaps" in caplog.text
     assert not (tmp_path / "r.csv").exists()  # the run's own empty file is removed
+    monkeypatch.setattr(sys, "stdout", _FillsUp(0))  # stdout on a full disk: the header cannot be written
+    assert main(["--model", str(tiny_model_path), str(img)]) == 1 and "No space left on device" in caplog.text
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -252,18 +270,31 @@ def test_full_stdout_fails_before_any_analysis_with_one_line(tiny_model_path, tm
     assert len(err.strip().splitlines()) == 1 and list(hm.iterdir()) == []  # no overlay: nothing was analysed
 
 
-class _FillsUp(io.StringIO):
-    """A stdout whose disk fills up after ``n`` writes."""
+class _Recorder(io.StringIO):
+    """A stdout that remembers what had been flushed."""
 
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.left = n
+    flushed = ""
 
-    def write(self, text: str) -> int:
-        if self.left == 0:
-            raise OSError(28, "No space left on device")
-        self.left -= 1
-        return super().write(text)
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
+
+
+def test_each_row_is_flushed_before_the_next_file_is_done(tiny_model_path, tmp_path, monkeypatch):
+    for i in range(5):
+        _png(tmp_path / f"{i}.png", seed=i)
+    out = _Recorder()
+    monkeypatch.setattr(sys, "stdout", out)
+    seen: list[int] = []
+    analyse = predict.analyse
+
+    def watched(*args, **kwargs):
+        for item in analyse(*args, **kwargs):
+            seen.append(len(_rows(out.flushed)))  # rows out when the next file's row is ready
+            yield item
+
+    monkeypatch.setattr(predict, "analyse", watched)
+    assert main(["--model", str(tiny_model_path), str(tmp_path)]) == 0
+    assert seen == [0, 1, 2, 3, 4] and len(_rows(out.flushed)) == 5
 
 
 def test_disk_full_mid_run_keeps_the_rows_written_and_exits_1(caplog, tiny_model_path, tmp_path, monkeypatch):
