@@ -47,7 +47,7 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -468,8 +468,15 @@ def _heatmaps_inside_inputs(heatmap_dir: Path, inputs: list[str]) -> None:
             return
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with control characters in its error messages (which may quote a file name) escaped."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        super().error(printable(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pneumo-predict", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="pneumo-predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM) or folders (recursive)")
     p.add_argument("--model", type=Path, default=default_model_path(),
@@ -498,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.output is not None and (args.output.exists() or args.output.is_symlink()):
         p.error(f"{printable(str(args.output))} exists; results are never written over a file: name a new one")
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 1):
+        p.error("--batch-size and --workers must be at least 1")
     if not args.model.exists():
         p.error(f"model not found: {printable(str(args.model))}")
     files, skipped = collect_files(args.paths)

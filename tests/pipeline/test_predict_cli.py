@@ -91,6 +91,10 @@ def test_usage_errors(tmp_path, tiny_model_path):
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "missing.keras"), str(tmp_path)])
+    for bad in (["--batch-size", "0"], ["--workers", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--model", str(tiny_model_path), *bad, str(tmp_path)])
+        assert e.value.code == 2
 
 
 @pytest.mark.slow
