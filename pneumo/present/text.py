@@ -45,6 +45,34 @@ def literal(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+# C0 and C1 control characters and DEL, Unicode line/paragraph separators, bidirectional overrides and isolates (they
+# reorder what a terminal shows), and lone surrogates (bytes of a file name that are not UTF-8).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+# First characters that make a spreadsheet read a cell as a formula (ASCII and full-width forms).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    c = ord(match.group())
+    if 0xDC80 <= c <= 0xDCFF:  # a byte that was not UTF-8, kept by Python as a surrogate: shown as that byte
+        return f"\\x{c - 0xDC00:02x}"
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` (a file name, a message) with every control character escaped as ``\\xNN`` / ``\\uNNNN``: written to a
+    terminal, a CSV or a log it cannot move the cursor, change colours, reorder the line or break it."""
+    return _UNPRINTABLE.sub(_escape_char, str(text))
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell for a CSV: control characters escaped (:func:`printable`), and a cell that a spreadsheet would read
+    as a formula (starting with = + - @, tab or CR) neutralised with a leading apostrophe. For text columns only:
+    numbers are written as they are."""
+    text = str(text)
+    return ("'" if text.startswith(_FORMULA_START) else "") + printable(text)
+
+
 def format_probability(probability: float) -> str:
     """A probability as a percentage with one decimal; never '100.0 %' or '0.0 %', which a model cannot know.
 
@@ -273,13 +301,16 @@ def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
 
 
 def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
-    """CSV bytes of the results table: file,probability,label,threshold,note (probability with 6 decimals)."""
+    """CSV bytes of the results table: file,probability,label,threshold,note (probability with 6 decimals; the text
+    cells through :func:`spreadsheet_safe`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "probability", "label", "threshold", "note"])
     for r in rows:
         p = r["probability"]
-        w.writerow([r["file"], "" if p is None else f"{p:.6f}", r["label"], f"{threshold:.4f}", r["note"]])
+        prob = "" if p is None else f"{p:.6f}"
+        w.writerow([spreadsheet_safe(r["file"]), prob, spreadsheet_safe(r["label"]), f"{threshold:.4f}",
+                    spreadsheet_safe(r["note"])])  # fmt: skip
     return buf.getvalue().encode("utf-8")
 
 
