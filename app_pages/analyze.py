@@ -26,6 +26,7 @@ from app_pages.common import (
 from pneumo import config
 from pneumo.present import evaluation as ev
 from pneumo.present import text as pr
+from pneumo.present.table import display_rows, result_row, to_csv
 
 ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
@@ -380,7 +381,7 @@ def results_view() -> None:
         st.markdown(f"#### {_heading(results[0].name)}")  # the uploader shows the name too: a smaller heading
         show_detail(results[0], threshold)
         return
-    rows = pr.results_rows(results, threshold)
+    rows = display_rows(results, threshold)
     st.subheader(f"Results for {len(results)} files")
     table = [
         {
@@ -408,7 +409,7 @@ def results_view() -> None:
         },
     )
     st.download_button(
-        "Download the table (CSV)", pr.rows_to_csv(rows, threshold), "pneumo_results.csv", "text/csv",
+        "Download the table (CSV)", to_csv(result_row(r, threshold) for r in results), "pneumo_results.csv", "text/csv",
         on_click="ignore", icon=":material/download:",
     )  # fmt: skip
     selected = list(event.selection.rows) if event and event.selection else []

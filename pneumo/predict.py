@@ -7,12 +7,16 @@ Examples:
     python -m pneumo.predict --heatmaps out/ folder/               # also one overlay PNG per image
     python -m pneumo.predict --force adult_film.png                # a probability even outside the intended use
 
-Output (CSV; JSON and JSON Lines have the same fields): path,probability,label,error,warnings (+ heatmap with
---heatmaps: the overlay's file, empty when none was drawn)
-- probability: P(pneumonia) with 6 decimals; empty for an image outside the intended use (unless --force) or an error.
-- label: NORMAL or PNEUMONIA at the model's stored threshold; OUT_OF_SCOPE for an image outside the intended use
-  (with --force: NORMAL/PNEUMONIA, and the warnings stay); ERROR for a file that cannot be read (message in error).
-- warnings: ';'-separated stable codes (see the README's table, or pneumo.checks.scope.WARNING_CODES).
+Output: the result table of pneumo.present.table, the same as the app's CSV download (JSON and JSON Lines have the
+same fields): path,probability,label,threshold,error,warnings,note (+ heatmap with --heatmaps: the overlay's file,
+empty when none was drawn)
+- probability: P(pneumonia) with 6 decimals (JSON: a number); empty for an image outside the intended use (unless
+  --force) or an error.
+- label: NORMAL or PNEUMONIA at the model's stored threshold (the threshold column); OUT_OF_SCOPE for an image outside
+  the intended use (with --force: NORMAL/PNEUMONIA, and the warnings stay); ERROR for a file that cannot be read
+  (message in error).
+- warnings: stable codes (see the README's table, or pneumo.checks.scope.WARNING_CODES), ';'-separated in CSV, a list
+  in JSON; note: the same in plain words.
 - Each row is written and flushed as soon as its file is done; a JSON array is closed even when the run is stopped.
   Control characters in names and messages are escaped (``\\x1b``), and a CSV text cell that a spreadsheet would read
   as a formula gets a leading apostrophe (pneumo.present.text.spreadsheet_safe).
@@ -30,7 +34,6 @@ every file it skips, with the reason and a count.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import io
 import itertools
@@ -44,7 +47,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
@@ -59,28 +62,19 @@ from pneumo.io.decode import load_many, not_regular
 from pneumo.nets.lite import native_stderr_silenced
 from pneumo.nets.modelfile import ModelFileError, default_model_path
 from pneumo.pipeline import ANALYSIS_DECODE, Models, analyze_stream, load_models, warm_up
-from pneumo.present.text import printable, spreadsheet_safe
+from pneumo.present.table import COLUMNS, HEATMAP_COLUMN, Row, csv_line, error_row, result_row
+from pneumo.present.text import printable
 
 log = logging.getLogger("pneumo.predict")
 
-FIELDS = ("path", "probability", "label", "error", "warnings")
-HEATMAP_FIELD = "heatmap"  # the extra column with --heatmaps
+FIELDS = COLUMNS  # the one result schema (pneumo.present.table)
+HEATMAP_FIELD = HEATMAP_COLUMN  # the extra column with --heatmaps
 FORMATS = ("csv", "json", "jsonl")
 # Text chunk ('Software') of every overlay PNG: folder scans recognise and skip this tool's own outputs by it.
 HEATMAP_MARK = "pneumo-predict heatmap overlay"
 EXIT_OK, EXIT_FAILED, EXIT_UNREADABLE, EXIT_BROKEN_PIPE = 0, 1, 2, 141
 # Longest file-name stem (bytes) kept in an overlay's name: the suffixes added must fit in 255 bytes.
 _MAX_STEM_BYTES = 160
-
-
-@dataclass
-class Row:
-    path: str
-    probability: float | None
-    label: str
-    error: str = ""
-    warnings: str = ""
-    heatmap: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,21 +215,17 @@ class Table:
     def start(self) -> None:
         """The header (CSV) or the opening bracket (JSON): written and flushed, so an unwritable output shows now."""
         if self.fmt == "csv":
-            self._put(_csv_line(self.fields))
+            self._put(csv_line(self.fields))
         elif self.fmt == "json":
             self._put("[")
 
     def write(self, row: Row) -> None:
-        values: dict[str, Any] = {k: getattr(row, k) for k in self.fields}
         if self.fmt == "csv":
-            p = values["probability"]
-            cells = [("" if p is None else f"{p:.6f}") if k == "probability" else spreadsheet_safe(v)
-                     for k, v in values.items()]  # fmt: skip
-            self._put(_csv_line(cells))
+            self._put(csv_line(row.csv_cells(self.fields)))
         elif self.fmt == "json":
-            self._put(("," if self.rows else "") + "\n" + json.dumps(values))
+            self._put(("," if self.rows else "") + "\n" + json.dumps(row.record(self.fields)))
         else:
-            self._put(json.dumps(values) + "\n")
+            self._put(json.dumps(row.record(self.fields)) + "\n")
         self.rows += 1
 
     def finish(self) -> None:
@@ -243,12 +233,6 @@ class Table:
         if not self.finished and self.fmt == "json":
             self._put("\n]\n")
         self.finished = True
-
-
-def _csv_line(cells: Iterable[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(list(cells))
-    return buf.getvalue()
 
 
 def write_rows(rows: Iterable[Row], fmt: str, out: IO[str]) -> None:
@@ -400,12 +384,12 @@ def analyse(
     stream = load_many(files, workers=workers, prefetch=batch_size, **ANALYSIS_DECODE)
     for f, res in analyze_stream(models, stream, batch_size, force=force):
         if isinstance(res, Exception):
-            yield f, Row(printable(str(f)), None, "ERROR", printable(str(res))), None
+            yield f, error_row(str(f), str(res), models.threshold), None
             continue
         png = None
         if heatmaps is not None and res.has_probability:
             png = overlay_png(result_overlay(res, models.classifier.metadata, shown_class(res, None, models.threshold)))
-        yield f, Row(printable(str(f)), res.probability, res.label, warnings=printable(";".join(res.warnings))), png
+        yield f, result_row(res, models.threshold, str(f)), png
 
 
 def run(
@@ -425,7 +409,7 @@ def run(
     with closing(analyse(files, models, heatmaps, batch_size, force, workers)) as stream:
         for f, row, png in stream:
             if png is not None and heatmaps is not None:
-                row.heatmap = printable(str(heatmaps.save(png, f)))
+                row = replace(row, heatmap=printable(str(heatmaps.save(png, f))))
             rows.append(row)
     return rows
 
@@ -566,7 +550,7 @@ def _run_cli(args: argparse.Namespace, files: list[Path], heatmaps: Heatmaps | N
             for f, row, png in stream:
                 with signals.atomic():  # a row and its overlay are written whole, or not at all
                     if png is not None and heatmaps is not None:
-                        row.heatmap = printable(str(heatmaps.save(png, f)))
+                        row = replace(row, heatmap=printable(str(heatmaps.save(png, f))))
                     table.write(row)
                 done += 1
                 errors += row.label == "ERROR"

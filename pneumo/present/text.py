@@ -10,8 +10,6 @@ probability above 50 %, a PNEUMONIA below 50 %).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from dataclasses import dataclass
@@ -273,47 +271,6 @@ def operating_point(metadata: dict[str, Any], threshold: float) -> OperatingPoin
 
 
 # ---- results table -------------------------------------------------------------------------------------------------
-def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
-    """One row per file for the results table: file, probability (float or None), shown (the formatted probability,
-    exactly as the detail shows it), label, position and note."""
-    rows = []
-    for r in results:
-        row: dict[str, Any] = {"file": r.name, "probability": None, "shown": "–", "position": "", "note": "",
-                               "n_warnings": len(getattr(r, "warnings", ()) or ())}  # fmt: skip
-        if r.error:
-            row |= {"label": "ERROR", "note": r.error}
-        elif not r.has_probability:
-            row |= {"label": "NOT ANALYSED", "note": ""}
-        elif not r.in_scope:
-            why = "outside the intended use: " + "; ".join(warning_sentences(r.warnings))
-            row |= {"label": "OUT OF SCOPE", "note": why}
-        else:
-            v = verdict(r.probability, threshold)
-            row |= {
-                "probability": r.probability,
-                "shown": format_probability(r.probability),
-                "label": v.label,
-                "position": v.position_text,
-                "note": "; ".join(warning_sentences(r.warnings)),
-            }
-        rows.append(row)
-    return rows
-
-
-def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
-    """CSV bytes of the results table: file,probability,label,threshold,note (probability with 6 decimals; the text
-    cells through :func:`spreadsheet_safe`)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "probability", "label", "threshold", "note"])
-    for r in rows:
-        p = r["probability"]
-        prob = "" if p is None else f"{p:.6f}"
-        w.writerow([spreadsheet_safe(r["file"]), prob, spreadsheet_safe(r["label"]), f"{threshold:.4f}",
-                    spreadsheet_safe(r["note"])])  # fmt: skip
-    return buf.getvalue().encode("utf-8")
-
-
 # ---- warnings and scope ---------------------------------------------------------------------------------------------
 # Which reason leads a refusal: the most specific first (what the image is, before how it looks); "small" and other
 # remarks never lead.

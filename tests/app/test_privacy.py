@@ -159,7 +159,7 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
 
     from pneumo.pipeline import Models, analyze_bytes
     from pneumo.present.report import build_report
-    from pneumo.present.text import results_rows, rows_to_csv
+    from pneumo.present.table import result_row, to_csv
 
     drawn: list[str] = []
     real_savefig = matplotlib.figure.Figure.savefig
@@ -201,7 +201,7 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
         if fmt == "pdf":  # the PNG draws the name in pixels only
             assert f"File: {control}.dcm" in pdf_text(data), "control: the PDF shows the printed name"
         assert not leaks(blob, needles), f"{fmt} report bytes hold {leaks(blob, needles)}"
-    csv = rows_to_csv(results_rows([res], 0.5), 0.5)
+    csv = to_csv([result_row(res, 0.5)])
     assert control.encode() in csv and not leaks(csv, needles)
 
 

@@ -22,7 +22,8 @@ from PIL import Image
 from pneumo import predict
 from pneumo.pipeline import Models, analyze_bytes
 from pneumo.predict import HEATMAP_MARK, main
-from pneumo.present.text import printable, results_rows, rows_to_csv, spreadsheet_safe
+from pneumo.present.table import COLUMNS, result_row, to_csv
+from pneumo.present.text import printable, spreadsheet_safe
 from tests.conftest import ROOT, synthetic_xray
 from tests.corpus import dicom_bytes
 
@@ -72,9 +73,9 @@ def test_app_csv_neutralises_formula_names(tiny_model):
     Image.fromarray(synthetic_xray(seed=4)).save(buf, "PNG")
     results = [analyze_bytes(buf.getvalue(), name, models) for name in FORMULA_NAMES]
     results.append(analyze_bytes(b"not an image", '=HYPERLINK("http://example.invalid").png', models))
-    rows = list(csv.reader(io.StringIO(rows_to_csv(results_rows(results, 0.5), 0.5).decode())))
-    assert rows[0] == ["file", "probability", "label", "threshold", "note"]
-    for (file, prob, label, threshold, _note), res in zip(rows[1:], results, strict=True):
+    rows = list(csv.reader(io.StringIO(to_csv(result_row(r, 0.5) for r in results).decode())))
+    assert rows[0] == list(COLUMNS)
+    for (file, prob, label, threshold, *_rest), res in zip(rows[1:], results, strict=True):
         assert file == "'" + res.name  # a spreadsheet shows the name, does not run it
         if res.has_probability:
             assert prob == f"{res.probability:.6f}" and float(prob) >= 0  # the number is untouched

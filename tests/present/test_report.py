@@ -184,18 +184,34 @@ def test_warning_codes_and_scope_hooks(analysed):
 
 
 def test_results_rows_and_csv(analysed, clear, models):
+    from pneumo.present.table import COLUMNS, display_rows, result_row, to_csv
+
     bad = an.analyze_bytes(b"junk", "junk.bin", models)
-    rows = pr.results_rows([analysed, clear, bad], 0.5)
+    rows = display_rows([analysed, clear, bad], 0.5)
     assert [r["label"] for r in rows] == ["PNEUMONIA", "NORMAL", "ERROR"]
     assert rows[0]["shown"] == pr.format_probability(analysed.probability) and rows[2]["shown"] == "–"
     assert rows[1]["shown"] == pr.format_probability(clear.probability)
     assert [r["probability"] for r in rows] == [analysed.probability, clear.probability, None]
-    csv_text = pr.rows_to_csv(rows, 0.5).decode()
+    csv_text = to_csv(result_row(r, 0.5) for r in (analysed, clear, bad)).decode()
     lines = csv_text.strip().split("\n")
-    assert lines[0] == "file,probability,label,threshold,note"
+    assert lines[0] == ",".join(COLUMNS) == "path,probability,label,threshold,error,warnings,note"
     assert lines[1].startswith(f"chest.png,{analysed.probability:.6f},PNEUMONIA,0.5000,")
     assert lines[2].startswith(f"clear.png,{clear.probability:.6f},NORMAL,0.5000,")
     assert lines[3].startswith("junk.bin,,ERROR,0.5000,")
+    # the user's threshold relabels: the same schema row at another threshold
+    assert result_row(analysed, 0.99).label == "NORMAL" and result_row(analysed, 0.99).threshold == 0.99
+
+
+def test_json_record_has_numbers_and_a_warning_list(analysed):
+    """JSON gets the probability as a number with 6 decimals and the warnings as a list, not a joined string."""
+    from pneumo.present.table import result_row
+
+    row = result_row(dataclasses.replace(analysed, warnings=("rotated", "low_resolution")), 0.5)
+    rec = row.record()
+    assert rec["probability"] == round(analysed.probability, 6) and isinstance(rec["probability"], float)
+    assert rec["warnings"] == ["rotated", "low_resolution"] and rec["threshold"] == 0.5
+    assert row.csv_cells()[5] == "rotated;low_resolution"
+    assert pr.WARNING_CODES["rotated"] in rec["note"]
 
 
 def test_samples_are_listed_with_their_split():
@@ -337,9 +353,11 @@ def test_out_of_scope_rows_and_report_say_why_in_words(analysed, tiny_model):
     from pneumo.present.report import report_lines
 
     adult = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=("adult",))
-    (row,) = pr.results_rows([adult], 0.5)
-    assert row["label"] == "OUT OF SCOPE" and row["probability"] is None
-    assert row["note"] == "outside the intended use: " + WARNING_CODES["adult"]
+    from pneumo.present.table import display_rows
+
+    (row,) = display_rows([adult], 0.5)
+    assert row["label"] == "OUT_OF_SCOPE" and row["probability"] is None  # the CLI's label: one schema
+    assert row["note"] == WARNING_CODES["adult"]
     when = datetime(2026, 1, 2, tzinfo=UTC)
     text = "\n".join(report_lines(adult, 0.5, tiny_model.metadata, 1, when, None))
     assert "OUTSIDE INTENDED USE" in text and WARNING_CODES["adult"] in text and "adult" not in text.split()
