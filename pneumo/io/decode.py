@@ -4,7 +4,10 @@ One entry point, :func:`load_image`, serves the CLI, the app and training. It ac
 8/16-bit grayscale, RGB, RGBA, palette and CMYK; it applies EXIF orientation and, for DICOM, the modality LUT, the VOI
 LUT or window and MONOCHROME1 inversion (first frame of multi-frame files). Anything it cannot read raises
 :class:`ImageLoadError` with a message a person understands; no other exception escapes (tests/io/test_fuzz.py checks
-this). Nothing is written to disk and nothing about the pixels or patient is logged.
+this). A file cut short is refused, never grey-filled; what decoding notices but can live with (a multi-frame DICOM, a
+header that contradicts itself, burned-in text) becomes a warning code on the image (:attr:`LoadedImage.warnings`).
+DICOM coded values reach ``info`` only as standard codes (anything else as "other"). Nothing is written to disk and
+nothing about the pixels or patient is logged.
 
 Callers say how many pixels they need, so nothing larger is decoded or kept: ``min_side`` (the CLI: each side at least
 twice the model input) lets a JPEG be decoded in the DCT domain at 1/2, 1/4 or 1/8 scale, and ``max_side`` (the app:
@@ -16,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -32,9 +36,17 @@ import pydicom
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pydicom import config as pydicom_config
 from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+)
 
 from pneumo import config
 
@@ -62,6 +74,18 @@ _RASTER_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"II*\x00", b"MM\x00*", b"GIF8"
 # Colourfulness is estimated on at most this many pixels (an unbiased strided sample; a full int16 copy of a
 # 50 MP RGB image would cost 300 MB).
 _COLOUR_SAMPLE_PIXELS = 1_000_000
+# A JPEG scan's entropy-coded data ends at the first marker that is not a stuffed byte (FF00), a restart marker (RSTn)
+# or a fill byte (FFFF).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Bytes put before a JPEG's end marker to learn whether its last scan was complete (see _jpeg_cut_short): fixed
+# pseudo-random values without 0xFF, so the decoder reads them as Huffman codes, never as a marker.
+_JPEG_PROBE = np.random.default_rng(17).integers(0, 255, 256, dtype=np.uint8).tobytes()
+# DICOM tags of pixel data, (7FE0,0010/0008/0009), as bytes in little- and big-endian files.
+_DICOM_PIXEL_TAGS = tuple(
+    struct.pack(order, 0x7FE0, elem) for order in ("<HH", ">HH") for elem in (0x0010, 0x0008, 0x0009)
+)
+# The item that closes encapsulated (compressed) pixel data: (FFFE,E0DD) with length 0, little endian.
+_DICOM_SEQUENCE_END = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
 class ImageLoadError(ValueError):
@@ -77,12 +101,14 @@ class LoadedImage:
     info: non-identifying facts for display: format, original size/mode, DICOM modality and view position.
     colourfulness: mean |R-G| + |G-B| of the source before conversion to gray (0 for grayscale sources).
     full_size: (width, height) of the file's image as displayed; None means the size of ``pixels``.
+    warnings: codes (keys of ``pneumo.checks.scope.WARNING_CODES``) for what decoding noticed, e.g. ``multi_frame``.
     """
 
     pixels: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     colourfulness: float = 0.0
     full_size: tuple[int, int] | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -258,6 +284,113 @@ def _mono_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
     return shown.astype(np.uint8)
 
 
+_DICOM_INCOMPLETE = (
+    "This DICOM file is incomplete or damaged: its pixel data stops early or cannot be read (was the file cut short?)."
+)
+
+
+def _int_tag(ds: Any, keyword: str, default: int) -> int:
+    """An integer header value; ``default`` when absent, empty or unreadable."""
+    try:
+        value = ds.get(keyword, None)
+        return default if value is None or value == "" else int(value)
+    except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
+        return default
+
+
+def _pixels_complete(data: bytes, ds: Any, ts: UID, rows: int, cols: int, frames: int) -> bool:
+    """Whether the pixel data is all there: native data as long as its header needs, encapsulated (compressed) data
+    closed by its end item (pydicom reads a fragment list cut short without a word)."""
+    if ts.is_encapsulated:
+        return data.rfind(_DICOM_SEQUENCE_END) > data.find(_DICOM_PIXEL_TAGS[0]) >= 0
+    keyword = next(k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds)
+    bits = _int_tag(ds, "BitsAllocated", 0)
+    samples = _int_tag(ds, "SamplesPerPixel", 1)
+    if bits <= 0 or samples <= 0:
+        return True  # the decoder judges a header this broken
+    values = rows * cols * samples * frames
+    needed = (values + 7) // 8 if bits == 1 else values * ((bits + 7) // 8)
+    return len(ds[keyword].value or b"") >= needed
+
+
+def _wraps(values: np.ndarray, low: int, high: int) -> bool:
+    """Whether int64 ``values`` reach both ends of the range [low, high] (within 1/16 of it)."""
+    margin = (high - low) // 16
+    return int(values.min()) <= low + margin and int(values.max()) >= high - margin
+
+
+def _bit_checks(arr: np.ndarray, ds: Any, native: bool) -> tuple[np.ndarray, list[str]]:
+    """Check BitsStored, HighBit and PixelRepresentation against each other and the stored values (H, W).
+
+    HighBit other than BitsStored - 1 (PS3.3 C.7.6.3.1 requires it) is reported; native unsigned data laid out as
+    PS3.5 8.1.1 says (stored bits ending at HighBit, the bits below zero) is moved down accordingly, data that
+    evidently sits in the low bits is read as it is. Values beyond BitsStored are reported and kept. A sign that
+    contradicts the values (they wrap round the end of the range as read, not as read with the other sign: signed
+    data under an unsigned header, or the reverse) is reported; the header is followed.
+    """
+    if arr.dtype.kind not in "iu":
+        return arr, []
+    allocated = _int_tag(ds, "BitsAllocated", arr.dtype.itemsize * 8)
+    stored = _int_tag(ds, "BitsStored", allocated)
+    high = _int_tag(ds, "HighBit", stored - 1)
+    signed = _int_tag(ds, "PixelRepresentation", 0) == 1
+    if not 1 < stored <= allocated <= 64:
+        return arr, []
+    codes: list[str] = []
+    if high != stored - 1:
+        codes.append("dicom_bits_inconsistent")
+        shift = high - stored + 1
+        if native and arr.dtype.kind == "u" and 0 < shift and high < allocated:
+            used = int(np.bitwise_or.reduce(arr, axis=None))  # every bit any value sets
+            if used & ((1 << shift) - 1) == 0:
+                arr = arr >> shift  # as the standard lays it out: stored bits end at HighBit
+    step = max(1, int(np.sqrt(arr.size / 250_000)))  # judged on a strided sample of ~250k pixels
+    sample = arr[::step, ::step].astype(np.int64)  # (h, w)
+    modulus, half = 1 << stored, 1 << (stored - 1)
+    if not signed and int(sample.max()) >= modulus:
+        if "dicom_bits_inconsistent" not in codes:
+            codes.append("dicom_bits_inconsistent")
+        return arr, codes
+    if signed and not (-half <= int(sample.min()) and int(sample.max()) < half):
+        return arr, codes
+    if signed:
+        as_read, other = (-half, half - 1), np.where(sample < 0, sample + modulus, sample)
+        other_range = (0, modulus - 1)
+    else:
+        as_read, other = (0, modulus - 1), np.where(sample >= half, sample - modulus, sample)
+        other_range = (-half, half - 1)
+    if _wraps(sample, *as_read) and not _wraps(other, *other_range):
+        codes.append("dicom_sign_inconsistent")
+    return arr, codes
+
+
+def _coded(value: str, allowed: frozenset[str]) -> str:
+    """A DICOM coded value as shown: "unknown" when empty, the code when standard (``allowed``), else "other"."""
+    code = value.strip().upper()
+    if not code:
+        return "unknown"
+    return code if code in allowed else "other"
+
+
+def _body_part(value: str) -> str:
+    """BodyPartExamined as shown: a standard code; a non-standard value naming the chest becomes CHEST."""
+    code = _coded(value, config.DICOM_BODY_PARTS)
+    if code == "other" and any(part in value.upper() for part in config.CHEST_BODY_PARTS):
+        return "CHEST"
+    return code
+
+
+def _dicom_jpeg_cut_short(ds: Any, frames: int) -> bool:
+    """Whether the first frame of a JPEG-compressed DICOM stops early (decoded grey by libjpeg; see _jpeg_cut_short)."""
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=frames))
+        im = Image.open(io.BytesIO(frame))
+        im.load()
+    except Exception:  # noqa: BLE001 - pydicom's own decoder read it; Pillow's view of it adds nothing
+        return False
+    return _jpeg_cut_short(frame, im, im.size, None)
+
+
 def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode the first frame of a DICOM to uint8 grayscale; only non-identifying tags go into the info."""
     try:
@@ -274,6 +407,8 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             f"This DICOM declares an unknown or damaged transfer syntax ({_safe_uid(ts)}); its pixels cannot be read."
         )
     if not has_pixels:
+        if any(tag in data for tag in _DICOM_PIXEL_TAGS):  # there was pixel data, but it could not be read
+            raise ImageLoadError(_DICOM_INCOMPLETE)
         raise ImageLoadError("This DICOM file has no pixel data (it holds no image, e.g. a report or a header only).")
     try:
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -293,12 +428,20 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             "export it as PNG or uncompressed DICOM."
         )
     try:
+        complete = _pixels_complete(data, ds, ts, rows, cols, frames)
+    except Exception as exc:  # noqa: BLE001 - a pixel data element that cannot even be measured
+        raise ImageLoadError(_DICOM_INCOMPLETE) from exc
+    if not complete:
+        raise ImageLoadError(_DICOM_INCOMPLETE)
+    try:
         # Only the first frame is decoded; as_rgb turns YBR colour into RGB (the header still says YBR).
         arr, meta = decoder.as_array(ds, index=0, as_rgb=True)  # (H, W) or (H, W, 3)
         photometric = str(getattr(meta["photometric_interpretation"], "value", meta["photometric_interpretation"]))
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt or inconsistent pixel data
         what = f"compressed ({ts.name}) " if ts.is_compressed else ""
         raise ImageLoadError(f"This DICOM's {what}pixel data is damaged or does not match its header.") from exc
+    if ts in (JPEGBaseline8Bit, JPEGExtended12Bit) and _dicom_jpeg_cut_short(ds, frames):
+        raise ImageLoadError("This DICOM's compressed (JPEG) image is truncated: its image data stops early.")
     photometric = photometric.upper().strip()
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -306,6 +449,7 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise ImageLoadError(f"This DICOM's pixel data has an unexpected shape {arr.shape}.")
     if arr.shape[:2] != (rows, cols):
         raise ImageLoadError("This DICOM's pixel data does not match the image size in its header.")
+    bit_codes: list[str] = []
     try:
         if arr.ndim == 2 and photometric == "PALETTE COLOR":
             arr = apply_color_lut(arr, ds)  # (H, W, 3)
@@ -318,6 +462,7 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             # 8-bit colour is converted like PIL's RGB -> L (no stretching); wider colour is min-max scaled.
             pixels = np.rint(luma).clip(0, 255).astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(luma)
         else:
+            arr, bit_codes = _bit_checks(arr, ds, native=not ts.is_encapsulated)
             pixels = _mono_to_uint8(arr, ds)
             colourfulness = 0.0
     except Exception as exc:  # noqa: BLE001 - a damaged palette or colour header
@@ -327,25 +472,26 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
 
     def tag(keyword: str) -> str:
         try:
-            return str(ds.get(keyword, "") or "").strip()
+            return str(ds.get(keyword, "") or "")
         except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
             return ""
 
-    try:
-        bits_stored = int(ds.get("BitsStored", 0) or 0)
-    except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
-        bits_stored = 0
+    notes = [*(["multi_frame"] if frames > 1 else []), *bit_codes]
+    if tag("BurnedInAnnotation").strip().upper() == "YES":
+        notes.append("burned_in_annotation")
+    # Only standard codes and numbers: a free-text tag can hold a name, an ID or markdown.
     info = {
         "format": "DICOM",
-        "modality": tag("Modality").upper() or "unknown",
-        "view_position": tag("ViewPosition") or "unknown",
-        "body_part": tag("BodyPartExamined") or "unknown",
-        "photometric": photometric,
+        "modality": _coded(tag("Modality"), config.DICOM_MODALITIES),
+        "view_position": _coded(tag("ViewPosition"), config.DICOM_VIEW_POSITIONS),
+        "body_part": _body_part(tag("BodyPartExamined")),
+        "photometric": _coded(photometric, config.DICOM_PHOTOMETRICS),
         "transfer_syntax": ts.name,
         "frames": frames,
         "original_size": (cols, rows),
-        "bits_stored": bits_stored,
+        "bits_stored": _int_tag(ds, "BitsStored", 0),
         "_colourfulness": colourfulness,
+        "_warnings": notes,
     }
     return np.ascontiguousarray(pixels), info
 
@@ -393,6 +539,77 @@ def jpeg_reduction(width: int, height: int, max_side: int | None, min_side: int 
     return 1
 
 
+def _jpeg_end_of_image(data: bytes) -> int | None:
+    """Offset of the end marker (FFD9), or of the fill bytes before it, that follows the first image's last scan; None
+    when the markers do not parse."""
+    pos, n = 2, len(data)  # after the start marker FFD8
+    while pos + 2 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return None
+        end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs up to the next real marker
+            found = _JPEG_MARKER.search(data, end)
+            if found is None:
+                return None
+            end = found.start()
+            if data[end + 1] == 0xD9:  # the end marker: before any fill bytes (a cut can leave half a stuffed FF00)
+                while data[end - 1] == 0xFF:
+                    end -= 1
+                return end
+        pos = end
+    return None
+
+
+def _jpeg_cut_short(
+    data: bytes, im: Image.Image, stored_size: tuple[int, int], draft: tuple[str, tuple[int, int]] | None
+) -> bool:
+    """True when the JPEG ``im`` (loaded, before EXIF rotation) ran out of scan data before its last pixel.
+
+    A JPEG cut short with an end marker after the cut decodes "fine": libjpeg fills the missing rest with flat grey
+    blocks and only warns, which Pillow does not pass on. A scan that ran out reads bytes put just before its end
+    marker as more image data, a complete scan skips them: decode once more with :data:`_JPEG_PROBE` inserted there
+    and compare. For a baseline JPEG that second decode runs only when the last 8x8 block is flat (a missing rest
+    always includes it: about a third of the data set's films, with black corners, pay it); a progressive JPEG is
+    always checked (what it misses is detail, not flat blocks). ``draft``: the (mode, size) ``im`` was drafted with.
+    """
+    progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+    if not progressive:
+        w, h = im.size
+        block = max(1, round(8 * w / stored_size[0]))  # an 8x8 block at the decoded scale
+        x0, y0 = (w - 1) // block * block, (h - 1) // block * block  # the last block, clipped by the image edge
+        corner = np.asarray(im.crop((x0, y0, w, h)).convert("L"))  # (b, b): luma, flat in a grey fill (chroma
+        if int(corner.max()) - int(corner.min()) > 2:  # upsampling may blend in the block row above: +-1 after RGB)
+            return False
+    end = _jpeg_end_of_image(data)
+    if end is None:
+        return False
+    if progressive:  # a scaled decode may not use the missing coefficients at all: compare full decodes
+        draft = None
+        if im.size != stored_size:
+            ref = Image.open(io.BytesIO(data))
+            ref.load()
+            im = ref
+    try:
+        probe = Image.open(io.BytesIO(data[:end] + _JPEG_PROBE + data[end:]))
+        if draft is not None:
+            probe.draft(*draft)
+        probe.load()
+    except Exception:  # noqa: BLE001 - the decoder read the inserted bytes as image data and choked on them
+        return True
+    return probe.size != im.size or probe.tobytes() != im.tobytes()
+
+
 def _load_pil(
     data: bytes, max_side: int | None = None, min_side: int | None = None
 ) -> tuple[np.ndarray, dict[str, Any], float]:
@@ -423,12 +640,18 @@ def _load_pil(
     mode = im.mode
     stored_size = im.size
     reduction = jpeg_reduction(*im.size, max_side, min_side) if fmt in ("JPEG", "MPO") else 1
+    draft = None
     if reduction > 1:
-        im.draft(im.mode, (im.size[0] // reduction, im.size[1] // reduction))  # same mode: colour stays visible
+        draft = (im.mode, (im.size[0] // reduction, im.size[1] // reduction))  # same mode: colour stays visible
+        im.draft(*draft)
     try:
         im.load()
         decoded_size = im.size
+        if fmt in ("JPEG", "MPO") and _jpeg_cut_short(data, im, stored_size, draft):
+            raise ImageLoadError("The JPEG file is truncated: its image data stops early (incomplete download?).")
         im = ImageOps.exif_transpose(im)
+    except ImageLoadError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
     except OSError as exc:
@@ -533,6 +756,7 @@ def load_image(
         if _is_dicom(data, name):
             pixels, info = _load_dicom(data)
             colourfulness = float(info.pop("_colourfulness", 0.0))
+            notes = tuple(info.pop("_warnings", ()))
             full_size = (pixels.shape[1], pixels.shape[0])
         else:
             if data[:4] == b"%PDF":
@@ -540,6 +764,7 @@ def load_image(
             if data[:2] == b"PK":
                 raise ImageLoadError("Not an image: this is a ZIP archive (or an Office document).")
             pixels, info, colourfulness = _load_pil(data, max_side, min_side)
+            notes = ()
             full_size = tuple(info.pop("_displayed_size", pixels.shape[::-1]))
         if max_side is not None:
             pixels = shrink_to_side(pixels, int(max_side))  # (h', w') uint8, long side <= max_side
@@ -551,7 +776,7 @@ def load_image(
         log.warning("unexpected %s while decoding an image", type(exc).__name__)  # no message: it may quote the file
         raise ImageLoadError("The file could not be decoded (damaged, or an unusual variant of its format).") from exc
     _check_size(*full_size)
-    return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness, full_size=full_size)
+    return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness, full_size=full_size, warnings=notes)
 
 
 S = TypeVar("S")
