@@ -77,9 +77,13 @@ _COLOUR_SAMPLE_PIXELS = 1_000_000
 # A JPEG scan's entropy-coded data ends at the first marker that is not a stuffed byte (FF00), a restart marker (RSTn)
 # or a fill byte (FFFF).
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-# Bytes put before a JPEG's end marker to learn whether its last scan was complete (see _jpeg_cut_short): fixed
-# pseudo-random values without 0xFF, so the decoder reads them as Huffman codes, never as a marker.
-_JPEG_PROBE = np.random.default_rng(17).integers(0, 255, 256, dtype=np.uint8).tobytes()
+# Bytes put before a JPEG's end marker to learn whether its last scan was complete (see _jpeg_cut_short): runs of fixed
+# pseudo-random values without 0xFF, which the decoder reads as Huffman codes, after each restart marker RST0-7 (a
+# scan with restart intervals cut at an interval's end waits for one).
+_JPEG_NOISE = np.random.default_rng(17).integers(0, 255, 64, dtype=np.uint8).tobytes()
+_JPEG_PROBE = _JPEG_NOISE + b"".join(bytes((0xFF, 0xD0 + k)) + _JPEG_NOISE for k in range(8))
+# Warning codes decoding can put on an image (LoadedImage.warnings); their sentences are in checks.scope.WARNING_CODES.
+DECODE_WARNINGS = ("multi_frame", "burned_in_annotation", "dicom_bits_inconsistent", "dicom_sign_inconsistent")
 # DICOM tags of pixel data, (7FE0,0010/0008/0009), as bytes in little- and big-endian files.
 _DICOM_PIXEL_TAGS = tuple(
     struct.pack(order, 0x7FE0, elem) for order in ("<HH", ">HH") for elem in (0x0010, 0x0008, 0x0009)
@@ -289,6 +293,14 @@ _DICOM_INCOMPLETE = (
 )
 
 
+def _str_tag(ds: Any, keyword: str) -> str:
+    """A header value as text; "" when absent, empty or unreadable."""
+    try:
+        return str(ds.get(keyword, "") or "")
+    except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
+        return ""
+
+
 def _int_tag(ds: Any, keyword: str, default: int) -> int:
     """An integer header value; ``default`` when absent, empty or unreadable."""
     try:
@@ -319,47 +331,55 @@ def _wraps(values: np.ndarray, low: int, high: int) -> bool:
     return int(values.min()) <= low + margin and int(values.max()) >= high - margin
 
 
-def _bit_checks(arr: np.ndarray, ds: Any, native: bool) -> tuple[np.ndarray, list[str]]:
-    """Check BitsStored, HighBit and PixelRepresentation against each other and the stored values (H, W).
+def _bit_checks(arr: np.ndarray, ds: Any, raw: bool) -> tuple[np.ndarray, list[str]]:
+    """Stored values (H, W) from the pixel cells, checking BitsStored, HighBit and PixelRepresentation against each
+    other and against the values; returns (values, warning codes).
 
-    HighBit other than BitsStored - 1 (PS3.3 C.7.6.3.1 requires it) is reported; native unsigned data laid out as
-    PS3.5 8.1.1 says (stored bits ending at HighBit, the bits below zero) is moved down accordingly, data that
-    evidently sits in the low bits is read as it is. Values beyond BitsStored are reported and kept. A sign that
-    contradicts the values (they wrap round the end of the range as read, not as read with the other sign: signed
-    data under an unsigned header, or the reverse) is reported; the header is followed.
+    ``raw``: ``arr`` holds whole cells (pydicom's ``correct_unused_bits=False``, native data): the stored bits are
+    taken as PS3.5 8.1.1 lays them out, ending at HighBit (pydicom assumes HighBit = BitsStored - 1, which PS3.3
+    C.7.6.3.1 requires, and masks the wrong bits otherwise), unless the values evidently sit in the low bits against
+    HighBit. A HighBit other than BitsStored - 1, and bits set outside the stored ones (other than a sign extension),
+    are reported as ``dicom_bits_inconsistent``. A sign that contradicts the values (they wrap round the end of the
+    range as read, but not when read with the other sign: signed data under an unsigned header, or the reverse) is
+    reported as ``dicom_sign_inconsistent``; the header is followed.
     """
     if arr.dtype.kind not in "iu":
         return arr, []
-    allocated = _int_tag(ds, "BitsAllocated", arr.dtype.itemsize * 8)
+    allocated = arr.dtype.itemsize * 8
     stored = _int_tag(ds, "BitsStored", allocated)
     high = _int_tag(ds, "HighBit", stored - 1)
-    signed = _int_tag(ds, "PixelRepresentation", 0) == 1
-    if not 1 < stored <= allocated <= 64:
-        return arr, []
-    codes: list[str] = []
-    if high != stored - 1:
-        codes.append("dicom_bits_inconsistent")
-        shift = high - stored + 1
-        if native and arr.dtype.kind == "u" and 0 < shift and high < allocated:
+    signed = arr.dtype.kind == "i"
+    if not 1 < stored <= allocated or not stored - 1 <= high < allocated:
+        return arr, ([] if high == stored - 1 else ["dicom_bits_inconsistent"])
+    codes: list[str] = [] if high == stored - 1 else ["dicom_bits_inconsistent"]
+    if raw:
+        top = high
+        if high != stored - 1 and not signed:
             used = int(np.bitwise_or.reduce(arr, axis=None))  # every bit any value sets
-            if used & ((1 << shift) - 1) == 0:
-                arr = arr >> shift  # as the standard lays it out: stored bits end at HighBit
-    step = max(1, int(np.sqrt(arr.size / 250_000)))  # judged on a strided sample of ~250k pixels
+            if used < (1 << stored) and used & ((1 << (high - stored + 1)) - 1):
+                top = stored - 1  # the values sit in the low bits, whatever HighBit says
+        values = np.left_shift(arr, allocated - 1 - top)  # (H, W) the stored bits moved to the top of the cell,
+        np.right_shift(values, allocated - stored, out=values)  # then down: masked, or sign-extended if signed
+        if "dicom_bits_inconsistent" not in codes and not np.array_equal(values, arr):
+            codes.append("dicom_bits_inconsistent")  # bits set beyond the stored ones
+        arr = values
+    step = max(1, int(np.sqrt(arr.size / 250_000)))  # the sign is judged on a strided sample of ~250k pixels
     sample = arr[::step, ::step].astype(np.int64)  # (h, w)
     modulus, half = 1 << stored, 1 << (stored - 1)
-    if not signed and int(sample.max()) >= modulus:
-        if "dicom_bits_inconsistent" not in codes:
-            codes.append("dicom_bits_inconsistent")
-        return arr, codes
-    if signed and not (-half <= int(sample.min()) and int(sample.max()) < half):
-        return arr, codes
     if signed:
-        as_read, other = (-half, half - 1), np.where(sample < 0, sample + modulus, sample)
-        other_range = (0, modulus - 1)
+        as_read, other, other_range = (
+            (-half, half - 1),
+            np.where(sample < 0, sample + modulus, sample),
+            (0, modulus - 1),
+        )
     else:
-        as_read, other = (0, modulus - 1), np.where(sample >= half, sample - modulus, sample)
-        other_range = (-half, half - 1)
-    if _wraps(sample, *as_read) and not _wraps(other, *other_range):
+        as_read, other, other_range = (
+            (0, modulus - 1),
+            np.where(sample >= half, sample - modulus, sample),
+            (-half, half - 1),
+        )
+    inside = as_read[0] <= int(sample.min()) and int(sample.max()) <= as_read[1]
+    if inside and _wraps(sample, *as_read) and not _wraps(other, *other_range):
         codes.append("dicom_sign_inconsistent")
     return arr, codes
 
@@ -433,9 +453,12 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise ImageLoadError(_DICOM_INCOMPLETE) from exc
     if not complete:
         raise ImageLoadError(_DICOM_INCOMPLETE)
+    # Native grey cells are read whole, so that _bit_checks can take the stored bits where HighBit says they are.
+    grey = _int_tag(ds, "SamplesPerPixel", 1) == 1 and _str_tag(ds, "PhotometricInterpretation").startswith("MONO")
+    raw_cells = {"correct_unused_bits": False} if grey and not ts.is_encapsulated else {}
     try:
         # Only the first frame is decoded; as_rgb turns YBR colour into RGB (the header still says YBR).
-        arr, meta = decoder.as_array(ds, index=0, as_rgb=True)  # (H, W) or (H, W, 3)
+        arr, meta = decoder.as_array(ds, index=0, as_rgb=True, **raw_cells)  # (H, W) or (H, W, 3)
         photometric = str(getattr(meta["photometric_interpretation"], "value", meta["photometric_interpretation"]))
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt or inconsistent pixel data
         what = f"compressed ({ts.name}) " if ts.is_compressed else ""
@@ -462,7 +485,7 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             # 8-bit colour is converted like PIL's RGB -> L (no stretching); wider colour is min-max scaled.
             pixels = np.rint(luma).clip(0, 255).astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(luma)
         else:
-            arr, bit_codes = _bit_checks(arr, ds, native=not ts.is_encapsulated)
+            arr, bit_codes = _bit_checks(arr, ds, raw=bool(raw_cells))
             pixels = _mono_to_uint8(arr, ds)
             colourfulness = 0.0
     except Exception as exc:  # noqa: BLE001 - a damaged palette or colour header
@@ -470,21 +493,15 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     if photometric == "MONOCHROME1":  # 0 = white: invert for display
         pixels = 255 - pixels
 
-    def tag(keyword: str) -> str:
-        try:
-            return str(ds.get(keyword, "") or "")
-        except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
-            return ""
-
     notes = [*(["multi_frame"] if frames > 1 else []), *bit_codes]
-    if tag("BurnedInAnnotation").strip().upper() == "YES":
+    if _str_tag(ds, "BurnedInAnnotation").strip().upper() == "YES":
         notes.append("burned_in_annotation")
     # Only standard codes and numbers: a free-text tag can hold a name, an ID or markdown.
     info = {
         "format": "DICOM",
-        "modality": _coded(tag("Modality"), config.DICOM_MODALITIES),
-        "view_position": _coded(tag("ViewPosition"), config.DICOM_VIEW_POSITIONS),
-        "body_part": _body_part(tag("BodyPartExamined")),
+        "modality": _coded(_str_tag(ds, "Modality"), config.DICOM_MODALITIES),
+        "view_position": _coded(_str_tag(ds, "ViewPosition"), config.DICOM_VIEW_POSITIONS),
+        "body_part": _body_part(_str_tag(ds, "BodyPartExamined")),
         "photometric": _coded(photometric, config.DICOM_PHOTOMETRICS),
         "transfer_syntax": ts.name,
         "frames": frames,
@@ -539,36 +556,50 @@ def jpeg_reduction(width: int, height: int, max_side: int | None, min_side: int 
     return 1
 
 
-def _jpeg_end_of_image(data: bytes) -> int | None:
-    """Offset of the end marker (FFD9), or of the fill bytes before it, that follows the first image's last scan; None
-    when the markers do not parse."""
+def _jpeg_end_of_image(data: bytes) -> tuple[int | None, bool]:
+    """Walk a JPEG's markers: (offset of the end marker FFD9 after the first image's last scan, or of the fill bytes
+    before it; whether its scans code every coefficient of every component to the last bit).
+
+    The offset is None when the markers do not parse (then the decoder has already judged the file). A JPEG cut
+    between two scans of a progressive file, with an end marker after the cut, has every scan complete but misses the
+    later ones: libjpeg shows it blurred without a word; the second value tells.
+    """
     pos, n = 2, len(data)  # after the start marker FFD8
+    components: list[int] = []
+    final: set[tuple[int, int]] = set()  # (component id, coefficient index) coded to its last bit
     while pos + 2 <= n:
         if data[pos] != 0xFF:
-            return None
+            return None, False
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if marker == 0xD9:
-            return pos
+            return pos, not components or len(final) == 64 * len(components)
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             pos += 2
             continue
         if pos + 4 > n:
-            return None
+            return None, False
         end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        segment = data[pos + 4 : end]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC9, 0xCA) and segment[5:6]:  # start of a (non-hierarchical) DCT frame
+            components = list(segment[6 : 6 + 3 * segment[5] : 3])  # the component ids
         if marker == 0xDA:  # start of scan: its entropy-coded data runs up to the next real marker
+            count = segment[0] if segment else 0
+            ids, tail = segment[1 : 1 + 2 * count : 2], segment[1 + 2 * count : 4 + 2 * count]
+            if len(tail) == 3 and tail[2] & 0x0F == 0:  # Ss, Se, Ah/Al: coefficients Ss..Se, down to bit Al = 0
+                final.update((c, k) for c in ids if c in components for k in range(tail[0], min(tail[1], 63) + 1))
             found = _JPEG_MARKER.search(data, end)
             if found is None:
-                return None
+                return None, False
             end = found.start()
             if data[end + 1] == 0xD9:  # the end marker: before any fill bytes (a cut can leave half a stuffed FF00)
                 while data[end - 1] == 0xFF:
                     end -= 1
-                return end
+                return end, not components or len(final) == 64 * len(components)
         pos = end
-    return None
+    return None, False
 
 
 def _jpeg_cut_short(
@@ -577,29 +608,31 @@ def _jpeg_cut_short(
     """True when the JPEG ``im`` (loaded, before EXIF rotation) ran out of scan data before its last pixel.
 
     A JPEG cut short with an end marker after the cut decodes "fine": libjpeg fills the missing rest with flat grey
-    blocks and only warns, which Pillow does not pass on. A scan that ran out reads bytes put just before its end
-    marker as more image data, a complete scan skips them: decode once more with :data:`_JPEG_PROBE` inserted there
-    and compare. For a baseline JPEG that second decode runs only when the last 8x8 block is flat (a missing rest
-    always includes it: about a third of the data set's films, with black corners, pay it); a progressive JPEG is
-    always checked (what it misses is detail, not flat blocks). ``draft``: the (mode, size) ``im`` was drafted with.
+    blocks (or, cut between two scans of a progressive file, leaves it blurred) and only warns, which Pillow does not
+    pass on. So: scans that leave coefficients uncoded mean a cut between scans (:func:`_jpeg_end_of_image`); and a
+    scan that ran out reads bytes put just before its end marker as more image data, where a complete scan skips
+    them: decode once more with :data:`_JPEG_PROBE` inserted there and compare. For a baseline JPEG that second
+    decode runs only when the last 8x8 block is flat (a missing rest always includes it: about a third of the data
+    set's films, with black corners, pay it); a progressive JPEG is always checked, at full scale (what it misses is
+    detail, which a scaled decode may not use). ``draft``: the (mode, size) ``im`` was drafted with.
     """
-    progressive = bool(im.info.get("progressive") or im.info.get("progression"))
-    if not progressive:
+    end, all_coded = _jpeg_end_of_image(data)
+    if end is None:
+        return False
+    if not all_coded:
+        return True
+    if im.info.get("progressive") or im.info.get("progression"):
+        draft = None
+        if im.size != stored_size:
+            im = Image.open(io.BytesIO(data))
+            im.load()
+    else:
         w, h = im.size
         block = max(1, round(8 * w / stored_size[0]))  # an 8x8 block at the decoded scale
         x0, y0 = (w - 1) // block * block, (h - 1) // block * block  # the last block, clipped by the image edge
         corner = np.asarray(im.crop((x0, y0, w, h)).convert("L"))  # (b, b): luma, flat in a grey fill (chroma
         if int(corner.max()) - int(corner.min()) > 2:  # upsampling may blend in the block row above: +-1 after RGB)
             return False
-    end = _jpeg_end_of_image(data)
-    if end is None:
-        return False
-    if progressive:  # a scaled decode may not use the missing coefficients at all: compare full decodes
-        draft = None
-        if im.size != stored_size:
-            ref = Image.open(io.BytesIO(data))
-            ref.load()
-            im = ref
     try:
         probe = Image.open(io.BytesIO(data[:end] + _JPEG_PROBE + data[end:]))
         if draft is not None:
