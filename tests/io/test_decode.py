@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pneumo import config
-from pneumo.checks.scope import rule_codes
+from pneumo.checks.scope import WARNING_CODES, rule_codes
 from pneumo.io import decode
 from pneumo.io.decode import ImageLoadError, LoadedImage, load_image
 from tests.corpus import (
@@ -531,6 +531,18 @@ def test_dicom_coded_values_are_shown_only_as_standard_codes():
     assert (hand.info["body_part"], hand.info["view_position"]) == ("HAND", "unknown")
     assert rule_codes(hand) == ["not_chest"]
     assert load_image(dicom_bytes(g16, bits_stored=12, BodyPartExamined="KNEE RIGHT")).info["body_part"] == "other"
+
+
+def test_multi_frame_dicom_says_which_frame_was_analysed():
+    from pneumo.pipeline import safe_facts
+
+    g16 = base_picture().astype(np.uint16) * 16
+    single = load_image(dicom_bytes(g16, bits_stored=12))
+    multi = load_image(dicom_bytes(np.stack([g16, 4095 - g16, g16]), bits_stored=12))
+    assert np.array_equal(multi.pixels, single.pixels)  # frame 1, not the inverted frame 2
+    assert single.warnings == () and "Frame" not in safe_facts(single.info)
+    assert multi.warnings == ("multi_frame",) and safe_facts(multi.info)["Frame"] == "1 of 3"
+    assert "frame 1" in WARNING_CODES["multi_frame"]
 
 
 def test_decode_warnings_have_sentences_and_do_not_block_the_analysis():
