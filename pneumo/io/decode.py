@@ -607,32 +607,36 @@ def _jpeg_cut_short(
 ) -> bool:
     """True when the JPEG ``im`` (loaded, before EXIF rotation) ran out of scan data before its last pixel.
 
-    A JPEG cut short with an end marker after the cut decodes "fine": libjpeg fills the missing rest with flat grey
-    blocks (or, cut between two scans of a progressive file, leaves it blurred) and only warns, which Pillow does not
-    pass on. So: scans that leave coefficients uncoded mean a cut between scans (:func:`_jpeg_end_of_image`); and a
-    scan that ran out reads bytes put just before its end marker as more image data, where a complete scan skips
-    them: decode once more with :data:`_JPEG_PROBE` inserted there and compare. For a baseline JPEG that second
-    decode runs only when the last 8x8 block is flat (a missing rest always includes it: about a third of the data
-    set's films, with black corners, pay it); a progressive JPEG is always checked, at full scale (what it misses is
-    detail, which a scaled decode may not use). ``draft``: the (mode, size) ``im`` was drafted with.
+    A JPEG cut short with an end marker after the cut decodes "fine": libjpeg gives every block after the one where
+    the data ran out all-zero coefficients, flat grey 128 (or, cut between two scans of a progressive file, leaves it
+    blurred), and only warns, which Pillow does not pass on. A scan that ran out reads bytes put just before its end
+    marker as more image data, where a complete scan skips them: decode once more with :data:`_JPEG_PROBE` inserted
+    there and compare (before that, scans that leave coefficients uncoded mean a cut between scans, see
+    :func:`_jpeg_end_of_image`). For a sequential JPEG all this runs only when the last 8x8 block is flat grey 128
+    (none of the 24 full-size sample films; a cut inside the last one or two blocks can slip through); a progressive
+    JPEG is always checked, at full scale (what it misses is detail, which a scaled decode may not use). ``draft``:
+    the (mode, size) ``im`` was drafted with.
     """
-    end, all_coded = _jpeg_end_of_image(data)
-    if end is None:
-        return False
-    if not all_coded:
-        return True
-    if im.info.get("progressive") or im.info.get("progression"):
-        draft = None
-        if im.size != stored_size:
-            im = Image.open(io.BytesIO(data))
-            im.load()
-    else:
+    progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+    if not progressive:
         w, h = im.size
         block = max(1, round(8 * w / stored_size[0]))  # an 8x8 block at the decoded scale
         x0, y0 = (w - 1) // block * block, (h - 1) // block * block  # the last block, clipped by the image edge
         corner = np.asarray(im.crop((x0, y0, w, h)).convert("L"))  # (b, b): luma, flat in a grey fill (chroma
         if int(corner.max()) - int(corner.min()) > 2:  # upsampling may blend in the block row above: +-1 after RGB)
             return False
+        if im.mode in ("L", "RGB") and abs(int(corner[-1, -1]) - 128) > 1:  # libjpeg fills with all-zero blocks:
+            return False  # mid-grey 128 (a real border is black or white, a picture not flat to the pixel)
+    end, all_coded = _jpeg_end_of_image(data)
+    if end is None:
+        return False
+    if not all_coded:
+        return True
+    if progressive:
+        draft = None
+        if im.size != stored_size:
+            im = Image.open(io.BytesIO(data))
+            im.load()
     try:
         probe = Image.open(io.BytesIO(data[:end] + _JPEG_PROBE + data[end:]))
         if draft is not None:

@@ -373,13 +373,13 @@ def test_colour_dicom_reports_its_colourfulness():
 
 
 # ------------------------------------------------------------------------------------------- files cut short
-def _picture(width: int = 480, height: int = 400, black_bottom: int = 0) -> np.ndarray:
-    """uint8 (H, W) test picture with texture everywhere (so a grey fill shows), optionally a black bottom band."""
+def _picture(width: int = 480, height: int = 400, flat_bottom: int = 0, value: int = 0) -> np.ndarray:
+    """uint8 (H, W) test picture with texture everywhere (so a grey fill shows), optionally a flat bottom band."""
     y, x = np.mgrid[:height, :width]
     rng = np.random.default_rng(3)
     arr = (np.sin(x / 9.0) + np.cos(y / 13.0)) * 60 + 128 + rng.normal(0, 12, (height, width))  # (H, W)
-    if black_bottom:
-        arr[-black_bottom:] = 0
+    if flat_bottom:
+        arr[-flat_bottom:] = value
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
@@ -415,16 +415,24 @@ def test_jpeg_cut_short_is_refused_at_every_decode_scale(kind):
                     load_image(cut, **kw)
 
 
+@pytest.mark.parametrize("value", [0, 128])
 @pytest.mark.parametrize("kind", ["gray", "rgb420", "progressive", "restarts", "odd_size"])
-def test_complete_jpeg_with_flat_last_block_decodes_as_before(kind):
-    """A black band at the bottom makes the last block flat, as a grey fill would: the probe decode must run and
-    find the file complete; the pixels are exactly Pillow's."""
-    data = _jpeg_variants(_picture(black_bottom=40))[kind]
+def test_complete_jpeg_with_flat_last_block_decodes_as_before(kind, value, monkeypatch):
+    """A flat band at the bottom: black as film borders are, or mid-grey as libjpeg's fill is (then the probe decode
+    runs and must find the file complete); the pixels are exactly Pillow's."""
+    data = _jpeg_variants(_picture(flat_bottom=40, value=value))[kind]
     stored = Image.open(io.BytesIO(data))
     expected = np.asarray(stored.convert("L"))
     corner = expected[-8:, -8:]
-    assert int(corner.max()) - int(corner.min()) <= 2, "control: the last block is flat, so the probe runs"
+    assert int(corner.max()) - int(corner.min()) <= 2, "control: the last block is flat"
+    assert (abs(int(corner[-1, -1]) - 128) <= 1) == (value == 128), "control: mid-grey exactly when asked"
+    probes = []
+    real_open = Image.open
+    monkeypatch.setattr(
+        decode.Image, "open", lambda fp, *a: probes.append(decode._JPEG_PROBE in fp.getvalue()) or real_open(fp, *a)
+    )
     assert np.array_equal(load_image(data).pixels, expected)
+    assert any(probes) == (value == 128 or kind == "progressive"), "the probe runs exactly when needed"
     assert np.array_equal(load_image(data + b"trailing bytes after the end").pixels, expected)
     assert load_image(data, max_side=100).size[0] == 100
 
