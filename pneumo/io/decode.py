@@ -366,21 +366,12 @@ def _bit_checks(arr: np.ndarray, ds: Any, raw: bool) -> tuple[np.ndarray, list[s
     step = max(1, int(np.sqrt(arr.size / 250_000)))  # the sign is judged on a strided sample of ~250k pixels
     sample = arr[::step, ::step].astype(np.int64)  # (h, w)
     modulus, half = 1 << stored, 1 << (stored - 1)
-    if signed:
-        as_read, other, other_range = (
-            (-half, half - 1),
-            np.where(sample < 0, sample + modulus, sample),
-            (0, modulus - 1),
-        )
-    else:
-        as_read, other, other_range = (
-            (0, modulus - 1),
-            np.where(sample >= half, sample - modulus, sample),
-            (-half, half - 1),
-        )
+    as_read = (-half, half - 1) if signed else (0, modulus - 1)
     inside = as_read[0] <= int(sample.min()) and int(sample.max()) <= as_read[1]
-    if inside and _wraps(sample, *as_read) and not _wraps(other, *other_range):
-        codes.append("dicom_sign_inconsistent")
+    if inside and _wraps(sample, *as_read):
+        other = (sample % modulus) if signed else np.where(sample >= half, sample - modulus, sample)  # other sign
+        if not _wraps(other, *((0, modulus - 1) if signed else (-half, half - 1))):
+            codes.append("dicom_sign_inconsistent")
     return arr, codes
 
 

@@ -509,11 +509,16 @@ def test_signed_values_under_an_unsigned_header_and_the_reverse_are_reported():
     assert load_image(dicom_bytes(full, bits_stored=12)).warnings == ()
 
 
-def test_values_beyond_bits_stored_are_reported_and_kept():
+def test_highbit_and_bits_beyond_bits_stored_are_read_as_the_standard_says_and_reported():
     g = base_picture()
-    img = load_image(dicom_bytes(g.astype(np.uint16) * 256, bits_stored=16, BitsStored=12))  # values up to 65280
-    assert img.warnings == ("dicom_bits_inconsistent",)
-    assert np.array_equal(img.pixels, g)
+    high = g.astype(np.uint16) * 256  # 12 stored bits ending at bit 15 (HighBit 15): the values are high >> 4
+    img = load_image(dicom_bytes(high, bits_stored=16, BitsStored=12))
+    assert img.warnings == ("dicom_bits_inconsistent",) and np.array_equal(img.pixels, g)
+    # HighBit 11 says the stored bits are 0-11: the bits above are not pixel data (PS3.5 8.1.1) and are masked off
+    overlay = g.astype(np.uint16) * 16 | np.uint16(0xF000)  # the top 4 bits set, as old files put overlays there
+    img = load_image(dicom_bytes(overlay, bits_stored=16, BitsStored=12, HighBit=11))
+    assert img.warnings == ("dicom_bits_inconsistent",) and np.array_equal(img.pixels, g)
+    assert load_image(dicom_bytes(g.astype(np.uint16) * 16, bits_stored=12)).warnings == ()  # control
 
 
 def test_dicom_coded_values_are_shown_only_as_standard_codes():
