@@ -391,8 +391,14 @@ def _body_part(value: str) -> str:
     return code
 
 
-def _dicom_jpeg_cut_short(ds: Any, frames: int) -> bool:
-    """Whether the first frame of a JPEG-compressed DICOM stops early (decoded grey by libjpeg; see _jpeg_cut_short)."""
+def _dicom_jpeg_cut_short(ds: Any, frames: int, arr: np.ndarray) -> bool:
+    """Whether the first frame of a JPEG-compressed DICOM, decoded by pydicom to ``arr`` (H, W[, 3]), stops early
+    (filled grey by libjpeg; see _jpeg_cut_short). Pillow decodes the frame again only when its last block is flat
+    mid-grey, as libjpeg's fill is."""
+    h, w = arr.shape[:2]
+    corner = arr[(h - 1) // 8 * 8 :, (w - 1) // 8 * 8 :]  # (b, b[, 3]) the last 8x8 block
+    if arr.dtype != np.uint8 or int(corner.max()) - int(corner.min()) > 2 or abs(int(corner.flat[-1]) - 128) > 1:
+        return False
     try:
         frame = next(generate_frames(ds.PixelData, number_of_frames=frames))
         im = Image.open(io.BytesIO(frame))
@@ -454,7 +460,7 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt or inconsistent pixel data
         what = f"compressed ({ts.name}) " if ts.is_compressed else ""
         raise ImageLoadError(f"This DICOM's {what}pixel data is damaged or does not match its header.") from exc
-    if ts in (JPEGBaseline8Bit, JPEGExtended12Bit) and _dicom_jpeg_cut_short(ds, frames):
+    if ts in (JPEGBaseline8Bit, JPEGExtended12Bit) and _dicom_jpeg_cut_short(ds, frames, arr):
         raise ImageLoadError("This DICOM's compressed (JPEG) image is truncated: its image data stops early.")
     photometric = photometric.upper().strip()
     if arr.ndim == 3 and arr.shape[-1] == 1:
