@@ -691,7 +691,9 @@ def _load_pil(
     except OSError as exc:
         msg = str(exc).lower()
         if "truncat" in msg or "premature" in msg or "end of file" in msg or "not enough" in msg:
-            raise ImageLoadError(f"The {fmt} file is truncated (incomplete download?).") from exc
+            raise ImageLoadError(
+                f"The {fmt} file is truncated: its image data stops early (incomplete download?)."
+            ) from exc
         raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
     except Exception as exc:  # noqa: BLE001 - e.g. SyntaxError for a broken PNG chunk, ValueError for bad EXIF
         raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
