@@ -133,7 +133,7 @@ def operating_point_panel(threshold: float) -> None:
         st.caption(
             f"Validation split, optimistic (drawn from the training pool; {val.get('n', '?')} images) at "
             f"{pr.format_threshold(op.threshold)}: sensitivity {pr.format_interval(op.sensitivity, op.sensitivity_ci)}"
-            f", specificity {pr.format_interval(op.specificity, op.specificity_ci)}."
+            f", specificity {pr.format_interval(op.specificity, op.specificity_ci)}. {pr.VALIDATION_CAVEAT}"
         )
     else:
         st.caption("The model's metadata has no validation operating point for this threshold.")
@@ -225,7 +225,7 @@ def result_panel(res, threshold: float) -> None:
 
 
 def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = True) -> None:
-    """Reports and the full-resolution overlay, made on request for the current settings.
+    """Reports and the overlay at the analysed resolution, made on request for the current settings.
 
     A click on 'Create the report' is a normal rerun that carries the current slider values, so the files always
     match what is on screen; the downloads are plain bytes (no deferred callables, which a rerun revokes).
@@ -233,18 +233,27 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
     from pneumo.explain.draw import result_overlay
     from pneumo.present.report import build_report
 
-    key = (res.digest, round(threshold, 4), cls, round(alpha, 3), outline)
+    with st.container(horizontal=True):
+        reference = st.text_input(
+            "Image reference on the report (optional)", max_chars=config.REPORT_REFERENCE_CHARS, key="report_ref",
+            help="Printed on the report instead of the file name, e.g. a study number you choose. File names often "
+            "hold a patient's name or record number, so the report leaves the file name off unless you ask for it.",
+        )  # fmt: skip
+        show_name = st.checkbox("Print the file name on the report", value=False, key="report_name")
+    key = (res.digest, round(threshold, 4), cls, round(alpha, 3), outline, reference, show_name)
     bundle = st.session_state.get("_bundle")
-    if st.button("Create the report (PDF, PNG) and the full-resolution overlay", icon=":material/description:",
+    if st.button("Create the report (PDF, PNG) and the overlay image", icon=":material/description:",
                  key="make_report"):  # fmt: skip
         with st.spinner("Creating the report…"):
             when = datetime.now(UTC)
-            args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION, "outline": outline}
+            args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION, "outline": outline,
+                    "reference": reference, "show_name": show_name}  # fmt: skip
             bundle = {
                 "key": key,
                 "pdf": build_report(res, threshold, meta, fmt="pdf", **args),
                 "png": build_report(res, threshold, meta, fmt="png", **args),
-                "overlay": png_bytes(result_overlay(res, meta, cls, alpha, outline)),
+                "overlay": png_bytes(overlay := result_overlay(res, meta, cls, alpha, outline)),
+                "overlay_size": f"{overlay.shape[1]} × {overlay.shape[0]}",  # what it is, not "full resolution"
             }
             st.session_state["_bundle"] = bundle
             release_memory()
@@ -257,7 +266,8 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
                            on_click="ignore", icon=":material/picture_as_pdf:", key="dl_pdf")  # fmt: skip
         st.download_button("Report (PNG, 200 dpi)", bundle["png"], f"{stem}_pneumo_report.png", "image/png",
                            on_click="ignore", icon=":material/image:", key="dl_png")  # fmt: skip
-        st.download_button("Overlay, full resolution", bundle["overlay"], f"{stem}_gradcam.png", "image/png",
+        st.download_button(f"Overlay ({bundle['overlay_size']} px, as analysed)", bundle["overlay"],
+                           f"{stem}_gradcam.png", "image/png",
                            on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
 
 
@@ -272,7 +282,9 @@ def show_detail(res, threshold: float) -> None:
         st.error(f"{pr.literal(res.name)} could not be read: {pr.literal(res.error)}", icon=":material/error:")
         return
     if pr.is_out_of_scope(res):
-        why = res.scope_text or " ".join(pr.warning_sentences(res.warnings))
+        # the most specific reason and at most one remark, not every code the checks raised
+        why = " ".join(["This image is outside the intended use (frontal chest X-rays of children aged 1 to 5).",
+                        *pr.refusal_sentences(res.warnings)])  # fmt: skip
         st.error(f"{why} On such images the model's output means nothing.", icon=":material/block:")
         if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
             st.image(display_png(res.digest, res), caption=res.name, width=420)

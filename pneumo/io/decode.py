@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import re
+import stat
 import struct
 import warnings
 import zlib
@@ -722,17 +723,49 @@ def _load_pil(
     return np.ascontiguousarray(pixels), info, colourfulness
 
 
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (from its st_mode)."""
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def not_regular(mode: int) -> str | None:
+    """None for a regular file; else why it is not read, in words ('a named pipe (FIFO)', 'a character device', ...).
+
+    Devices, FIFOs and sockets report a size of 0 and never end (/dev/zero) or block a reader forever (a FIFO with
+    no writer): only regular files are ever opened for reading."""
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
 def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview, name: str) -> tuple[bytes, str]:
-    """The file's bytes and name; refuses missing, unreadable and oversized files before reading them."""
+    """The file's bytes and name; refuses missing, unreadable, non-regular and oversized files before reading them.
+
+    The path is opened without blocking (a FIFO swapped in after the check cannot hang the reader), checked again on
+    the open descriptor, and read up to one byte past the size limit: a size that lies cannot make the read unbounded.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), name
     path = Path(source)
     name = name or path.name
     try:
-        size = path.stat().st_size
-        if size > config.MAX_FILE_BYTES:
-            raise ImageLoadError(f"The file is too large ({size / 2**20:.0f} MB).")
-        return path.read_bytes(), name
+        what = not_regular(os.stat(path).st_mode)
+        if what == "a folder":
+            raise ImageLoadError("This is a folder, not an image file.")
+        if what is not None:
+            raise ImageLoadError(f"Not an image file: this is {what}; only regular files are read.")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            what = not_regular(st.st_mode)
+            if what is not None:  # replaced between the two looks
+                raise ImageLoadError(f"Not an image file: this is {what}; only regular files are read.")
+            if st.st_size > config.MAX_FILE_BYTES:
+                raise ImageLoadError(f"The file is too large ({st.st_size / 2**20:.0f} MB).")
+            return f.read(config.MAX_FILE_BYTES + 1), name  # a larger file is refused by the caller
     except IsADirectoryError as exc:
         raise ImageLoadError("This is a folder, not an image file.") from exc
     except FileNotFoundError as exc:

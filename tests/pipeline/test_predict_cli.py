@@ -68,9 +68,10 @@ def test_json_format_and_heatmaps(capsys, tiny_model_path, image_dir, tmp_path):
     code, out = _run(capsys, "--model", str(tiny_model_path), "--format", "json", "--heatmaps", str(hm), str(image_dir))
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == 3 and set(rows[0]) == {"path", "probability", "label", "error", "warnings"}
+    assert len(rows) == 3 and set(rows[0]) == {"path", "probability", "label", "error", "warnings", "heatmap"}
     pngs = sorted(hm.glob("*.png"))
     assert len(pngs) == 3  # one per image, the two a.png do not overwrite each other
+    assert sorted(Path(r["heatmap"]) for r in rows) == pngs  # each row names its overlay
     overlay = np.asarray(Image.open(pngs[0]))
     assert overlay.ndim == 3 and overlay.shape[2] == 3
     assert overlay.shape[:2] == synthetic_xray().shape  # at the original resolution
@@ -90,6 +91,10 @@ def test_usage_errors(tmp_path, tiny_model_path):
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "missing.keras"), str(tmp_path)])
+    for bad in (["--batch-size", "0"], ["--workers", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--model", str(tiny_model_path), *bad, str(tmp_path)])
+        assert e.value.code == 2
 
 
 @pytest.mark.slow
