@@ -76,6 +76,33 @@ PLAUSIBLE_MIN_SIDE = 200
 MAX_COLOURFULNESS = 12.0
 # DICOM modalities that are projection radiographs; anything else (CT, MR, US, ...) is not analysed.
 XRAY_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "RF", "PX", "OT"})
+# DICOM values reach the page, report and CSV only as one of these codes, anything else as "other" (a free-text tag can
+# hold a name or markdown). Modality: the defined terms of PS3.3 C.7.3.1.1.1 (current and retired), plus the common
+# non-standard "DR" for digital radiography, which the scope rule above treats as X-ray.
+DICOM_MODALITIES = frozenset(
+    "AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DG DMS DOC DX ECG EEG EMG EOG EPS ES FID GM HC HD IO IOL IVOCT IVUS "
+    "KER KO LEN LS M3D MG MR NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PA PLAN POS PR PT PX REG RESP RF RG "
+    "RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA "
+    "XA XAPROTOCOL XC AS CD CF CP CS DD DF DM DR DS EC FA FS LP MA MS OPR ST VF".split()
+)
+# DICOM ViewPosition codes shown: the defined terms of the CR and DX modules (PS3.3 C.8.1.1, C.8.11.5), plus the
+# vendor terms that NON_FRONTAL_VIEWS (below) relies on; anything else is "other".
+DICOM_VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LAT", "LATERAL", "LO", "OBL"})
+# DICOM BodyPartExamined codes shown: the radiographed regions among the defined terms of PS3.16 Annex L. A value
+# outside it that names the chest (CHEST_BODY_PARTS, e.g. "PORT CHEST") is shown as CHEST, anything else as "other",
+# so the scope rule on the body part decides exactly as on the raw value.
+DICOM_BODY_PARTS = frozenset(
+    "ABDOMEN ABDOMENPELVIS ACJOINT ANKLE ARM AXILLA BACK BREAST CALCANEUS CHEST CHESTABDOMEN CHESTABDPELVIS CLAVICLE "
+    "COCCYX CSPINE CTSPINE ELBOW EXTREMITY FACE FEMUR FINGER FOOT FOREARM HAND HEAD HEADNECK HEART HIP HUMERUS JAW "
+    "KNEE LEG LOWERLEG LSPINE LSSPINE LUNG MANDIBLE MAXILLA MEDIASTINUM NECK NECKCHEST NECKCHESTABDOMEN "
+    "NECKCHESTABDPELV PATELLA PELVIS RADIUS RIB SACRUM SCAPULA SHOULDER SKULL SPINE STERNUM THIGH THUMB TIBIA TOE "
+    "TLSPINE TSPINE ULNA UPPERARM WHOLEBODY WRIST ZYGOMA".split()
+)
+# DICOM PhotometricInterpretation codes shown: the defined terms of PS3.3 C.7.6.3.1.2 (CMYK, ARGB, HSV retired).
+DICOM_PHOTOMETRICS = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+     "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB", "CMYK", "ARGB", "HSV"}
+)  # fmt: skip
 
 # File endings the CLI picks up when it is given a folder.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
