@@ -378,3 +378,24 @@ def test_a_faint_map_is_said_in_words(analysed):
     assert faint_note(faint, {"threshold": 0.5}, 1) == ""  # no absolute scale: every map is stretched, never faint
     text = " ".join(" ".join(report_lines(faint, 0.5, meta, 1, datetime(2026, 1, 2, tzinfo=UTC))).split())
     assert note in text
+
+
+HOSTILE_NAMES = ["$$.png", "price_$x_$y.png", r"\frac{a}{b}.png", "**bold**.png", "<b>x</b>.png", "a--b__c.png"]
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="no poppler-utils")
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_report_draws_a_hostile_name_as_plain_text(analysed, tiny_model, tmp_path, name):
+    """'$' is not mathtext in the PNG (matplotlib), and '**' or '<b>' is not markup in the PDF (fpdf2): both reports
+    build, and the PDF's text layer holds the name exactly as it was."""
+    from pneumo.present.report import build_report
+
+    res = dataclasses.replace(analysed, name=name, facts={**analysed.facts, "View position": "$AP$ **x**"})
+    png = build_report(res, 0.5, tiny_model.metadata, fmt="png")
+    im = Image.open(io.BytesIO(png))
+    assert im.format == "PNG" and im.info.get("Title") == f"pneumo report: {name}"
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(build_report(res, 0.5, tiny_model.metadata, fmt="pdf"))
+    out = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert f"File: {name}" in out
+    assert "View position $AP$ **x**" in " ".join(out.split())
