@@ -45,6 +45,13 @@ def literal(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def download_stem(name: str) -> str:
+    """A download's file-name stem from an uploaded file's name: letters of any script, digits, '-', '_' and '.' only
+    (no folder, no control, bidi or markup characters), at most 80 characters; 'image' when nothing is left."""
+    stem = str(name).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._")[:80] or "image"
+
+
 def format_probability(probability: float) -> str:
     """A probability as a percentage with one decimal; never '100.0 %' or '0.0 %', which a model cannot know.
 

@@ -319,7 +319,7 @@ async def _live_session(url: str, dicom: tuple[str, bytes], png: tuple[str, byte
         out["html_dicom"] = await page.content()
         out["text_dicom"] = await page.inner_text("body")
         await page.get_by_role("button", name="Create the report").click()
-        for label in ("Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"):
+        for label in ("Report (PDF)", "Report (PNG, 200 dpi)", "Overlay (PNG)"):
             async with page.expect_download(timeout=TIMEOUT_MS) as info:
                 await page.get_by_test_id("stDownloadButton").filter(has_text=label).click()
             download = await info.value
