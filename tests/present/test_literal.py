@@ -25,3 +25,15 @@ def test_markdown_renders_the_escaped_text_as_it_was():
     html = MarkdownIt().render(literal("**x** [a](b) `c` <i>"))
     assert "<strong>" not in html and "<a " not in html and "<code>" not in html and "<i>" not in html
     assert "**x** [a](b) `c` &lt;i&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [("chest.png", "chest"), ("![b](http://127.0.0.1:9/x.png)", "x"), ("$$.png", "image"), ("..\\..\\evil.dcm", "evil"),
+     ("Röntgen Bild.jpeg", "Röntgen_Bild"), ("scan\u202egnp.exe", "scan_gnp"), ("a\nb\x1b[31m.png", "a_b_31m"),
+     ("=cmd|' /C calc'!A0.png", "C_calc_A0"), ("x" * 200 + ".png", "x" * 80)],
+)  # fmt: skip
+def test_download_names_keep_only_plain_characters(name, stem):
+    from pneumo.present.text import download_stem
+
+    assert download_stem(name) == stem
