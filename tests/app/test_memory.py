@@ -192,3 +192,17 @@ def test_forty_huge_pngs_in_one_upload_keep_the_server_bounded_and_it_settles(ap
     assert info["idle_kb"] and peak_kb > info["idle_kb"], "control: the server's memory was read (/proc)"
     assert peak_kb / 1024 < MAX_PEAK_MB, report
     assert (settled_kb - info["idle_kb"]) / 1024 < SETTLED_ABOVE_IDLE_MB, report
+
+
+def test_the_janitor_drops_expired_analyses_and_pngs(monkeypatch):
+    import app_pages.common as common
+
+    now = [0.0]
+    for cache in (common.ANALYSES, common.PNGS):
+        monkeypatch.setattr(cache, "_clock", lambda: now[0])
+        cache.put(("janitor-test",), b"x", 1)
+    common.janitor_pass()
+    assert all(("janitor-test",) in c for c in (common.ANALYSES, common.PNGS))  # still fresh: kept
+    now[0] = config.APP_CACHE_TTL_S + 1.0
+    common.janitor_pass()
+    assert not any(("janitor-test",) in c for c in (common.ANALYSES, common.PNGS))  # expired: dropped
