@@ -143,7 +143,7 @@ def operating_point_panel(threshold: float) -> None:
         st.caption(
             f"Validation split, optimistic (drawn from the training pool; {val.get('n', '?')} images) at "
             f"{pr.format_threshold(op.threshold)}: sensitivity {pr.format_interval(op.sensitivity, op.sensitivity_ci)}"
-            f", specificity {pr.format_interval(op.specificity, op.specificity_ci)}."
+            f", specificity {pr.format_interval(op.specificity, op.specificity_ci)}. {pr.VALIDATION_CAVEAT}"
         )
     else:
         st.caption("The model's metadata has no validation operating point for this threshold.")

@@ -109,6 +109,9 @@ DECODE_WORKERS = 4
 # A heatmap whose peak stays below this on the absolute scale looks faint (a borderline label's map often does): the
 # app and report say so in words. On the 24 full-resolution samples it flags the borderline person622 (peak 0.41).
 FAINT_HEAT = 0.5
+# An ECE at or below this on new patients is reported as calibrated (scores within ~5 points of observed frequencies
+# on average); above it the app and report say "poorly calibrated".
+CALIBRATED_ECE = 0.05
 # Lung outline colour (RGB) on overlays: magenta occurs neither in the jet colormap nor in a grayscale radiograph.
 OUTLINE_COLOUR: tuple[int, int, int] = (255, 0, 255)
 # Outline thickness is max(1, long side / this): 1 px at the display size of 1200, thicker on full-size downloads.

@@ -29,6 +29,7 @@ from pneumo.present import evaluation as ev
 from pneumo.present.text import (
     COLOURS,
     DISCLAIMER,
+    VALIDATION_CAVEAT,
     format_interval,
     format_probability,
     format_threshold,
@@ -129,7 +130,7 @@ def report_content(
             f"{val.get('n', '?')} images, {op.n_pneumonia} pneumonia, {op.n_normal} normal) "
             f"at threshold {format_threshold(op.threshold)}: "
             f"sensitivity {format_interval(op.sensitivity, op.sensitivity_ci)}, "
-            f"specificity {format_interval(op.specificity, op.specificity_ci)}."
+            f"specificity {format_interval(op.specificity, op.specificity_ci)}. {VALIDATION_CAVEAT}"
         )
     scope = ""
     if is_out_of_scope(result):

@@ -185,8 +185,23 @@ def probability_meaning(
         "of having pneumonia, which depends on who is X-rayed and why."
     )
     if ece is not None:
-        text += f" On new patients it is poorly calibrated (ECE {ece:.3f}{', ' + ece_set if ece_set else ''})."
+        where_measured = f"ECE {ece:.3f}{', ' + ece_set if ece_set else ''}"
+        if ece <= config.CALIBRATED_ECE:
+            text += (
+                f" On new patients of the training hospital its scores were on average within {ece:.1%} of the "
+                f"observed frequencies ({where_measured}); elsewhere that is not known."
+            )
+        else:
+            text += f" On new patients it is poorly calibrated ({where_measured})."
     return text
+
+
+# The validation split chose the threshold (sensitivity floor) and the epochs: its figures at that threshold partly
+# measure the choice itself. Quoted wherever the validation operating point is shown.
+VALIDATION_CAVEAT = (
+    "This split also chose the threshold (the highest keeping its sensitivity at or above 95%) and the best epochs, "
+    "so its sensitivity at the model's threshold is a target that was met, not a measurement."
+)
 
 
 # ---- intervals and operating points -------------------------------------------------------------------------------

@@ -203,6 +203,7 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, pipeline_p
     text = all_text(app)
     # fixture: sens = 1 - t, spec = t on 2 + 2 validation images: counts and Wilson intervals are shown
     assert "Validation split, optimistic" in text and "sensitivity 99.0% (95% CI" in text
+    assert "a target that was met, not a measurement" in text  # the split that chose the threshold says so
     assert "specificity 1.0% (95% CI" in text
     assert "not yet been independently evaluated" in text  # the tiny model has no shipped evaluation
     assert any(b.label.startswith("Reset to the model's threshold") for b in app.button)
@@ -392,8 +393,9 @@ def test_model_card_labels_test_metrics_and_shows_training_plot(tmp_path, tiny_m
 
 
 def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monkeypatch):
-    """The committed model's shipped evaluation (matched by hash) with n, AUC and intervals, ECE; or, before the
-    maintainers have scored it, 'not yet independently evaluated' and the replaced model's figures, labelled so."""
+    """The committed model's shipped evaluation (matched by hash): the official-test AUC, sensitivity and specificity
+    with n, intervals and the share the gate refused; the adult sets with their refused share and, labelled outside
+    the intended use, the figures with every image forced through."""
     from pneumo import config
     from pneumo.present import evaluation as ev
 
@@ -406,17 +408,21 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     training = json.loads(config.DEFAULT_MODEL_PATH.with_suffix(".json").read_text())["training"]
     members = training["settings"].get("members", 1)
     assert members == 3 and "ensemble of 3 such networks" in text  # the card says what the app runs
-    # the shipped evaluation of an evaluated model is checked below on a model given one; this is the committed state
-    assert ev.load_evaluation(config.DEFAULT_MODEL_PATH) is None, (
-        "the committed model has an evaluation now: "
-        "check its figures here (see test_model_card_and_analyze_page_show_a_shipped_evaluation)"
-    )
-    assert "not yet been independently evaluated" in text
-    meta = json.loads(config.DEFAULT_MODEL_PATH.with_suffix(".json").read_text())
-    previous = ev.load_previous(meta)
-    assert previous is not None, "the committed model names the model it replaced"
-    assert "AUC 0.979 (95% CI 0.968–0.988)" in text and "These are not this model's figures" in text
-    assert "no better than chance" in text  # the adult result, in plain words, in the limitations
+    evaluation = ev.load_evaluation(config.DEFAULT_MODEL_PATH)
+    assert evaluation is not None, "the committed model's evaluation is shipped in models/evaluations/"
+    test = evaluation["sets"]["official_test"]
+    assert "not yet been independently evaluated" not in text
+    assert metric(at, "Test AUC") == f"{test['auc']:.3f}"
+    refused = f"refused {test['n_out_of_scope']} of the set's {test['n_total']} images"
+    assert f"On new patients (official test split, {test['n']} images" in text and refused in text
+    rows = frame_with(at, "set")
+    official = rows[rows["set"] == "New patients (official test split)"].iloc[0]
+    assert official["refused by the gate"].startswith(f"{test['n_out_of_scope']} of {test['n_total']}")
+    forced = rows[rows["set"].str.endswith("every image forced through")]
+    assert len(forced) == 2 and set(forced["intended use"]) == {"no: outside"}  # the two adult sets, labelled
+    nih = evaluation["sets"]["external_nih"]
+    assert f"refused {nih['n_out_of_scope']} of {nih['n_total']}" in text and "no better than chance" in text
+    assert "These are not this model's figures" not in text  # the replaced model's figures are not needed now
 
 
 def test_model_card_and_analyze_page_show_a_shipped_evaluation(tmp_path, tiny_model_path, pipeline_p, monkeypatch):

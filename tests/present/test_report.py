@@ -155,6 +155,9 @@ def test_probability_meaning_says_what_it_is_not():
     text = pr.probability_meaning(meta, ece=0.137, ece_set="official test split")
     assert "74% of images show pneumonia" in text and "**not** this child's chance" in text and "ECE 0.137" in text
     assert "74%" not in pr.probability_meaning({})
+    assert "poorly calibrated (ECE 0.137" in text  # a large error is called so
+    good = pr.probability_meaning(meta, ece=0.028, ece_set="official test split")
+    assert "poorly" not in good and "within 2.8% of the observed frequencies (ECE 0.028" in good
 
 
 def test_wilson_interval_and_operating_point_counts(tiny_model):
@@ -201,6 +204,8 @@ def test_samples_are_listed_with_their_split():
     assert len(samples) == 4 and all(s.path.is_file() for s in samples)
     seen = [s for s in samples if s.split == "training"]
     assert len(seen) == 1 and "seen in training" in seen[0].title
+    # the others were never trained on, but their split chose the threshold: never called "held out"
+    assert all("validation split" in s.title and "held out" not in s.title for s in samples if s.split == "validation")
     assert list_samples(config.ROOT_DIR / "no_such_folder") == []
 
 
@@ -276,12 +281,14 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
 
     from pneumo.present.report import report_lines
 
-    evaluation = json.loads(next((config.MODELS_DIR / "evaluations").rglob("*.json")).read_text())  # a real one
+    # a real one: the replaced model's, whose official-test figures cover all 624 images (its time had no gate)
+    evaluation = json.loads(next((config.MODELS_DIR / "evaluations" / "previous").glob("*.json")).read_text())
     when = datetime(2026, 1, 2, tzinfo=UTC)
     text = "\n".join(report_lines(analysed, 0.5, tiny_model.metadata, 1, when, evaluation))
     assert "On new patients (official test split, 624 images" in text
     assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
     assert "no better than chance" in text and "OUTSIDE INTENDED USE" not in text
+    assert "a target that was met, not a measurement" in text  # the validation sensitivity is not sold as measured
     odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE)
     lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
     assert any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])  # at the top, with the result
