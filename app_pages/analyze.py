@@ -61,7 +61,17 @@ if source == "Upload X-rays":
         key="uploads",
         help="Files are analysed in memory and never stored. DICOM files without a .dcm ending are recognised too.",
     )
-    items = [(f.name, f.getvalue()) for f in files or []]
+    files = list(files or [])
+    items = [(f.name, f.getvalue()) for f in files[: config.APP_MAX_FILES]]
+    if len(files) > config.APP_MAX_FILES:
+        left_out = [f.name for f in files[config.APP_MAX_FILES :]]
+        st.warning(
+            f"This upload holds {len(files)} files; the app analyses at most {config.APP_MAX_FILES} at a time, so "
+            f"only the first {config.APP_MAX_FILES} are analysed below. Not analysed ({len(left_out)}): "
+            + ", ".join(pr.literal(n) for n in left_out)
+            + ". Upload them in another round, or use the command-line tool for whole folders.",
+            icon=":material/rule:",
+        )
     if not items:
         st.info(
             "Upload one or more frontal chest radiographs, or choose **Try a sample image** above.",
@@ -261,20 +271,21 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
     if not bundle or bundle["key"] != key:
         st.caption("The report shows the result at the current threshold, heatmap class and opacity.")
         return
-    stem = res.name.rsplit(".", 1)[0] or "image"
+    stem = pr.download_stem(res.name)  # no markup, path or control characters
     with st.container(horizontal=True):
         st.download_button("Report (PDF)", bundle["pdf"], f"{stem}_pneumo_report.pdf", "application/pdf",
                            on_click="ignore", icon=":material/picture_as_pdf:", key="dl_pdf")  # fmt: skip
         st.download_button("Report (PNG, 200 dpi)", bundle["png"], f"{stem}_pneumo_report.png", "image/png",
                            on_click="ignore", icon=":material/image:", key="dl_png")  # fmt: skip
-        st.download_button(f"Overlay ({bundle['overlay_size']} px, as analysed)", bundle["overlay"],
-                           f"{stem}_gradcam.png", "image/png",
-                           on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
+        st.download_button(f"Overlay ({bundle['overlay_size']} px)", bundle["overlay"], f"{stem}_gradcam.png",
+                           "image/png", on_click="ignore", icon=":material/download:", key="dl_overlay",
+                           help=f"At display size: at most {config.DISPLAY_MAX_SIDE} px on the long side, like the "
+                           "page and the report.")  # fmt: skip
 
 
 def facts(res) -> None:
     """The display-safe image facts (for DICOM: modality, view position, size; never patient fields)."""
-    st.caption(" · ".join(f"{k}: {v}" for k, v in res.facts.items()))
+    st.caption(" · ".join(f"{k}: {pr.literal(v)}" for k, v in res.facts.items()))  # values come from the file
 
 
 def show_detail(res, threshold: float) -> None:
@@ -288,7 +299,7 @@ def show_detail(res, threshold: float) -> None:
                         *pr.refusal_sentences(res.warnings)])  # fmt: skip
         st.error(f"{why} On such images the model's output means nothing.", icon=":material/block:")
         if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
-            st.image(display_png(res.digest, res), caption=res.name, width=420)
+            st.image(display_png(res.digest, res), caption=pr.literal(res.name), width=420)  # captions are markdown
             facts(res)
             return
         st.error("**Outside intended use.** The result below is shown on request only; it means nothing clinically.",
@@ -333,7 +344,7 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
     )
     outline = k2.toggle("Lung outline", value=True, key="outline", disabled=res.lung_mask is None, help=outline_help)
     cls = explained_class(choice, float(res.probability), threshold)
-    h, w = res.pixels.shape
+    h, w = res.pixels.shape  # the app keeps display-size pixels (the file's own size is in the facts)
     enlarged = ", shown enlarged" if max(h, w) < 600 else ""
     faint = faint_note(res, meta, cls)
     with slot.container():
@@ -346,15 +357,15 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
         else:
             st.image(
                 overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta), width="stretch",
-                caption=f"The radiograph as decoded for the analysis ({w} × {h} px{enlarged}); the networks read "
+                caption=f"The radiograph as analysed, at display size ({w} × {h} px{enlarged}); the networks read "
                 "it squashed to 224 px",
             )  # fmt: skip
     return cls, alpha, bool(outline)
 
 
 def _heading(name: str) -> str:
-    """A file's name, marked when the model learnt from that very image."""
-    return f"{name} · seen in training: optimistic result" if name in SEEN_IN_TRAINING else name
+    """A file's name as literal markdown (never interpreted), marked when the model learnt from that very image."""
+    return pr.literal(name) + (" · seen in training: optimistic result" if name in SEEN_IN_TRAINING else "")
 
 
 def _short_note(row: dict) -> str:

@@ -111,8 +111,17 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 MODEL_ENV_VAR = "PNEUMO_MODEL"
 # Largest upload the app accepts (MB); keep in step with .streamlit/config.toml (large-detector DICOMs are ~30-60 MB).
 APP_MAX_UPLOAD_MB = 50
-# Analysed images the app keeps in memory (each holds the full-resolution pixels): bounds memory well under 1 GB.
-APP_CACHE_ENTRIES = 16
+# Bytes of analyses the app keeps for all sessions (a result at display size holds ~1.5-2 MB: ~50 images); with the PNG
+# cache below at most 128 MB stays: measured, 40 7000x7000 PNGs in one upload peak at ~400 MB and settle 119 MB above
+# the 194 MB idle server (README, "Memory under hostile uploads").
+APP_CACHE_BYTES = 96 * 1024 * 1024
+# Bytes of PNGs (radiograph and overlays at display size, ~0.3-3 MB each) kept for re-sending to browsers.
+APP_PNG_CACHE_BYTES = 32 * 1024 * 1024
+# Files analysed from one upload: each is decoded at full size one after another (~1 s per 49-megapixel PNG on 2
+# cores) and its result stays in the session; 24 is every shipped sample at once and keeps a page under ~45 s.
+APP_MAX_FILES = 24
+# Seconds between the app's memory housekeeping passes (expired cache entries dropped, freed heap handed back).
+APP_JANITOR_S = 30
 # Seconds an analysed image stays in the app's memory cache: long enough for a session, short enough to forget uploads.
 APP_CACHE_TTL_S = 3600
 

@@ -235,7 +235,7 @@ def colourbar_png(label: str, dpi: int = 200, width_in: float = _BAR_IN[0]) -> b
     ax.set_yticks([])
     ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=7.5)
     ax.tick_params(length=2, pad=1)
-    fig.text(0.5, 0.02, label, ha="center", va="bottom", fontsize=8)
+    fig.text(0.5, 0.02, label, ha="center", va="bottom", fontsize=8, parse_math=False, usetex=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
@@ -275,7 +275,8 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
             return
         pdf.set_font("DejaVu", style, size)
         pdf.set_text_color(*_hex_rgb(colour))
-        pdf.multi_cell(width, h, text, align="L", new_x="LMARGIN", new_y="NEXT")  # ragged right: no stretched gaps
+        # ragged right (no stretched gaps); markdown=False: '**' or '--' in a file name or DICOM value stays as it is
+        pdf.multi_cell(width, h, text, align="L", new_x="LMARGIN", new_y="NEXT", markdown=False)
         pdf.ln(1.2)
 
     def boxed(text: str, fill: str, edge: str, style: str = "", size: float = 9.5) -> None:
@@ -285,7 +286,8 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
         pdf.set_draw_color(*_hex_rgb(edge))
         pdf.set_font("DejaVu", style, size)
         pdf.set_text_color(*_hex_rgb("#1f2933"))
-        pdf.multi_cell(width, 4.8, text, border=1, fill=True, padding=2, align="L", new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width, 4.8, text, border=1, fill=True, padding=2, align="L", new_x="LMARGIN", new_y="NEXT",
+                       markdown=False)  # fmt: skip
         pdf.ln(2)
 
     pdf.set_font("DejaVu", "B", 15)
@@ -315,7 +317,7 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
         x = 14 + i * (img_w + gap)
         pdf.set_xy(x, y)
-        pdf.cell(img_w, 4, cap)
+        pdf.cell(img_w, 4, cap, markdown=False)
         pdf.image(io.BytesIO(_jpeg(im)), x=x, y=y + 5, w=img_w_fit, h=img_h)
     bar = colourbar_png(content.colourbar_label)
     pdf.image(io.BytesIO(bar), x=14 + img_w + gap, y=y + 6 + img_h, w=img_w_fit)
@@ -358,12 +360,15 @@ def _png_report(
         wrapped = textwrap.fill(s, min(width, fits))
         bbox = {"boxstyle": "round,pad=0.5", "facecolor": box[0], "edgecolor": box[1]} if box else None
         pad = 0.008 if box else 0.0
-        fig.text(0.07, y - pad, wrapped, fontsize=size, weight=weight, color=colour, va="top", style=style, bbox=bbox)
+        # parse_math=False: a '$' in a file name or DICOM value is text, never mathtext
+        fig.text(0.07, y - pad, wrapped, fontsize=size, weight=weight, color=colour, va="top", style=style, bbox=bbox,
+                 parse_math=False, usetex=False)  # fmt: skip
         y -= (size / 72 * 1.32 / _A4_INCHES[1]) * (wrapped.count("\n") + 1) + gap + 2 * pad
 
-    fig.text(0.07, y, "pneumo · chest X-ray analysis", fontsize=15, weight="bold", va="top", color=ink)
+    fig.text(0.07, y, "pneumo · chest X-ray analysis", fontsize=15, weight="bold", va="top", color=ink,
+             parse_math=False)  # fmt: skip
     fig.text(0.93, y, "Research demo - not a diagnosis", fontsize=9, weight="bold", va="top", ha="right",
-             color="#b00020")  # fmt: skip
+             color="#b00020", parse_math=False)  # fmt: skip
     y -= 0.03
     text(content.file_line, 9, colour="#52606d")
     text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
@@ -379,14 +384,14 @@ def _png_report(
     for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
         ax = fig.add_axes((0.07 + i * 0.44, y - 0.018 - img_h, 0.42, img_h))
         ax.imshow(im, interpolation="antialiased")
-        ax.set_title(cap, fontsize=8.5, color="#52606d")
+        ax.set_title(cap, fontsize=8.5, color="#52606d", parse_math=False, usetex=False)
         ax.set_axis_off()
     y -= 0.018 + img_h + 0.012
     cax = fig.add_axes((0.51 + 0.03, y - 0.008, 0.36, 0.008))
     cax.imshow(np.linspace(0, 1, 256)[None, :], aspect="auto", cmap="jet", extent=(0, 1, 0, 1))
     cax.set_yticks([])
     cax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=6.5)
-    cax.set_xlabel(content.colourbar_label, fontsize=6.5)
+    cax.set_xlabel(content.colourbar_label, fontsize=6.5, parse_math=False, usetex=False)
     y -= 0.045
     text(content.heatmap_line, 8.5, colour="#52606d", width=110)
     text(content.meaning, 9.5, style="italic", width=100)

@@ -35,12 +35,25 @@ COLOURS = {"NORMAL": "#1b5e20", "PNEUMONIA": "#b71c1c", "near": "#8a5a00", "neut
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+# GFM turns bare URLs and e-mail addresses into links after escapes are resolved ("http\://x" still links): a word
+# joiner (U+2060, invisible, no line break) inside "http", "www", "ftp", "mailto", "xmpp" and after "@" stops that.
+_AUTOLINK = re.compile(r"(?i)(?<=h)(?=ttp)|(?<=w)(?=ww)|(?<=f)(?=tp)|(?<=m)(?=ailto)|(?<=x)(?=mpp)|(?<=@)")
+WORD_JOINER = "\u2060"
 
 
 def literal(text: str) -> str:
     """``text`` (a file name, a DICOM value, a loader's message) made safe to place inside Streamlit markdown: every
-    markdown, HTML, LaTeX and emoji-shortcode character backslash-escaped, line breaks turned into spaces."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    markdown, HTML, LaTeX and emoji-shortcode character backslash-escaped, line breaks turned into spaces, and an
+    invisible word joiner (:data:`WORD_JOINER`) where GFM would otherwise turn a bare URL or e-mail into a link."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _AUTOLINK.sub(WORD_JOINER, escaped)
+
+
+def download_stem(name: str) -> str:
+    """A download's file-name stem from an uploaded file's name: letters of any script, digits, '-', '_' and '.' only
+    (no folder, no control, bidi or markup characters), at most 80 characters; 'image' when nothing is left."""
+    stem = str(name).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._")[:80] or "image"
 
 
 # C0 and C1 control characters and DEL, Unicode line/paragraph separators, bidirectional overrides and isolates (they

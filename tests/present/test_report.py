@@ -457,3 +457,24 @@ def test_a_refusal_leads_with_its_most_specific_reason_and_one_remark():
     assert pr.refusal_sentences(["low_resolution", "adult"]) == [words["adult"], words["low_resolution"]]
     assert pr.refusal_sentences(["adult"]) == [words["adult"]]
     assert pr.refusal_sentences(["low_resolution", "rotated"]) == []
+
+
+HOSTILE_NAMES = ["$$.png", "price_$x_$y.png", r"\frac{a}{b}.png", "**bold**.png", "<b>x</b>.png", "a--b__c.png"]
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="no poppler-utils")
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_report_draws_a_hostile_name_as_plain_text(analysed, tiny_model, tmp_path, name):
+    """'$' is not mathtext in the PNG (matplotlib), and '**' or '<b>' is not markup in the PDF (fpdf2): both reports
+    build, and the PDF's text layer holds the name exactly as it was."""
+    from pneumo.present.report import build_report
+
+    res = dataclasses.replace(analysed, name=name, facts={**analysed.facts, "View position": "$AP$ **x**"})
+    png = build_report(res, 0.5, tiny_model.metadata, fmt="png", show_name=True)
+    im = Image.open(io.BytesIO(png))
+    assert im.format == "PNG" and name not in im.info.get("Title", "")  # never in the metadata
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(build_report(res, 0.5, tiny_model.metadata, fmt="pdf", show_name=True))
+    out = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert f"File: {name}" in out
+    assert "View position $AP$ **x**" in " ".join(out.split())
