@@ -61,7 +61,15 @@ from pneumo.explain.draw import result_overlay
 from pneumo.io.decode import load_many, not_regular
 from pneumo.nets.lite import native_stderr_silenced
 from pneumo.nets.modelfile import ModelFileError, default_model_path
-from pneumo.pipeline import ANALYSIS_DECODE, Models, analyze_stream, load_models, warm_up
+from pneumo.pipeline import (
+    ANALYSIS_DECODE,
+    LABEL_ERROR,
+    LABEL_OUT_OF_SCOPE,
+    Models,
+    analyze_stream,
+    load_models,
+    warm_up,
+)
 from pneumo.present.table import COLUMNS, HEATMAP_COLUMN, Row, csv_line, error_row, result_row
 from pneumo.present.text import printable
 
@@ -460,7 +468,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pneumo-predict", description=__doc__.split("\n\n")[0])
+    # the help ends with the module docstring's examples, output columns and exit statuses, as written there
+    p = _Parser(prog="pneumo-predict", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM) or folders (recursive)")
     p.add_argument("--model", type=Path, default=default_model_path(),
@@ -487,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    # libraries' warnings about a file (pydicom's "Expected explicit VR", Pillow's EXIF notes) quote install paths and
+    # say nothing the row does not: kept off stderr (logged at DEBUG, where nothing is shown by default)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
     if args.output is not None and (args.output.exists() or args.output.is_symlink()):
         p.error(f"{printable(str(args.output))} exists; results are never written over a file: name a new one")
     if args.batch_size < 1 or (args.workers is not None and args.workers < 1):
@@ -547,6 +561,7 @@ def _run_cli(args: argparse.Namespace, files: list[Path], heatmaps: Heatmaps | N
             progress = _Progress(len(files), not args.quiet and len(files) > args.batch_size and sys.stderr.isatty())
             stream = analyse(files, models, heatmaps, args.batch_size, args.force, args.workers)
             errors = 0
+            no_overlay: Counter[str] = Counter()  # --heatmaps: rows that got no overlay, by label
             for f, row, png in stream:
                 with signals.atomic():  # a row and its overlay are written whole, or not at all
                     if png is not None and heatmaps is not None:
@@ -554,11 +569,17 @@ def _run_cli(args: argparse.Namespace, files: list[Path], heatmaps: Heatmaps | N
                     table.write(row)
                 done += 1
                 errors += row.label == "ERROR"
+                no_overlay[row.label] += heatmaps is not None and not row.heatmap
                 if done % args.batch_size == 0:
                     progress(done)
             progress(done)
             with signals.atomic():
                 table.finish()
+            if no_overlay[LABEL_OUT_OF_SCOPE]:
+                log.warning("no heatmap for %d file(s) outside the intended use (--force draws them)",
+                            no_overlay[LABEL_OUT_OF_SCOPE])  # fmt: skip
+            if no_overlay[LABEL_ERROR]:
+                log.warning("no heatmap for %d unreadable file(s)", no_overlay[LABEL_ERROR])
             return EXIT_UNREADABLE if errors else EXIT_OK
         except Stopped as stop:
             wind_down()

@@ -194,3 +194,35 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"pneumo-predict {pneumo.__version__}"
+
+
+def test_help_gives_formats_exit_codes_and_examples(capsys):
+    """--help is the CLI's contract: the columns, the formats, every exit status and runnable examples."""
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "path,probability,label,threshold,error,warnings,note" in text and "jsonl" in text
+    assert "Exit status: 0" in text and "130 on SIGINT" in text and "141" in text
+    assert "Examples:" in text and "python -m pneumo.predict --heatmaps out/ folder/" in text
+
+
+@pytest.mark.slow
+def test_heatmaps_say_what_they_skipped_and_library_warnings_stay_off_stderr(tiny_model_path, tmp_path):
+    """An out-of-scope image gets no overlay, and the CLI says so (and how to get one); a DICOM that makes pydicom
+    warn ("Expected explicit VR") leaves no raw library warning, with its install path, on stderr."""
+    from tests.corpus import unreadable_cases
+
+    photo = _colour_photo(tmp_path / "holiday.jpeg")
+    odd = next(c for c in unreadable_cases() if c.name == "dicom_bad_syntax.dcm")
+    bad = tmp_path / odd.name
+    bad.write_bytes(odd.data)
+    cmd = [sys.executable, "-m", "pneumo.predict", "--model", str(tiny_model_path), "--heatmaps", str(tmp_path / "hm"),
+           str(photo), str(bad)]  # fmt: skip
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)  # the real stderr
+    err = res.stderr
+    assert res.returncode == 2, err  # the DICOM is unreadable
+    assert "no heatmap for 1 file(s) outside the intended use (--force draws them)" in err
+    assert "no heatmap for 1 unreadable file(s)" in err
+    assert "Warning" not in err and "site-packages" not in err and "explicit VR" not in err, err
+    assert not list((tmp_path / "hm").glob("*.png"))
