@@ -24,6 +24,7 @@ from app_pages.common import (
     show_disclaimer,
 )
 from pneumo import config
+from pneumo.pipeline import LABEL_ERROR, LABEL_OUT_OF_SCOPE
 from pneumo.present import evaluation as ev
 from pneumo.present import text as pr
 from pneumo.present.table import display_rows, result_row, to_csv
@@ -31,6 +32,7 @@ from pneumo.present.table import display_rows, result_row, to_csv
 ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
 NOTE_CHARS = 24  # longer notes show in the detail (the table never cuts text at 1280 px)
+TABLE_ROW_PX = 35  # st.dataframe's row height: the table is made tall enough for all its rows
 SEEN_IN_TRAINING: set[str] = set()  # sample files the model learnt from (their results are optimistic)
 
 st.title("Analyze a chest X-ray")
@@ -394,6 +396,13 @@ def results_view() -> None:
         return
     rows = display_rows(results, threshold)
     st.subheader(f"Results for {len(results)} files")
+    labels = [r["label"] for r in rows]
+    unread, refused = labels.count(LABEL_ERROR), labels.count(LABEL_OUT_OF_SCOPE)
+    if unread or refused:  # said above the table, where it is seen, not left for a scroll through the rows
+        parts = [f"{len(rows) - unread - refused} analysed"]
+        parts += [f"**{refused} outside the intended use** (no result)"] if refused else []
+        parts += [f"**{unread} could not be read**"] if unread else []
+        st.warning(" · ".join(parts) + ". Select a row to see why.", icon=":material/warning:")
     table = [
         {
             "file": r["file"],
@@ -411,6 +420,7 @@ def results_view() -> None:
         on_select="rerun",
         selection_mode="single-row",
         key="table",
+        height=TABLE_ROW_PX * (len(table) + 1) + 3,  # every row visible (an upload holds at most APP_MAX_FILES)
         column_config={
             "file": st.column_config.TextColumn("File", width=250),
             "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=100),

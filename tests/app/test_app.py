@@ -279,6 +279,8 @@ def test_several_uploads_give_a_table_csv_and_detail(app, pipeline_p):
     # the table shows the probability exactly as the detail does: one formatting function
     assert list(table["P(pneumonia)"])[:2] == shown
     assert list(table["label"])[2] == "ERROR"
+    # the unreadable file is counted above the table, where it is seen
+    assert any("2 analysed" in w.value and "1 could not be read" in w.value for w in app.warning)
     assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
     # the newest readable file's detail by default, not an error box; the name as literal markdown
     assert app.main.subheader[-1].value == literal("b.png")
