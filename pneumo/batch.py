@@ -442,8 +442,11 @@ def _score(
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=config.BATCH_ACTOR_CPUS,
-            fn_constructor_kwargs={"model_path": str(model_path), "force": force,
-                                   "threads": config.BATCH_ACTOR_THREADS},  # fmt: skip
+            fn_constructor_kwargs={
+                "model_path": str(model_path),
+                "force": force,
+                "threads": config.BATCH_ACTOR_THREADS,
+            },  # fmt: skip
         )
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         pending: list[pa.Table] = []
