@@ -33,6 +33,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,13 +167,22 @@ class Scorer:
         self.threads = max(1, threads)
         self.fs_cache: dict[str, Any] = {}
 
+    def _one(self, path: str) -> LoadedImage | ImageLoadError:
+        if is_uri(path):
+            return _read_uri(path, self.fs_cache)
+        try:
+            return load_image(path, **ANALYSIS_DECODE)
+        except ImageLoadError as exc:
+            return exc
+
     def _stream(self, paths: list[str]) -> Iterator[tuple[str, LoadedImage | ImageLoadError]]:
-        """(path, image or error) in order: local paths exactly as the CLI (load_many), URIs through pyarrow."""
+        """(path, image or error) in order: local paths exactly as the CLI (load_many); a batch with URIs through
+        pyarrow, config.BATCH_URI_READS reads in flight (an object store answers each in tens of ms)."""
         if not any(is_uri(p) for p in paths):
             yield from load_many(paths, workers=self.threads, prefetch=len(paths), **ANALYSIS_DECODE)
             return
-        for p in paths:
-            yield p, _read_uri(p, self.fs_cache) if is_uri(p) else next(load_many([p], workers=1, **ANALYSIS_DECODE))[1]
+        with ThreadPoolExecutor(config.BATCH_URI_READS, thread_name_prefix="pneumo-batch-read") as pool:
+            yield from zip(paths, pool.map(self._one, paths), strict=True)
 
     def _rows(self, paths: list[str]) -> Iterator[Row]:
         """The CLI's rows (pneumo.predict.run): analyze_stream over the decoded stream."""

@@ -137,5 +137,7 @@ BATCH_SIZE = 128
 # crash loses at most that much work, and 10^6 files make a few hundred parts, not tens of thousands.
 BATCH_PART_ROWS = 4096
 BATCH_COMMIT_SECONDS = 10.0
+# Object-store files (s3://, gs://) an actor reads at once: each read waits tens of ms on the network, not on a core.
+BATCH_URI_READS = 16
 # Object store of the embedded local Ray: it only holds paths and result rows (~200 bytes per file).
 BATCH_OBJECT_STORE_BYTES = 256 * 2**20
