@@ -243,7 +243,7 @@ def iter_results(out_dir: Path, columns: list[str] | None = None) -> Iterator[pa
             if p not in seen:
                 seen.add(p)
                 keep.append(i)
-        yield table if len(keep) == len(paths) else table.take(keep)
+        yield table if len(keep) == len(paths) else table.take(pa.array(keep, pa.int64()))
 
 
 def read_results(out_dir: str | Path) -> pa.Table:

@@ -122,9 +122,10 @@ def test_parts_are_committed_atomically_and_read_once_per_path(tmp_path):
     b = rows_table([Row("y.png", None, "ERROR", "File not found."), Row("z.png", 0.9, "PNEUMONIA")], "s" * 64)
     commit_part(out, a, "part-1-000000.parquet")
     commit_part(out, b, "part-1-000001.parquet")  # y.png committed twice
+    commit_part(out, a.slice(0, 1), "part-1-000002.parquet")  # a part of nothing but a repeat
     (out / ".tmp-part-2-000000.parquet").write_bytes(b"PAR1 half written")  # a killed job's unfinished part
-    assert [p.name for p in part_files(out)] == ["part-1-000000.parquet", "part-1-000001.parquet"]
-    assert pads.dataset(out, format="parquet").count_rows() == 4  # pyarrow skips the hidden temporary file
+    assert [p.name for p in part_files(out)] == [f"part-1-00000{i}.parquet" for i in range(3)]
+    assert pads.dataset(out, format="parquet").count_rows() == 5  # pyarrow skips the hidden temporary file
     assert read_results(out).column("path").to_pylist() == ["x.png", "y.png", "z.png"]
     assert sum(len(t) for t in iter_results(out, ["label"])) == 3
     assert committed_paths(out, "s" * 64) == {"x.png", "y.png", "z.png"}
