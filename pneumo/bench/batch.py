@@ -46,15 +46,18 @@ def make_links(data: Path, n: int, folder: Path) -> int:
     return len(images)
 
 
-def _env() -> dict[str, str]:
+def _env(cluster: bool = False) -> dict[str, str]:
+    """This checkout first on the path; for the 2-node cluster, Ray's token authentication on every process (the
+    nodes and the driver must agree: `ray start` enables it, a connecting driver assumes it off)."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {**env, "RAY_AUTH_MODE": "token"} if cluster else env
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], cluster: bool = False) -> float:
     """Wall seconds of one command run to its end (start-up included); fails loudly on a bad exit status."""
     t = time.perf_counter()
-    res = subprocess.run(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(cluster), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
     if res.returncode not in (0, 2):
         raise RuntimeError(f"{cmd[2]} exited {res.returncode}: {res.stderr[-2000:]}")
@@ -74,15 +77,31 @@ def start_two_nodes(tmp: Path) -> tuple[str, list[subprocess.Popen]]:
               str(config.BATCH_OBJECT_STORE_BYTES), "--block", "--disable-usage-stats"]  # fmt: skip
     ray = [sys.executable, "-m", "ray.scripts.scripts", "start"]
     head = subprocess.Popen([*ray, "--head", "--port", str(port), "--include-dashboard", "false", *common],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env(True), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     procs = [head]
     address = f"127.0.0.1:{port}"
-    time.sleep(8)
-    procs.append(subprocess.Popen([*ray, "--address", address, *common], env=_env(), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
-    time.sleep(8)
+    if nodes_up(address, 1, 90):
+        worker = [*ray, "--address", address, *common]
+        procs.append(subprocess.Popen(worker, env=_env(True), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))  # fmt: skip
+    if not nodes_up(address, 2, 90):
+        stop(procs)
+        raise RuntimeError("the two local Ray nodes did not come up")
     return address, procs
+
+
+def nodes_up(address: str, n: int, timeout_s: float) -> bool:
+    """Wait until `ray status` lists n active nodes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        res = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address", address],
+                             env=_env(True), capture_output=True, text=True)  # fmt: skip
+        active = res.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in res.stdout else ""
+        if active.count("node_") >= n:
+            return True
+        time.sleep(2)
+    return False
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -149,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             address, procs = start_two_nodes(tmp)
             try:
                 wall = timed([*py, "pneumo.batch", "--address", address, "--workers", "2", "--out",
-                              str(tmp / "out-2nodes"), *model, str(folder)])  # fmt: skip
+                              str(tmp / "out-2nodes"), *model, str(folder)], cluster=True)  # fmt: skip
                 result["batch_two_local_nodes"] = {"wall_s": round(wall, 2), "images_per_s": round(args.n / wall, 1)}
             finally:
                 stop(procs)
