@@ -367,6 +367,7 @@ def _start_ray(address: str | None) -> bool:
     root = str(Path(__file__).resolve().parents[1])
     os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     ray.init(
+        address="local",  # a new local Ray, never one another process left running on this machine
         logging_level=logging.WARNING,
         include_dashboard=False,
         object_store_memory=config.BATCH_OBJECT_STORE_BYTES,
@@ -527,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     except ModelFileError as exc:
         log.error("%s", exc)
+        return 1
+    except ConnectionError as exc:  # --address: no cluster there, or it refused us (e.g. token authentication)
+        log.error("cannot connect to the Ray cluster: %s", exc)
         return 1
     summary.log()
     if args.csv is not None:
