@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=None, help="classifier (default: the committed one)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    load_at_start = os.getloadavg()[0]  # other work on the machine: the runs compete with it
     tmp = Path(tempfile.mkdtemp(prefix="pneumo-bench-batch-"))
     try:
         folder = tmp / "files"
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             "distinct_images": distinct,
             "rounds": args.rounds,
             "cpu_count": os.cpu_count(),
-            "load_at_start": os.getloadavg()[0],
+            "load_at_start": round(load_at_start, 2),
+            "load_at_end": round(os.getloadavg()[0], 2),
             "python": platform.python_version(),
             "pneumo_version": __version__,
         }
