@@ -16,6 +16,7 @@ from PIL import Image
 
 from pneumo.pipeline import Models, analyze_bytes
 from pneumo.predict import main
+from pneumo.present.table import COLUMNS
 from tests.conftest import ROOT, synthetic_xray
 
 
@@ -39,7 +40,7 @@ def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_d
     code, out = _run(capsys, "--model", str(tiny_model_path), str(image_dir))
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert out.splitlines()[0] == "path,probability,label,error,warnings"
+    assert out.splitlines()[0] == "path,probability,label,threshold,error,warnings,note"  # the app's CSV header too
     assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "a.png", "b.jpeg"]
     for r in rows:
         assert len(r["probability"].split(".")[1]) == 6
@@ -49,7 +50,8 @@ def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_d
         assert r["probability"] == f"{exact:.6f}"
         assert r["label"] == ("PNEUMONIA" if exact >= tiny_model.threshold else "NORMAL")
         assert r["error"] == ""
-        assert r["warnings"] == ""  # synthetic radiographs with no gate: no rule fires
+        assert r["warnings"] == "" and r["note"] == ""  # synthetic radiographs with no gate: no rule fires
+        assert r["threshold"] == f"{tiny_model.threshold:.4f}"
 
 
 def test_unreadable_file_gives_error_row_and_exit_two(capsys, tiny_model_path, image_dir, tmp_path):
@@ -68,9 +70,13 @@ def test_json_format_and_heatmaps(capsys, tiny_model_path, image_dir, tmp_path):
     code, out = _run(capsys, "--model", str(tiny_model_path), "--format", "json", "--heatmaps", str(hm), str(image_dir))
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == 3 and set(rows[0]) == {"path", "probability", "label", "error", "warnings"}
+    assert len(rows) == 3 and list(rows[0]) == [*COLUMNS, "heatmap"]
+    for r in rows:  # numbers as numbers (6 decimals), warnings as a list
+        assert isinstance(r["probability"], float) and r["probability"] == round(r["probability"], 6)
+        assert isinstance(r["warnings"], list) and isinstance(r["threshold"], float)
     pngs = sorted(hm.glob("*.png"))
     assert len(pngs) == 3  # one per image, the two a.png do not overwrite each other
+    assert sorted(Path(r["heatmap"]) for r in rows) == pngs  # each row names its overlay
     overlay = np.asarray(Image.open(pngs[0]))
     assert overlay.ndim == 3 and overlay.shape[2] == 3
     assert overlay.shape[:2] == synthetic_xray().shape  # at the original resolution
@@ -90,6 +96,10 @@ def test_usage_errors(tmp_path, tiny_model_path):
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "missing.keras"), str(tmp_path)])
+    for bad in (["--batch-size", "0"], ["--workers", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--model", str(tiny_model_path), *bad, str(tmp_path)])
+        assert e.value.code == 2
 
 
 @pytest.mark.slow
@@ -102,8 +112,8 @@ def test_cli_subprocess_exit_code(tmp_path, tiny_model_path):
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     lines = res.stdout.strip().splitlines()
-    assert lines[0] == "path,probability,label,error,warnings" and len(lines) == 3
-    assert lines[2].endswith("ERROR,File not found.,")
+    assert lines[0] == "path,probability,label,threshold,error,warnings,note" and len(lines) == 3
+    assert lines[2].endswith("ERROR,0.5000,File not found.,,The file could not be read.")
 
 
 def _colour_photo(path: Path) -> Path:
