@@ -47,19 +47,23 @@ from pneumo.io.decode import ImageLoadError, LoadedImage, load_image, load_many
 from pneumo.nets.lite import native_stderr_silenced
 from pneumo.nets.modelfile import ModelFileError, default_model_path, file_sha256
 from pneumo.pipeline import ANALYSIS_DECODE, LABEL_ERROR, LABEL_OUT_OF_SCOPE, analyze_stream, load_models, warm_up
-from pneumo.predict import Row, collect_files, report_skipped, write_rows
+from pneumo.predict import Skipped, analyse, collect_files, report_skipped
+from pneumo.present.table import COLUMNS, Row, csv_line, error_row, result_row
 
 log = logging.getLogger("pneumo.batch")
 
 SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
+    [  # the result table's columns (pneumo.present.table.COLUMNS), then the batch job's own
+        ("path", pa.string()),  # as the CLI writes it: control characters escaped
         ("probability", pa.float64()),  # null: out of scope (unless --force) or unreadable, as the CLI's empty field
         ("label", pa.string()),
+        ("threshold", pa.float64()),
         ("error", pa.string()),
-        ("warnings", pa.string()),
+        ("warnings", pa.list_(pa.string())),  # the codes, as the CLI's JSON lists them
+        ("note", pa.string()),
         ("model_sha256", pa.string()),
         ("pneumo_version", pa.string()),
+        ("source", pa.binary()),  # the input exactly as given (os.fsencode): resume and de-duplication key on it
     ]
 )
 MANIFEST_SUFFIXES = (".txt", ".csv")
@@ -91,7 +95,7 @@ def read_manifest(path: Path) -> list[str]:
     return [s for s in (ln.strip() for ln in text.splitlines()) if s and not s.startswith("#")]
 
 
-def _list_uri(uri: str) -> tuple[list[str], list[str]]:
+def _list_uri(uri: str) -> tuple[list[str], list[Skipped]]:
     """(files, skipped) under an object-store URI: a file is kept; a folder (prefix) is listed recursively and only
     image suffixes are kept, as for local folders."""
     from pyarrow import fs as pafs
@@ -104,23 +108,24 @@ def _list_uri(uri: str) -> tuple[list[str], list[str]]:
     entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
     names = sorted(f"{scheme}://{e.path}" for e in entries if e.type == pafs.FileType.File)
     keep = [n for n in names if Path(n).suffix.lower() in config.IMAGE_SUFFIXES]
-    return keep, [n for n in names if Path(n).suffix.lower() not in config.IMAGE_SUFFIXES]
+    skip = [Skipped(Path(n), "not a supported image type") for n in names if n not in keep]
+    return keep, skip
 
 
-def expand_inputs(inputs: list[str], manifests: bool = True) -> tuple[list[str], list[str]]:
+def expand_inputs(inputs: list[str], manifests: bool = True) -> tuple[list[str], list[Skipped]]:
     """(paths to score, files skipped): folders through pneumo.predict.collect_files (the CLI's rules), manifests
     read (their entries expanded the same way, not as manifests again), URIs listed through pyarrow. Duplicates are
     dropped (first one kept): every input gets exactly one row."""
     files: list[str] = []
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     for item in inputs:
         if is_uri(item):
             keep, skip = _list_uri(item)
         elif manifests and Path(item).suffix.lower() in MANIFEST_SUFFIXES and Path(item).is_file():
             keep, skip = expand_inputs(read_manifest(Path(item)), manifests=False)
         else:
-            found, gone = collect_files([item])
-            keep, skip = [str(f) for f in found], [str(f) for f in gone]
+            found, skip = collect_files([item])
+            keep = [str(f) for f in found]
         files.extend(keep)
         skipped.extend(skip)
     unique = list(dict.fromkeys(files))
@@ -154,7 +159,7 @@ def _read_uri(uri: str, cache: dict[str, Any]) -> LoadedImage | ImageLoadError:
 class Scorer:
     """Ray Data's stateful callable: loads the networks once per actor, then scores batches of paths.
 
-    In: {"path": str array (B,)}. Out: a pyarrow Table (B rows, :data:`SCHEMA`), one row per path, in order.
+    In: {"source": the inputs as bytes (B,)}. Out: a pyarrow Table (B rows, :data:`SCHEMA`), one row per input.
     """
 
     def __init__(self, model_path: str, force: bool, threads: int) -> None:
@@ -185,16 +190,19 @@ class Scorer:
             yield from zip(paths, pool.map(self._one, paths), strict=True)
 
     def _rows(self, paths: list[str]) -> Iterator[Row]:
-        """The CLI's rows (pneumo.predict.run): analyze_stream over the decoded stream."""
-        stream = self._stream(paths)
-        for f, res in analyze_stream(self.models, stream, len(paths), workers=self.threads, force=self.force):
-            if isinstance(res, Exception):
-                yield Row(str(f), None, LABEL_ERROR, str(res))
-            else:
-                yield Row(str(f), res.probability, res.label, warnings=";".join(res.warnings))
+        """The CLI's rows: pneumo.predict.analyse for local files; URIs through the same analyze_stream and rows."""
+        threshold = self.models.threshold
+        if not any(is_uri(p) for p in paths):
+            files = [Path(p) for p in paths]
+            for _, row, _ in analyse(files, self.models, None, len(paths), self.force, self.threads):
+                yield row
+            return
+        for f, res in analyze_stream(self.models, self._stream(paths), len(paths), self.threads, self.force):
+            yield error_row(f, str(res), threshold) if isinstance(res, Exception) else result_row(res, threshold, f)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        paths = [str(p) for p in batch["path"]]
+        sources = [bytes(b) for b in batch["source"]]
+        paths = [os.fsdecode(b) for b in sources]
         try:
             rows = list(self._rows(paths))
         except Exception:  # noqa: BLE001 - one file must not fail the job: score them one by one to find it
@@ -204,22 +212,17 @@ class Scorer:
                     rows.extend(self._rows([p]))
                 except Exception as exc:  # noqa: BLE001
                     log.warning("analysis failed with %s", type(exc).__name__)  # no message: it may quote the file
-                    rows.append(Row(p, None, LABEL_ERROR, f"The file could not be analysed ({type(exc).__name__})."))
-        return rows_table(rows, self.sha)
+                    why = f"The file could not be analysed ({type(exc).__name__})."
+                    rows.append(error_row(p, why, self.models.threshold))
+        return rows_table(rows, sources, self.sha)
 
 
-def rows_table(rows: list[Row], sha: str) -> pa.Table:
-    """CLI rows -> a Table of :data:`SCHEMA`."""
+def rows_table(rows: list[Row], sources: list[bytes], sha: str) -> pa.Table:
+    """Result-table rows and their inputs (os.fsencode, same order) -> a Table of :data:`SCHEMA`."""
+    cols: dict[str, list] = {c: [getattr(r, c) for r in rows] for c in COLUMNS}
+    cols["warnings"] = [list(w) for w in cols["warnings"]]
     return pa.table(
-        {
-            "path": [r.path for r in rows],
-            "probability": [r.probability for r in rows],
-            "label": [r.label for r in rows],
-            "error": [r.error for r in rows],
-            "warnings": [r.warnings for r in rows],
-            "model_sha256": [sha] * len(rows),
-            "pneumo_version": [__version__] * len(rows),
-        },
+        {**cols, "model_sha256": [sha] * len(rows), "pneumo_version": [__version__] * len(rows), "source": sources},
         schema=SCHEMA,
     )
 
@@ -231,13 +234,13 @@ def part_files(out_dir: Path) -> list[Path]:
 
 
 def iter_results(out_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """The committed rows, part by part, each path once (the first committed row wins): a part committed twice, or
-    the same file scored by two jobs, is read once. Memory: one part plus the set of paths seen."""
-    seen: set[str] = set()
-    cols = None if columns is None else list(dict.fromkeys(["path", *columns]))
+    """The committed rows, part by part, each input once (the first committed row wins): a part committed twice, or
+    the same file scored by two jobs, is read once. Memory: one part plus the set of inputs seen."""
+    seen: set[bytes] = set()
+    cols = None if columns is None else list(dict.fromkeys(["source", *columns]))
     for part in part_files(out_dir):
         table = pq.read_table(part, columns=cols)
-        paths = table.column("path").to_pylist()
+        paths = table.column("source").to_pylist()
         keep = []
         for i, p in enumerate(paths):
             if p not in seen:
@@ -247,7 +250,7 @@ def iter_results(out_dir: Path, columns: list[str] | None = None) -> Iterator[pa
 
 
 def read_results(out_dir: str | Path) -> pa.Table:
-    """The whole dataset, each path once (for tests and small jobs; large ones: :func:`iter_results`)."""
+    """The whole dataset, each input once (for tests and small jobs; large ones: :func:`iter_results`)."""
     parts = list(iter_results(Path(out_dir)))
     return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
 
@@ -269,19 +272,12 @@ def commit_part(out_dir: Path, table: pa.Table, name: str) -> Path:
 
 
 def write_csv(out_dir: Path, out: io.TextIOBase) -> None:
-    """The CLI's CSV (pneumo.predict.write_rows: same header and formatting) of the dataset, in commit order."""
-    first = True
-    for table in iter_results(out_dir, list(SCHEMA.names[:5])):
-        d = table.to_pydict()
-        rows = [Row(*vals) for vals in zip(d["path"], d["probability"], d["label"], d["error"], d["warnings"],
-                                           strict=True)]  # fmt: skip
-        buf = io.StringIO()
-        write_rows(rows, "csv", buf)
-        text = buf.getvalue()
-        out.write(text if first else text.split("\n", 1)[1])
-        first = False
-    if first:
-        write_rows([], "csv", out)
+    """The CLI's CSV (pneumo.present.table: same header, cells and quoting) of the dataset, in commit order."""
+    out.write(csv_line(COLUMNS))
+    for table in iter_results(out_dir, list(COLUMNS)):
+        for rec in table.select(list(COLUMNS)).to_pylist():
+            rec["warnings"] = tuple(rec["warnings"] or ())
+            out.write(csv_line(Row(**rec).csv_cells()))
 
 
 @dataclass
@@ -337,15 +333,15 @@ def check_output(out_dir: Path, resume: bool) -> None:
         raise BatchError(f"{out_dir} is not empty: pass --resume to continue the job there, or choose a new folder")
 
 
-def committed_paths(out_dir: Path, sha: str) -> set[str]:
+def committed_paths(out_dir: Path, sha: str) -> set[bytes]:
     """The paths that already have a committed row (temporary files of a killed job are removed first); refuses a
     folder holding another model's rows."""
     for tmp in out_dir.glob(f"{TMP_PREFIX}*"):
         tmp.unlink()  # a part a killed job was writing: never committed, its files are scored again
-    done: set[str] = set()
+    done: set[bytes] = set()
     other: set[str] = set()
     for table in iter_results(out_dir, ["model_sha256"]):
-        done.update(table.column("path").to_pylist())
+        done.update(table.column("source").to_pylist())
         other.update(s for s in table.column("model_sha256").unique().to_pylist() if s != sha)
     if other:
         raise BatchError(f"{out_dir} holds rows of another model ({', '.join(sorted(other))[:80]}): "
@@ -400,7 +396,7 @@ def run_batch(
     if not model_path.exists():
         raise BatchError(f"model not found: {model_path}")
     paths, skipped = expand_inputs(inputs)
-    report_skipped([Path(s) for s in skipped], sys.stderr)
+    report_skipped(skipped, sys.stderr)
     if not paths:
         raise BatchError("no image files found in the given inputs")
     sha = file_sha256(model_path)
@@ -409,7 +405,8 @@ def run_batch(
     lock = _lock(out_dir)
     try:
         done = committed_paths(out_dir, sha)
-        todo = [p for p in paths if p not in done]
+        todo = [os.fsencode(p) for p in paths]
+        todo = [p for p in todo if p not in done]
         summary = Summary(inputs=len(paths))
         if not todo:
             log.info("nothing to do: all %d input(s) already have a row in %s", len(paths), out_dir)
@@ -445,7 +442,7 @@ def _score(
         n_actors = workers or max(1, cpus // config.BATCH_ACTOR_THREADS)
         size = max(1, batch_size)
         # the paths as Arrow blocks of `size` rows: one block per actor call, streamed through the pool
-        table = pa.table({"path": pa.array(todo, pa.string())})
+        table = pa.table({"source": pa.array(todo, pa.binary())})
         blocks = [table.slice(i, size) for i in range(0, len(todo), size)]
         ds = ray.data.from_arrow(blocks).map_batches(
             Scorer,
