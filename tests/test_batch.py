@@ -39,7 +39,8 @@ from pneumo.batch import (
     write_csv,
 )
 from pneumo.nets.modelfile import file_sha256
-from pneumo.predict import Row, collect_files, run, write_rows
+from pneumo.predict import collect_files, run, write_rows
+from pneumo.present.table import Row
 from tests.conftest import ROOT, synthetic_xray
 
 pytest.importorskip("ray")
@@ -93,8 +94,8 @@ def _by_path(table: pa.Table) -> dict[str, dict]:
 def test_inputs_follow_the_cli_rules_and_manifests_are_read(archive, tmp_path):
     cli_files, cli_skipped = collect_files([str(archive)])
     files, skipped = expand_inputs([str(archive)])
-    assert files == [str(f) for f in cli_files] and skipped == [str(f) for f in cli_skipped]
-    assert str(archive / "notes.txt") in skipped
+    assert files == [str(f) for f in cli_files] and skipped == cli_skipped
+    assert archive / "notes.txt" in [s.path for s in skipped]
 
     txt = tmp_path / "list.txt"
     txt.write_text(f"# a comment\n{archive / 'im0.png'}\n\n{archive / 'sub'}\n{archive / 'im0.png'}\n")
@@ -112,14 +113,16 @@ def test_inputs_follow_the_cli_rules_and_manifests_are_read(archive, tmp_path):
 def test_file_uri_folders_are_listed_through_pyarrow(archive):
     files, skipped = expand_inputs([archive.as_uri()])
     assert files == [f"file://{f}" for f in sorted(map(str, collect_files([str(archive)])[0]))]
-    assert skipped == [(archive / "notes.txt").as_uri()]
+    assert [str(s.path) for s in skipped] == [str(Path((archive / "notes.txt").as_uri()))]
 
 
 def test_parts_are_committed_atomically_and_read_once_per_path(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    a = rows_table([Row("x.png", 0.25, "NORMAL"), Row("y.png", None, "ERROR", "File not found.")], "s" * 64)
-    b = rows_table([Row("y.png", None, "ERROR", "File not found."), Row("z.png", 0.9, "PNEUMONIA")], "s" * 64)
+    x, z = Row("x.png", 0.25, "NORMAL", 0.5), Row("z.png", 0.9, "PNEUMONIA", 0.5, warnings=("rotated",), note="Turned.")
+    y = Row("y.png", None, "ERROR", 0.5, "File not found.", note="The file could not be read.")
+    a = rows_table([x, y], [b"x.png", b"y.png"], "s" * 64)
+    b = rows_table([y, z], [b"y.png", b"z.png"], "s" * 64)
     commit_part(out, a, "part-1-000000.parquet")
     commit_part(out, b, "part-1-000001.parquet")  # y.png committed twice
     commit_part(out, a.slice(0, 1), "part-1-000002.parquet")  # a part of nothing but a repeat
@@ -128,7 +131,7 @@ def test_parts_are_committed_atomically_and_read_once_per_path(tmp_path):
     assert pads.dataset(out, format="parquet").count_rows() == 5  # pyarrow skips the hidden temporary file
     assert read_results(out).column("path").to_pylist() == ["x.png", "y.png", "z.png"]
     assert sum(len(t) for t in iter_results(out, ["label"])) == 3
-    assert committed_paths(out, "s" * 64) == {"x.png", "y.png", "z.png"}
+    assert committed_paths(out, "s" * 64) == {b"x.png", b"y.png", b"z.png"}
     assert not list(out.glob(".tmp-*")), "the unfinished part is removed on resume"
     with pytest.raises(BatchError, match="another model"):
         committed_paths(out, "t" * 64)
@@ -139,8 +142,7 @@ def test_parts_are_committed_atomically_and_read_once_per_path(tmp_path):
 
     buf, ref = io.StringIO(), io.StringIO()
     write_csv(out, buf)
-    write_rows([Row("x.png", 0.25, "NORMAL"), Row("y.png", None, "ERROR", "File not found."),
-                Row("z.png", 0.9, "PNEUMONIA")], "csv", ref)  # fmt: skip
+    write_rows([x, y, z], "csv", ref)
     assert buf.getvalue() == ref.getvalue()
 
 
@@ -150,7 +152,8 @@ def test_resume_of_a_finished_job_does_nothing(tmp_path, tiny_model_path, caplog
     Image.fromarray(synthetic_xray()).save(img)
     out = tmp_path / "out"
     out.mkdir()
-    commit_part(out, rows_table([Row(str(img), 0.5, "PNEUMONIA")], file_sha256(tiny_model_path)), "part-0.parquet")
+    row = Row(str(img), 0.5, "PNEUMONIA", 0.5)
+    commit_part(out, rows_table([row], [os.fsencode(img)], file_sha256(tiny_model_path)), "part-0.parquet")
     before = [(p.name, p.stat().st_mtime_ns) for p in out.iterdir()]
     with caplog.at_level("INFO", logger="pneumo.batch"):
         summary = run_batch([str(img)], out, tiny_model_path, resume=True)
@@ -185,7 +188,9 @@ def test_same_rows_as_the_cli_and_a_bad_file_is_a_row(ray_local, archive, tmp_pa
     assert set(rows) == set(cli)
     for path, c in cli.items():
         r = rows[path]
-        assert (r["label"], r["error"], r["warnings"]) == (c.label, c.error, c.warnings), path
+        assert (r["label"], r["threshold"], r["error"], tuple(r["warnings"]), r["note"]) == (
+            c.label, c.threshold, c.error, c.warnings, c.note), path  # fmt: skip
+        assert r["source"] == os.fsencode(path)
         if c.probability is None:
             assert r["probability"] is None
         else:
@@ -199,6 +204,11 @@ def test_same_rows_as_the_cli_and_a_bad_file_is_a_row(ray_local, archive, tmp_pa
     forced = run_batch([str(archive / "photo.jpeg")], tmp_path / "forced", tiny_model_path, force=True, progress=False)
     row = read_results(tmp_path / "forced").to_pylist()[0]
     assert forced.scored == 1 and row["label"] in ("NORMAL", "PNEUMONIA") and "colour" in row["warnings"]
+    buf = io.StringIO()
+    write_rows(run([archive / "photo.jpeg"], tiny_model_path, force=True), "csv", buf)
+    mine = io.StringIO()
+    write_csv(tmp_path / "forced", mine)
+    assert mine.getvalue() == buf.getvalue()  # the CLI's CSV, byte for byte
 
 
 @pytest.mark.slow
