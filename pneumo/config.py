@@ -164,3 +164,21 @@ PRIMARY_EVALUATION_SET = "official_test"
 REPORT_PNG_DPI = 200
 # The public repository, linked from the About page: set it when the repository is published ('' shows no link).
 REPOSITORY_URL = ""
+# ---------------------------------------------------------------------------------------------------- batch (Ray)
+# CPUs a batch actor asks Ray for: it runs its own decode and analysis threads, and on a 2-core machine whole CPUs
+# per actor left nothing for Ray's own tasks (the job hung at "0/?"); the threads use what is free anyway.
+BATCH_ACTOR_CPUS = 0.5
+# Threads an actor decodes with and batches it analyses at once (pneumo.io.load_many, pipeline.analyze_stream):
+# the CLI's 2 on 2 cores; the default actor count is the cluster's CPUs / this, so threads ~ cores.
+BATCH_ACTOR_THREADS = 2
+# Files per Ray block and per actor call: large enough that an actor's thread pools stay busy across one call
+# (the pools drain at the end of each), small enough that a retried call repeats little work.
+BATCH_SIZE = 128
+# A part file is committed when this many rows are waiting, or BATCH_COMMIT_SECONDS after the last commit: a
+# crash loses at most that much work, and 10^6 files make a few hundred parts, not tens of thousands.
+BATCH_PART_ROWS = 4096
+BATCH_COMMIT_SECONDS = 10.0
+# Object-store files (s3://, gs://) an actor reads at once: each read waits tens of ms on the network, not on a core.
+BATCH_URI_READS = 16
+# Object store of the embedded local Ray: it only holds paths and result rows (~200 bytes per file).
+BATCH_OBJECT_STORE_BYTES = 256 * 2**20
