@@ -333,16 +333,16 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
         help="Grad-CAM (here exactly the class activation map) highlights the regions whose features pushed the "
         "model towards the chosen class. The classifier sees only the lung fields grown by a small margin, so the "
         "map lies within that margin (softened at its edge); it can reach a little past the drawn outline. The "
-        "outline includes the lung behind the heart, so heat over the heart shadow may come from that lung or from "
-        "the heart itself: the map cannot tell them apart. It is coarse (about 15 px at 224) and shows what the "
-        "network used, not the extent of disease.",
+        "outline often includes the lung behind the heart (on other films it follows the left heart border), so "
+        "heat over the heart shadow may come from that lung or from the heart itself: the map cannot tell them "
+        "apart. It is coarse (about 15 px at 224) and shows what the network used, not the extent of disease.",
     )  # fmt: skip
     k1, k2 = st.columns([3, 2], vertical_alignment="bottom")
     alpha = k1.slider("Heatmap opacity", 0, 100, 45, 5, format="%d%%", key="opacity") / 100.0  # in percent
     outline_help = (
         "The lung fields the segmentation model found: the classifier sees only these (grown by a few pixels); "
         "everything outside them is greyed out before it reads the image. Like the masks it learnt from, the left "
-        "field includes the lung behind the heart."
+        "field often includes the lung behind the heart; on some films it follows the left heart border instead."
     )
     outline = k2.toggle("Lung outline", value=True, key="outline", disabled=res.lung_mask is None, help=outline_help)
     cls = explained_class(choice, float(res.probability), threshold)

@@ -291,7 +291,8 @@ st.markdown(
     f"""
 - **Pediatric, single centre.** All images are of children aged 1-5 from one hospital; {ADULTS}
 - **Labels are image-level.** The model has never seen where the pneumonia is; Grad-CAM is a coarse explanation and
-  may highlight shortcuts (text markers, borders, devices) rather than lung.
+  may highlight what lies inside the lung outline without being disease (ribs, the heart border, lines and tubes);
+  text markers, the film's borders, the neck and the abdomen are outside what the classifier sees.
 - **No stage, no cause.** It does not distinguish bacterial from viral pneumonia or stage the disease, and it knows
   only NORMAL and PNEUMONIA: other findings (effusion, masses, tubes) are outside its scope.
 - **Validation is optimistic.** The validation split comes from the same pool of images as the training set and is

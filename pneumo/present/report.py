@@ -187,7 +187,7 @@ def report_content(
             for x in (
                 f"Heatmap: {scale_words(metadata, target_class)}.",
                 faint_note(result, metadata, target_class),
-                "Drawn only within the lungs, all the classifier sees (the outline includes the lung behind the "
+                "Drawn only within the lungs, all the classifier sees (the outline often includes the lung behind the "
                 "heart): where the model found evidence, not how much disease there is.",
             )
             if x
