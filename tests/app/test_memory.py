@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -152,7 +150,7 @@ async def _big_upload(server, files: list[tuple[str, bytes]], warm: bytes) -> di
 
 @pytest.mark.slow
 def test_forty_huge_pngs_in_one_upload_keep_the_server_bounded_and_it_settles(app_model_path, tmp_path):
-    from tests.app.live_app import LiveServer, require_browser
+    from tests.app.live_app import LiveServer, require_browser, write_report
 
     require_browser()
     files = zero_pngs()
@@ -180,11 +178,7 @@ def test_forty_huge_pngs_in_one_upload_keep_the_server_bounded_and_it_settles(ap
         "seconds_for_the_upload": round(info["done"] - info["start"], 1),
         "cpus": os.cpu_count(),
     }
-    text = json.dumps(report, indent=1)
-    (tmp_path / "memory.json").write_text(text)
-    if os.environ.get("PNEUMO_MEMORY_REPORT"):
-        Path(os.environ["PNEUMO_MEMORY_REPORT"]).write_text(text)
-    print(f"\nmemory test: {text}")
+    write_report(report, tmp_path / "memory.json", "PNEUMO_MEMORY_REPORT", "memory test")
     assert "Traceback" not in log, log[-3000:]
     # the page analysed the first APP_MAX_FILES files and named the rest
     assert f"Not analysed ({FILES - config.APP_MAX_FILES})" in info["text"]
