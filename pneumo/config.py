@@ -113,7 +113,7 @@ MODEL_ENV_VAR = "PNEUMO_MODEL"
 APP_MAX_UPLOAD_MB = 50
 # Bytes of analyses the app keeps for all sessions (a result at display size holds ~1.5-2 MB: ~50 images); with the PNG
 # cache below at most 128 MB stays: measured, 40 7000x7000 PNGs in one upload peak at ~400 MB and settle 119 MB above
-# the 194 MB idle server (README, "Memory under hostile uploads").
+# the 194 MB idle server (docs/performance.md, "Memory under hostile uploads").
 APP_CACHE_BYTES = 96 * 1024 * 1024
 # Bytes of PNGs (radiograph and overlays at display size, ~0.3-3 MB each) kept for re-sending to browsers.
 APP_PNG_CACHE_BYTES = 32 * 1024 * 1024
@@ -129,7 +129,7 @@ APP_CACHE_TTL_S = 3600
 # The app shows images at most this many pixels on the long side: decode and blend overlays at that size, no larger.
 DISPLAY_MAX_SIDE = 1200
 # JPEG DCT-domain reduction keeps each side >= this factor times the model input, so that the area resize to the
-# input stays nearly exact (measured against the data set's 224 copies: README, Performance).
+# input stays nearly exact (measured against the data set's 224 copies: docs/performance.md).
 DECODE_MIN_FACTOR = 2
 # Most threads for decoding a batch of files (JPEG/PNG decoders release the GIL); capped by the CPU count at run time.
 DECODE_WORKERS = 4

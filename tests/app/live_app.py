@@ -81,7 +81,7 @@ def require_browser() -> None:
 
 
 def write_report(report: dict, path: Path, env_var: str, what: str) -> str:
-    """A measurement's JSON: into ``path``, also into $``env_var`` when set (the README's figures), and printed."""
+    """A measurement's JSON: into ``path``, also into $``env_var`` when set (for docs/performance.md), printed."""
     import json
 
     text = json.dumps(report, indent=1)

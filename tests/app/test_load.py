@@ -42,7 +42,7 @@ from tests.corpus import dicom_bytes
 pytestmark = pytest.mark.slow
 
 SESSIONS = 8
-# Generous: the measured peak is ~1 GB with the committed model (README "Reliability"); a leak of full-resolution
+# Generous: the measured peak is ~1 GB with the committed model (docs/performance.md, Memory); a leak of full-resolution
 # images or of one model per session would pass it quickly.
 MAX_SERVER_RSS_MB = 2048
 TIMEOUT_MS = 240_000  # eight cold sessions on a 2-core CI runner
