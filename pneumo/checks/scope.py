@@ -5,11 +5,11 @@ Two layers, both compute only (no Streamlit, nothing written):
 - exact rules on the decoded image: DICOM modality, body part and view position; colour; nearly uniform images; tiny
   images and unusual shapes;
 - a learned gate (a small two-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
-  ``orientation`` head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope
-  radiograph went through; a confident non-identity transform is undone, reported (``rotated``/``inverted``) and
-  the corrected pixels are returned, so the classifier sees the upright image. The ``kind`` head then scores the
-  corrected image: in scope, adult, not frontal, not chest, not a radiograph; P(in scope) below the stored threshold
-  puts the image out of scope.
+  ``orientation`` head says which of 16 transforms (0/90/180/270 degrees x normal/inverted grey levels x as filmed /
+  mirrored left-right) an in-scope radiograph went through; a confident non-identity transform is undone, reported
+  (``rotated``/``inverted``/``mirrored``) and the corrected pixels are returned, so the classifier sees the upright
+  image. The ``kind`` head then scores the corrected image: in scope, adult, not frontal, not chest, not a radiograph;
+  P(in scope) below the stored threshold puts the image out of scope.
 
 :func:`assess` works without a gate model (rules only); :func:`assess_batch` runs the gate once per batch.
 """
@@ -40,6 +40,9 @@ WARNING_CODES: dict[str, str] = {
     "adult": "This looks like an adult's chest X-ray; the model was made for children aged 1 to 5.",
     "inverted": "The grey levels looked inverted (bones dark); they were turned back before analysis.",
     "rotated": "The image looked rotated; it was turned upright before analysis.",
+    "mirrored": "The film appeared mirrored left-right (heart on the right); it was flipped back before analysis. "
+    "This is assumed, not certain: in the rare true dextrocardia (situs inversus) the heart is on the right of a "
+    "correctly oriented film. Check the film's side marker (L/R).",
     "orientation_unclear": "It is unclear which way up this image is, or whether its grey levels are inverted.",
     "low_resolution": "The image is small; results on thumbnails are unreliable.",
     "unusual_shape": "The image's shape is unusual for a chest X-ray (very wide or very tall).",
@@ -51,17 +54,30 @@ WARNING_CODES: dict[str, str] = {
     "the outline, where the classifier does not look. Check the film itself.",
 }
 # Codes that put an image OUTSIDE the intended use (label OUT_OF_SCOPE, no probability unless forced). The others are
-# warnings: the image is analysed (after correction for `rotated`/`inverted`) and the warning is shown with the result.
+# warnings: the image is analysed (after correction for `rotated`/`inverted`/`mirrored`) and the warning is shown with
+# the result.
 OUT_OF_SCOPE_CODES: frozenset[str] = frozenset(
     {"not_radiograph", "not_chest", "not_frontal", "adult", "orientation_unclear", "colour", "uniform"}
 )
 # The kind head's classes, in output order.
 KINDS: tuple[str, ...] = ("in_scope", "adult", "not_frontal", "not_chest", "not_radiograph")
-# The orientation head's classes, in output order: index = quarter_turns + 4 * inverted. "rot90" means the image was
-# turned by np.rot90 once (90 degrees counter-clockwise); "inverted" means 255 - pixels.
-ORIENTATIONS: tuple[str, ...] = (
-    "upright", "rot90", "rot180", "rot270", "inverted", "inverted_rot90", "inverted_rot180", "inverted_rot270"
-)  # fmt: skip
+# The orientation head's classes, in output order: index = quarter_turns + 4 * inverted + 8 * mirrored, applied to the
+# upright image in the order mirror, turn, invert. "mirrored" means flipped left-right (np.fliplr); "rot90" means turned
+# by np.rot90 once (90 degrees counter-clockwise); "inverted" means 255 - pixels. A gate with an 8-way head (no
+# mirror) uses the first 8.
+_UNMIRRORED = (
+    "upright",
+    "rot90",
+    "rot180",
+    "rot270",
+    "inverted",
+    "inverted_rot90",
+    "inverted_rot180",
+    "inverted_rot270",
+)
+ORIENTATIONS: tuple[str, ...] = _UNMIRRORED + tuple(
+    "mirrored" if o == "upright" else f"mirrored_{o}" for o in _UNMIRRORED
+)
 # Output layer names of the gate model.
 KIND_OUTPUT = "kind"
 ORIENTATION_OUTPUT = "orientation"
@@ -94,17 +110,19 @@ def gate_threshold(gate: Network, key: str) -> float:
 
 # ---------------------------------------------------------------------------------------------------- transforms
 def apply_orientation(pixels: np.ndarray, index: int) -> np.ndarray:
-    """Apply transform ``ORIENTATIONS[index]`` to an upright uint8 image (H, W[, C])."""
-    out = np.rot90(pixels, index % 4, axes=(0, 1))
-    if index >= 4:
+    """Apply transform ``ORIENTATIONS[index]`` to an upright uint8 image (H, W[, C]): mirror, then turn, then invert."""
+    out = pixels[:, ::-1] if index >= 8 else pixels  # left-right
+    out = np.rot90(out, index % 4, axes=(0, 1))
+    if (index // 4) % 2:
         out = 255 - out
     return np.ascontiguousarray(out)
 
 
 def undo_orientation(pixels: np.ndarray, index: int) -> np.ndarray:
     """Inverse of :func:`apply_orientation`: uint8 (H, W[, C]) transformed -> upright."""
-    out = 255 - pixels if index >= 4 else pixels
-    return np.ascontiguousarray(np.rot90(out, -(index % 4), axes=(0, 1)))
+    out = 255 - pixels if (index // 4) % 2 else pixels
+    out = np.rot90(out, -(index % 4), axes=(0, 1))
+    return np.ascontiguousarray(out[:, ::-1] if index >= 8 else out)
 
 
 # ---------------------------------------------------------------------------------------------------- rules
@@ -143,7 +161,7 @@ def gate_input(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8)."""
+    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8 or 16)."""
     out = forward(gate.model, x, batch_size)  # compiled once per model: no eager overhead per call
     return np.asarray(out[KIND_OUTPUT]), np.asarray(out[ORIENTATION_OUTPUT])
 
@@ -153,7 +171,7 @@ class GateDecision:
     """Vectorised gate verdicts for N gate inputs (used by assess_batch and by training's evaluation)."""
 
     kind: np.ndarray  # (N, len(KINDS)) kind probabilities on the (corrected) input
-    orientation: np.ndarray  # (N, 8) orientation probabilities on the original input
+    orientation: np.ndarray  # (N, 8 or 16) orientation probabilities on the original input (ORIENTATIONS order)
     applied: np.ndarray  # (N,) int, index of the transform undone (0 = none)
     unclear: np.ndarray  # (N,) bool, orientation could not be told
     in_scope: np.ndarray  # (N,) bool, P(in scope) >= threshold
@@ -167,7 +185,7 @@ def decide(gate: Network, x: np.ndarray) -> GateDecision:
     verdict is kept). Orientation is unclear when an image that looks in scope has P(upright) < upright_min and
     nothing was undone (the orientation head knows in-scope images only).
     """
-    kind, orient = _forward(gate, x)  # (N, K), (N, 8)
+    kind, orient = _forward(gate, x)  # (N, K), (N, 8 or 16)
     best = orient.argmax(axis=1)  # (N,)
     want = (best != 0) & (orient[np.arange(len(x)), best] >= gate_threshold(gate, "orientation"))
     applied = np.zeros(len(x), dtype=np.int64)
@@ -213,8 +231,10 @@ def _gate_codes(d: GateDecision, i: int) -> list[str]:
     a = int(d.applied[i])
     if a % 4:
         codes.append("rotated")
-    if a >= 4:
+    if (a // 4) % 2:
         codes.append("inverted")
+    if a >= 8:
+        codes.append("mirrored")
     if d.unclear[i]:
         codes.append("orientation_unclear")
     if not d.in_scope[i]:
@@ -231,7 +251,7 @@ def _result(img: LoadedImage, d: GateDecision | None, i: int) -> ScopeResult:
         pixels = undo_orientation(img.pixels, a) if a else img.pixels
         p, orient = float(d.kind[i, 0]), ORIENTATIONS[a]
         kinds = {k: float(v) for k, v in zip(KINDS, d.kind[i], strict=True)}
-        oprobs = {k: float(v) for k, v in zip(ORIENTATIONS, d.orientation[i], strict=True)}
+        oprobs = {k: float(v) for k, v in zip(ORIENTATIONS, d.orientation[i], strict=False)}  # 8 or 16
     in_scope = not any(c in OUT_OF_SCOPE_CODES for c in codes)
     return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, reason_text(codes), oprobs)
 

@@ -43,7 +43,7 @@ from pneumo.checks import scope
 from pneumo.io.decode import load_image
 from pneumo.nets.modelfile import Network
 from pneumo.training import data
-from pneumo.training.augment import Augmentation, gate_augment
+from pneumo.training.augment import Augmentation, add_devices, gate_augment
 from pneumo.training.export import export_or_warn
 from pneumo.training.networks import (
     BN_MOMENTUM,
@@ -89,7 +89,8 @@ class Settings(Augmentation):
     n_not_frontal: int = 400
     n_not_chest: int = 800
     n_not_radiograph: int = 1600
-    p_identity: float = 0.4  # share of in-scope samples left upright (the rest: one of the 7 other transforms)
+    p_identity: float = 0.4  # share of in-scope samples left upright (the rest: one of the 15 other transforms)
+    p_devices: float = 0.25  # share of samples (every kind) with synthetic lines, tubes and ECG electrodes drawn on
     n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
     max_per_source: int = 0  # 0 = all; the smoke preset uses a few
     # augmentation (all kinds; OpenCV, pneumo.training.augment.gate_augment)
@@ -395,18 +396,24 @@ def _counts(s: Settings) -> dict[str, int]:
 
 
 def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random.Generator):
-    """One epoch: x uint8 (N, S, S, 1), kind labels (N,), orientation labels (N,), orientation weights (N,)."""
-    counts = _counts(s)
+    """One epoch: x uint8 (N, S, S, 1), kind labels (N,), orientation labels (N,), orientation weights (N,).
+
+    Each sample: augmented, devices drawn on with p_devices (every kind alike, so devices tell no kind), then one of
+    the 16 orientation transforms (turns x inverted x mirrored) applied and used as its orientation label.
+    """
+    counts, n_orient = _counts(s), len(scope.ORIENTATIONS)
     xs, kinds, orients = [], [], []
     for k, kind in enumerate(scope.KINDS):
         sources = [p for p in pools[kind] if len(p)]
         for _ in range(counts[kind] if sources else 0):
             src = sources[rng.integers(len(sources))]  # sources equally often, then an image within
             img = gate_augment(src[rng.integers(len(src))], rng, s)
+            if rng.random() < s.p_devices:
+                img = add_devices(img, rng)
             if kind == "in_scope":
-                o = 0 if rng.random() < s.p_identity else int(rng.integers(1, 8))
+                o = 0 if rng.random() < s.p_identity else int(rng.integers(1, n_orient))
             else:
-                o = int(rng.integers(8))  # the kind head must not depend on orientation
+                o = int(rng.integers(n_orient))  # the kind head must not depend on orientation
             xs.append(scope.apply_orientation(img, o))
             kinds.append(k)
             orients.append(o)
@@ -501,6 +508,7 @@ def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_h
             },  # fmt: skip
         },
         "in_scope_validation_augmented": _augmented_report(gate, x_val, s),
+        "in_scope_validation_devices": devices_report(gate, x_val, y_val, s.seed + 3),
         "in_scope_validation_degraded_64px": {
             "data": "the same images down to 64 px and back up (as MedNIST)",
             "n": len(x_val),
@@ -526,10 +534,27 @@ def _augmented_report(gate: Network, x_val: np.ndarray, s: Settings) -> dict:
     }
 
 
+def devices_report(gate: Network, x_val: np.ndarray, y_val: np.ndarray, seed: int) -> dict:
+    """Flag rate on the validation images uint8 (N, S, S) with synthetic devices drawn on each (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    d = scope.decide(gate, np.stack([add_devices(a, rng) for a in x_val])[..., None])
+    flagged = ~d.in_scope | d.unclear
+    return {
+        "data": "the validation images, each with synthetic lines/tubes (bright curves) and ECG electrodes (discs)",
+        "n": len(x_val),
+        "flagged_out_of_scope": _rate(flagged),
+        "flagged_by_class": {
+            c: {"n": int((y_val == i).sum()), "flagged": _rate(flagged[y_val == i])}
+            for i, c in enumerate(config.CLASS_NAMES)
+        },
+        "codes": {c: int(sum(c in scope._gate_codes(d, i) for i in np.flatnonzero(flagged))) for c in scope.KINDS[1:]},
+    }
+
+
 def _turned(x: np.ndarray, seed: int) -> np.ndarray:
     """Each uint8 (N, S, S) image with a random non-identity orientation transform (fixed seed)."""
     rng = np.random.default_rng(seed)
-    return np.stack([scope.apply_orientation(a, int(rng.integers(1, 8))) for a in x])
+    return np.stack([scope.apply_orientation(a, int(rng.integers(1, len(scope.ORIENTATIONS)))) for a in x])
 
 
 # ---------------------------------------------------------------------------------------------------- training
