@@ -26,10 +26,14 @@ def _img(pixels: np.ndarray, colourfulness: float = 0.0, **info) -> LoadedImage:
 # ---------------------------------------------------------------------------------------------------- rules
 def test_every_code_is_documented_and_out_of_scope_codes_are_codes():
     assert scope.OUT_OF_SCOPE_CODES <= set(scope.WARNING_CODES)
-    required = {"not_radiograph", "not_chest", "not_frontal", "adult", "inverted", "rotated", "low_resolution"}
-    assert required | {"colour", "uniform"} <= set(scope.WARNING_CODES)
+    required = {"not_radiograph", "not_chest", "not_frontal", "adult", "inverted", "rotated", "mirrored"}
+    assert required | {"colour", "uniform", "low_resolution"} <= set(scope.WARNING_CODES)
     assert all(s.endswith(".") and len(s) > 20 for s in scope.WARNING_CODES.values())
-    assert not {"rotated", "inverted", "low_resolution"} & scope.OUT_OF_SCOPE_CODES
+    assert not {"rotated", "inverted", "mirrored", "low_resolution"} & scope.OUT_OF_SCOPE_CODES
+    # a right-sided heart may be real (dextrocardia): the text must say the flip was assumed
+    assert (
+        "assumed, not certain" in scope.WARNING_CODES["mirrored"] and "dextrocardia" in scope.WARNING_CODES["mirrored"]
+    )
 
 
 def test_plausible_radiograph_passes_the_rules():
@@ -77,7 +81,7 @@ def test_raw_pixels_must_be_uint8_2d():
 
 
 # ---------------------------------------------------------------------------------------------------- orientation
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(16))
 def test_orientation_round_trip_is_exact(index):
     x = synthetic_xray(300, 260, seed=index)
     t = scope.apply_orientation(x, index)
@@ -90,6 +94,15 @@ def test_orientation_names_match_transforms():
     x = synthetic_xray(seed=3)
     np.testing.assert_array_equal(scope.apply_orientation(x, scope.ORIENTATIONS.index("inverted")), 255 - x)
     np.testing.assert_array_equal(scope.apply_orientation(x, scope.ORIENTATIONS.index("rot180")), x[::-1, ::-1])
+    np.testing.assert_array_equal(scope.apply_orientation(x, scope.ORIENTATIONS.index("mirrored")), x[:, ::-1])
+    np.testing.assert_array_equal(scope.apply_orientation(x, scope.ORIENTATIONS.index("mirrored_rot180")), x[::-1])
+    np.testing.assert_array_equal(
+        scope.apply_orientation(x, scope.ORIENTATIONS.index("mirrored_inverted_rot90")), 255 - np.rot90(x[:, ::-1])
+    )
+    assert len(scope.ORIENTATIONS) == len(set(scope.ORIENTATIONS)) == 16
+    # the 16 transforms are 16 different pictures (a square, asymmetric image)
+    sq = synthetic_xray(64, 64, seed=5, opacity=True)
+    assert len({scope.apply_orientation(sq, i).tobytes() for i in range(16)}) == 16
 
 
 # ---------------------------------------------------------------------------------------------------- learned gate
@@ -114,7 +127,7 @@ class _FixedRunner:
         return [np.tile(self.kind, (len(x), 1)), np.stack([self.orient_fn(a) for a in x])]
 
 
-def _one_hot(i: int, n: int = 8, p: float = 0.97) -> np.ndarray:
+def _one_hot(i: int, n: int = 16, p: float = 0.97) -> np.ndarray:
     v = np.full(n, (1 - p) / (n - 1))
     v[i] = p
     return v
@@ -124,10 +137,10 @@ def _detects(upright_small: np.ndarray):
     """Orientation 'model': the transform that maps upright_small to the input, confidently."""
 
     def fn(a: np.ndarray) -> np.ndarray:
-        for i in range(8):
+        for i in range(16):
             if np.abs(scope.apply_orientation(upright_small, i).astype(int) - a.astype(int)).max() <= 2:
                 return _one_hot(i)
-        return np.full(8, 1 / 8)
+        return np.full(16, 1 / 16)
 
     return fn
 
@@ -137,20 +150,40 @@ def _gate(model, thresholds=None) -> Network:
     return Network(model, {"input_size": GATE_SIZE, "thresholds": t}, Path("gate.keras"))
 
 
-@pytest.mark.parametrize("index", range(1, 8))
+@pytest.mark.parametrize("index", range(1, 16))
 def test_confident_transform_is_undone_and_reported(index):
-    x = synthetic_xray(260, 260, seed=1)
+    x = synthetic_xray(260, 260, seed=1, opacity=True)  # the opacity makes left and right differ
     gate = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), _detects(scope.gate_input(x, GATE_SIZE))))
     r = scope.assess(scope.apply_orientation(x, index), gate)
     np.testing.assert_array_equal(r.corrected, x)
     assert r.orientation == scope.ORIENTATIONS[index] and r.in_scope
-    assert ("rotated" in r.codes) == bool(index % 4) and ("inverted" in r.codes) == (index >= 4)
-    assert set(r.codes) <= {"rotated", "inverted"}
+    assert ("rotated" in r.codes) == bool(index % 4) and ("inverted" in r.codes) == bool((index // 4) % 2)
+    assert ("mirrored" in r.codes) == (index >= 8) and set(r.codes) <= {"rotated", "inverted", "mirrored"}
+    assert ("flipped back" in r.explanation) == (index >= 8)
+
+
+def test_a_mirrored_film_is_flipped_back_with_the_mirrored_code():
+    x = synthetic_xray(300, 260, seed=6, opacity=True)
+    gate = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), _detects(scope.gate_input(x, GATE_SIZE))))
+    r = scope.assess(np.ascontiguousarray(x[:, ::-1]), gate)
+    assert r.codes == ("mirrored",) and r.in_scope and r.orientation == "mirrored"
+    np.testing.assert_array_equal(r.corrected, x)
+    assert scope.assess(x, gate).codes == ()
+
+
+def test_a_gate_with_an_eight_way_orientation_head_still_works():
+    """Gates trained before the mirror classes have 8 orientation outputs: the first 8 names, no mirror."""
+    x = synthetic_xray(260, 260, seed=1, opacity=True)
+    small = scope.gate_input(x, GATE_SIZE)
+    gate = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), lambda a: _detects(small)(a)[:8]))
+    r = scope.assess(scope.apply_orientation(x, 5), gate)
+    assert r.orientation == "inverted_rot90" and set(r.codes) == {"rotated", "inverted"}
+    assert len(r.orientation_probs) == 8 and set(r.orientation_probs) == set(scope.ORIENTATIONS[:8])
 
 
 def test_unclear_orientation_and_out_of_scope_kind():
     x = synthetic_xray(260, 260, seed=2)
-    unsure = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), lambda a: np.full(8, 1 / 8)))
+    unsure = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), lambda a: np.full(16, 1 / 16)))
     r = scope.assess(x, unsure)
     assert r.codes == ("orientation_unclear",) and not r.in_scope and r.orientation == "upright"
     adult = _gate(_Fixed(np.array([0.1, 0.7, 0.1, 0.05, 0.05]), lambda a: _one_hot(0)))
@@ -193,12 +226,12 @@ def test_gate_model_is_small_and_named(tiny_gate):
     names = {layer.name for layer in full.layers}
     assert {"image", scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT} <= names
     out = tiny_gate.model(np.zeros((2, GATE_SIZE, GATE_SIZE, 1), np.float32))
-    assert out["kind"].shape == (2, 5) and out["orientation"].shape == (2, 8)
+    assert out["kind"].shape == (2, 5) and out["orientation"].shape == (2, 16)
 
 
 def test_assess_batch_equals_assess(tiny_gate):
     rng = np.random.default_rng(0)
-    items = [scope.apply_orientation(synthetic_xray(280, 240, seed=i), i % 8) for i in range(6)]
+    items = [scope.apply_orientation(synthetic_xray(280, 240, seed=i), 3 * i % 16) for i in range(6)]
     items.append(_img(rng.integers(0, 256, (300, 300), dtype=np.uint8), colourfulness=30.0))
     batch = scope.assess_batch(items, tiny_gate)
     assert len(batch) == len(items)
@@ -281,9 +314,21 @@ def test_committed_gate_keeps_and_uprights_the_sample_films(committed_gate):
     films = [load_image(p) for p in sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))]
     assert films and all(r.codes == () for r in scope.assess_batch(films, committed_gate))
     px = films[0].pixels
-    for index in range(1, 8):
+    assert committed_gate.metadata["orientations"] == list(scope.ORIENTATIONS)  # 16: the mirror is learned
+    for index in range(1, 16):
         r = scope.assess(scope.apply_orientation(px, index), committed_gate)
         assert r.in_scope and r.orientation == scope.ORIENTATIONS[index]
+        np.testing.assert_array_equal(r.corrected, px)
+
+
+def test_committed_gate_flips_back_every_mirrored_sample_film(committed_gate):
+    """The committed sample films mirrored left-right (in memory): each gets `mirrored` and is put back exactly."""
+    from pneumo.io.decode import load_image
+
+    films = [load_image(p).pixels for p in sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))]
+    mirrored = [np.ascontiguousarray(px[:, ::-1]) for px in films]
+    for px, r in zip(films, scope.assess_batch(mirrored, committed_gate), strict=True):
+        assert r.codes == ("mirrored",) and r.in_scope and r.orientation == "mirrored"
         np.testing.assert_array_equal(r.corrected, px)
 
 

@@ -1,0 +1,69 @@
+"""The gate trainer's sampling: every sample gets one of the 16 orientation transforms (mirrored ones included) as its
+label, and synthetic devices are drawn without changing the kind label. Tiny synthetic arrays only."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from pneumo.checks import scope
+from pneumo.training.augment import add_devices
+from pneumo.training.train_scope import Settings, epoch_arrays
+
+S = 24
+
+
+def _still(**kw) -> Settings:
+    """Settings whose geometric and intensity augmentation does nothing, so that samples can be traced exactly."""
+    base = Settings(image_size=S, rotate_deg=0.0, zoom=(1.0, 1.0), shift=0.0, gamma=(1.0, 1.0), noise=0.0)
+    fixed = dict(n_in_scope=400, n_adult=40, n_not_frontal=0, n_not_chest=0, n_not_radiograph=40, p_devices=0.0)
+    return dataclasses.replace(base, p_degrade=0.0, **{**fixed, **kw})
+
+
+def _asymmetric(seed: int) -> np.ndarray:
+    """uint8 (S, S) with no symmetry: each of the 16 transforms gives a different picture."""
+    return np.random.default_rng(seed).integers(0, 200, (S, S), dtype=np.uint8)
+
+
+def test_epoch_labels_are_the_applied_transform_mirrored_ones_included():
+    src = _asymmetric(0)
+    pools = {k: [] for k in scope.KINDS}
+    pools["in_scope"].append(src[None])  # one in-scope image (1, S, S)
+    pools["adult"].append(_asymmetric(1)[None])
+    pools["not_radiograph"].append(_asymmetric(2)[None])
+    x, kinds, orients, w = epoch_arrays(pools, _still(), np.random.default_rng(0))
+    assert x.shape == (480, S, S, 1) and x.dtype == np.uint8
+    inside = kinds == 0
+    assert set(orients[inside]) == set(range(16))  # every transform, the 8 mirrored ones too
+    assert 0.3 < (orients[inside] == 0).mean() < 0.5  # p_identity upright, the rest spread over 15
+    assert (orients[inside] >= 8).sum() > 100
+    for xi, o in zip(x[inside], orients[inside], strict=True):
+        np.testing.assert_array_equal(xi[..., 0], scope.apply_orientation(src, int(o)))
+    assert set(orients[~inside]) == set(range(16))  # out-of-scope kinds turned and mirrored too
+    np.testing.assert_array_equal(w, inside.astype(np.float32))  # orientation loss on in-scope images only
+
+
+def test_add_devices_draws_bright_lines_or_discs():
+    rng = np.random.default_rng(3)
+    img = np.full((96, 96), 60, np.uint8)
+    for _ in range(20):
+        out = add_devices(img, rng)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        bright = out > 150
+        assert 3 <= bright.sum() < 0.3 * bright.size  # something thin was drawn, not a flood
+        assert (out[~bright] <= 160).all()  # the rest is untouched or anti-aliased edge
+    np.testing.assert_array_equal(img, 60)  # the input is not changed in place
+
+
+def test_devices_keep_the_kind_label():
+    """With devices on every sample, each sample's kind label is still its source's kind."""
+    pools = {k: [] for k in scope.KINDS}
+    levels = {"in_scope": 20, "adult": 60, "not_radiograph": 100}  # a flat image per kind, told apart by its level
+    for kind, v in levels.items():
+        pools[kind].append(np.full((1, S, S), v, np.uint8))
+    x, kinds, orients, _ = epoch_arrays(pools, _still(p_devices=1.0), np.random.default_rng(1))
+    for xi, k, o in zip(x[..., 0], kinds, orients, strict=True):
+        up = scope.undo_orientation(xi, int(o))  # (S, S) as drawn, before the orientation transform
+        assert np.bincount(up.ravel()).argmax() == levels[scope.KINDS[k]]  # the source picture, with its own kind
+        assert up.max() >= 150  # and a device was drawn on it
