@@ -4,11 +4,13 @@ Two layers, both compute only (no Streamlit, nothing written):
 
 - exact rules on the decoded image: DICOM modality, body part and view position; colour; nearly uniform images; tiny
   images and unusual shapes;
-- a learned gate (a small two-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
-  ``orientation`` head says which of 16 transforms (0/90/180/270 degrees x normal/inverted grey levels x as filmed /
-  mirrored left-right) an in-scope radiograph went through; a confident non-identity transform is undone, reported
+- a learned gate (a small three-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
+  ``orientation`` head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope
+  radiograph went through; a confident non-identity transform is undone. The ``mirror`` head then says whether the
+  (upright) film is mirrored left-right: it gives a handedness score h, and P(mirrored) = sigmoid(h(x) - h(flipped x)),
+  so a film and its mirror image always get complementary answers. Corrections are reported
   (``rotated``/``inverted``/``mirrored``) and the corrected pixels are returned, so the classifier sees the upright
-  image. The ``kind`` head then scores the corrected image: in scope, adult, not frontal, not chest, not a radiograph;
+  image. The ``kind`` head scores the corrected image: in scope, adult, not frontal, not chest, not a radiograph;
   P(in scope) below the stored threshold puts the image out of scope.
 
 :func:`assess` works without a gate model (rules only); :func:`assess_batch` runs the gate once per batch.
@@ -61,10 +63,10 @@ OUT_OF_SCOPE_CODES: frozenset[str] = frozenset(
 )
 # The kind head's classes, in output order.
 KINDS: tuple[str, ...] = ("in_scope", "adult", "not_frontal", "not_chest", "not_radiograph")
-# The orientation head's classes, in output order: index = quarter_turns + 4 * inverted + 8 * mirrored, applied to the
-# upright image in the order mirror, turn, invert. "mirrored" means flipped left-right (np.fliplr); "rot90" means turned
-# by np.rot90 once (90 degrees counter-clockwise); "inverted" means 255 - pixels. A gate with an 8-way head (no
-# mirror) uses the first 8.
+# The transforms the gate can undo: index = quarter_turns + 4 * inverted + 8 * mirrored, applied to the upright image in
+# the order mirror, turn, invert. "mirrored" means flipped left-right (np.fliplr); "rot90" means turned by np.rot90 once
+# (90 degrees counter-clockwise); "inverted" means 255 - pixels. The orientation head's classes are the first 8 (a
+# mirrored film counts as its unmirrored turn); the mirror head decides the rest.
 _UNMIRRORED = (
     "upright",
     "rot90",
@@ -78,9 +80,11 @@ _UNMIRRORED = (
 ORIENTATIONS: tuple[str, ...] = _UNMIRRORED + tuple(
     "mirrored" if o == "upright" else f"mirrored_{o}" for o in _UNMIRRORED
 )
-# Output layer names of the gate model.
+N_TURNS = 8  # the orientation head's classes: ORIENTATIONS[:N_TURNS]
+# Output layer names of the gate model (a gate without the mirror head still runs: it undoes no mirror).
 KIND_OUTPUT = "kind"
 ORIENTATION_OUTPUT = "orientation"
+MIRROR_OUTPUT = "mirror"
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,9 @@ class ScopeResult:
     orientation_probs: dict[str, float] = field(default_factory=dict)
 
 
-def gate_threshold(gate: Network, key: str) -> float:
-    """One of the gate's stored thresholds: 'in_scope', 'orientation' or 'upright_min' (0 when not stored)."""
-    return float(gate.metadata["thresholds"].get(key, 0.0))
+def gate_threshold(gate: Network, key: str, default: float = 0.0) -> float:
+    """One of the gate's stored thresholds: 'in_scope', 'orientation', 'upright_min', 'mirror', 'mirror_unclear'."""
+    return float(gate.metadata["thresholds"].get(key, default))
 
 
 # ---------------------------------------------------------------------------------------------------- transforms
@@ -160,10 +164,26 @@ def gate_input(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(x[:, :, None])
 
 
-def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8 or 16)."""
-    out = forward(gate.model, x, batch_size)  # compiled once per model: no eager overhead per call
-    return np.asarray(out[KIND_OUTPUT]), np.asarray(out[ORIENTATION_OUTPUT])
+def has_mirror_head(gate: Network) -> bool:
+    """Whether the gate model has the mirror head (gates trained before it do not)."""
+    return MIRROR_OUTPUT in gate.model.output
+
+
+def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8), P(mirrored) (N,).
+
+    P(mirrored) = sigmoid(h(x) - h(x flipped left-right)) from the mirror head's handedness score h (one pass over
+    the N images and their N mirror images); None for a gate without the mirror head.
+    """
+    mirror = has_mirror_head(gate)
+    xx = np.concatenate([x, x[:, :, ::-1]]) if mirror else x  # (2N or N, S, S, 1)
+    out = forward(gate.model, xx, batch_size)  # compiled once per model: no eager overhead per call
+    n = len(x)
+    kind, orient = np.asarray(out[KIND_OUTPUT])[:n], np.asarray(out[ORIENTATION_OUTPUT])[:n]
+    if not mirror:
+        return kind, orient, None
+    h = np.asarray(out[MIRROR_OUTPUT], np.float64).reshape(-1)  # (2N,)
+    return kind, orient, 1.0 / (1.0 + np.exp(-(h[:n] - h[n:])))
 
 
 @dataclass(frozen=True)
@@ -171,36 +191,46 @@ class GateDecision:
     """Vectorised gate verdicts for N gate inputs (used by assess_batch and by training's evaluation)."""
 
     kind: np.ndarray  # (N, len(KINDS)) kind probabilities on the (corrected) input
-    orientation: np.ndarray  # (N, 8 or 16) orientation probabilities on the original input (ORIENTATIONS order)
-    applied: np.ndarray  # (N,) int, index of the transform undone (0 = none)
-    unclear: np.ndarray  # (N,) bool, orientation could not be told
+    orientation: np.ndarray  # (N, 8) orientation probabilities on the original input (ORIENTATIONS[:8] order)
+    applied: np.ndarray  # (N,) int, index into ORIENTATIONS of the transform undone (0 = none)
+    unclear: np.ndarray  # (N,) bool, orientation (turn, inversion or mirror) could not be told
     in_scope: np.ndarray  # (N,) bool, P(in scope) >= threshold
+    mirrored: np.ndarray | None = None  # (N,) P(mirrored) of the turn-corrected input; None without a mirror head
 
 
 def decide(gate: Network, x: np.ndarray) -> GateDecision:
     """Run the gate on uint8 (N, S, S, 1): detect and undo orientation, then score the kind head.
 
-    A transform is undone when it is the orientation head's argmax with probability >= the orientation threshold and
-    the corrected image is in scope (a "correction" that makes the image out of scope was wrong: the original's
-    verdict is kept). Orientation is unclear when an image that looks in scope has P(upright) < upright_min and
-    nothing was undone (the orientation head knows in-scope images only).
+    A turn or inversion is undone when it is the orientation head's argmax with probability >= the orientation
+    threshold and the corrected image is in scope (a "correction" that makes the image out of scope was wrong: the
+    original's verdict is kept). Then an in-scope image is flipped back left-right when P(mirrored) of the
+    turn-corrected image >= the mirror threshold. Orientation is unclear when an image that looks in scope has
+    P(upright) < upright_min and nothing was undone, or P(mirrored) between mirror_unclear and the mirror threshold
+    (both heads know in-scope images only).
     """
-    kind, orient = _forward(gate, x)  # (N, K), (N, 8 or 16)
+    kind, orient, pm = _forward(gate, x)  # (N, K), (N, 8), (N,) or None
     best = orient.argmax(axis=1)  # (N,)
     want = (best != 0) & (orient[np.arange(len(x)), best] >= gate_threshold(gate, "orientation"))
     applied = np.zeros(len(x), dtype=np.int64)
     idx = np.flatnonzero(want)
     if idx.size:
         fixed = np.stack([undo_orientation(x[i], int(best[i])) for i in idx])  # (M, S, S, 1)
-        kind_fixed, _ = _forward(gate, fixed)
+        kind_fixed, _, pm_fixed = _forward(gate, fixed)
         ok = kind_fixed[:, 0] >= gate_threshold(gate, "in_scope")
         kind[idx[ok]] = kind_fixed[ok]
         applied[idx[ok]] = best[idx[ok]]
+        if pm is not None:
+            pm[idx[ok]] = pm_fixed[ok]  # the mirror is judged on the upright image
     in_scope = kind[:, 0] >= gate_threshold(gate, "in_scope")
     unclear = (
         in_scope & (applied == 0) & (orient[:, 0] < gate_threshold(gate, "upright_min"))
     )  # said of in-scope looking images only
-    return GateDecision(kind, orient, applied, unclear, in_scope)
+    if pm is not None:
+        t_mirror = gate_threshold(gate, "mirror", 0.5)
+        flip = in_scope & ~unclear & (pm >= t_mirror)
+        applied = applied + len(ORIENTATIONS) // 2 * flip
+        unclear = unclear | (in_scope & ~flip & (pm >= gate_threshold(gate, "mirror_unclear", t_mirror)))
+    return GateDecision(kind, orient, applied, unclear, in_scope, pm)
 
 
 # ---------------------------------------------------------------------------------------------------- assess
@@ -251,7 +281,9 @@ def _result(img: LoadedImage, d: GateDecision | None, i: int) -> ScopeResult:
         pixels = undo_orientation(img.pixels, a) if a else img.pixels
         p, orient = float(d.kind[i, 0]), ORIENTATIONS[a]
         kinds = {k: float(v) for k, v in zip(KINDS, d.kind[i], strict=True)}
-        oprobs = {k: float(v) for k, v in zip(ORIENTATIONS, d.orientation[i], strict=False)}  # 8 or 16
+        oprobs = {k: float(v) for k, v in zip(ORIENTATIONS[:N_TURNS], d.orientation[i], strict=True)}
+        if d.mirrored is not None:
+            oprobs["mirrored"] = float(d.mirrored[i])  # P(mirrored) once turned upright
     in_scope = not any(c in OUT_OF_SCOPE_CODES for c in codes)
     return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, reason_text(codes), oprobs)
 

@@ -89,7 +89,9 @@ class Settings(Augmentation):
     n_not_frontal: int = 400
     n_not_chest: int = 800
     n_not_radiograph: int = 1600
-    p_identity: float = 0.4  # share of in-scope samples left upright (the rest: one of the 15 other transforms)
+    p_identity: float = 0.4  # share of in-scope samples not turned or inverted (the rest: one of the 7 others)
+    p_mirrored: float = 0.5  # share of samples (every kind) mirrored left-right, independently of the turn
+    orient_width: int = 8  # channels of the orientation and mirror heads' 1x1 reductions (they keep where things are)
     p_devices: float = 0.25  # share of samples (every kind) with synthetic lines, tubes and ECG electrodes drawn on
     n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
     max_per_source: int = 0  # 0 = all; the smoke preset uses a few
@@ -143,7 +145,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
 
 # ---------------------------------------------------------------------------------------------------- the model
 def build_gate(s: Settings):
-    """Functional Keras CNN: uint8-valued (S, S, 1) -> {"kind": (5,) softmax, "orientation": (8,) softmax}."""
+    """Functional Keras CNN: uint8-valued (S, S, 1) -> {"kind": (5,) softmax, "orientation": (8,) softmax,
+    "mirror": (1,) handedness score h (linear; P(mirrored) = sigmoid(h(x) - h(flipped x)), see scope._forward)}."""
 
     inp = keras.Input((s.image_size, s.image_size, 1), name="image")  # raw 0..255
     x = layers.Rescaling(1 / 255.0, name="rescale")(inp)
@@ -162,13 +165,32 @@ def build_gate(s: Settings):
     k = layers.GlobalAveragePooling2D(name="kind_pool")(feat)
     k = layers.Dropout(s.dropout, name="kind_dropout")(k)
     kind = layers.Dense(len(scope.KINDS), activation="softmax", name=scope.KIND_OUTPUT)(k)
-    o = layers.Conv2D(8, 1, use_bias=False, name="orient_reduce")(feat)  # keeps where things are
-    o = layers.BatchNormalization(momentum=BN_MOMENTUM, name="orient_bn")(o)
-    o = layers.ReLU(name="orient_relu")(o)
-    o = layers.Flatten(name="orient_flatten")(o)
-    o = layers.Dropout(s.dropout, name="orient_dropout")(o)
-    orient = layers.Dense(len(scope.ORIENTATIONS), activation="softmax", name=scope.ORIENTATION_OUTPUT)(o)
-    return keras.Model(inp, {scope.KIND_OUTPUT: kind, scope.ORIENTATION_OUTPUT: orient}, name="pneumo_scope")
+    heads = {}
+    for name, short, n, act in ((scope.ORIENTATION_OUTPUT, "orient", scope.N_TURNS, "softmax"),
+                                (scope.MIRROR_OUTPUT, "mirror", 1, None)):  # fmt: skip
+        o = layers.Conv2D(s.orient_width, 1, use_bias=False, name=f"{short}_reduce")(feat)  # keeps where things are
+        o = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{short}_bn")(o)
+        o = layers.ReLU(name=f"{short}_relu")(o)
+        o = layers.Flatten(name=f"{short}_flatten")(o)
+        o = layers.Dropout(s.dropout, name=f"{short}_dropout")(o)
+        heads[name] = layers.Dense(n, activation=act, name=name)(o)
+    return keras.Model(inp, {scope.KIND_OUTPUT: kind, **heads}, name="pneumo_scope")
+
+
+MIRRORED = "mirrored"  # the training wrapper's output: P(mirrored) = sigmoid(h(x) - h(x flipped left-right))
+
+
+def training_wrapper(gate):
+    """The gate run on x and on x flipped left-right (shared weights): kind and orientation of x, and
+    P(mirrored) = sigmoid(h(x) - h(flipped x)), so that the mirror head learns to compare a film with its mirror image.
+    Used for training only; the gate itself is saved (scope._forward computes the same P at inference)."""
+    inp = keras.Input(gate.input_shape[1:], name="image")
+    out = gate(inp)
+    flipped = layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name="fliplr")(inp)  # (B, S, S, 1)
+    diff = layers.Subtract(name="handedness")([out[scope.MIRROR_OUTPUT], gate(flipped)[scope.MIRROR_OUTPUT]])
+    p = layers.Reshape((), name=MIRRORED)(layers.Activation("sigmoid")(diff))  # (B,)
+    return keras.Model(inp, {scope.KIND_OUTPUT: out[scope.KIND_OUTPUT],
+                             scope.ORIENTATION_OUTPUT: out[scope.ORIENTATION_OUTPUT], MIRRORED: p})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -396,12 +418,15 @@ def _counts(s: Settings) -> dict[str, int]:
 
 
 def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random.Generator):
-    """One epoch: x uint8 (N, S, S, 1), kind labels (N,), orientation labels (N,), orientation weights (N,).
+    """One epoch: x uint8 (N, S, S, 1), kind labels (N,), transform labels (N,) (index into scope.ORIENTATIONS: turn
+    + 4 inverted + 8 mirrored), orientation weights (N,) and mirror weights (N,).
 
-    Each sample: augmented, devices drawn on with p_devices (every kind alike, so devices tell no kind), then one of
-    the 16 orientation transforms (turns x inverted x mirrored) applied and used as its orientation label.
+    Each sample: augmented, devices drawn on with p_devices (every kind alike, so devices tell no kind), mirrored
+    with p_mirrored, then turned/inverted (in scope: left as is with p_identity). The orientation head learns the turn
+    (transform % 8) of in-scope samples; the mirror head whether in-scope samples that are not turned or inverted are
+    mirrored (at inference it sees the image once turned upright).
     """
-    counts, n_orient = _counts(s), len(scope.ORIENTATIONS)
+    counts = _counts(s)
     xs, kinds, orients = [], [], []
     for k, kind in enumerate(scope.KINDS):
         sources = [p for p in pools[kind] if len(p)]
@@ -411,23 +436,25 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
             if rng.random() < s.p_devices:
                 img = add_devices(img, rng)
             if kind == "in_scope":
-                o = 0 if rng.random() < s.p_identity else int(rng.integers(1, n_orient))
+                o = 0 if rng.random() < s.p_identity else int(rng.integers(1, scope.N_TURNS))
             else:
-                o = int(rng.integers(n_orient))  # the kind head must not depend on orientation
+                o = int(rng.integers(scope.N_TURNS))  # the kind head must not depend on orientation
+            o += scope.N_TURNS * int(rng.random() < s.p_mirrored)
             xs.append(scope.apply_orientation(img, o))
             kinds.append(k)
             orients.append(o)
     kinds_a, orients_a = np.array(kinds), np.array(orients)
     order = rng.permutation(len(xs))
     w = (kinds_a == 0).astype(np.float32)  # orientation loss on in-scope images only
-    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], w[order]
+    wm = w * (orients_a % scope.N_TURNS == 0)  # mirror loss on in-scope images neither turned nor inverted
+    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], w[order], wm[order]
 
 
 # ---------------------------------------------------------------------------------------------------- thresholds
 def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]:
     """Orientation, upright_min and in-scope thresholds from the upright in-scope validation images (N, S, S, 1)."""
     gate = keras_network(model, {"input_size": s.image_size, "thresholds": {}})
-    kind, orient = scope._forward(gate, x_val)
+    kind, orient, pm = scope._forward(gate, x_val)
     n = len(x_val)
     best = orient.argmax(1)
     grid = np.round(np.arange(0.5, 1.0, 0.01), 2)
@@ -437,6 +464,10 @@ def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]
     unclear = [((orient[:, 0] < u) & ~((best != 0) & (orient.max(1) >= t_orient))).mean() for u in ugrid]
     upright_min = float(next((u for u, r in zip(ugrid, unclear, strict=True) if r <= s.max_unclear), 0.0))
     t = {"orientation": t_orient, "upright_min": upright_min, "in_scope": 0.0}
+    if pm is not None:  # flip: at most max_false_correction of upright images; unclear band: at most max_unclear
+        t_mirror = float(next((m for m in grid if (pm >= m).mean() <= s.max_false_correction), 0.999))
+        band = [m for m in grid if m <= t_mirror and ((pm >= m) & (pm < t_mirror)).mean() <= s.max_unclear]
+        t.update(mirror=t_mirror, mirror_unclear=float(min(band, default=t_mirror)))
     gate.metadata["thresholds"] = t
     d = scope.decide(gate, x_val)
     allowed = int(np.floor(s.max_flag_rate * n)) - int(d.unclear.sum())
@@ -563,19 +594,25 @@ def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]
     per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind]))
     steps = s.epochs * int(np.ceil(per_epoch / s.batch_size))
     lr = keras.optimizers.schedules.CosineDecay(s.learning_rate, max(steps, 1))
-    model.compile(
+    wrapper = training_wrapper(model)
+    wrapper.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss={scope.KIND_OUTPUT: "sparse_categorical_crossentropy",
-              scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy"},
-        metrics={scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy"},
+              scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy", MIRRORED: "binary_crossentropy"},
+        metrics={scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy", MIRRORED: "accuracy"},
     )  # fmt: skip
     history = []
     for epoch in range(s.epochs):
         t0 = time.time()
-        x, yk, yo, wo = epoch_arrays(pools, s, rng)
-        h = model.fit(x.astype(np.float32), {scope.KIND_OUTPUT: yk, scope.ORIENTATION_OUTPUT: yo},
-                      sample_weight={scope.KIND_OUTPUT: np.ones_like(wo), scope.ORIENTATION_OUTPUT: wo},
-                      batch_size=s.batch_size, epochs=1, verbose=0, shuffle=False)  # fmt: skip
+        x, yk, yt, wo, wm = epoch_arrays(pools, s, rng)
+        y = {
+            scope.KIND_OUTPUT: yk,
+            scope.ORIENTATION_OUTPUT: yt % scope.N_TURNS,
+            MIRRORED: (yt >= scope.N_TURNS).astype(np.float32),
+        }
+        w = {scope.KIND_OUTPUT: np.ones_like(wo), scope.ORIENTATION_OUTPUT: wo, MIRRORED: wm}
+        h = wrapper.fit(x.astype(np.float32), y, sample_weight=w, batch_size=s.batch_size, epochs=1, verbose=0,
+                        shuffle=False)  # fmt: skip
         row = {k: round(float(v[-1]), 4) for k, v in h.history.items()}
         history.append({"epoch": epoch + 1, **row, "seconds": round(time.time() - t0, 1)})
         log.info("epoch %d/%d %s", epoch + 1, s.epochs, history[-1])
@@ -646,7 +683,11 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
         "input": "uint8 grayscale (S, S, 1): pneumo.preprocess 224 squash, area-resized to S (scope.gate_input)",
         "kinds": list(scope.KINDS),
         "orientations": list(scope.ORIENTATIONS),
-        "outputs": {scope.KIND_OUTPUT: "softmax over kinds", scope.ORIENTATION_OUTPUT: "softmax over orientations"},
+        "outputs": {
+            scope.KIND_OUTPUT: "softmax over kinds",
+            scope.ORIENTATION_OUTPUT: "softmax over the first 8 orientations (turns x inverted)",
+            scope.MIRROR_OUTPUT: "handedness score h: P(mirrored) = sigmoid(h(x) - h(x flipped left-right))",
+        },
         "parameters": int(model.count_params()),
         "layers": layer_rows(model),
         "thresholds": thresholds,
@@ -655,6 +696,11 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
             "in-scope validation images would be 'corrected'",
             "upright_min": f"the largest of 0.50, 0.49, ... at which at most {s.max_unclear:.1%} of upright "
             "in-scope validation images are 'orientation unclear'",
+            "mirror": f"the smallest of 0.50, 0.51, ... at which at most {s.max_false_correction:.1%} of upright "
+            "in-scope validation images would be flipped (P(mirrored) >= it)",
+            "mirror_unclear": f"the smallest of 0.50, 0.51, ... below the mirror threshold at which at most "
+            f"{s.max_unclear:.1%} of upright in-scope validation images are 'orientation unclear' (P(mirrored) between "
+            "the two)",
             "in_scope": f"the largest P(in scope) cut at which at most {s.max_flag_rate:.0%} of in-scope "
             "validation images (after orientation correction) are out of scope",
         },

@@ -278,7 +278,7 @@ def test_smoke_training_writes_a_loadable_gate(tmp_path):
     assert train_scope.main(["--data", str(data), "--scope", str(sc), "--out", str(out), "--preset", "smoke"]) == 0
     meta = json.loads((out / "pneumo_scope.json").read_text())
     assert meta["kinds"] == list(scope.KINDS) and meta["input_size"] == 32
-    assert set(meta["thresholds"]) == {"in_scope", "orientation", "upright_min"}
+    assert set(meta["thresholds"]) == {"in_scope", "orientation", "upright_min", "mirror", "mirror_unclear"}
     val = meta["metrics"]["in_scope_validation"]
     assert val["n"] > 0 and val["flagged_out_of_scope"] <= 0.01 + 1 / val["n"]
     assert set(meta["metrics"]["synthetic_held_out"]) == set(train_scope.GENERATORS)
