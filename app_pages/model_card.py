@@ -192,10 +192,10 @@ else:
     st.markdown(
         f"""
 Before any result, every image passes exact rules (DICOM modality, body part and view; colour; uniform; size) and a
-small two-headed CNN (`pneumo_scope.keras`, {int(gmeta.get("parameters", 0)):,} parameters,
-{gmeta.get("input_size", "?")} px input). One head undoes a 90°/180°/270° turn, inverted grey levels or a left-right
+small three-headed CNN (`pneumo_scope.keras`, {int(gmeta.get("parameters", 0)):,} parameters,
+{gmeta.get("input_size", "?")} px input). Two heads undo a 90°/180°/270° turn or inverted grey levels, and a left-right
 mirror (the result then says so; a right-sided heart is assumed to be a mirrored film, though it can be real); the
-other says whether the image is a child's frontal chest radiograph, an adult's, a lateral view, another body part, or
+third says whether the image is a child's frontal chest radiograph, an adult's, a lateral view, another body part, or
 no radiograph at all. Its threshold: {GATE_RULE}. An image outside the intended use gets no
 result unless asked for (app: "show anyway"; CLI: `--force`).
 """

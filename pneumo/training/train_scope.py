@@ -91,6 +91,8 @@ class Settings(Augmentation):
     n_not_radiograph: int = 1600
     p_identity: float = 0.4  # share of in-scope samples not turned or inverted (the rest: one of the 7 others)
     p_mirrored: float = 0.5  # share of samples (every kind) mirrored left-right, independently of the turn
+    n_mirror: int = 2400  # extra in-scope samples per epoch for the mirror head only (upright, half mirrored)
+    mirror_loss_weight: float = 3.0  # the mirror head's loss weight (the other heads' losses push towards invariance)
     orient_width: int = 8  # channels of the orientation and mirror heads' 1x1 reductions (they keep where things are)
     p_devices: float = 0.25  # share of samples (every kind) with synthetic lines, tubes and ECG electrodes drawn on
     n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
@@ -120,6 +122,7 @@ PRESETS: dict[str, dict] = {
         n_not_chest=16,
         n_not_radiograph=32,
         n_synthetic=6,
+        n_mirror=16,
         max_per_source=12,
         val_fraction=0.3,
         heldout_mod=2,
@@ -419,23 +422,27 @@ def _counts(s: Settings) -> dict[str, int]:
 
 def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random.Generator):
     """One epoch: x uint8 (N, S, S, 1), kind labels (N,), transform labels (N,) (index into scope.ORIENTATIONS: turn
-    + 4 inverted + 8 mirrored), orientation weights (N,) and mirror weights (N,).
+    + 4 inverted + 8 mirrored) and loss weights {output name: (N,)}.
 
     Each sample: augmented, devices drawn on with p_devices (every kind alike, so devices tell no kind), mirrored
     with p_mirrored, then turned/inverted (in scope: left as is with p_identity). The orientation head learns the turn
     (transform % 8) of in-scope samples; the mirror head whether in-scope samples that are not turned or inverted are
-    mirrored (at inference it sees the image once turned upright).
+    mirrored (at inference it sees the image once turned upright), from those and from n_mirror extra in-scope samples
+    that teach nothing else.
     """
     counts = _counts(s)
-    xs, kinds, orients = [], [], []
+    xs, kinds, orients, extra = [], [], [], []
     for k, kind in enumerate(scope.KINDS):
         sources = [p for p in pools[kind] if len(p)]
-        for _ in range(counts[kind] if sources else 0):
+        n = counts[kind] + (s.n_mirror if kind == "in_scope" else 0)
+        for j in range(n if sources else 0):
             src = sources[rng.integers(len(sources))]  # sources equally often, then an image within
             img = gate_augment(src[rng.integers(len(src))], rng, s)
             if rng.random() < s.p_devices:
                 img = add_devices(img, rng)
-            if kind == "in_scope":
+            if j >= counts[kind]:  # an extra mirror-head sample: upright frame
+                o = 0
+            elif kind == "in_scope":
                 o = 0 if rng.random() < s.p_identity else int(rng.integers(1, scope.N_TURNS))
             else:
                 o = int(rng.integers(scope.N_TURNS))  # the kind head must not depend on orientation
@@ -443,11 +450,16 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
             xs.append(scope.apply_orientation(img, o))
             kinds.append(k)
             orients.append(o)
-    kinds_a, orients_a = np.array(kinds), np.array(orients)
+            extra.append(j >= counts[kind])
+    kinds_a, orients_a, extra_a = np.array(kinds), np.array(orients), np.array(extra, bool)
     order = rng.permutation(len(xs))
-    w = (kinds_a == 0).astype(np.float32)  # orientation loss on in-scope images only
-    wm = w * (orients_a % scope.N_TURNS == 0)  # mirror loss on in-scope images neither turned nor inverted
-    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], w[order], wm[order]
+    inside = kinds_a == 0
+    weights = {
+        scope.KIND_OUTPUT: (~extra_a).astype(np.float32),
+        scope.ORIENTATION_OUTPUT: (inside & ~extra_a).astype(np.float32),  # in-scope images only
+        MIRRORED: (inside & (orients_a % scope.N_TURNS == 0)).astype(np.float32),  # neither turned nor inverted
+    }
+    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], {k: w[order] for k, w in weights.items()}
 
 
 # ---------------------------------------------------------------------------------------------------- thresholds
@@ -591,7 +603,7 @@ def _turned(x: np.ndarray, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- training
 def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]:
     """Train for s.epochs freshly augmented epochs with a cosine learning-rate decay; returns per-epoch losses."""
-    per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind]))
+    per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind])) + s.n_mirror
     steps = s.epochs * int(np.ceil(per_epoch / s.batch_size))
     lr = keras.optimizers.schedules.CosineDecay(s.learning_rate, max(steps, 1))
     wrapper = training_wrapper(model)
@@ -599,18 +611,18 @@ def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]
         optimizer=keras.optimizers.Adam(lr),
         loss={scope.KIND_OUTPUT: "sparse_categorical_crossentropy",
               scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy", MIRRORED: "binary_crossentropy"},
+        loss_weights={scope.KIND_OUTPUT: 1.0, scope.ORIENTATION_OUTPUT: 1.0, MIRRORED: s.mirror_loss_weight},
         metrics={scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy", MIRRORED: "accuracy"},
     )  # fmt: skip
     history = []
     for epoch in range(s.epochs):
         t0 = time.time()
-        x, yk, yt, wo, wm = epoch_arrays(pools, s, rng)
+        x, yk, yt, w = epoch_arrays(pools, s, rng)
         y = {
             scope.KIND_OUTPUT: yk,
             scope.ORIENTATION_OUTPUT: yt % scope.N_TURNS,
             MIRRORED: (yt >= scope.N_TURNS).astype(np.float32),
         }
-        w = {scope.KIND_OUTPUT: np.ones_like(wo), scope.ORIENTATION_OUTPUT: wo, MIRRORED: wm}
         h = wrapper.fit(x.astype(np.float32), y, sample_weight=w, batch_size=s.batch_size, epochs=1, verbose=0,
                         shuffle=False)  # fmt: skip
         row = {k: round(float(v[-1]), 4) for k, v in h.history.items()}

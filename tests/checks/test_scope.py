@@ -108,82 +108,133 @@ def test_orientation_names_match_transforms():
 # ---------------------------------------------------------------------------------------------------- learned gate
 class _Fixed:
     """A stand-in gate model with fixed outputs, so that the decision logic is tested exactly: it has the gate's
-    output structure, and a runner attached as pneumo.nets.lite.forward expects one."""
+    output structure (with the mirror head when ``mirror_fn`` is given), and a runner attached as
+    pneumo.nets.lite.forward expects one."""
 
-    output = {scope.KIND_OUTPUT: None, scope.ORIENTATION_OUTPUT: None}
-    output_names = [scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT]
-
-    def __init__(self, kind: np.ndarray, orient_fn):
-        attach(self, "forward", _FixedRunner(kind, orient_fn))
+    def __init__(self, kind: np.ndarray, orient_fn, mirror_fn=None):
+        names = [scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT] + ([scope.MIRROR_OUTPUT] if mirror_fn else [])
+        self.output = dict.fromkeys(names)
+        self.output_names = names
+        attach(self, "forward", _FixedRunner(kind, orient_fn, mirror_fn, names))
 
 
 class _FixedRunner:
-    outputs = [scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT]
-
-    def __init__(self, kind: np.ndarray, orient_fn):
-        self.kind, self.orient_fn = kind, orient_fn
+    def __init__(self, kind: np.ndarray, orient_fn, mirror_fn, names: list[str]):
+        self.kind, self.orient_fn, self.mirror_fn, self.outputs = kind, orient_fn, mirror_fn, names
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        return [np.tile(self.kind, (len(x), 1)), np.stack([self.orient_fn(a) for a in x])]
+        out = [np.tile(self.kind, (len(x), 1)), np.stack([self.orient_fn(a) for a in x])]
+        return out + ([np.array([[self.mirror_fn(a)] for a in x])] if self.mirror_fn else [])  # (N, 1) scores
 
 
-def _one_hot(i: int, n: int = 16, p: float = 0.97) -> np.ndarray:
+def _one_hot(i: int, n: int = 8, p: float = 0.97) -> np.ndarray:
     v = np.full(n, (1 - p) / (n - 1))
     v[i] = p
     return v
 
 
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
 def _detects(upright_small: np.ndarray):
-    """Orientation 'model': the transform that maps upright_small to the input, confidently."""
+    """Orientation 'model': the turn/inversion that maps upright_small, mirrored or not, to the input, confidently."""
 
     def fn(a: np.ndarray) -> np.ndarray:
         for i in range(16):
-            if np.abs(scope.apply_orientation(upright_small, i).astype(int) - a.astype(int)).max() <= 2:
-                return _one_hot(i)
-        return np.full(16, 1 / 16)
+            if _close(scope.apply_orientation(upright_small, i), a[..., 0]):
+                return _one_hot(i % 8)
+        return np.full(8, 1 / 8)
+
+    return fn
+
+
+def _handedness(upright_small: np.ndarray):
+    """Mirror 'model': score h = -4 on the upright image, +4 on its mirror image, 0 on anything else."""
+
+    def fn(a: np.ndarray) -> float:
+        return -4.0 if _close(upright_small, a[..., 0]) else 4.0 if _close(upright_small[:, ::-1], a[..., 0]) else 0.0
 
     return fn
 
 
 def _gate(model, thresholds=None) -> Network:
-    t = {"in_scope": 0.5, "orientation": 0.9, "upright_min": 0.2, **(thresholds or {})}
-    return Network(model, {"input_size": GATE_SIZE, "thresholds": t}, Path("gate.keras"))
+    t = {"in_scope": 0.5, "orientation": 0.9, "upright_min": 0.2, "mirror": 0.9, "mirror_unclear": 0.7}
+    return Network(model, {"input_size": GATE_SIZE, "thresholds": {**t, **(thresholds or {})}}, Path("gate.keras"))
+
+
+IN_SCOPE = np.array([0.9, 0.05, 0.02, 0.02, 0.01])
+
+
+def _knowing(x: np.ndarray) -> Network:
+    """A gate that knows the upright picture ``x``: it detects every turn, inversion and mirror of it."""
+    small = scope.gate_input(x, GATE_SIZE)[..., 0]
+    return _gate(_Fixed(IN_SCOPE, _detects(small), _handedness(small)))
 
 
 @pytest.mark.parametrize("index", range(1, 16))
 def test_confident_transform_is_undone_and_reported(index):
     x = synthetic_xray(260, 260, seed=1, opacity=True)  # the opacity makes left and right differ
-    gate = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), _detects(scope.gate_input(x, GATE_SIZE))))
-    r = scope.assess(scope.apply_orientation(x, index), gate)
+    r = scope.assess(scope.apply_orientation(x, index), _knowing(x))
     np.testing.assert_array_equal(r.corrected, x)
     assert r.orientation == scope.ORIENTATIONS[index] and r.in_scope
     assert ("rotated" in r.codes) == bool(index % 4) and ("inverted" in r.codes) == bool((index // 4) % 2)
     assert ("mirrored" in r.codes) == (index >= 8) and set(r.codes) <= {"rotated", "inverted", "mirrored"}
     assert ("flipped back" in r.explanation) == (index >= 8)
+    assert r.orientation_probs["mirrored"] == pytest.approx(1 / (1 + np.exp(-8)) if index >= 8 else 1 / (1 + np.exp(8)))
 
 
 def test_a_mirrored_film_is_flipped_back_with_the_mirrored_code():
     x = synthetic_xray(300, 260, seed=6, opacity=True)
-    gate = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), _detects(scope.gate_input(x, GATE_SIZE))))
+    gate = _knowing(x)
     r = scope.assess(np.ascontiguousarray(x[:, ::-1]), gate)
     assert r.codes == ("mirrored",) and r.in_scope and r.orientation == "mirrored"
     np.testing.assert_array_equal(r.corrected, x)
     assert scope.assess(x, gate).codes == ()
+    # P(mirrored) compares the film with its mirror image: h(x) - h(flipped x) = 4 - (-4)
+    assert r.orientation_probs["mirrored"] == pytest.approx(1 / (1 + np.exp(-8)))
 
 
-def test_a_gate_with_an_eight_way_orientation_head_still_works():
-    """Gates trained before the mirror classes have 8 orientation outputs: the first 8 names, no mirror."""
+def test_mirror_thresholds_flip_only_when_sure_and_refuse_the_unclear_band():
+    x = synthetic_xray(300, 260, seed=7, opacity=True)
+    small = scope.gate_input(x, GATE_SIZE)[..., 0]
+    mirrored = np.ascontiguousarray(x[:, ::-1])
+
+    def weak(a):  # h(mirror image) - h(upright) = 1.4: P(mirrored) = 0.80
+        return {True: 0.7, False: -0.7}[_close(small[:, ::-1], a[..., 0])]
+
+    gate = _gate(_Fixed(IN_SCOPE, _detects(small), weak))
+    r = scope.assess(mirrored, gate)  # between mirror_unclear 0.7 and mirror 0.9: refused as unclear
+    assert r.codes == ("orientation_unclear",) and not r.in_scope and r.orientation == "upright"
+    np.testing.assert_array_equal(r.corrected, mirrored)
+    r = scope.assess(mirrored, _gate(gate.model, {"mirror_unclear": 0.85}))  # below the band: analysed as it is
+    assert r.codes == () and r.in_scope and r.orientation == "upright"
+    r = scope.assess(mirrored, _gate(gate.model, {"mirror": 0.75}))  # above the flip threshold: flipped back
+    assert r.codes == ("mirrored",) and r.in_scope
+    np.testing.assert_array_equal(r.corrected, x)
+
+
+def test_an_out_of_scope_image_is_not_flipped():
+    x = synthetic_xray(300, 260, seed=8, opacity=True)
+    small = scope.gate_input(x, GATE_SIZE)[..., 0]
+    adult = _gate(_Fixed(np.array([0.1, 0.7, 0.1, 0.05, 0.05]), _detects(small), _handedness(small)))
+    r = scope.assess(np.ascontiguousarray(x[:, ::-1]), adult)
+    assert r.codes == ("adult",) and r.orientation == "upright"
+
+
+def test_a_gate_without_the_mirror_head_still_works():
+    """Gates trained before the mirror head have kind and orientation outputs only: turns are undone, no mirror."""
     x = synthetic_xray(260, 260, seed=1, opacity=True)
-    small = scope.gate_input(x, GATE_SIZE)
-    gate = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), lambda a: _detects(small)(a)[:8]))
+    gate = _gate(_Fixed(IN_SCOPE, _detects(scope.gate_input(x, GATE_SIZE)[..., 0])))
     r = scope.assess(scope.apply_orientation(x, 5), gate)
     assert r.orientation == "inverted_rot90" and set(r.codes) == {"rotated", "inverted"}
-    assert len(r.orientation_probs) == 8 and set(r.orientation_probs) == set(scope.ORIENTATIONS[:8])
+    assert set(r.orientation_probs) == set(scope.ORIENTATIONS[:8])
+    assert scope.assess(np.ascontiguousarray(x[:, ::-1]), gate).codes == ()  # a mirror goes unseen
 
 
 def test_unclear_orientation_and_out_of_scope_kind():
     x = synthetic_xray(260, 260, seed=2)
-    unsure = _gate(_Fixed(np.array([0.9, 0.05, 0.02, 0.02, 0.01]), lambda a: np.full(16, 1 / 16)))
+    unsure = _gate(_Fixed(IN_SCOPE, lambda a: np.full(8, 1 / 8)))
     r = scope.assess(x, unsure)
     assert r.codes == ("orientation_unclear",) and not r.in_scope and r.orientation == "upright"
     adult = _gate(_Fixed(np.array([0.1, 0.7, 0.1, 0.05, 0.05]), lambda a: _one_hot(0)))
@@ -226,7 +277,7 @@ def test_gate_model_is_small_and_named(tiny_gate):
     names = {layer.name for layer in full.layers}
     assert {"image", scope.KIND_OUTPUT, scope.ORIENTATION_OUTPUT} <= names
     out = tiny_gate.model(np.zeros((2, GATE_SIZE, GATE_SIZE, 1), np.float32))
-    assert out["kind"].shape == (2, 5) and out["orientation"].shape == (2, 16)
+    assert out["kind"].shape == (2, 5) and out["orientation"].shape == (2, 8) and out["mirror"].shape == (2, 1)
 
 
 def test_assess_batch_equals_assess(tiny_gate):

@@ -1,5 +1,7 @@
-"""The gate trainer's sampling: every sample gets one of the 16 orientation transforms (mirrored ones included) as its
-label, and synthetic devices are drawn without changing the kind label. Tiny synthetic arrays only."""
+"""The gate trainer's sampling: every sample gets one of the 16 transforms (turns x inverted x mirrored) and it is its
+label, the mirror head's loss falls on in-scope samples that are neither turned nor inverted, the training wrapper
+compares a film with its mirror image, and synthetic devices are drawn without changing the kind label. Tiny synthetic
+arrays only."""
 
 from __future__ import annotations
 
@@ -32,16 +34,39 @@ def test_epoch_labels_are_the_applied_transform_mirrored_ones_included():
     pools["in_scope"].append(src[None])  # one in-scope image (1, S, S)
     pools["adult"].append(_asymmetric(1)[None])
     pools["not_radiograph"].append(_asymmetric(2)[None])
-    x, kinds, orients, w = epoch_arrays(pools, _still(), np.random.default_rng(0))
+    x, kinds, orients, w, wm = epoch_arrays(pools, _still(), np.random.default_rng(0))
     assert x.shape == (480, S, S, 1) and x.dtype == np.uint8
     inside = kinds == 0
     assert set(orients[inside]) == set(range(16))  # every transform, the 8 mirrored ones too
-    assert 0.3 < (orients[inside] == 0).mean() < 0.5  # p_identity upright, the rest spread over 15
-    assert (orients[inside] >= 8).sum() > 100
+    assert 0.3 < (orients[inside] % 8 == 0).mean() < 0.5  # p_identity neither turned nor inverted
+    assert 0.4 < (orients[inside] >= 8).mean() < 0.6  # p_mirrored: half mirrored
     for xi, o in zip(x[inside], orients[inside], strict=True):
         np.testing.assert_array_equal(xi[..., 0], scope.apply_orientation(src, int(o)))
     assert set(orients[~inside]) == set(range(16))  # out-of-scope kinds turned and mirrored too
     np.testing.assert_array_equal(w, inside.astype(np.float32))  # orientation loss on in-scope images only
+    np.testing.assert_array_equal(wm, (inside & (orients % 8 == 0)).astype(np.float32))  # mirror: upright frame
+    assert {0, 8} == set(orients[wm > 0])  # both upright and mirrored films teach the mirror head
+
+
+def test_training_wrapper_compares_a_film_with_its_mirror_image():
+    """P(mirrored) of the wrapper is sigmoid(h(x) - h(flipped x)): a film and its mirror image sum to 1, and it
+    equals what scope._forward computes from the saved gate's mirror output at inference."""
+    import keras
+
+    from pneumo.training.networks import keras_network
+    from pneumo.training.train_scope import MIRRORED, build_gate, training_wrapper
+
+    keras.utils.set_random_seed(0)
+    gate = build_gate(Settings(image_size=S, stem_width=4, widths=(8, 8)))
+    wrapper = training_wrapper(gate)
+    x = np.stack([_asymmetric(3), _asymmetric(4)])[..., None].astype(np.float32)  # (2, S, S, 1)
+    p = np.asarray(wrapper(x, training=False)[MIRRORED])  # (2,)
+    p_flipped = np.asarray(wrapper(x[:, :, ::-1], training=False)[MIRRORED])
+    np.testing.assert_allclose(p + p_flipped, 1.0, atol=1e-5)
+    assert np.abs(p - 0.5).max() > 1e-4  # not trivially 0.5
+    net = keras_network(gate, {"input_size": S, "thresholds": {}})
+    _, _, pm = scope._forward(net, x.astype(np.uint8))
+    np.testing.assert_allclose(pm, p, atol=1e-4)
 
 
 def test_add_devices_draws_bright_lines_or_discs():
@@ -62,7 +87,7 @@ def test_devices_keep_the_kind_label():
     levels = {"in_scope": 20, "adult": 60, "not_radiograph": 100}  # a flat image per kind, told apart by its level
     for kind, v in levels.items():
         pools[kind].append(np.full((1, S, S), v, np.uint8))
-    x, kinds, orients, _ = epoch_arrays(pools, _still(p_devices=1.0), np.random.default_rng(1))
+    x, kinds, orients, _, _ = epoch_arrays(pools, _still(p_devices=1.0), np.random.default_rng(1))
     for xi, k, o in zip(x[..., 0], kinds, orients, strict=True):
         up = scope.undo_orientation(xi, int(o))  # (S, S) as drawn, before the orientation transform
         assert np.bincount(up.ravel()).argmax() == levels[scope.KINDS[k]]  # the source picture, with its own kind
