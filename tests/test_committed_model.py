@@ -1,5 +1,5 @@
 """The committed models: they load, their metadata agrees with them, and the whole analysis path gives sane results
-on the shipped samples (turned and inverted copies too)."""
+on the shipped samples (turned, inverted and mirrored copies too)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ def test_committed_models_on_samples():
     t_rot, t_inv = analyze_images(models, turned)
     assert "rotated" in t_rot.warnings and abs(t_rot.probability - results[0].probability) < 0.05
     assert "inverted" in t_inv.warnings and abs(t_inv.probability - results[-1].probability) < 0.05
+    # mirrored copies (heart on the right) are flipped back: exactly the upright pixels, so exactly the upright answer
+    mirrored = analyze_images(models, [LoadedImage(np.ascontiguousarray(im.pixels[:, ::-1])) for im in images])
+    for s, r, m in zip(samples, results, mirrored, strict=True):
+        assert m.warnings == ("mirrored",) and m.label == s["label"], (s["file"], m.warnings, m.probability)
+        assert abs(m.probability - r.probability) < 1e-6, s["file"]
     # a uniform grey square is no chest X-ray: out of scope, and no crash or NaN when forced
     (grey,) = analyze_images(models, [LoadedImage(np.full((300, 300), 128, np.uint8))], force=True)
     assert "uniform" in grey.warnings and np.isfinite(grey.probability)

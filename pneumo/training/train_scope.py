@@ -105,6 +105,7 @@ class Settings(Augmentation):
     max_flag_rate: float = 0.01  # at most this share of in-scope validation images out of scope
     max_false_correction: float = 0.002  # orientation threshold: upright images wrongly "corrected"
     max_unclear: float = 0.002  # upright_min: upright images called "orientation unclear"
+    max_false_mirror: float = 0.005  # mirror threshold: upright images wrongly flipped (a few films fool the head)
     cache_dir: str = str(Path.home() / ".cache" / "pneumo")
 
 
@@ -477,7 +478,7 @@ def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]
     upright_min = float(next((u for u, r in zip(ugrid, unclear, strict=True) if r <= s.max_unclear), 0.0))
     t = {"orientation": t_orient, "upright_min": upright_min, "in_scope": 0.0}
     if pm is not None:  # flip: at most max_false_correction of upright images; unclear band: at most max_unclear
-        t_mirror = float(next((m for m in grid if (pm >= m).mean() <= s.max_false_correction), 0.999))
+        t_mirror = float(next((m for m in grid if (pm >= m).mean() <= s.max_false_mirror), 0.999))
         band = [m for m in grid if m <= t_mirror and ((pm >= m) & (pm < t_mirror)).mean() <= s.max_unclear]
         t.update(mirror=t_mirror, mirror_unclear=float(min(band, default=t_mirror)))
     gate.metadata["thresholds"] = t
@@ -708,7 +709,7 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
             "in-scope validation images would be 'corrected'",
             "upright_min": f"the largest of 0.50, 0.49, ... at which at most {s.max_unclear:.1%} of upright "
             "in-scope validation images are 'orientation unclear'",
-            "mirror": f"the smallest of 0.50, 0.51, ... at which at most {s.max_false_correction:.1%} of upright "
+            "mirror": f"the smallest of 0.50, 0.51, ... at which at most {s.max_false_mirror:.1%} of upright "
             "in-scope validation images would be flipped (P(mirrored) >= it)",
             "mirror_unclear": f"the smallest of 0.50, 0.51, ... below the mirror threshold at which at most "
             f"{s.max_unclear:.1%} of upright in-scope validation images are 'orientation unclear' (P(mirrored) between "

@@ -11,7 +11,7 @@ import numpy as np
 
 from pneumo.checks import scope
 from pneumo.training.augment import add_devices
-from pneumo.training.train_scope import Settings, epoch_arrays
+from pneumo.training.train_scope import MIRRORED, Settings, epoch_arrays
 
 S = 24
 
@@ -20,6 +20,7 @@ def _still(**kw) -> Settings:
     """Settings whose geometric and intensity augmentation does nothing, so that samples can be traced exactly."""
     base = Settings(image_size=S, rotate_deg=0.0, zoom=(1.0, 1.0), shift=0.0, gamma=(1.0, 1.0), noise=0.0)
     fixed = dict(n_in_scope=400, n_adult=40, n_not_frontal=0, n_not_chest=0, n_not_radiograph=40, p_devices=0.0)
+    fixed["n_mirror"] = 0
     return dataclasses.replace(base, p_degrade=0.0, **{**fixed, **kw})
 
 
@@ -34,7 +35,8 @@ def test_epoch_labels_are_the_applied_transform_mirrored_ones_included():
     pools["in_scope"].append(src[None])  # one in-scope image (1, S, S)
     pools["adult"].append(_asymmetric(1)[None])
     pools["not_radiograph"].append(_asymmetric(2)[None])
-    x, kinds, orients, w, wm = epoch_arrays(pools, _still(), np.random.default_rng(0))
+    x, kinds, orients, weights = epoch_arrays(pools, _still(), np.random.default_rng(0))
+    w, wm = weights[scope.ORIENTATION_OUTPUT], weights[MIRRORED]
     assert x.shape == (480, S, S, 1) and x.dtype == np.uint8
     inside = kinds == 0
     assert set(orients[inside]) == set(range(16))  # every transform, the 8 mirrored ones too
@@ -46,6 +48,19 @@ def test_epoch_labels_are_the_applied_transform_mirrored_ones_included():
     np.testing.assert_array_equal(w, inside.astype(np.float32))  # orientation loss on in-scope images only
     np.testing.assert_array_equal(wm, (inside & (orients % 8 == 0)).astype(np.float32))  # mirror: upright frame
     assert {0, 8} == set(orients[wm > 0])  # both upright and mirrored films teach the mirror head
+    np.testing.assert_array_equal(weights[scope.KIND_OUTPUT], 1.0)
+
+
+def test_extra_mirror_samples_teach_the_mirror_head_only():
+    pools = {k: [] for k in scope.KINDS}
+    pools["in_scope"].append(_asymmetric(0)[None])
+    pools["adult"].append(_asymmetric(1)[None])
+    x, kinds, orients, w = epoch_arrays(pools, _still(n_mirror=300), np.random.default_rng(2))
+    assert len(x) == 400 + 40 + 300 and (kinds == 0).sum() == 700
+    extra = w[scope.KIND_OUTPUT] == 0  # the extra samples: no kind loss...
+    assert extra.sum() == 300 and (kinds[extra] == 0).all()
+    assert (w[scope.ORIENTATION_OUTPUT][extra] == 0).all() and (w[MIRRORED][extra] == 1).all()  # ...mirror loss only
+    assert set(orients[extra]) == {0, 8} and 0.4 < (orients[extra] == 8).mean() < 0.6
 
 
 def test_training_wrapper_compares_a_film_with_its_mirror_image():
@@ -54,7 +69,7 @@ def test_training_wrapper_compares_a_film_with_its_mirror_image():
     import keras
 
     from pneumo.training.networks import keras_network
-    from pneumo.training.train_scope import MIRRORED, build_gate, training_wrapper
+    from pneumo.training.train_scope import build_gate, training_wrapper
 
     keras.utils.set_random_seed(0)
     gate = build_gate(Settings(image_size=S, stem_width=4, widths=(8, 8)))
@@ -87,7 +102,7 @@ def test_devices_keep_the_kind_label():
     levels = {"in_scope": 20, "adult": 60, "not_radiograph": 100}  # a flat image per kind, told apart by its level
     for kind, v in levels.items():
         pools[kind].append(np.full((1, S, S), v, np.uint8))
-    x, kinds, orients, _, _ = epoch_arrays(pools, _still(p_devices=1.0), np.random.default_rng(1))
+    x, kinds, orients, _ = epoch_arrays(pools, _still(p_devices=1.0), np.random.default_rng(1))
     for xi, k, o in zip(x[..., 0], kinds, orients, strict=True):
         up = scope.undo_orientation(xi, int(o))  # (S, S) as drawn, before the orientation transform
         assert np.bincount(up.ravel()).argmax() == levels[scope.KINDS[k]]  # the source picture, with its own kind
