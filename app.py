@@ -40,9 +40,11 @@ page = st.navigation(pages)
 # Streamlit leaves 6rem above every page; 2.5rem keeps a result's heatmap on the first screen at 1280x800
 st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem}</style>")
 st.sidebar.caption("Research demo, not a medical device.")
-from app_pages.common import start_warm_up  # noqa: E402
+from app_pages.common import start_janitor, start_warm_up, track_session  # noqa: E402
 
+track_session()  # the session's end then hands its memory back to the operating system
 try:
     page.run()
 finally:  # also when the page ends with st.stop() (the Analyze page before any upload)
     start_warm_up()  # after the first page has painted: load the models in the background, once per process
+    start_janitor()  # memory housekeeping, once per process

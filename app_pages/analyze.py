@@ -24,12 +24,15 @@ from app_pages.common import (
     show_disclaimer,
 )
 from pneumo import config
+from pneumo.pipeline import LABEL_ERROR, LABEL_OUT_OF_SCOPE
 from pneumo.present import evaluation as ev
 from pneumo.present import text as pr
+from pneumo.present.table import display_rows, result_row, to_csv
 
 ALL_SAMPLES = "all"  # the sample menu entry that analyses every sample at once
 EXPLAIN_OPTIONS = ("Predicted class", *reversed(config.CLASS_NAMES))  # "Predicted class", "PNEUMONIA", "NORMAL"
 NOTE_CHARS = 24  # longer notes show in the detail (the table never cuts text at 1280 px)
+TABLE_ROW_PX = 35  # st.dataframe's row height: the table is made tall enough for all its rows
 SEEN_IN_TRAINING: set[str] = set()  # sample files the model learnt from (their results are optimistic)
 
 st.title("Analyze a chest X-ray")
@@ -60,7 +63,17 @@ if source == "Upload X-rays":
         key="uploads",
         help="Files are analysed in memory and never stored. DICOM files without a .dcm ending are recognised too.",
     )
-    items = [(f.name, f.getvalue()) for f in files or []]
+    files = list(files or [])
+    items = [(f.name, f.getvalue()) for f in files[: config.APP_MAX_FILES]]
+    if len(files) > config.APP_MAX_FILES:
+        left_out = [f.name for f in files[config.APP_MAX_FILES :]]
+        st.warning(
+            f"This upload holds {len(files)} files; the app analyses at most {config.APP_MAX_FILES} at a time, so "
+            f"only the first {config.APP_MAX_FILES} are analysed below. Not analysed ({len(left_out)}): "
+            + ", ".join(pr.literal(n) for n in left_out)
+            + ". Upload them in another round, or use the command-line tool for whole folders.",
+            icon=":material/rule:",
+        )
     if not items:
         st.info(
             "Upload one or more frontal chest radiographs, or choose **Try a sample image** above.",
@@ -133,7 +146,7 @@ def operating_point_panel(threshold: float) -> None:
         st.caption(
             f"Validation split, optimistic (drawn from the training pool; {val.get('n', '?')} images) at "
             f"{pr.format_threshold(op.threshold)}: sensitivity {pr.format_interval(op.sensitivity, op.sensitivity_ci)}"
-            f", specificity {pr.format_interval(op.specificity, op.specificity_ci)}."
+            f", specificity {pr.format_interval(op.specificity, op.specificity_ci)}. {pr.VALIDATION_CAVEAT}"
         )
     else:
         st.caption("The model's metadata has no validation operating point for this threshold.")
@@ -225,7 +238,7 @@ def result_panel(res, threshold: float) -> None:
 
 
 def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = True) -> None:
-    """Reports and the full-resolution overlay, made on request for the current settings.
+    """Reports and the overlay at the analysed resolution, made on request for the current settings.
 
     A click on 'Create the report' is a normal rerun that carries the current slider values, so the files always
     match what is on screen; the downloads are plain bytes (no deferred callables, which a rerun revokes).
@@ -233,37 +246,48 @@ def downloads(res, threshold: float, cls: int, alpha: float, outline: bool = Tru
     from pneumo.explain.draw import result_overlay
     from pneumo.present.report import build_report
 
-    key = (res.digest, round(threshold, 4), cls, round(alpha, 3), outline)
+    with st.container(horizontal=True):
+        reference = st.text_input(
+            "Image reference on the report (optional)", max_chars=config.REPORT_REFERENCE_CHARS, key="report_ref",
+            help="Printed on the report instead of the file name, e.g. a study number you choose. File names often "
+            "hold a patient's name or record number, so the report leaves the file name off unless you ask for it.",
+        )  # fmt: skip
+        show_name = st.checkbox("Print the file name on the report", value=False, key="report_name")
+    key = (res.digest, round(threshold, 4), cls, round(alpha, 3), outline, reference, show_name)
     bundle = st.session_state.get("_bundle")
-    if st.button("Create the report (PDF, PNG) and the full-resolution overlay", icon=":material/description:",
+    if st.button("Create the report (PDF, PNG) and the overlay image", icon=":material/description:",
                  key="make_report"):  # fmt: skip
         with st.spinner("Creating the report…"):
             when = datetime.now(UTC)
-            args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION, "outline": outline}
+            args = {"target_class": cls, "alpha": alpha, "when": when, "evaluation": EVALUATION, "outline": outline,
+                    "reference": reference, "show_name": show_name}  # fmt: skip
             bundle = {
                 "key": key,
                 "pdf": build_report(res, threshold, meta, fmt="pdf", **args),
                 "png": build_report(res, threshold, meta, fmt="png", **args),
-                "overlay": png_bytes(result_overlay(res, meta, cls, alpha, outline)),
+                "overlay": png_bytes(overlay := result_overlay(res, meta, cls, alpha, outline)),
+                "overlay_size": f"{overlay.shape[1]} × {overlay.shape[0]}",  # what it is, not "full resolution"
             }
             st.session_state["_bundle"] = bundle
             release_memory()
     if not bundle or bundle["key"] != key:
         st.caption("The report shows the result at the current threshold, heatmap class and opacity.")
         return
-    stem = res.name.rsplit(".", 1)[0] or "image"
+    stem = pr.download_stem(res.name)  # no markup, path or control characters
     with st.container(horizontal=True):
         st.download_button("Report (PDF)", bundle["pdf"], f"{stem}_pneumo_report.pdf", "application/pdf",
                            on_click="ignore", icon=":material/picture_as_pdf:", key="dl_pdf")  # fmt: skip
         st.download_button("Report (PNG, 200 dpi)", bundle["png"], f"{stem}_pneumo_report.png", "image/png",
                            on_click="ignore", icon=":material/image:", key="dl_png")  # fmt: skip
-        st.download_button("Overlay, full resolution", bundle["overlay"], f"{stem}_gradcam.png", "image/png",
-                           on_click="ignore", icon=":material/download:", key="dl_overlay")  # fmt: skip
+        st.download_button(f"Overlay ({bundle['overlay_size']} px)", bundle["overlay"], f"{stem}_gradcam.png",
+                           "image/png", on_click="ignore", icon=":material/download:", key="dl_overlay",
+                           help=f"At display size: at most {config.DISPLAY_MAX_SIDE} px on the long side, like the "
+                           "page and the report.")  # fmt: skip
 
 
 def facts(res) -> None:
     """The display-safe image facts (for DICOM: modality, view position, size; never patient fields)."""
-    st.caption(" · ".join(f"{k}: {v}" for k, v in res.facts.items()))
+    st.caption(" · ".join(f"{k}: {pr.literal(v)}" for k, v in res.facts.items()))  # values come from the file
 
 
 def show_detail(res, threshold: float) -> None:
@@ -272,10 +296,12 @@ def show_detail(res, threshold: float) -> None:
         st.error(f"{pr.literal(res.name)} could not be read: {pr.literal(res.error)}", icon=":material/error:")
         return
     if pr.is_out_of_scope(res):
-        why = res.scope_text or " ".join(pr.warning_sentences(res.warnings))
+        # the most specific reason and at most one remark, not every code the checks raised
+        why = " ".join(["This image is outside the intended use (frontal chest X-rays of children aged 1 to 5).",
+                        *pr.refusal_sentences(res.warnings)])  # fmt: skip
         st.error(f"{why} On such images the model's output means nothing.", icon=":material/block:")
         if not st.toggle("Show the result anyway (for curiosity only)", key=f"anyway_{res.digest}"):
-            st.image(display_png(res.digest, res), caption=res.name, width=420)
+            st.image(display_png(res.digest, res), caption=pr.literal(res.name), width=420)  # captions are markdown
             facts(res)
             return
         st.error("**Outside intended use.** The result below is shown on request only; it means nothing clinically.",
@@ -307,20 +333,20 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
         help="Grad-CAM (here exactly the class activation map) highlights the regions whose features pushed the "
         "model towards the chosen class. The classifier sees only the lung fields grown by a small margin, so the "
         "map lies within that margin (softened at its edge); it can reach a little past the drawn outline. The "
-        "outline includes the lung behind the heart, so heat over the heart shadow may come from that lung or from "
-        "the heart itself: the map cannot tell them apart. It is coarse (about 15 px at 224) and shows what the "
-        "network used, not the extent of disease.",
+        "outline often includes the lung behind the heart (on other films it follows the left heart border), so "
+        "heat over the heart shadow may come from that lung or from the heart itself: the map cannot tell them "
+        "apart. It is coarse (about 15 px at 224) and shows what the network used, not the extent of disease.",
     )  # fmt: skip
     k1, k2 = st.columns([3, 2], vertical_alignment="bottom")
     alpha = k1.slider("Heatmap opacity", 0, 100, 45, 5, format="%d%%", key="opacity") / 100.0  # in percent
     outline_help = (
         "The lung fields the segmentation model found: the classifier sees only these (grown by a few pixels); "
         "everything outside them is greyed out before it reads the image. Like the masks it learnt from, the left "
-        "field includes the lung behind the heart."
+        "field often includes the lung behind the heart; on some films it follows the left heart border instead."
     )
     outline = k2.toggle("Lung outline", value=True, key="outline", disabled=res.lung_mask is None, help=outline_help)
     cls = explained_class(choice, float(res.probability), threshold)
-    h, w = res.pixels.shape
+    h, w = res.pixels.shape  # the app keeps display-size pixels (the file's own size is in the facts)
     enlarged = ", shown enlarged" if max(h, w) < 600 else ""
     faint = faint_note(res, meta, cls)
     with slot.container():
@@ -333,15 +359,15 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
         else:
             st.image(
                 overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta), width="stretch",
-                caption=f"The radiograph as decoded for the analysis ({w} × {h} px{enlarged}); the networks read "
+                caption=f"The radiograph as analysed, at display size ({w} × {h} px{enlarged}); the networks read "
                 "it squashed to 224 px",
             )  # fmt: skip
     return cls, alpha, bool(outline)
 
 
 def _heading(name: str) -> str:
-    """A file's name, marked when the model learnt from that very image."""
-    return f"{name} · seen in training: optimistic result" if name in SEEN_IN_TRAINING else name
+    """A file's name as literal markdown (never interpreted), marked when the model learnt from that very image."""
+    return pr.literal(name) + (" · seen in training: optimistic result" if name in SEEN_IN_TRAINING else "")
 
 
 def _short_note(row: dict) -> str:
@@ -368,8 +394,15 @@ def results_view() -> None:
         st.markdown(f"#### {_heading(results[0].name)}")  # the uploader shows the name too: a smaller heading
         show_detail(results[0], threshold)
         return
-    rows = pr.results_rows(results, threshold)
+    rows = display_rows(results, threshold)
     st.subheader(f"Results for {len(results)} files")
+    labels = [r["label"] for r in rows]
+    unread, refused = labels.count(LABEL_ERROR), labels.count(LABEL_OUT_OF_SCOPE)
+    if unread or refused:  # said above the table, where it is seen, not left for a scroll through the rows
+        parts = [f"{len(rows) - unread - refused} analysed"]
+        parts += [f"**{refused} outside the intended use** (no result)"] if refused else []
+        parts += [f"**{unread} could not be read**"] if unread else []
+        st.warning(" · ".join(parts) + ". Select a row to see why.", icon=":material/warning:")
     table = [
         {
             "file": r["file"],
@@ -387,6 +420,7 @@ def results_view() -> None:
         on_select="rerun",
         selection_mode="single-row",
         key="table",
+        height=TABLE_ROW_PX * (len(table) + 1) + 3,  # every row visible (an upload holds at most APP_MAX_FILES)
         column_config={
             "file": st.column_config.TextColumn("File", width=250),
             "P(pneumonia)": st.column_config.TextColumn("P(pneumonia)", width=100),
@@ -396,7 +430,7 @@ def results_view() -> None:
         },
     )
     st.download_button(
-        "Download the table (CSV)", pr.rows_to_csv(rows, threshold), "pneumo_results.csv", "text/csv",
+        "Download the table (CSV)", to_csv(result_row(r, threshold) for r in results), "pneumo_results.csv", "text/csv",
         on_click="ignore", icon=":material/download:",
     )  # fmt: skip
     selected = list(event.selection.rows) if event and event.selection else []

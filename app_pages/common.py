@@ -2,18 +2,25 @@
 
 Caching: the model is loaded once per process (``st.cache_resource``) and never modified. An analysis is cached by
 the SHA-256 of the file's bytes (plus its name and the model), so the same bytes always give the same, immutable
-result and moving a slider never re-runs the network. Results are shared objects with read-only arrays; they hold no
-session information, and they are dropped after ``config.APP_CACHE_TTL_S`` or when the cache is full.
+result and moving a slider never re-runs the network. Results are shared objects with read-only arrays at display
+size (the full-resolution pixels are dropped after the analysis); they hold no session information. The analyses and
+the PNGs sent to browsers live in two :class:`ByteBudgetCache` s bounded by bytes and by ``config.APP_CACHE_TTL_S``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import hashlib
 import json
 import logging
 import sys
 import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +34,10 @@ if TYPE_CHECKING:  # the analysis modules are imported only when a page needs th
     from pneumo.pipeline import Models, Result
 
 __all__ = [
+    "ANALYSES",
     "DISCLAIMER",
+    "PNGS",
+    "ByteBudgetCache",
     "analyze",
     "evaluation",
     "get_model",
@@ -36,7 +46,9 @@ __all__ = [
     "model_path",
     "release_memory",
     "show_disclaimer",
+    "start_janitor",
     "start_warm_up",
+    "track_session",
 ]  # fmt: skip
 
 
@@ -149,20 +161,164 @@ def model_or_stop() -> Models:
         st.stop()
 
 
-@st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False, validate=None)
-def _cached_analysis(digest: str, name: str, model_key: str, _data: bytes, _loaded: Models) -> Result:
-    """The one place where the network runs for an upload; keyed by (content hash, name, model)."""
-    from pneumo.pipeline import analyze_bytes
+class ByteBudgetCache:
+    """A least-recently-used cache bounded by the bytes of its values and by their age; thread-safe, shared by all
+    sessions (its values are immutable: read-only arrays, bytes).
 
-    result = analyze_bytes(_data, name, _loaded)
-    release_memory()  # decoding and Grad-CAM leave large temporary buffers behind
-    return result
+    Written by hand because Streamlit's caches (``st.cache_data``, ``st.cache_resource``) bound only the number of
+    entries and their age, not their size: sixteen entries can be sixteen thumbnails or sixteen 49-megapixel images.
+    A value larger than the whole budget is returned but not kept.
+    """
+
+    def __init__(self, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = int(max_bytes)  # read on every put: a test may lower it
+        self.ttl_s = float(ttl_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Hashable, tuple[Any, int, float]] = OrderedDict()  # key -> (value, bytes, stored at)
+        self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes the kept values hold (as counted by the callers of :meth:`put`)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def _drop(self, key: Hashable) -> None:
+        _, size, _ = self._items.pop(key)
+        self._bytes -= size
+
+    def get(self, key: Hashable) -> Any | None:
+        """The value kept for ``key`` (now the most recently used), or None when absent or older than the TTL."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if self._clock() - item[2] > self.ttl_s:
+                self._drop(key)
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Hashable, value: Any, nbytes: int) -> Any:
+        """Keep ``value`` (``nbytes`` large) under ``key``, evicting the least recently used values until the total
+        fits the budget; returns ``value``."""
+        with self._lock:
+            if key in self._items:
+                self._drop(key)
+            if nbytes > self.max_bytes:
+                return value
+            self._items[key] = (value, int(nbytes), self._clock())
+            self._bytes += int(nbytes)
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._items)))
+            return value
+
+    def purge_expired(self) -> int:
+        """Drop the values older than the TTL; returns how many were dropped."""
+        with self._lock:
+            now = self._clock()
+            old = [k for k, (_, _, t) in self._items.items() if now - t > self.ttl_s]
+            for k in old:
+                self._drop(k)
+            return len(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+def result_nbytes(res: Result) -> int:
+    """The memory a Result holds: its arrays plus a small allowance for the object, name, facts and warnings."""
+    arrays = (res.pixels, res.x224, res.lung_mask, res.cam224)
+    return sum(int(a.nbytes) for a in arrays if a is not None) + 4096
+
+
+# The analyses (display-size Results) and the PNGs sent to browsers, each bounded by bytes (config).
+ANALYSES = ByteBudgetCache(config.APP_CACHE_BYTES, config.APP_CACHE_TTL_S)
+PNGS = ByteBudgetCache(config.APP_PNG_CACHE_BYTES, config.APP_CACHE_TTL_S)
+
+
+def display_size(res: Result) -> Result:
+    """``res`` as the app keeps it: pixels uint8 (h, w) with the long side at most ``config.DISPLAY_MAX_SIDE`` (all
+    the page, the report and the overlay download draw); the full-resolution pixels are not kept."""
+    from pneumo.io.decode import shrink_to_side
+
+    if res.pixels is None or max(res.pixels.shape) <= config.DISPLAY_MAX_SIDE:
+        return res
+    small = shrink_to_side(res.pixels, config.DISPLAY_MAX_SIDE)  # (h', w') uint8
+    small.setflags(write=False)
+    return replace(res, pixels=small)
 
 
 def analyze(data: bytes, name: str, loaded: Models) -> Result:
-    """Analyse a file's bytes with the app's model, reusing the cached result for bytes seen before."""
+    """Analyse a file's bytes with the app's model, reusing the cached result for bytes seen before; the network
+    runs here and nowhere else for an upload."""
     model_key = f"{Path(loaded.path).resolve()}|{loaded.metadata.get('created', '')}"
-    return _cached_analysis(hashlib.sha256(data).hexdigest(), name, model_key, data, loaded)
+    key = (hashlib.sha256(data).hexdigest(), name, model_key)  # the name: it can decide whether bytes are DICOM
+    hit = ANALYSES.get(key)
+    if hit is not None:
+        return hit
+    from pneumo.pipeline import analyze_bytes
+
+    result = display_size(analyze_bytes(data, name, loaded))
+    release_memory()  # decoding and Grad-CAM leave large temporary buffers behind
+    return ANALYSES.put(key, result, result_nbytes(result))
+
+
+_SESSION_ENDED = threading.Event()  # set when a session's state is freed: the janitor then hands memory back
+_JANITOR: threading.Thread | None = None
+_JANITOR_LOCK = threading.Lock()
+
+
+class _SessionToken:
+    """Lives in a session's state; when Streamlit frees that state (the session has ended), it wakes the janitor."""
+
+
+def track_session() -> None:
+    """Put a token into this session's state, once: its finaliser tells the janitor that the session's results,
+    uploads and reports were freed, so that the memory goes back to the operating system soon after."""
+    if "_pneumo_session" not in st.session_state:
+        token = _SessionToken()
+        weakref.finalize(token, _SESSION_ENDED.set)
+        st.session_state["_pneumo_session"] = token
+
+
+def janitor_pass() -> None:
+    """One round of housekeeping: drop cache entries past their TTL; after a session ended (or entries expired),
+    collect reference cycles; then hand freed heap memory back to the operating system."""
+    ended = _SESSION_ENDED.is_set()
+    _SESSION_ENDED.clear()
+    expired = ANALYSES.purge_expired() + PNGS.purge_expired()
+    if ended or expired:
+        gc.collect()  # a session's objects often form cycles: free them now, not at the next full collection
+    release_memory()
+
+
+def _janitor_loop() -> None:
+    while True:
+        _SESSION_ENDED.wait(timeout=config.APP_JANITOR_S)
+        try:
+            janitor_pass()
+        except Exception:  # noqa: BLE001 - housekeeping must never end the thread
+            logging.getLogger(__name__).exception("memory housekeeping failed")
+        time.sleep(1.0)  # several sessions ending together: one pass
+
+
+def start_janitor() -> None:
+    """Start the housekeeping thread (:func:`janitor_pass` every ``config.APP_JANITOR_S`` seconds and soon after a
+    session ends), once per process."""
+    global _JANITOR
+    with _JANITOR_LOCK:
+        if _JANITOR is None:
+            _JANITOR = threading.Thread(target=_janitor_loop, daemon=True, name="pneumo-janitor")
+            _JANITOR.start()
 
 
 def show_disclaimer() -> None:
@@ -179,27 +335,28 @@ def png_bytes(image: Any) -> bytes:
     return data.tobytes() if ok else b""
 
 
-@st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
-def _display_pixels(digest: str, _res: Result) -> Any:
+def _png_of(key: Hashable, make: Callable[[], Any]) -> bytes:
+    """PNG bytes of the image ``make()`` draws, from the byte-bounded PNG cache when it holds ``key``."""
+    hit = PNGS.get(key)
+    if hit is not None:
+        return hit
+    data = png_bytes(make())
+    return PNGS.put(key, data, len(data))
+
+
+def display_png(digest: str, res: Result) -> bytes:
+    """PNG bytes of the radiograph at display size (longest side at most config.DISPLAY_MAX_SIDE), once per image."""
     from pneumo.io.decode import shrink_to_side
 
-    # the analysed pixels are read-only already; so is a reduced copy
-    image = shrink_to_side(_res.pixels, config.DISPLAY_MAX_SIDE)
-    image.setflags(write=False)
-    return image
+    return _png_of(("radiograph", digest), lambda: shrink_to_side(res.pixels, config.DISPLAY_MAX_SIDE))
 
 
-@st.cache_resource(max_entries=config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
-def display_png(digest: str, _res: Result) -> bytes:
-    """PNG bytes of the radiograph at display size (longest side at most config.DISPLAY_MAX_SIDE), once per image."""
-    return png_bytes(_display_pixels(digest, _res))
-
-
-@st.cache_resource(max_entries=4 * config.APP_CACHE_ENTRIES, ttl=config.APP_CACHE_TTL_S, show_spinner=False)
-def overlay_display_png(digest: str, cls: int, alpha: float, outline: bool, _res: Result, _meta: dict) -> bytes:
-    """PNG bytes of the heatmap overlay at display size, once per (image, class, opacity, outline): a threshold move
-    that keeps the explained class costs nothing."""
+def overlay_display_png(digest: str, cls: int, alpha: float, outline: bool, res: Result, meta: dict) -> bytes:
+    """PNG bytes of the heatmap overlay at display size, once per (image, class, opacity, outline, model): a threshold
+    move that keeps the explained class costs nothing."""
     from pneumo.explain.draw import result_overlay
+    from pneumo.io.decode import shrink_to_side
 
-    shown = _display_pixels(digest, _res)
-    return png_bytes(result_overlay(_res, _meta, cls, alpha, outline, shown))
+    key = ("overlay", digest, cls, alpha, outline, str(meta.get("created", "")))
+    shown = shrink_to_side(res.pixels, config.DISPLAY_MAX_SIDE)  # a no-op for the app's display-size results
+    return _png_of(key, lambda: result_overlay(res, meta, cls, alpha, outline, shown))

@@ -272,10 +272,12 @@ st.subheader("Known limitations")
 nih = ((EVAL or {}).get("sets") or {}).get("external_nih")
 prev_nih = ((ev.load_previous(meta) or {}).get("sets") or {}).get("external_nih")
 if nih:
+    forced = nih.get("all_images_forced") or nih  # every image scored: what a user who ignores the refusal gets
     ADULTS = (
-        f"on {nih['n']:,} radiographs of mostly adults from other hospitals (NIH ChestX-ray14, scored by the "
-        f"maintainers) its AUC was {nih['auc']:.2f}, sensitivity {nih['sensitivity']:.0%} and specificity "
-        f"{nih['specificity']:.0%}: no better than chance. Do not use it on adults."
+        f"on {forced['n']:,} radiographs of mostly adults from other hospitals (NIH ChestX-ray14, scored by the "
+        f"maintainers) the scope gate refused {ev.refused_text(nih)}; forced through, its AUC on all of them was "
+        f"{forced['auc']:.2f}, sensitivity {forced['sensitivity']:.0%} and specificity {forced['specificity']:.0%}: "
+        "no better than chance. Do not use it on adults."
     )
 elif prev_nih:
     ADULTS = (
@@ -296,7 +298,8 @@ st.markdown(
     f"""
 - **Pediatric, single centre.** All images are of children aged 1-5 from one hospital; {ADULTS}
 - **Labels are image-level.** The model has never seen where the pneumonia is; Grad-CAM is a coarse explanation and
-  may highlight shortcuts (text markers, borders, devices) rather than lung.
+  may highlight what lies inside the lung outline without being disease (ribs, the heart border, lines and tubes);
+  text markers, the film's borders, the neck and the abdomen are outside what the classifier sees.
 - **No stage, no cause.** It does not distinguish bacterial from viral pneumonia or stage the disease, and it knows
   only NORMAL and PNEUMONIA: other findings (effusion, masses, tubes) are outside its scope.
 - **Validation is optimistic.** The validation split comes from the same pool of images as the training set and is

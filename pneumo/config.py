@@ -76,6 +76,33 @@ PLAUSIBLE_MIN_SIDE = 200
 MAX_COLOURFULNESS = 12.0
 # DICOM modalities that are projection radiographs; anything else (CT, MR, US, ...) is not analysed.
 XRAY_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "RF", "PX", "OT"})
+# DICOM values reach the page, report and CSV only as one of these codes, anything else as "other" (a free-text tag can
+# hold a name or markdown). Modality: the defined terms of PS3.3 C.7.3.1.1.1 (current and retired), plus the common
+# non-standard "DR" for digital radiography, which the scope rule above treats as X-ray.
+DICOM_MODALITIES = frozenset(
+    "AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DG DMS DOC DX ECG EEG EMG EOG EPS ES FID GM HC HD IO IOL IVOCT IVUS "
+    "KER KO LEN LS M3D MG MR NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PA PLAN POS PR PT PX REG RESP RF RG "
+    "RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA "
+    "XA XAPROTOCOL XC AS CD CF CP CS DD DF DM DR DS EC FA FS LP MA MS OPR ST VF".split()
+)
+# DICOM ViewPosition codes shown: the defined terms of the CR and DX modules (PS3.3 C.8.1.1, C.8.11.5), plus the
+# vendor terms that NON_FRONTAL_VIEWS (below) relies on; anything else is "other".
+DICOM_VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LAT", "LATERAL", "LO", "OBL"})
+# DICOM BodyPartExamined codes shown: the radiographed regions among the defined terms of PS3.16 Annex L. A value
+# outside it that names the chest (CHEST_BODY_PARTS, e.g. "PORT CHEST") is shown as CHEST, anything else as "other",
+# so the scope rule on the body part decides exactly as on the raw value.
+DICOM_BODY_PARTS = frozenset(
+    "ABDOMEN ABDOMENPELVIS ACJOINT ANKLE ARM AXILLA BACK BREAST CALCANEUS CHEST CHESTABDOMEN CHESTABDPELVIS CLAVICLE "
+    "COCCYX CSPINE CTSPINE ELBOW EXTREMITY FACE FEMUR FINGER FOOT FOREARM HAND HEAD HEADNECK HEART HIP HUMERUS JAW "
+    "KNEE LEG LOWERLEG LSPINE LSSPINE LUNG MANDIBLE MAXILLA MEDIASTINUM NECK NECKCHEST NECKCHESTABDOMEN "
+    "NECKCHESTABDPELV PATELLA PELVIS RADIUS RIB SACRUM SCAPULA SHOULDER SKULL SPINE STERNUM THIGH THUMB TIBIA TOE "
+    "TLSPINE TSPINE ULNA UPPERARM WHOLEBODY WRIST ZYGOMA".split()
+)
+# DICOM PhotometricInterpretation codes shown: the defined terms of PS3.3 C.7.6.3.1.2 (CMYK, ARGB, HSV retired).
+DICOM_PHOTOMETRICS = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+     "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB", "CMYK", "ARGB", "HSV"}
+)  # fmt: skip
 
 # File endings the CLI picks up when it is given a folder.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
@@ -84,8 +111,17 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 MODEL_ENV_VAR = "PNEUMO_MODEL"
 # Largest upload the app accepts (MB); keep in step with .streamlit/config.toml (large-detector DICOMs are ~30-60 MB).
 APP_MAX_UPLOAD_MB = 50
-# Analysed images the app keeps in memory (each holds the full-resolution pixels): bounds memory well under 1 GB.
-APP_CACHE_ENTRIES = 16
+# Bytes of analyses the app keeps for all sessions (a result at display size holds ~1.5-2 MB: ~50 images); with the PNG
+# cache below at most 128 MB stays: measured, 40 7000x7000 PNGs in one upload peak at ~400 MB and settle 119 MB above
+# the 194 MB idle server (README, "Memory under hostile uploads").
+APP_CACHE_BYTES = 96 * 1024 * 1024
+# Bytes of PNGs (radiograph and overlays at display size, ~0.3-3 MB each) kept for re-sending to browsers.
+APP_PNG_CACHE_BYTES = 32 * 1024 * 1024
+# Files analysed from one upload: each is decoded at full size one after another (~1 s per 49-megapixel PNG on 2
+# cores) and its result stays in the session; 24 is every shipped sample at once and keeps a page under ~45 s.
+APP_MAX_FILES = 24
+# Seconds between the app's memory housekeeping passes (expired cache entries dropped, freed heap handed back).
+APP_JANITOR_S = 30
 # Seconds an analysed image stays in the app's memory cache: long enough for a session, short enough to forget uploads.
 APP_CACHE_TTL_S = 3600
 
@@ -100,6 +136,11 @@ DECODE_WORKERS = 4
 # A heatmap whose peak stays below this on the absolute scale looks faint (a borderline label's map often does): the
 # app and report say so in words. On the 24 full-resolution samples it flags the borderline person622 (peak 0.41).
 FAINT_HEAT = 0.5
+# An ECE at or below this on new patients is reported as calibrated (scores within ~5 points of observed frequencies
+# on average); above it the app and report say "poorly calibrated".
+CALIBRATED_ECE = 0.05
+# A typed image reference on the report is cut to this many characters: one line of the page.
+REPORT_REFERENCE_CHARS = 60
 # Lung outline colour (RGB) on overlays: magenta occurs neither in the jet colormap nor in a grayscale radiograph.
 OUTLINE_COLOUR: tuple[int, int, int] = (255, 0, 255)
 # Outline thickness is max(1, long side / this): 1 px at the display size of 1200, thicker on full-size downloads.
@@ -123,3 +164,21 @@ PRIMARY_EVALUATION_SET = "official_test"
 REPORT_PNG_DPI = 200
 # The public repository, linked from the About page: set it when the repository is published ('' shows no link).
 REPOSITORY_URL = ""
+# ---------------------------------------------------------------------------------------------------- batch (Ray)
+# CPUs a batch actor asks Ray for: it runs its own decode and analysis threads, and on a 2-core machine whole CPUs
+# per actor left nothing for Ray's own tasks (the job hung at "0/?"); the threads use what is free anyway.
+BATCH_ACTOR_CPUS = 0.5
+# Threads an actor decodes with and batches it analyses at once (pneumo.io.load_many, pipeline.analyze_stream):
+# the CLI's 2 on 2 cores; the default actor count is the cluster's CPUs / this, so threads ~ cores.
+BATCH_ACTOR_THREADS = 2
+# Files per Ray block and per actor call: large enough that an actor's thread pools stay busy across one call
+# (the pools drain at the end of each), small enough that a retried call repeats little work.
+BATCH_SIZE = 128
+# A part file is committed when this many rows are waiting, or BATCH_COMMIT_SECONDS after the last commit: a
+# crash loses at most that much work, and 10^6 files make a few hundred parts, not tens of thousands.
+BATCH_PART_ROWS = 4096
+BATCH_COMMIT_SECONDS = 10.0
+# Object-store files (s3://, gs://) an actor reads at once: each read waits tens of ms on the network, not on a core.
+BATCH_URI_READS = 16
+# Object store of the embedded local Ray: it only holds paths and result rows (~200 bytes per file).
+BATCH_OBJECT_STORE_BYTES = 256 * 2**20

@@ -287,7 +287,8 @@ def analyze_stream(
 
 
 def safe_facts(info: dict[str, Any]) -> dict[str, str]:
-    """Display facts from a LoadedImage.info: format and size, plus modality and view position for DICOM only."""
+    """Display facts from a LoadedImage.info: format and size, plus modality, view position (standard codes or
+    "other", see pneumo.io.decode) and, for a multi-frame file, the frame analysed, for DICOM only."""
     facts = {"Format": str(info.get("format", "unknown"))}
     size = info.get("original_size")
     if size:
@@ -295,6 +296,8 @@ def safe_facts(info: dict[str, Any]) -> dict[str, str]:
     if info.get("format") == "DICOM":
         facts["Modality"] = str(info.get("modality", "unknown"))
         facts["View position"] = str(info.get("view_position", "unknown"))
+        if int(info.get("frames", 1)) > 1:
+            facts["Frame"] = f"1 of {int(info['frames'])}"
     return facts
 
 

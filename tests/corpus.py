@@ -36,6 +36,7 @@ class Case:
     expected: np.ndarray | None = None  # uint8 (H, W) or None
     error: str | None = None
     lossy: bool = False  # JPEG inside: compare with a tolerance instead of exactly
+    warnings: tuple[str, ...] = ()  # valid: the warning codes decoding must put on it (LoadedImage.warnings)
 
     @property
     def valid(self) -> bool:
@@ -129,6 +130,27 @@ def _dicom_encapsulated(transfer_syntax: str, fragment: bytes, shape: tuple[int,
     return buf.getvalue()
 
 
+def png_cut_at_chunk(png: bytes, chunk_size: int = 4096, keep: float = 0.9) -> bytes:
+    """``png`` re-written with its image data in ``chunk_size`` IDAT chunks, the later ones dropped and a proper end
+    chunk added: every chunk checksum is right, only the compressed data stops early."""
+    pos, chunks = 8, []
+    while pos < len(png):
+        length = struct.unpack(">I", png[pos : pos + 4])[0]
+        chunks.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    idat = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    head = b"".join(_png_chunk(kind, body) for kind, body in chunks if kind not in (b"IDAT", b"IEND"))
+    pieces = [idat[i : i + chunk_size] for i in range(0, len(idat), chunk_size)]
+    kept = pieces[: max(1, int(len(pieces) * keep))]
+    assert keep >= 1.0 or len(kept) < len(pieces), "the PNG is too small to be cut at a chunk"
+    return png[:8] + head + b"".join(_png_chunk(b"IDAT", p) for p in kept) + _png_chunk(b"IEND", b"")
+
+
+def jpeg_cut(jpeg: bytes, keep: float = 0.9, end_marker: bool = True) -> bytes:
+    """The first ``keep`` of a JPEG, with an end marker (FFD9) appended, as a repair tool or careless copy leaves it."""
+    return jpeg[: int(len(jpeg) * keep)] + (b"\xff\xd9" if end_marker else b"")
+
+
 def missing_codec_syntax() -> str | None:
     """A compressed transfer syntax that pydicom cannot decode in this environment (None if all can be)."""
     from pydicom.pixels import get_decoder
@@ -157,6 +179,9 @@ def unreadable_cases() -> list[Case]:
     ts_ok = b"1.2.840.10008.1.2.1\x00"  # explicit VR little endian, padded to even length
     assert dcm.count(ts_ok) == 1
     no_pixels = _dicom_without_pixels()
+    progressive = _encode(Image.fromarray(g), "JPEG", quality=90, progressive=True)
+    rgb_jpeg = _encode(Image.fromarray(np.dstack([g, g, g])), "JPEG", quality=95)
+    dcm_jpeg = _dicom_encapsulated("1.2.840.10008.1.2.4.50", rgb_jpeg, g.shape, "YBR_FULL_422")
     codec = missing_codec_syntax()
     cases = [
         Case("empty.png", b"", error=r"empty"),
@@ -166,6 +191,11 @@ def unreadable_cases() -> list[Case]:
         Case("zip_renamed.jpg", zbuf.getvalue(), error=r"ZIP"),
         Case("truncated.jpg", jpeg[: len(jpeg) // 2], error=r"truncated"),
         Case("truncated.png", png[: len(png) // 2], error=r"truncated"),
+        # cut at 90 %: libjpeg would fill the rest grey without a word when an end marker follows the cut
+        Case("truncated_90.jpg", jpeg_cut(jpeg, end_marker=False), error=r"truncated"),
+        Case("truncated_end_marker.jpg", jpeg_cut(jpeg), error=r"truncated"),
+        Case("truncated_end_marker_progressive.jpg", jpeg_cut(progressive), error=r"truncated"),
+        Case("truncated_chunks.png", png_cut_at_chunk(png), error=r"truncated"),
         Case("bad_crc.png", bytes(bad_crc), error=r"checksum"),
         Case("bomb.png", png_with_header(200_000, 200_000), error=r"absurd size|too large"),
         Case("one_pixel.png", _encode(Image.new("L", (1, 1), 128), "PNG"), error=r"too small"),
@@ -183,6 +213,14 @@ def unreadable_cases() -> list[Case]:
             error=r"no decoder" if codec else r"damaged",
         ),
         Case("dicom_truncated.dcm", dcm[: len(dcm) // 2], error=r"damaged|does not match"),
+        Case("dicom_one_byte_short.dcm", dcm[:-1], error=r"incomplete"),
+        Case("dicom_jpeg_one_byte_short.dcm", dcm_jpeg[:-1], error=r"incomplete"),
+        Case("dicom_jpeg_nine_bytes_short.dcm", dcm_jpeg[:-9], error=r"incomplete"),
+        Case(
+            "dicom_jpeg_cut.dcm",
+            _dicom_encapsulated("1.2.840.10008.1.2.4.50", jpeg_cut(rgb_jpeg), g.shape, "YBR_FULL_422"),
+            error=r"truncated",
+        ),
     ]
     return cases
 
@@ -241,7 +279,35 @@ def valid_cases() -> list[Case]:
             ),
             expected=window_expected(g),
         ),
-        Case("dicom_multiframe.dcm", dicom_bytes(multi, bits_stored=12), expected=g),
+        Case("dicom_multiframe.dcm", dicom_bytes(multi, bits_stored=12), expected=g, warnings=("multi_frame",)),
+        Case(
+            "dicom_burned_in_annotation.dcm",
+            dicom_bytes(g16, bits_stored=12, BurnedInAnnotation="YES"),
+            expected=g,
+            warnings=("burned_in_annotation",),
+        ),
+        Case(
+            "dicom_highbit15_as_standard.dcm",
+            # 12 stored bits ending at bit 15 (PS3.5 8.1.1): read as value >> 4, so the window in 12-bit values fits
+            dicom_bytes(
+                g16 << 4,
+                bits_stored=16,
+                BitsStored=12,
+                HighBit=15,
+                RescaleSlope=1,
+                RescaleIntercept=-1024,
+                WindowCenter=1024.5,
+                WindowWidth=2049,
+            ),
+            expected=window_expected(g),
+            warnings=("dicom_bits_inconsistent",),
+        ),
+        Case(
+            "dicom_highbit15_low_bits.dcm",
+            dicom_bytes(g16 + 1, bits_stored=12, HighBit=15),  # the values sit in the low 12 bits, against HighBit
+            expected=g,
+            warnings=("dicom_bits_inconsistent",),
+        ),
         Case("dicom_no_preamble.dcm", dicom_bytes(g16, bits_stored=12, preamble=False), expected=g),
         Case(
             "dicom_jpeg_ybr.dcm",

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "pneumo"
 # What the app and the CLI run: none of it may import these (at any depth).
 INFERENCE_ROOMS = ("pneumo.io", "pneumo.nets", "pneumo.checks", "pneumo.explain", "pneumo.present", "pneumo.pipeline",
                    "pneumo.predict", "pneumo.config")  # fmt: skip
-FORBIDDEN = ("pneumo.training", "pneumo.bench", "tensorflow", "keras", "sklearn")
+FORBIDDEN = ("pneumo.training", "pneumo.bench", "pneumo.batch", "tensorflow", "keras", "sklearn", "ray")
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -139,8 +139,8 @@ def test_cli_run_on_the_samples_imports_no_training_benchmark_tensorflow_or_kera
     assert res.returncode == 0, res.stderr[-2000:]
     names = [line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")]
     assert "pneumo.pipeline" in names  # the report is read right
-    assert not [n for n in names if n.split(".")[0] in ("tensorflow", "keras", "sklearn")]
-    assert not [n for n in names if n.startswith(("pneumo.training", "pneumo.bench"))]
+    assert not [n for n in names if n.split(".")[0] in ("tensorflow", "keras", "sklearn", "ray")]
+    assert not [n for n in names if n.startswith(("pneumo.training", "pneumo.bench", "pneumo.batch"))]
     rows = res.stdout.strip().splitlines()
     assert len(rows) == 5 and rows[0].startswith("path,probability")
 
@@ -148,7 +148,7 @@ def test_cli_run_on_the_samples_imports_no_training_benchmark_tensorflow_or_kera
 def test_every_command_answers_version():
     import pneumo
 
-    for module in ("pneumo.predict", "pneumo.training.export", "pneumo.training.train", "pneumo.bench"):
+    for module in ("pneumo.predict", "pneumo.training.export", "pneumo.training.train", "pneumo.bench", "pneumo.batch"):
         res = subprocess.run([sys.executable, "-m", module, "--version"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)  # fmt: skip
         assert res.returncode == 0 and res.stdout.strip().endswith(pneumo.__version__), (module, res.stderr[-500:])

@@ -3,7 +3,8 @@
 Two layers, both compute only (no Streamlit, nothing written):
 
 - exact rules on the decoded image: DICOM modality, body part and view position; colour; nearly uniform images; tiny
-  images and unusual shapes;
+  images and unusual shapes; plus what decoding noticed (``LoadedImage.warnings``: multi-frame DICOM, header
+  contradictions, burned-in annotation);
 - a learned gate (a small three-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
   ``orientation`` head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope
   radiograph went through; a confident non-identity transform is undone. The ``mirror`` head then says whether the
@@ -54,6 +55,13 @@ WARNING_CODES: dict[str, str] = {
     "crop of the image.",
     "lung_field_short": "One lung field was outlined much shorter than the other: dense consolidation may lie outside "
     "the outline, where the classifier does not look. Check the film itself.",
+    "multi_frame": "This DICOM holds several frames (images); only frame 1 was analysed.",
+    "burned_in_annotation": "The DICOM header says text is burned into the image: it may identify the patient, and the "
+    "model may react to markers and labels rather than to the lungs.",
+    "dicom_bits_inconsistent": "The DICOM header contradicts itself about the pixel bit depth (HighBit does not match "
+    "BitsStored, or the values exceed BitsStored); the grey levels shown may be wrong.",
+    "dicom_sign_inconsistent": "The DICOM header's sign (PixelRepresentation) contradicts the pixel values: they look "
+    "like signed values read as unsigned, or the reverse; the grey levels shown may be wrong.",
 }
 # Codes that put an image OUTSIDE the intended use (label OUT_OF_SCOPE, no probability unless forced). The others are
 # warnings: the image is analysed (after correction for `rotated`/`inverted`/`mirrored`) and the warning is shown with
@@ -131,8 +139,8 @@ def undo_orientation(pixels: np.ndarray, index: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------- rules
 def rule_codes(img: LoadedImage) -> list[str]:
-    """Codes from exact rules on the decoded image and its DICOM header (no model)."""
-    info, codes = img.info, []
+    """Codes from exact rules on the decoded image and its DICOM header (no model), after what decoding noticed."""
+    info, codes = img.info, list(img.warnings)
     modality = str(info.get("modality", "") or "").upper()
     if modality and modality != "UNKNOWN" and modality not in config.XRAY_MODALITIES:
         codes.append("not_radiograph")

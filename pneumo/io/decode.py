@@ -4,7 +4,10 @@ One entry point, :func:`load_image`, serves the CLI, the app and training. It ac
 8/16-bit grayscale, RGB, RGBA, palette and CMYK; it applies EXIF orientation and, for DICOM, the modality LUT, the VOI
 LUT or window and MONOCHROME1 inversion (first frame of multi-frame files). Anything it cannot read raises
 :class:`ImageLoadError` with a message a person understands; no other exception escapes (tests/io/test_fuzz.py checks
-this). Nothing is written to disk and nothing about the pixels or patient is logged.
+this). A file cut short is refused, never grey-filled; what decoding notices but can live with (a multi-frame DICOM, a
+header that contradicts itself, burned-in text) becomes a warning code on the image (:attr:`LoadedImage.warnings`).
+DICOM coded values reach ``info`` only as standard codes (anything else as "other"). Nothing is written to disk and
+nothing about the pixels or patient is logged.
 
 Callers say how many pixels they need, so nothing larger is decoded or kept: ``min_side`` (the CLI: each side at least
 twice the model input) lets a JPEG be decoded in the DCT domain at 1/2, 1/4 or 1/8 scale, and ``max_side`` (the app:
@@ -16,6 +19,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+import stat
 import struct
 import warnings
 import zlib
@@ -32,9 +37,17 @@ import pydicom
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pydicom import config as pydicom_config
 from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+)
 
 from pneumo import config
 
@@ -62,6 +75,22 @@ _RASTER_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"II*\x00", b"MM\x00*", b"GIF8"
 # Colourfulness is estimated on at most this many pixels (an unbiased strided sample; a full int16 copy of a
 # 50 MP RGB image would cost 300 MB).
 _COLOUR_SAMPLE_PIXELS = 1_000_000
+# A JPEG scan's entropy-coded data ends at the first marker that is not a stuffed byte (FF00), a restart marker (RSTn)
+# or a fill byte (FFFF).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Bytes put before a JPEG's end marker to learn whether its last scan was complete (see _jpeg_cut_short): runs of fixed
+# pseudo-random values without 0xFF, which the decoder reads as Huffman codes, after each restart marker RST0-7 (a
+# scan with restart intervals cut at an interval's end waits for one).
+_JPEG_NOISE = np.random.default_rng(17).integers(0, 255, 64, dtype=np.uint8).tobytes()
+_JPEG_PROBE = _JPEG_NOISE + b"".join(bytes((0xFF, 0xD0 + k)) + _JPEG_NOISE for k in range(8))
+# Warning codes decoding can put on an image (LoadedImage.warnings); their sentences are in checks.scope.WARNING_CODES.
+DECODE_WARNINGS = ("multi_frame", "burned_in_annotation", "dicom_bits_inconsistent", "dicom_sign_inconsistent")
+# DICOM tags of pixel data, (7FE0,0010/0008/0009), as bytes in little- and big-endian files.
+_DICOM_PIXEL_TAGS = tuple(
+    struct.pack(order, 0x7FE0, elem) for order in ("<HH", ">HH") for elem in (0x0010, 0x0008, 0x0009)
+)
+# The item that closes encapsulated (compressed) pixel data: (FFFE,E0DD) with length 0, little endian.
+_DICOM_SEQUENCE_END = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
 class ImageLoadError(ValueError):
@@ -77,12 +106,14 @@ class LoadedImage:
     info: non-identifying facts for display: format, original size/mode, DICOM modality and view position.
     colourfulness: mean |R-G| + |G-B| of the source before conversion to gray (0 for grayscale sources).
     full_size: (width, height) of the file's image as displayed; None means the size of ``pixels``.
+    warnings: codes (keys of ``pneumo.checks.scope.WARNING_CODES``) for what decoding noticed, e.g. ``multi_frame``.
     """
 
     pixels: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     colourfulness: float = 0.0
     full_size: tuple[int, int] | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -258,6 +289,126 @@ def _mono_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
     return shown.astype(np.uint8)
 
 
+_DICOM_INCOMPLETE = (
+    "This DICOM file is incomplete or damaged: its pixel data stops early or cannot be read (was the file cut short?)."
+)
+
+
+def _str_tag(ds: Any, keyword: str) -> str:
+    """A header value as text; "" when absent, empty or unreadable."""
+    try:
+        return str(ds.get(keyword, "") or "")
+    except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
+        return ""
+
+
+def _int_tag(ds: Any, keyword: str, default: int) -> int:
+    """An integer header value; ``default`` when absent, empty or unreadable."""
+    try:
+        value = ds.get(keyword, None)
+        return default if value is None or value == "" else int(value)
+    except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
+        return default
+
+
+def _pixels_complete(data: bytes, ds: Any, ts: UID, rows: int, cols: int, frames: int) -> bool:
+    """Whether the pixel data is all there: native data as long as its header needs, encapsulated (compressed) data
+    closed by its end item (pydicom reads a fragment list cut short without a word)."""
+    if ts.is_encapsulated:
+        return data.rfind(_DICOM_SEQUENCE_END) > data.find(_DICOM_PIXEL_TAGS[0]) >= 0
+    keyword = next(k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds)
+    bits = _int_tag(ds, "BitsAllocated", 0)
+    samples = _int_tag(ds, "SamplesPerPixel", 1)
+    if bits <= 0 or samples <= 0:
+        return True  # the decoder judges a header this broken
+    values = rows * cols * samples * frames
+    needed = (values + 7) // 8 if bits == 1 else values * ((bits + 7) // 8)
+    return len(ds[keyword].value or b"") >= needed
+
+
+def _wraps(values: np.ndarray, low: int, high: int) -> bool:
+    """Whether int64 ``values`` reach both ends of the range [low, high] (within 1/16 of it)."""
+    margin = (high - low) // 16
+    return int(values.min()) <= low + margin and int(values.max()) >= high - margin
+
+
+def _bit_checks(arr: np.ndarray, ds: Any, raw: bool) -> tuple[np.ndarray, list[str]]:
+    """Stored values (H, W) from the pixel cells, checking BitsStored, HighBit and PixelRepresentation against each
+    other and against the values; returns (values, warning codes).
+
+    ``raw``: ``arr`` holds whole cells (pydicom's ``correct_unused_bits=False``, native data): the stored bits are
+    taken as PS3.5 8.1.1 lays them out, ending at HighBit (pydicom assumes HighBit = BitsStored - 1, which PS3.3
+    C.7.6.3.1 requires, and masks the wrong bits otherwise), unless the values evidently sit in the low bits against
+    HighBit. A HighBit other than BitsStored - 1, and bits set outside the stored ones (other than a sign extension),
+    are reported as ``dicom_bits_inconsistent``. A sign that contradicts the values (they wrap round the end of the
+    range as read, but not when read with the other sign: signed data under an unsigned header, or the reverse) is
+    reported as ``dicom_sign_inconsistent``; the header is followed.
+    """
+    if arr.dtype.kind not in "iu":
+        return arr, []
+    allocated = arr.dtype.itemsize * 8
+    stored = _int_tag(ds, "BitsStored", allocated)
+    high = _int_tag(ds, "HighBit", stored - 1)
+    signed = arr.dtype.kind == "i"
+    if not 1 < stored <= allocated or not stored - 1 <= high < allocated:
+        return arr, ([] if high == stored - 1 else ["dicom_bits_inconsistent"])
+    codes: list[str] = [] if high == stored - 1 else ["dicom_bits_inconsistent"]
+    if raw:
+        top = high
+        if high != stored - 1 and not signed:
+            used = int(np.bitwise_or.reduce(arr, axis=None))  # every bit any value sets
+            if used < (1 << stored) and used & ((1 << (high - stored + 1)) - 1):
+                top = stored - 1  # the values sit in the low bits, whatever HighBit says
+        values = np.left_shift(arr, allocated - 1 - top)  # (H, W) the stored bits moved to the top of the cell,
+        np.right_shift(values, allocated - stored, out=values)  # then down: masked, or sign-extended if signed
+        if "dicom_bits_inconsistent" not in codes and not np.array_equal(values, arr):
+            codes.append("dicom_bits_inconsistent")  # bits set beyond the stored ones
+        arr = values
+    step = max(1, int(np.sqrt(arr.size / 250_000)))  # the sign is judged on a strided sample of ~250k pixels
+    sample = arr[::step, ::step].astype(np.int64)  # (h, w)
+    modulus, half = 1 << stored, 1 << (stored - 1)
+    as_read = (-half, half - 1) if signed else (0, modulus - 1)
+    inside = as_read[0] <= int(sample.min()) and int(sample.max()) <= as_read[1]
+    if inside and _wraps(sample, *as_read):
+        other = (sample % modulus) if signed else np.where(sample >= half, sample - modulus, sample)  # other sign
+        if not _wraps(other, *((0, modulus - 1) if signed else (-half, half - 1))):
+            codes.append("dicom_sign_inconsistent")
+    return arr, codes
+
+
+def _coded(value: str, allowed: frozenset[str]) -> str:
+    """A DICOM coded value as shown: "unknown" when empty, the code when standard (``allowed``), else "other"."""
+    code = value.strip().upper()
+    if not code:
+        return "unknown"
+    return code if code in allowed else "other"
+
+
+def _body_part(value: str) -> str:
+    """BodyPartExamined as shown: a standard code; a non-standard value naming the chest becomes CHEST."""
+    code = _coded(value, config.DICOM_BODY_PARTS)
+    if code == "other" and any(part in value.upper() for part in config.CHEST_BODY_PARTS):
+        return "CHEST"
+    return code
+
+
+def _dicom_jpeg_cut_short(ds: Any, frames: int, arr: np.ndarray) -> bool:
+    """Whether the first frame of a JPEG-compressed DICOM, decoded by pydicom to ``arr`` (H, W[, 3]), stops early
+    (filled grey by libjpeg; see _jpeg_cut_short). Pillow decodes the frame again only when its last block is flat
+    mid-grey, as libjpeg's fill is."""
+    h, w = arr.shape[:2]
+    corner = arr[(h - 1) // 8 * 8 :, (w - 1) // 8 * 8 :]  # (b, b[, 3]) the last 8x8 block
+    if arr.dtype != np.uint8 or int(corner.max()) - int(corner.min()) > 2 or abs(int(corner.flat[-1]) - 128) > 1:
+        return False
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=frames))
+        im = Image.open(io.BytesIO(frame))
+        im.load()
+    except Exception:  # noqa: BLE001 - pydicom's own decoder read it; Pillow's view of it adds nothing
+        return False
+    return _jpeg_cut_short(frame, im, im.size, None)
+
+
 def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode the first frame of a DICOM to uint8 grayscale; only non-identifying tags go into the info."""
     try:
@@ -274,6 +425,8 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             f"This DICOM declares an unknown or damaged transfer syntax ({_safe_uid(ts)}); its pixels cannot be read."
         )
     if not has_pixels:
+        if any(tag in data for tag in _DICOM_PIXEL_TAGS):  # there was pixel data, but it could not be read
+            raise ImageLoadError(_DICOM_INCOMPLETE)
         raise ImageLoadError("This DICOM file has no pixel data (it holds no image, e.g. a report or a header only).")
     try:
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -293,12 +446,23 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             "export it as PNG or uncompressed DICOM."
         )
     try:
+        complete = _pixels_complete(data, ds, ts, rows, cols, frames)
+    except Exception as exc:  # noqa: BLE001 - a pixel data element that cannot even be measured
+        raise ImageLoadError(_DICOM_INCOMPLETE) from exc
+    if not complete:
+        raise ImageLoadError(_DICOM_INCOMPLETE)
+    # Native grey cells are read whole, so that _bit_checks can take the stored bits where HighBit says they are.
+    grey = _int_tag(ds, "SamplesPerPixel", 1) == 1 and _str_tag(ds, "PhotometricInterpretation").startswith("MONO")
+    raw_cells = {"correct_unused_bits": False} if grey and not ts.is_encapsulated else {}
+    try:
         # Only the first frame is decoded; as_rgb turns YBR colour into RGB (the header still says YBR).
-        arr, meta = decoder.as_array(ds, index=0, as_rgb=True)  # (H, W) or (H, W, 3)
+        arr, meta = decoder.as_array(ds, index=0, as_rgb=True, **raw_cells)  # (H, W) or (H, W, 3)
         photometric = str(getattr(meta["photometric_interpretation"], "value", meta["photometric_interpretation"]))
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt or inconsistent pixel data
         what = f"compressed ({ts.name}) " if ts.is_compressed else ""
         raise ImageLoadError(f"This DICOM's {what}pixel data is damaged or does not match its header.") from exc
+    if ts in (JPEGBaseline8Bit, JPEGExtended12Bit) and _dicom_jpeg_cut_short(ds, frames, arr):
+        raise ImageLoadError("This DICOM's compressed (JPEG) image is truncated: its image data stops early.")
     photometric = photometric.upper().strip()
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -306,6 +470,7 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise ImageLoadError(f"This DICOM's pixel data has an unexpected shape {arr.shape}.")
     if arr.shape[:2] != (rows, cols):
         raise ImageLoadError("This DICOM's pixel data does not match the image size in its header.")
+    bit_codes: list[str] = []
     try:
         if arr.ndim == 2 and photometric == "PALETTE COLOR":
             arr = apply_color_lut(arr, ds)  # (H, W, 3)
@@ -318,6 +483,7 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             # 8-bit colour is converted like PIL's RGB -> L (no stretching); wider colour is min-max scaled.
             pixels = np.rint(luma).clip(0, 255).astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(luma)
         else:
+            arr, bit_codes = _bit_checks(arr, ds, raw=bool(raw_cells))
             pixels = _mono_to_uint8(arr, ds)
             colourfulness = 0.0
     except Exception as exc:  # noqa: BLE001 - a damaged palette or colour header
@@ -325,27 +491,22 @@ def _load_dicom(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     if photometric == "MONOCHROME1":  # 0 = white: invert for display
         pixels = 255 - pixels
 
-    def tag(keyword: str) -> str:
-        try:
-            return str(ds.get(keyword, "") or "").strip()
-        except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
-            return ""
-
-    try:
-        bits_stored = int(ds.get("BitsStored", 0) or 0)
-    except Exception:  # noqa: BLE001 - a damaged optional tag is just unknown
-        bits_stored = 0
+    notes = [*(["multi_frame"] if frames > 1 else []), *bit_codes]
+    if _str_tag(ds, "BurnedInAnnotation").strip().upper() == "YES":
+        notes.append("burned_in_annotation")
+    # Only standard codes and numbers: a free-text tag can hold a name, an ID or markdown.
     info = {
         "format": "DICOM",
-        "modality": tag("Modality").upper() or "unknown",
-        "view_position": tag("ViewPosition") or "unknown",
-        "body_part": tag("BodyPartExamined") or "unknown",
-        "photometric": photometric,
+        "modality": _coded(_str_tag(ds, "Modality"), config.DICOM_MODALITIES),
+        "view_position": _coded(_str_tag(ds, "ViewPosition"), config.DICOM_VIEW_POSITIONS),
+        "body_part": _body_part(_str_tag(ds, "BodyPartExamined")),
+        "photometric": _coded(photometric, config.DICOM_PHOTOMETRICS),
         "transfer_syntax": ts.name,
         "frames": frames,
         "original_size": (cols, rows),
-        "bits_stored": bits_stored,
+        "bits_stored": _int_tag(ds, "BitsStored", 0),
         "_colourfulness": colourfulness,
+        "_warnings": notes,
     }
     return np.ascontiguousarray(pixels), info
 
@@ -393,6 +554,97 @@ def jpeg_reduction(width: int, height: int, max_side: int | None, min_side: int 
     return 1
 
 
+def _jpeg_end_of_image(data: bytes) -> tuple[int | None, bool]:
+    """Walk a JPEG's markers: (offset of the end marker FFD9 after the first image's last scan, or of the fill bytes
+    before it; whether its scans code every coefficient of every component to the last bit).
+
+    The offset is None when the markers do not parse (then the decoder has already judged the file). A JPEG cut
+    between two scans of a progressive file, with an end marker after the cut, has every scan complete but misses the
+    later ones: libjpeg shows it blurred without a word; the second value tells.
+    """
+    pos, n = 2, len(data)  # after the start marker FFD8
+    components: list[int] = []
+    final: set[tuple[int, int]] = set()  # (component id, coefficient index) coded to its last bit
+    while pos + 2 <= n:
+        if data[pos] != 0xFF:
+            return None, False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos, not components or len(final) == 64 * len(components)
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return None, False
+        end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        segment = data[pos + 4 : end]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC9, 0xCA) and segment[5:6]:  # start of a (non-hierarchical) DCT frame
+            components = list(segment[6 : 6 + 3 * segment[5] : 3])  # the component ids
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs up to the next real marker
+            count = segment[0] if segment else 0
+            ids, tail = segment[1 : 1 + 2 * count : 2], segment[1 + 2 * count : 4 + 2 * count]
+            if len(tail) == 3 and tail[2] & 0x0F == 0:  # Ss, Se, Ah/Al: coefficients Ss..Se, down to bit Al = 0
+                final.update((c, k) for c in ids if c in components for k in range(tail[0], min(tail[1], 63) + 1))
+            found = _JPEG_MARKER.search(data, end)
+            if found is None:
+                return None, False
+            end = found.start()
+            if data[end + 1] == 0xD9:  # the end marker: before any fill bytes (a cut can leave half a stuffed FF00)
+                while data[end - 1] == 0xFF:
+                    end -= 1
+                return end, not components or len(final) == 64 * len(components)
+        pos = end
+    return None, False
+
+
+def _jpeg_cut_short(
+    data: bytes, im: Image.Image, stored_size: tuple[int, int], draft: tuple[str, tuple[int, int]] | None
+) -> bool:
+    """True when the JPEG ``im`` (loaded, before EXIF rotation) ran out of scan data before its last pixel.
+
+    A JPEG cut short with an end marker after the cut decodes "fine": libjpeg gives every block after the one where
+    the data ran out all-zero coefficients, flat grey 128 (or, cut between two scans of a progressive file, leaves it
+    blurred), and only warns, which Pillow does not pass on. A scan that ran out reads bytes put just before its end
+    marker as more image data, where a complete scan skips them: decode once more with :data:`_JPEG_PROBE` inserted
+    there and compare (before that, scans that leave coefficients uncoded mean a cut between scans, see
+    :func:`_jpeg_end_of_image`). For a sequential JPEG all this runs only when the last 8x8 block is flat grey 128
+    (none of the 24 full-size sample films; a cut inside the last one or two blocks can slip through); a progressive
+    JPEG is always checked, at full scale (what it misses is detail, which a scaled decode may not use). ``draft``:
+    the (mode, size) ``im`` was drafted with.
+    """
+    progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+    if not progressive:
+        w, h = im.size
+        block = max(1, round(8 * w / stored_size[0]))  # an 8x8 block at the decoded scale
+        x0, y0 = (w - 1) // block * block, (h - 1) // block * block  # the last block, clipped by the image edge
+        corner = np.asarray(im.crop((x0, y0, w, h)).convert("L"))  # (b, b): luma, flat in a grey fill (chroma
+        if int(corner.max()) - int(corner.min()) > 2:  # upsampling may blend in the block row above: +-1 after RGB)
+            return False
+        if im.mode in ("L", "RGB") and abs(int(corner[-1, -1]) - 128) > 1:  # libjpeg fills with all-zero blocks:
+            return False  # mid-grey 128 (a real border is black or white, a picture not flat to the pixel)
+    end, all_coded = _jpeg_end_of_image(data)
+    if end is None:
+        return False
+    if not all_coded:
+        return True
+    if progressive:
+        draft = None
+        if im.size != stored_size:
+            im = Image.open(io.BytesIO(data))
+            im.load()
+    try:
+        probe = Image.open(io.BytesIO(data[:end] + _JPEG_PROBE + data[end:]))
+        if draft is not None:
+            probe.draft(*draft)
+        probe.load()
+    except Exception:  # noqa: BLE001 - the decoder read the inserted bytes as image data and choked on them
+        return True
+    return probe.size != im.size or probe.tobytes() != im.tobytes()
+
+
 def _load_pil(
     data: bytes, max_side: int | None = None, min_side: int | None = None
 ) -> tuple[np.ndarray, dict[str, Any], float]:
@@ -423,18 +675,26 @@ def _load_pil(
     mode = im.mode
     stored_size = im.size
     reduction = jpeg_reduction(*im.size, max_side, min_side) if fmt in ("JPEG", "MPO") else 1
+    draft = None
     if reduction > 1:
-        im.draft(im.mode, (im.size[0] // reduction, im.size[1] // reduction))  # same mode: colour stays visible
+        draft = (im.mode, (im.size[0] // reduction, im.size[1] // reduction))  # same mode: colour stays visible
+        im.draft(*draft)
     try:
         im.load()
         decoded_size = im.size
+        if fmt in ("JPEG", "MPO") and _jpeg_cut_short(data, im, stored_size, draft):
+            raise ImageLoadError("The JPEG file is truncated: its image data stops early (incomplete download?).")
         im = ImageOps.exif_transpose(im)
+    except ImageLoadError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError("The image declares an absurd size (a decompression bomb?).") from exc
     except OSError as exc:
         msg = str(exc).lower()
         if "truncat" in msg or "premature" in msg or "end of file" in msg or "not enough" in msg:
-            raise ImageLoadError(f"The {fmt} file is truncated (incomplete download?).") from exc
+            raise ImageLoadError(
+                f"The {fmt} file is truncated: its image data stops early (incomplete download?)."
+            ) from exc
         raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
     except Exception as exc:  # noqa: BLE001 - e.g. SyntaxError for a broken PNG chunk, ValueError for bad EXIF
         raise ImageLoadError(f"The {fmt} file is damaged and cannot be decoded.") from exc
@@ -463,17 +723,49 @@ def _load_pil(
     return np.ascontiguousarray(pixels), info, colourfulness
 
 
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (from its st_mode)."""
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def not_regular(mode: int) -> str | None:
+    """None for a regular file; else why it is not read, in words ('a named pipe (FIFO)', 'a character device', ...).
+
+    Devices, FIFOs and sockets report a size of 0 and never end (/dev/zero) or block a reader forever (a FIFO with
+    no writer): only regular files are ever opened for reading."""
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
 def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview, name: str) -> tuple[bytes, str]:
-    """The file's bytes and name; refuses missing, unreadable and oversized files before reading them."""
+    """The file's bytes and name; refuses missing, unreadable, non-regular and oversized files before reading them.
+
+    The path is opened without blocking (a FIFO swapped in after the check cannot hang the reader), checked again on
+    the open descriptor, and read up to one byte past the size limit: a size that lies cannot make the read unbounded.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), name
     path = Path(source)
     name = name or path.name
     try:
-        size = path.stat().st_size
-        if size > config.MAX_FILE_BYTES:
-            raise ImageLoadError(f"The file is too large ({size / 2**20:.0f} MB).")
-        return path.read_bytes(), name
+        what = not_regular(os.stat(path).st_mode)
+        if what == "a folder":
+            raise ImageLoadError("This is a folder, not an image file.")
+        if what is not None:
+            raise ImageLoadError(f"Not an image file: this is {what}; only regular files are read.")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            what = not_regular(st.st_mode)
+            if what is not None:  # replaced between the two looks
+                raise ImageLoadError(f"Not an image file: this is {what}; only regular files are read.")
+            if st.st_size > config.MAX_FILE_BYTES:
+                raise ImageLoadError(f"The file is too large ({st.st_size / 2**20:.0f} MB).")
+            return f.read(config.MAX_FILE_BYTES + 1), name  # a larger file is refused by the caller
     except IsADirectoryError as exc:
         raise ImageLoadError("This is a folder, not an image file.") from exc
     except FileNotFoundError as exc:
@@ -533,6 +825,7 @@ def load_image(
         if _is_dicom(data, name):
             pixels, info = _load_dicom(data)
             colourfulness = float(info.pop("_colourfulness", 0.0))
+            notes = tuple(info.pop("_warnings", ()))
             full_size = (pixels.shape[1], pixels.shape[0])
         else:
             if data[:4] == b"%PDF":
@@ -540,6 +833,7 @@ def load_image(
             if data[:2] == b"PK":
                 raise ImageLoadError("Not an image: this is a ZIP archive (or an Office document).")
             pixels, info, colourfulness = _load_pil(data, max_side, min_side)
+            notes = ()
             full_size = tuple(info.pop("_displayed_size", pixels.shape[::-1]))
         if max_side is not None:
             pixels = shrink_to_side(pixels, int(max_side))  # (h', w') uint8, long side <= max_side
@@ -551,7 +845,7 @@ def load_image(
         log.warning("unexpected %s while decoding an image", type(exc).__name__)  # no message: it may quote the file
         raise ImageLoadError("The file could not be decoded (damaged, or an unusual variant of its format).") from exc
     _check_size(*full_size)
-    return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness, full_size=full_size)
+    return LoadedImage(pixels=pixels, info=info, colourfulness=colourfulness, full_size=full_size, warnings=notes)
 
 
 S = TypeVar("S")

@@ -11,7 +11,8 @@ from pneumo import config
 SAMPLES_DIR = config.ASSETS_DIR / "samples"
 # How samples.json's pneumo_split reads in the sample menu.
 _SPLIT_WORDS = {
-    "validation": "held out from training",
+    # not trained on, but the split chose the best epoch and the threshold: not a new patient either
+    "validation": "validation split: not trained on, but it chose the threshold",
     "training": "seen in training: its result is optimistic",
 }
 
@@ -27,7 +28,7 @@ class Sample:
 
     @property
     def title(self) -> str:
-        """A menu entry such as 'PNEUMONIA · person724_virus_1343 (held out from training)'."""
+        """A menu entry such as 'PNEUMONIA · person724_virus_1343 (validation split: ...)'."""
         stem = self.file.split("_", 1)[-1].rsplit(".", 1)[0]
         return f"{self.label} · {stem} ({_SPLIT_WORDS.get(self.split, self.split)})"
 

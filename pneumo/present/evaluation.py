@@ -126,7 +126,27 @@ def headline(evaluation: dict[str, Any] | None, markdown: bool = True) -> str:
         f"On new patients (official test split, {block.get('n', '?')} images, scored independently by the "
         f"maintainers): {b}sensitivity {format_interval(block['sensitivity'], block.get('sensitivity_ci95'))}{b}, "
         f"{b}specificity {format_interval(block['specificity'], block.get('specificity_ci95'))}{b} at this model's "
-        f"threshold {format_threshold(float(block.get('threshold', 0)))}."
+        f"threshold {format_threshold(float(block.get('threshold', 0)))}.{refused_sentence(block)}"
+    )
+
+
+def refused_text(block: dict[str, Any]) -> str:
+    """'14 of 624 (2.2%)': the images of a set that the scope gate refused; '0 of N' or '–' when not recorded."""
+    total = block.get("n_total")
+    if total is None:
+        return "–"
+    refused = int(block.get("n_out_of_scope", 0))
+    return f"{refused} of {total} ({refused / max(int(total), 1):.1%})"
+
+
+def refused_sentence(block: dict[str, Any]) -> str:
+    """' The scope gate refused 14 of 624 (2.2%) of these images; they are not in the figures.' ('' if none)."""
+    if not block.get("n_out_of_scope"):
+        return ""
+    refused, total = int(block["n_out_of_scope"]), int(block.get("n_total", 0))
+    return (
+        f" The scope gate refused {refused} of the set's {total} images ({refused / max(total, 1):.1%}); they are not "
+        "in these figures."
     )
 
 
@@ -137,26 +157,29 @@ def table_rows(evaluation: dict[str, Any] | None) -> list[dict[str, str]]:
     sets = evaluation.get("sets") or {}
     rows = []
     for key in sorted(sets, key=lambda k: (not in_scope(k), list(SETS).index(k) if k in SETS else 99)):
-        blk = sets[key]
-        auc = blk.get("auc")
-        auc_ci = blk.get("auc_ci95")
-        auc_text = "–" if auc is None else f"{auc:.3f}" + (f" ({auc_ci[0]:.3f}–{auc_ci[1]:.3f})" if auc_ci else "")
-        rows.append(
-            {
-                "set": set_label(key),
-                "images": _counts(blk),
-                "AUC": auc_text,
-                "sensitivity": "–" if "sensitivity" not in blk else format_interval(
-                    blk["sensitivity"], blk.get("sensitivity_ci95")
-                ),
-                "specificity": "–" if "specificity" not in blk else format_interval(
-                    blk["specificity"], blk.get("specificity_ci95")
-                ),
-                "ECE": "–" if blk.get("ece") is None else f"{blk['ece']:.3f}",
-                "intended use": "yes" if in_scope(key) else "no: outside",
-            }
-        )  # fmt: skip
+        rows.append(_table_row(set_label(key), sets[key], in_scope(key), refused_text(sets[key])))
+        forced = sets[key].get("all_images_forced")
+        if forced and not in_scope(key):  # what a user who ignores the refusal gets: labelled as outside the use
+            rows.append(_table_row(f"{set_label(key)}: every image forced through", forced, False, "none (--force)"))
     return rows
+
+
+def _table_row(label: str, blk: dict[str, Any], intended: bool, refused: str) -> dict[str, str]:
+    """One row of display strings for one block of figures."""
+    auc, auc_ci = blk.get("auc"), blk.get("auc_ci95")
+    auc_text = "–" if auc is None else f"{auc:.3f}" + (f" ({auc_ci[0]:.3f}–{auc_ci[1]:.3f})" if auc_ci else "")
+    sens = "–" if "sensitivity" not in blk else format_interval(blk["sensitivity"], blk.get("sensitivity_ci95"))
+    spec = "–" if "specificity" not in blk else format_interval(blk["specificity"], blk.get("specificity_ci95"))
+    return {
+        "set": label,
+        "images": _counts(blk),
+        "refused by the gate": refused,
+        "AUC": auc_text,
+        "sensitivity": sens,
+        "specificity": spec,
+        "ECE": "–" if blk.get("ece") is None else f"{blk['ece']:.3f}",
+        "intended use": "yes" if intended else "no: outside",
+    }
 
 
 # ---- keeping the shipped files in step with the committed models -------------------------------------------------

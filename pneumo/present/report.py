@@ -1,9 +1,12 @@
 """A one-page report of one analysed image: a real A4 PDF (fpdf2) and a print-resolution PNG (matplotlib).
 
-Both formats draw the same content (:func:`report_content`): the result large and first, the image and its Grad-CAM
-overlay with a labelled colour bar (and a lung outline when the analysis carries one), the warnings, the independent
-figures on new patients, the optimistic validation figures with counts and intervals, the intended use, and the
-disclaimer. No pyplot (safe in the app's threads), no file I/O: bytes in memory only.
+Both formats draw the same content (:func:`report_content`) on exactly one page: the disclaimer first, then what the
+model computed ("Model output: P(pneumonia) 99.7 %, above the 49 % threshold"; out of scope, the refusal leads and no
+threshold is spoken of), the image and its Grad-CAM overlay with a labelled colour bar (and a lung outline when the
+analysis carries one), the warnings, the independent figures on new patients, the optimistic validation figures with
+counts and intervals, and the intended use. The file name is printed only when asked for (clinical file names often
+hold names or record numbers) and never goes into the document's metadata; a typed image reference may stand instead.
+No pyplot (safe in the app's threads), no file I/O: bytes in memory only.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from pneumo.present import evaluation as ev
 from pneumo.present.text import (
     COLOURS,
     DISCLAIMER,
+    VALIDATION_CAVEAT,
     format_interval,
     format_probability,
     format_threshold,
     is_out_of_scope,
     operating_point,
     probability_meaning,
+    refusal_sentences,
     verdict,
     warning_sentences,
 )
@@ -81,11 +86,12 @@ class ReportContent:
         """The report's paragraphs as plain text, in drawing order."""
         items = [
             self.file_line,
-            f"Result: {self.label}",
+            DISCLAIMER,
+            self.out_of_scope,
             self.probability_line,
+            self.label and f"Label at this threshold: {self.label}",
             self.headline,
             self.caution,
-            self.out_of_scope,
             *(f"Warning: {w}" for w in self.warnings),
             self.meaning,
             self.heatmap_line,
@@ -99,9 +105,19 @@ class ReportContent:
         return [i for i in items if i]
 
 
+def image_line(name: str, reference: str = "", show_name: bool = False) -> str:
+    """Which image the report is about: the user's typed reference and, only when asked for, the file name."""
+    parts = []
+    if reference.strip():
+        parts.append(f"Image reference: {' '.join(reference.split())[: config.REPORT_REFERENCE_CHARS]}")
+    if show_name:
+        parts.append(f"File: {name}")
+    return " · ".join(parts) or "Image reference: none given (the file name is printed only on request)"
+
+
 def report_content(
     result: Result, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
-    evaluation: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None, reference: str = "", show_name: bool = False,
 ) -> ReportContent:  # fmt: skip
     """What a report says about one analysed image at one threshold."""
     if result.probability is None:
@@ -116,9 +132,12 @@ def report_content(
     external = ""
     if evaluation and "external_nih" in (evaluation.get("sets") or {}):
         nih = evaluation["sets"]["external_nih"]
+        forced = nih.get("all_images_forced") or nih  # every image scored: what ignoring a refusal gives
+        refused = f"the scope gate refused {ev.refused_text(nih)}; " if nih.get("n_out_of_scope") else ""
         external = (
-            f"Outside the intended use it fails: on {nih.get('n', 0):,} radiographs of adults from other hospitals "
-            f"(NIH ChestX-ray14) its AUC was {nih.get('auc', float('nan')):.2f}, no better than chance."
+            f"Outside the intended use it fails: on {forced.get('n', 0):,} radiographs of adults from other "
+            f"hospitals (NIH ChestX-ray14) {refused}scored all the same, its AUC was "
+            f"{forced.get('auc', float('nan')):.2f}, no better than chance."
         )
     op = operating_point(metadata, threshold)
     val = (metadata.get("metrics") or {}).get("validation") or {}
@@ -129,26 +148,31 @@ def report_content(
             f"{val.get('n', '?')} images, {op.n_pneumonia} pneumonia, {op.n_normal} normal) "
             f"at threshold {format_threshold(op.threshold)}: "
             f"sensitivity {format_interval(op.sensitivity, op.sensitivity_ci)}, "
-            f"specificity {format_interval(op.specificity, op.specificity_ci)}."
+            f"specificity {format_interval(op.specificity, op.specificity_ci)}. {VALIDATION_CAVEAT}"
         )
     scope = ""
     if is_out_of_scope(result):
-        why = " ".join(warning_sentences(result.warnings))
+        why = " ".join(refusal_sentences(result.warnings))  # the lead reason and at most one remark
         scope = (
             "OUTSIDE INTENDED USE: this image does not look like a frontal chest radiograph of a young child. "
             f"{why} The result was shown on request only and means nothing clinically."
         )
     cls = config.CLASS_NAMES[target_class]
+    side = "at or above" if v.label == config.CLASS_NAMES[1] else "below"
+    if scope:  # the refusal leads; no label and no threshold for an image the model was not made for
+        output = f"Model output, shown on request and meaningless for this image: P(pneumonia) {format_probability(p)}."
+    else:
+        output = (
+            f"Model output: P(pneumonia) {format_probability(p)}, {side} the {format_threshold(threshold)} threshold "
+            f"({which})."
+        )
     return ReportContent(
-        file_line=f"File: {result.name}",
-        label=v.label,
+        file_line=image_line(result.name, reference, show_name),
+        label="" if scope else v.label,
         label_colour=COLOURS["near"] if scope else v.colour,
-        probability_line=(
-            f"Probability of pneumonia (model score): {format_probability(p)}; threshold "
-            f"{format_threshold(threshold)} ({which})."
-        ),
-        headline=v.headline + ".",
-        caution=v.caution,
+        probability_line=output,
+        headline="" if scope else v.headline + ".",
+        caution="" if scope else v.caution,
         meaning=probability_meaning(
             metadata,
             ece=block.get("ece") if block else None,
@@ -156,14 +180,15 @@ def report_content(
             out_of_scope=is_out_of_scope(result),
         ).replace("**", ""),
         out_of_scope=scope,
-        warnings=tuple(warning_sentences(result.warnings)),
+        # out of scope, the reasons are in the scope box already: not repeated as warnings
+        warnings=() if scope else tuple(warning_sentences(result.warnings)),
         heatmap_line=" ".join(
             x
             for x in (
                 f"Heatmap: {scale_words(metadata, target_class)}.",
                 faint_note(result, metadata, target_class),
-                "It is drawn within the lungs, the only part of the image the classifier sees (the outline includes "
-                "the lung behind the heart); it shows where the model found evidence, not how much disease there is.",
+                "Drawn only within the lungs, all the classifier sees (the outline often includes the lung behind the "
+                "heart): where the model found evidence, not how much disease there is.",
             )
             if x
         ),
@@ -183,10 +208,10 @@ def report_content(
 
 def report_lines(
     result: Result, threshold: float, metadata: dict[str, Any], target_class: int, when: datetime,
-    evaluation: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None, reference: str = "", show_name: bool = False,
 ) -> list[str]:  # fmt: skip
     """The text of the report, one paragraph per item (also used by the tests)."""
-    return report_content(result, threshold, metadata, target_class, when, evaluation).lines()
+    return report_content(result, threshold, metadata, target_class, when, evaluation, reference, show_name).lines()
 
 
 def _images(
@@ -210,7 +235,7 @@ def colourbar_png(label: str, dpi: int = 200, width_in: float = _BAR_IN[0]) -> b
     ax.set_yticks([])
     ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=7.5)
     ax.tick_params(length=2, pad=1)
-    fig.text(0.5, 0.02, label, ha="center", va="bottom", fontsize=8)
+    fig.text(0.5, 0.02, label, ha="center", va="bottom", fontsize=8, parse_math=False, usetex=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
@@ -224,8 +249,14 @@ def _jpeg(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str) -> bytes:
-    """The A4 PDF, laid out top to bottom with fpdf2."""
+# Image heights tried in turn (PDF mm; the PNG uses the same share of the page) until the page holds everything:
+# a long warning list or an out-of-scope box shrinks the images, never pushes the disclaimer onto a second page.
+_IMAGE_HEIGHTS_MM = (92.0, 78.0, 64.0, 52.0, 40.0, 30.0)
+_A4_HEIGHT_MM = 297.0
+
+
+def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str, img_max: float = 92.0) -> FPDF:
+    """The A4 PDF, laid out top to bottom with fpdf2 (images at most ``img_max`` mm high)."""
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=14)
     pdf.set_margins(14, 12, 14)
@@ -244,7 +275,8 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
             return
         pdf.set_font("DejaVu", style, size)
         pdf.set_text_color(*_hex_rgb(colour))
-        pdf.multi_cell(width, h, text, align="L", new_x="LMARGIN", new_y="NEXT")  # ragged right: no stretched gaps
+        # ragged right (no stretched gaps); markdown=False: '**' or '--' in a file name or DICOM value stays as it is
+        pdf.multi_cell(width, h, text, align="L", new_x="LMARGIN", new_y="NEXT", markdown=False)
         pdf.ln(1.2)
 
     def boxed(text: str, fill: str, edge: str, style: str = "", size: float = 9.5) -> None:
@@ -254,7 +286,8 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
         pdf.set_draw_color(*_hex_rgb(edge))
         pdf.set_font("DejaVu", style, size)
         pdf.set_text_color(*_hex_rgb("#1f2933"))
-        pdf.multi_cell(width, 4.8, text, border=1, fill=True, padding=2, align="L", new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width, 4.8, text, border=1, fill=True, padding=2, align="L", new_x="LMARGIN", new_y="NEXT",
+                       markdown=False)  # fmt: skip
         pdf.ln(2)
 
     pdf.set_font("DejaVu", "B", 15)
@@ -263,20 +296,20 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     pdf.set_text_color(*_hex_rgb("#b00020"))
     pdf.cell(width * 0.38, 7, "Research demo - not a diagnosis", align="R", new_x="LMARGIN", new_y="NEXT")
     para(content.file_line, 9, colour="#52606d")
+    boxed(DISCLAIMER, "#fff4e5", "#e0a040", style="I", size=8.5)
     boxed(content.out_of_scope, "#fdecea", "#b00020", style="B", size=10.5)
-    # the result, large
-    pdf.set_font("DejaVu", "B", 26)
-    pdf.set_text_color(*_hex_rgb(content.label_colour))
-    pdf.cell(width, 12, content.label, new_x="LMARGIN", new_y="NEXT")
-    para(content.probability_line, 11, "B")
+    # what the model computed, then the label at this threshold: text sizes of a measurement, not of a diagnosis
+    para(content.probability_line, 11.5, "B")
+    if content.label:
+        para(f"Label at this threshold: {content.label}", 11, "B", colour=content.label_colour)
     para(content.headline + (" " + content.caution if content.caution else ""), 10)
-    for w in content.warnings:
-        boxed("Warning: " + w, "#fff4e5", "#e0a040", style="B")
+    if content.warnings:  # one box for all of them
+        boxed("Warning: " + " ".join(content.warnings), "#fff4e5", "#e0a040", style="B")
     # images side by side, colour bar under the overlay
     gap = 6.0
     img_w = (width - gap) / 2
     h, w = base.shape[:2]
-    img_h = min(img_w * h / w, 92.0)
+    img_h = min(img_w * h / w, img_max)
     img_w_fit = img_h * w / h
     y = pdf.get_y() + 1
     pdf.set_font("DejaVu", "", 8.5)
@@ -284,7 +317,7 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
         x = 14 + i * (img_w + gap)
         pdf.set_xy(x, y)
-        pdf.cell(img_w, 4, cap)
+        pdf.cell(img_w, 4, cap, markdown=False)
         pdf.image(io.BytesIO(_jpeg(im)), x=x, y=y + 5, w=img_w_fit, h=img_h)
     bar = colourbar_png(content.colourbar_label)
     pdf.image(io.BytesIO(bar), x=14 + img_w + gap, y=y + 6 + img_h, w=img_w_fit)
@@ -296,15 +329,23 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     para(content.facts, 9)
     boxed(INTENDED_USE + (" " + content.external if content.external else ""), "#fdecea", "#b00020", "B", 9)
     para(content.model_line, 8, colour="#52606d", h=4)
-    boxed(DISCLAIMER, "#fff4e5", "#e0a040", style="I", size=8.5)
-    return bytes(pdf.output())
+    return pdf
 
 
 _TEXT_WIDTH_PT = 0.84 * _A4_INCHES[0] * 72  # the PNG page's text column (7 % margins, less a box's padding)
 
 
-def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str, dpi: int) -> bytes:
-    """The same page as a PNG at print resolution, drawn with matplotlib."""
+def _png_report(
+    content: ReportContent,
+    base: np.ndarray,
+    overlay: np.ndarray,
+    title: str,
+    dpi: int,
+    img_max: float = 92.0,
+    must_fit: bool = True,
+) -> bytes | None:
+    """The same page as a PNG at print resolution, drawn with matplotlib; None when ``must_fit`` and it does not fit
+    the page with images ``img_max`` mm high."""
     fig = Figure(figsize=_A4_INCHES)
     ink = "#1f2933"
     y = 0.968
@@ -319,33 +360,38 @@ def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, t
         wrapped = textwrap.fill(s, min(width, fits))
         bbox = {"boxstyle": "round,pad=0.5", "facecolor": box[0], "edgecolor": box[1]} if box else None
         pad = 0.008 if box else 0.0
-        fig.text(0.07, y - pad, wrapped, fontsize=size, weight=weight, color=colour, va="top", style=style, bbox=bbox)
+        # parse_math=False: a '$' in a file name or DICOM value is text, never mathtext
+        fig.text(0.07, y - pad, wrapped, fontsize=size, weight=weight, color=colour, va="top", style=style, bbox=bbox,
+                 parse_math=False, usetex=False)  # fmt: skip
         y -= (size / 72 * 1.32 / _A4_INCHES[1]) * (wrapped.count("\n") + 1) + gap + 2 * pad
 
-    fig.text(0.07, y, "pneumo · chest X-ray analysis", fontsize=15, weight="bold", va="top", color=ink)
+    fig.text(0.07, y, "pneumo · chest X-ray analysis", fontsize=15, weight="bold", va="top", color=ink,
+             parse_math=False)  # fmt: skip
     fig.text(0.93, y, "Research demo - not a diagnosis", fontsize=9, weight="bold", va="top", ha="right",
-             color="#b00020")  # fmt: skip
+             color="#b00020", parse_math=False)  # fmt: skip
     y -= 0.03
     text(content.file_line, 9, colour="#52606d")
+    text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
     text(content.out_of_scope, 10.5, "bold", box=("#fdecea", "#b00020"), width=88)
-    text(content.label, 26, "bold", colour=content.label_colour)
-    text(content.probability_line, 11, "bold", width=88)
+    text(content.probability_line, 11.5, "bold", width=88)
+    if content.label:
+        text(f"Label at this threshold: {content.label}", 11, "bold", colour=content.label_colour)
     text(content.headline + (" " + content.caution if content.caution else ""), 10, width=95)
-    for w in content.warnings:
-        text("Warning: " + w, 9.5, "bold", box=("#fff4e5", "#e0a040"), width=95)
+    if content.warnings:  # one box for all of them
+        text("Warning: " + " ".join(content.warnings), 9.5, "bold", box=("#fff4e5", "#e0a040"), width=95)
     h, w = base.shape[:2]
-    img_h = min(0.43 * (h / w) * (_A4_INCHES[0] / _A4_INCHES[1]), 0.31)
+    img_h = min(0.43 * (h / w) * (_A4_INCHES[0] / _A4_INCHES[1]), img_max / _A4_HEIGHT_MM)
     for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
         ax = fig.add_axes((0.07 + i * 0.44, y - 0.018 - img_h, 0.42, img_h))
         ax.imshow(im, interpolation="antialiased")
-        ax.set_title(cap, fontsize=8.5, color="#52606d")
+        ax.set_title(cap, fontsize=8.5, color="#52606d", parse_math=False, usetex=False)
         ax.set_axis_off()
     y -= 0.018 + img_h + 0.012
     cax = fig.add_axes((0.51 + 0.03, y - 0.008, 0.36, 0.008))
     cax.imshow(np.linspace(0, 1, 256)[None, :], aspect="auto", cmap="jet", extent=(0, 1, 0, 1))
     cax.set_yticks([])
     cax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=6.5)
-    cax.set_xlabel(content.colourbar_label, fontsize=6.5)
+    cax.set_xlabel(content.colourbar_label, fontsize=6.5, parse_math=False, usetex=False)
     y -= 0.045
     text(content.heatmap_line, 8.5, colour="#52606d", width=110)
     text(content.meaning, 9.5, style="italic", width=100)
@@ -355,7 +401,8 @@ def _png_report(content: ReportContent, base: np.ndarray, overlay: np.ndarray, t
     text(INTENDED_USE + (" " + content.external if content.external else ""), 9, "bold",
          box=("#fdecea", "#b00020"), width=100)  # fmt: skip
     text(content.model_line, 8, colour="#52606d", width=118)
-    text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
+    if must_fit and y < 0.035:  # the last box's bottom would pass the bottom margin
+        return None
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Title": title})
     return buf.getvalue()
@@ -371,16 +418,27 @@ def build_report(
     when: datetime | None = None,
     evaluation: dict[str, Any] | None = None,
     outline: bool = True,
+    reference: str = "",
+    show_name: bool = False,
 ) -> bytes:
     """Render the report of one analysed image as PDF bytes (fpdf2) or PNG bytes (A4 at config.REPORT_PNG_DPI).
 
-    ``outline``: draw the lung outline, as the page's toggle says."""
+    ``outline``: draw the lung outline, as the page's toggle says. ``reference``: the user's own image reference;
+    ``show_name``: also print the file name (off by default). The document's metadata never holds the name."""
     if fmt not in ("png", "pdf"):
         raise ValueError("fmt must be 'png' or 'pdf'")
     when = when or datetime.now(UTC)
-    content = report_content(result, threshold, metadata, target_class, when, evaluation)
+    content = report_content(result, threshold, metadata, target_class, when, evaluation, reference, show_name)
     base, overlay = _images(result, target_class, alpha, metadata, outline)
-    title = f"pneumo report: {result.name}"
-    if fmt == "pdf":
-        return _pdf(content, base, overlay, title)
-    return _png_report(content, base, overlay, title, config.REPORT_PNG_DPI)
+    title = "pneumo report (research demo, not a diagnosis)"  # no file name: it may hold a patient's name
+    for img_max in _IMAGE_HEIGHTS_MM:  # the largest images with which everything fits on one page
+        if fmt == "pdf":
+            pdf = _pdf(content, base, overlay, title, img_max)
+            if pdf.page_no() == 1 or img_max == _IMAGE_HEIGHTS_MM[-1]:
+                return bytes(pdf.output())
+        else:
+            last = img_max == _IMAGE_HEIGHTS_MM[-1]
+            png = _png_report(content, base, overlay, title, config.REPORT_PNG_DPI, img_max, must_fit=not last)
+            if png is not None:
+                return png
+    raise AssertionError("unreachable: the smallest images always give a page")

@@ -10,8 +10,6 @@ probability above 50 %, a PNEUMONIA below 50 %).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from dataclasses import dataclass
@@ -37,12 +35,53 @@ COLOURS = {"NORMAL": "#1b5e20", "PNEUMONIA": "#b71c1c", "near": "#8a5a00", "neut
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+# GFM turns bare URLs and e-mail addresses into links after escapes are resolved ("http\://x" still links): a word
+# joiner (U+2060, invisible, no line break) inside "http", "www", "ftp", "mailto", "xmpp" and after "@" stops that.
+_AUTOLINK = re.compile(r"(?i)(?<=h)(?=ttp)|(?<=w)(?=ww)|(?<=f)(?=tp)|(?<=m)(?=ailto)|(?<=x)(?=mpp)|(?<=@)")
+WORD_JOINER = "\u2060"
 
 
 def literal(text: str) -> str:
     """``text`` (a file name, a DICOM value, a loader's message) made safe to place inside Streamlit markdown: every
-    markdown, HTML, LaTeX and emoji-shortcode character backslash-escaped, line breaks turned into spaces."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    markdown, HTML, LaTeX and emoji-shortcode character backslash-escaped, line breaks turned into spaces, and an
+    invisible word joiner (:data:`WORD_JOINER`) where GFM would otherwise turn a bare URL or e-mail into a link."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _AUTOLINK.sub(WORD_JOINER, escaped)
+
+
+def download_stem(name: str) -> str:
+    """A download's file-name stem from an uploaded file's name: letters of any script, digits, '-', '_' and '.' only
+    (no folder, no control, bidi or markup characters), at most 80 characters; 'image' when nothing is left."""
+    stem = str(name).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._")[:80] or "image"
+
+
+# C0 and C1 control characters and DEL, Unicode line/paragraph separators, bidirectional overrides and isolates (they
+# reorder what a terminal shows), and lone surrogates (bytes of a file name that are not UTF-8).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+# First characters that make a spreadsheet read a cell as a formula (ASCII and full-width forms).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    c = ord(match.group())
+    if 0xDC80 <= c <= 0xDCFF:  # a byte that was not UTF-8, kept by Python as a surrogate: shown as that byte
+        return f"\\x{c - 0xDC00:02x}"
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` (a file name, a message) with every control character escaped as ``\\xNN`` / ``\\uNNNN``: written to a
+    terminal, a CSV or a log it cannot move the cursor, change colours, reorder the line or break it."""
+    return _UNPRINTABLE.sub(_escape_char, str(text))
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell for a CSV: control characters escaped (:func:`printable`), and a cell that a spreadsheet would read
+    as a formula (starting with = + - @, tab or CR) neutralised with a leading apostrophe. For text columns only:
+    numbers are written as they are."""
+    text = str(text)
+    return ("'" if text.startswith(_FORMULA_START) else "") + printable(text)
 
 
 def format_probability(probability: float) -> str:
@@ -172,8 +211,23 @@ def probability_meaning(
         "of having pneumonia, which depends on who is X-rayed and why."
     )
     if ece is not None:
-        text += f" On new patients it is poorly calibrated (ECE {ece:.3f}{', ' + ece_set if ece_set else ''})."
+        where_measured = f"ECE {ece:.3f}{', ' + ece_set if ece_set else ''}"
+        if ece <= config.CALIBRATED_ECE:
+            text += (
+                f" On new patients of the training hospital its scores were on average within {ece:.1%} of the "
+                f"observed frequencies ({where_measured}); elsewhere that is not known."
+            )
+        else:
+            text += f" On new patients it is poorly calibrated ({where_measured})."
     return text
+
+
+# The validation split chose the threshold (sensitivity floor) and the epochs: its figures at that threshold partly
+# measure the choice itself. Quoted wherever the validation operating point is shown.
+VALIDATION_CAVEAT = (
+    "This split also chose the threshold (sensitivity kept at or above 95%) and the epochs: its sensitivity at the "
+    "model's threshold is a target that was met, not a measurement."
+)
 
 
 # ---- intervals and operating points -------------------------------------------------------------------------------
@@ -230,45 +284,25 @@ def operating_point(metadata: dict[str, Any], threshold: float) -> OperatingPoin
 
 
 # ---- results table -------------------------------------------------------------------------------------------------
-def results_rows(results: list[Any], threshold: float) -> list[dict[str, Any]]:
-    """One row per file for the results table: file, probability (float or None), shown (the formatted probability,
-    exactly as the detail shows it), label, position and note."""
-    rows = []
-    for r in results:
-        row: dict[str, Any] = {"file": r.name, "probability": None, "shown": "–", "position": "", "note": "",
-                               "n_warnings": len(getattr(r, "warnings", ()) or ())}  # fmt: skip
-        if r.error:
-            row |= {"label": "ERROR", "note": r.error}
-        elif not r.has_probability:
-            row |= {"label": "NOT ANALYSED", "note": ""}
-        elif not r.in_scope:
-            why = "outside the intended use: " + "; ".join(warning_sentences(r.warnings))
-            row |= {"label": "OUT OF SCOPE", "note": why}
-        else:
-            v = verdict(r.probability, threshold)
-            row |= {
-                "probability": r.probability,
-                "shown": format_probability(r.probability),
-                "label": v.label,
-                "position": v.position_text,
-                "note": "; ".join(warning_sentences(r.warnings)),
-            }
-        rows.append(row)
-    return rows
-
-
-def rows_to_csv(rows: list[dict[str, Any]], threshold: float) -> bytes:
-    """CSV bytes of the results table: file,probability,label,threshold,note (probability with 6 decimals)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "probability", "label", "threshold", "note"])
-    for r in rows:
-        p = r["probability"]
-        w.writerow([r["file"], "" if p is None else f"{p:.6f}", r["label"], f"{threshold:.4f}", r["note"]])
-    return buf.getvalue().encode("utf-8")
-
-
 # ---- warnings and scope ---------------------------------------------------------------------------------------------
+# Which reason leads a refusal: the most specific first (what the image is, before how it looks); "small" and other
+# remarks never lead.
+REFUSAL_ORDER: tuple[str, ...] = (
+    "uniform", "not_radiograph", "colour", "not_chest", "not_frontal", "adult", "orientation_unclear",
+)  # fmt: skip
+
+
+def refusal_sentences(warnings: Any) -> list[str]:
+    """Why an image was refused, in at most two sentences: the most specific out-of-scope reason, then at most one
+    supporting remark (another reason or a warning); [] when no code refuses it."""
+    codes = [str(w) for w in (warnings or ())]
+    reasons = [c for c in REFUSAL_ORDER if c in codes]
+    if not reasons:
+        return []
+    rest = reasons[1:] + [c for c in codes if c not in REFUSAL_ORDER]
+    return warning_sentences(reasons[:1] + rest[:1])
+
+
 def warning_sentences(warnings: Any) -> list[str]:
     """Plain sentences for a result's warning codes (pneumo.checks.scope.WARNING_CODES); anything else as it is."""
     return [WARNING_CODES.get(str(w), str(w)) for w in (warnings or ())]

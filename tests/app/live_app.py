@@ -80,6 +80,18 @@ def require_browser() -> None:
         pytest.skip(msg)
 
 
+def write_report(report: dict, path: Path, env_var: str, what: str) -> str:
+    """A measurement's JSON: into ``path``, also into $``env_var`` when set (the README's figures), and printed."""
+    import json
+
+    text = json.dumps(report, indent=1)
+    path.write_text(text)
+    if os.environ.get(env_var):
+        Path(os.environ[env_var]).write_text(text)
+    print(f"\n{what}: {text}")
+    return text
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

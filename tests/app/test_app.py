@@ -29,7 +29,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def dicom_bytes(modality: str = "DX", width: int = 300, height: int = 260, seed: int = 0) -> bytes:
+def dicom_bytes(modality: str = "DX", width: int = 300, height: int = 260, seed: int = 0, view: str = "PA") -> bytes:
     """A small DICOM with patient fields that the app must never show."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -43,7 +43,7 @@ def dicom_bytes(modality: str = "DX", width: int = 300, height: int = 260, seed:
     ds.PatientID = "SECRET-4711"
     ds.PatientBirthDate = "19800101"
     ds.Modality = modality
-    ds.ViewPosition = "PA"
+    ds.ViewPosition = view
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Rows, ds.Columns = height, width
@@ -181,14 +181,14 @@ def test_upload_shows_probability_label_and_overlay(app, pipeline_p, tiny_model)
     app.radio(key="view").set_value("Radiograph").run()
     captions = [c for img in app.image for c in img.captions]
     assert len(captions) == 1 and captions[0].startswith(
-        "The radiograph as decoded for the analysis (300 × 260 px, shown enlarged)"
+        "The radiograph as analysed, at display size (300 × 260 px, shown enlarged)"
     )
     app.radio(key="view").set_value("Heatmap").run()
     assert "300 × 260" in all_text(app)  # the size, once, in the facts
     assert not app.get("download_button")  # reports are made on request, for the settings of that moment
     app.button(key="make_report").click().run()
     labels = {b.label for b in app.get("download_button")}
-    assert labels >= {"Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"}
+    assert labels >= {"Report (PDF)", "Report (PNG, 200 dpi)", "Overlay (300 × 260 px)"}
     app.slider(key="opacity").set_value(80).run()  # settings changed: the old files are not offered any more
     assert not app.get("download_button")
 
@@ -203,6 +203,7 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, pipeline_p
     text = all_text(app)
     # fixture: sens = 1 - t, spec = t on 2 + 2 validation images: counts and Wilson intervals are shown
     assert "Validation split, optimistic" in text and "sensitivity 99.0% (95% CI" in text
+    assert "a target that was met, not a measurement" in text  # the split that chose the threshold says so
     assert "specificity 1.0% (95% CI" in text
     assert "not yet been independently evaluated" in text  # the tiny model has no shipped evaluation
     assert any(b.label.startswith("Reset to the model's threshold") for b in app.button)
@@ -278,17 +279,21 @@ def test_several_uploads_give_a_table_csv_and_detail(app, pipeline_p):
     # the table shows the probability exactly as the detail does: one formatting function
     assert list(table["P(pneumonia)"])[:2] == shown
     assert list(table["label"])[2] == "ERROR"
+    # the unreadable file is counted above the table, where it is seen
+    assert any("2 analysed" in w.value and "1 could not be read" in w.value for w in app.warning)
     assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
-    assert app.main.subheader[-1].value == "b.png"  # the newest readable file's detail by default, not an error box
+    # the newest readable file's detail by default, not an error box; the name as literal markdown
+    assert app.main.subheader[-1].value == literal("b.png")
     assert metric(app, "Model's P(pneumonia)") == shown[1]
     # selecting a row opens its detail (the browser test clicks the row itself)
     app.session_state["table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
     app.run()
     # the name reaches the error box escaped (literal text, never markdown): broken\.jpg
-    assert app.main.subheader[-1].value == "broken.jpg" and any(literal("broken.jpg") in e.value for e in app.error)
+    assert app.main.subheader[-1].value == literal("broken.jpg")
+    assert any(literal("broken.jpg") in e.value for e in app.error)
     app.session_state["table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
-    assert app.main.subheader[-1].value == "a.png"
+    assert app.main.subheader[-1].value == literal("a.png")
     assert metric(app, "Model's P(pneumonia)") == shown[0]
 
 
@@ -390,8 +395,9 @@ def test_model_card_labels_test_metrics_and_shows_training_plot(tmp_path, tiny_m
 
 
 def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monkeypatch):
-    """The committed model's shipped evaluation (matched by hash) with n, AUC and intervals, ECE; or, before the
-    maintainers have scored it, 'not yet independently evaluated' and the replaced model's figures, labelled so."""
+    """The committed model's shipped evaluation (matched by hash): the official-test AUC, sensitivity and specificity
+    with n, intervals and the share the gate refused; the adult sets with their refused share and, labelled outside
+    the intended use, the figures with every image forced through."""
     from pneumo import config
     from pneumo.present import evaluation as ev
 
@@ -404,17 +410,21 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     training = json.loads(config.DEFAULT_MODEL_PATH.with_suffix(".json").read_text())["training"]
     members = training["settings"].get("members", 1)
     assert members == 3 and "ensemble of 3 such networks" in text  # the card says what the app runs
-    # the shipped evaluation of an evaluated model is checked below on a model given one; this is the committed state
-    assert ev.load_evaluation(config.DEFAULT_MODEL_PATH) is None, (
-        "the committed model has an evaluation now: "
-        "check its figures here (see test_model_card_and_analyze_page_show_a_shipped_evaluation)"
-    )
-    assert "not yet been independently evaluated" in text
-    meta = json.loads(config.DEFAULT_MODEL_PATH.with_suffix(".json").read_text())
-    previous = ev.load_previous(meta)
-    assert previous is not None, "the committed model names the model it replaced"
-    assert "AUC 0.979 (95% CI 0.968–0.988)" in text and "These are not this model's figures" in text
-    assert "no better than chance" in text  # the adult result, in plain words, in the limitations
+    evaluation = ev.load_evaluation(config.DEFAULT_MODEL_PATH)
+    assert evaluation is not None, "the committed model's evaluation is shipped in models/evaluations/"
+    test = evaluation["sets"]["official_test"]
+    assert "not yet been independently evaluated" not in text
+    assert metric(at, "Test AUC") == f"{test['auc']:.3f}"
+    refused = f"refused {test['n_out_of_scope']} of the set's {test['n_total']} images"
+    assert f"On new patients (official test split, {test['n']} images" in text and refused in text
+    rows = frame_with(at, "set")
+    official = rows[rows["set"] == "New patients (official test split)"].iloc[0]
+    assert official["refused by the gate"].startswith(f"{test['n_out_of_scope']} of {test['n_total']}")
+    forced = rows[rows["set"].str.endswith("every image forced through")]
+    assert len(forced) == 2 and set(forced["intended use"]) == {"no: outside"}  # the two adult sets, labelled
+    nih = evaluation["sets"]["external_nih"]
+    assert f"refused {nih['n_out_of_scope']} of {nih['n_total']}" in text and "no better than chance" in text
+    assert "These are not this model's figures" not in text  # the replaced model's figures are not needed now
 
 
 def test_model_card_and_analyze_page_show_a_shipped_evaluation(tmp_path, tiny_model_path, pipeline_p, monkeypatch):
@@ -510,3 +520,65 @@ def test_first_page_starts_the_model_warm_up(tiny_model_path, monkeypatch):
     assert common._WARM_UP is not None
     common._WARM_UP.join(timeout=120)
     assert list(common._LOADED) == [(str(tiny_model_path), tiny_model_path.stat().st_mtime)]
+
+
+# File names a visitor's browser must show as they are: markdown images (an outside fetch), coloured directives, maths,
+# HTML and links.
+HOSTILE_NAMES = (
+    "![b](http://127.0.0.1:9/x.png)",
+    ":red-background[**PNEUMONIA CONFIRMED - start antibiotics**].png",
+    "$x^2$.png",
+    "<img src=x onerror=alert(1)>.png",
+    "[link](http://x).png",
+)
+# Every element whose text Streamlit renders as markdown (image captions and metric labels are markdown too).
+MARKDOWN_ELEMENTS = ("markdown", "caption", "error", "warning", "info", "success", "title", "subheader", "header",
+                     "toast")  # fmt: skip
+
+
+def markdown_texts(at) -> list[str]:
+    """The source text of every markdown-rendering element on the page."""
+    texts = [str(el.value) for kind in MARKDOWN_ELEMENTS for el in getattr(at, kind)]
+    texts += [c for img in at.image for c in img.captions]
+    texts += [str(m.label) for m in at.metric]
+    return texts
+
+
+def assert_only_literal(at, raw: str) -> None:
+    """``raw`` reaches markdown only in its escaped form (and does reach it: the positive control)."""
+    texts = markdown_texts(at)
+    assert any(literal(raw) in t for t in texts), f"control: {raw!r} is not shown at all"
+    assert not [t for t in texts if raw in t], f"{raw!r} reaches markdown unescaped"
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_a_hostile_file_name_is_shown_literally(app, name):
+    """The heading, the facts and an out-of-scope image's caption: the name is never markdown; the report builds."""
+    upload(app, [(name, png_bytes(synthetic_xray(seed=31)))])
+    assert not app.exception
+    assert f"#### {literal(name)}" in [m.value for m in app.markdown]  # the one-file heading
+    assert_only_literal(app, name)
+    app.button(key="make_report").click().run()
+    labels = {b.label for b in app.get("download_button")}
+    assert not app.exception and labels >= {"Report (PDF)", "Report (PNG, 200 dpi)"}
+    upload(app, [(name, png_bytes(np.zeros((260, 300), np.uint8)))])  # uniform: outside the intended use
+    assert any("outside the intended use" in e.value for e in app.error)
+    assert [c for img in app.image for c in img.captions] == [literal(name)]  # the image, captioned with its name
+    assert_only_literal(app, name)
+
+
+def test_hostile_names_in_a_table_an_error_and_dicom_facts_stay_literal(app):
+    names = [*HOSTILE_NAMES[:3], HOSTILE_NAMES[3], HOSTILE_NAMES[4] + ".dcm"]
+    data = [png_bytes(synthetic_xray(seed=40 + i)) for i in range(3)]
+    data += [b"\xff\xd8\xff\xe0 truncated", dicom_bytes("DX", view=":red[**X**]$a$")]
+    upload(app, list(zip(names, data, strict=True)))
+    assert not app.exception
+    assert list(app.dataframe[0].value["file"]) == names  # table cells are plain text
+    for row, name in enumerate(names):
+        app.session_state["table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+        app.run()
+        assert app.main.subheader[-1].value == literal(name)
+        assert_only_literal(app, name)
+        assert ":red[**X**]$a$" not in "\n".join(markdown_texts(app))  # a DICOM value is never markdown either
+        if row == 3:  # the broken file: its name and the loader's message in the error box
+            assert any(e.value.startswith(literal(name) + " could not be read") for e in app.error)

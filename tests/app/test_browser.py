@@ -309,7 +309,7 @@ def test_report_download_right_after_a_slider_move(server, browser, models, shot
     from pneumo.present.text import format_threshold
 
     assert t != pytest.approx(models.threshold), "control: the threshold moved before the report was asked for"
-    assert f"threshold {format_threshold(t)}".encode() in data, "the report is for the threshold on screen"
+    assert f"the {format_threshold(t)} threshold".encode() in data, "the report is for the threshold on screen"
     pdftoppm = shutil.which("pdftoppm")
     if pdftoppm:  # render it, as a reader's PDF viewer would, for the screenshots folder
         (shots / "report.pdf").write_bytes(data)
@@ -335,3 +335,60 @@ def test_selecting_a_table_row_opens_its_detail(server, browser, shots):
     assert not names[0].startswith(first) and names[1].startswith(first), names  # the first row's file, not the newest
     _no_exception(page)
     page.screenshot(path=shots / "analyze_row_selected.png")
+
+
+def test_a_markdown_image_as_file_name_fetches_nothing_and_shows_literally(server, browser):
+    """A file named like a markdown image pointing at a local listener: the browser never requests it, and the page
+    shows the name as it is (heading, facts); a name holding a coloured directive shows no coloured text either."""
+    import http.server
+    import threading
+
+    from pneumo.present.text import WORD_JOINER
+
+    hits: list[str] = []
+
+    class Listener(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    listener = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+    port = listener.server_address[1]
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/control", timeout=5).close()
+    except urllib.error.HTTPError:
+        pass
+    assert hits == ["/control"], "control: the listener records requests"
+    hits.clear()
+    url, _ = server
+    names = [f"![b](http://127.0.0.1:{port}/x.png)", ":red-background[**PNEUMONIA CONFIRMED**] $x^2$.jpeg"]
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(url)
+        page.get_by_role("heading", name="Analyze a chest X-ray").wait_for(timeout=90_000)
+        field = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+        for i, name in enumerate(names):  # the uploader keeps the first file: one file (h4 heading), then two (table)
+            field.set_input_files([{"name": name, "mimeType": "image/jpeg", "buffer": SAMPLE.read_bytes()}])
+            if i:
+                page.get_by_test_id("stDataFrame").wait_for(timeout=120_000)
+            page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)").first.wait_for(timeout=120_000)
+            _settle(page)
+            _no_exception(page)
+            main = page.locator('[data-testid="stMain"]')
+            heading = main.locator("h4").first if i == 0 else main.locator("h3").last  # the newest file's detail
+            shown = heading.inner_text().strip().replace(WORD_JOINER, "")  # joiners: invisible, they stop autolinks
+            assert shown == name  # the name exactly as it was, as text
+            srcs = page.eval_on_selector_all("img", "els => els.map(e => e.src)")
+            assert not [s for s in srcs if str(port) in s]
+            bad = main.locator("span.katex, a[href*='127.0.0.1'], [class*='stMarkdownColoredBackground']")
+            assert bad.count() == 0, [bad.nth(i).evaluate("e => e.outerHTML") for i in range(bad.count())]
+        page.wait_for_timeout(1000)
+    finally:
+        page.close()
+        listener.shutdown()
+    assert hits == [], f"the browser fetched {hits} from a file name"

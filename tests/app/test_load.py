@@ -34,6 +34,7 @@ from tests.app.live_app import (
     shows_probability,
     upload,
     wait_for_result,
+    write_report,
 )
 from tests.conftest import ROOT
 from tests.corpus import dicom_bytes
@@ -187,10 +188,6 @@ def test_eight_concurrent_sessions_get_their_own_cli_result_in_bounded_memory(mo
         "seconds_for_8_sessions": round(max(r["finished"] for r in results) - info["start"], 1),
         "cpus": os.cpu_count(),
     }
-    text = json.dumps(report, indent=1)
-    (tmp_path / "load_memory.json").write_text(text)
-    if os.environ.get("PNEUMO_LOAD_REPORT"):
-        Path(os.environ["PNEUMO_LOAD_REPORT"]).write_text(text)
-    print(f"\nload test: {text}")
+    write_report(report, tmp_path / "load_memory.json", "PNEUMO_LOAD_REPORT", "load test")
     assert info["idle_rss_kb"] and peak_kb >= info["idle_rss_kb"], "control: the server's memory was read (/proc)"
     assert peak_kb / 1024 < MAX_SERVER_RSS_MB, report

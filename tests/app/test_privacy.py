@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -116,6 +117,12 @@ def leaks(blob: bytes, needles: dict[str, bytes]) -> list[str]:
     return [name for name, needle in needles.items() if needle in blob]
 
 
+def pdf_text(pdf: bytes) -> str:
+    """The text a reader's viewer shows (poppler's pdftotext), spaces normalised."""
+    out = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout
+    return " ".join(out.decode().split())
+
+
 def pdf_plain(pdf: bytes) -> bytes:
     """A PDF's bytes plus its inflated streams, with kerned text pieces ``(ab) -12 (cd)`` joined (for searching)."""
     parts = [pdf]
@@ -152,7 +159,7 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
 
     from pneumo.pipeline import Models, analyze_bytes
     from pneumo.present.report import build_report
-    from pneumo.present.text import results_rows, rows_to_csv
+    from pneumo.present.table import result_row, to_csv
 
     drawn: list[str] = []
     real_savefig = matplotlib.figure.Figure.savefig
@@ -179,15 +186,22 @@ def test_report_and_csv_hold_no_identifying_dicom_field(tiny_model, monkeypatch)
     needles = markers.all_needles()
     for fmt in ("png", "pdf"):
         drawn.clear()
-        data = build_report(res, 0.5, tiny_model.metadata, target_class=1, fmt=fmt)
+        anonymous = build_report(res, 0.5, tiny_model.metadata, target_class=1, fmt=fmt)
+        assert not any(control in t for t in drawn), "the file name is printed only on request"
+        assert control.encode() not in (pdf_plain(anonymous) if fmt == "pdf" else anonymous), "nor in the metadata"
+        if fmt == "pdf":
+            assert control not in pdf_text(anonymous) and "Image reference: none given" in pdf_text(anonymous)
+        drawn.clear()
+        data = build_report(res, 0.5, tiny_model.metadata, target_class=1, fmt=fmt, show_name=True)
         text = "\n".join(drawn).encode()
-        assert any(f"File: {control}.dcm" in t for t in drawn), "control: the report draws the file name"
+        assert any(f"File: {control}.dcm" in t for t in drawn), "control: asked for, the report draws the file name"
         assert "Modality DX" in text.decode()  # the display-safe facts are drawn
         assert not leaks(text, needles), f"{fmt} report draws {leaks(text, needles)}"
         blob = pdf_plain(data) if fmt == "pdf" else data
-        assert control.encode() in blob, f"control: the {fmt} report's metadata names the file"
+        if fmt == "pdf":  # the PNG draws the name in pixels only
+            assert f"File: {control}.dcm" in pdf_text(data), "control: the PDF shows the printed name"
         assert not leaks(blob, needles), f"{fmt} report bytes hold {leaks(blob, needles)}"
-    csv = rows_to_csv(results_rows([res], 0.5), 0.5)
+    csv = to_csv([result_row(res, 0.5)])
     assert control.encode() in csv and not leaks(csv, needles)
 
 
@@ -224,7 +238,9 @@ def test_app_page_and_logs_show_no_identifying_dicom_field(tiny_model_path, monk
     at.file_uploader(key="uploads").set_value(files).run()
     assert not at.exception and not at.error
     page = _element_bytes(at._tree)
-    assert f"{control}.dcm".encode() in page, "control: the page names the uploaded file"
+    from pneumo.present.text import literal
+
+    assert literal(f"{control}.dcm").encode() in page, "control: the page names the uploaded file (as literal text)"
     assert b"Modality: DX" in page, "control: the display-safe DICOM facts are shown"
     assert any(m.label == "Model's P(pneumonia)" for m in at.metric)
     assert not leaks(page, needles), f"page shows {leaks(page, needles)}"
@@ -318,8 +334,9 @@ async def _live_session(url: str, dicom: tuple[str, bytes], png: tuple[str, byte
         await wait_for_result(page, TIMEOUT_MS)
         out["html_dicom"] = await page.content()
         out["text_dicom"] = await page.inner_text("body")
+        await page.get_by_text("Print the file name on the report").click()  # the control below needs the name
         await page.get_by_role("button", name="Create the report").click()
-        for label in ("Report (PDF)", "Report (PNG, 200 dpi)", "Overlay, full resolution"):
+        for label in ("Report (PDF)", "Report (PNG, 200 dpi)", "Overlay ("):
             async with page.expect_download(timeout=TIMEOUT_MS) as info:
                 await page.get_by_test_id("stDownloadButton").filter(has_text=label).click()
             download = await info.value
@@ -396,7 +413,7 @@ def test_live_upload_leaves_no_trace_and_never_shows_patient_fields(tiny_model_p
     for src, data in out["media"].items():
         assert not leaks(data, upload_bytes), f"{src} holds {leaks(data, upload_bytes)}"
     assert out["downloads"]["Report (PDF)"].startswith(b"%PDF")
-    assert control.encode() in pdf_plain(out["downloads"]["Report (PDF)"]), "control: the PDF names the file"
+    assert f"File: {control}.dcm" in pdf_text(out["downloads"]["Report (PDF)"]), "control: the PDF names the file"
     for label, data in out["downloads"].items():
         blob = pdf_plain(data) if data.startswith(b"%PDF") else data
         assert not leaks(blob, upload_bytes), f"download {label!r} holds {leaks(blob, upload_bytes)}"

@@ -75,6 +75,24 @@ def test_colour_uniform_low_resolution_and_shape_rules():
     assert wide.codes == ("unusual_shape",) and wide.in_scope
 
 
+@pytest.mark.parametrize(
+    "code", ["multi_frame", "burned_in_annotation", "dicom_bits_inconsistent", "dicom_sign_inconsistent"]
+)
+def test_what_decoding_noticed_becomes_a_remark_not_a_refusal(code):
+    img = LoadedImage(pixels=synthetic_xray(), info={"modality": "DX"}, warnings=(code,))
+    r = scope.assess(img, None)
+    assert r.codes == (code,) and r.in_scope
+    assert "with remarks" in r.explanation and scope.WARNING_CODES[code] in r.explanation
+    lateral = scope.assess(LoadedImage(pixels=synthetic_xray(), info={"view_position": "LL"}, warnings=(code,)), None)
+    assert lateral.codes == (code, "not_frontal") and not lateral.in_scope  # decoding's remarks first, then the rules
+
+
+def test_every_warning_code_is_in_the_readme_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [c for c in scope.WARNING_CODES if f"| `{c}` |" not in readme]
+    assert not missing, f"add a row to the README's warning-code table for {missing}"
+
+
 def test_raw_pixels_must_be_uint8_2d():
     with pytest.raises(ValueError):
         scope.assess(np.zeros((10, 10, 3), np.uint8), None)

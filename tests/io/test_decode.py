@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 
 import numpy as np
@@ -11,9 +12,19 @@ import pytest
 from PIL import Image
 
 from pneumo import config
-from pneumo.checks.scope import rule_codes
+from pneumo.checks.scope import WARNING_CODES, rule_codes
+from pneumo.io import decode
 from pneumo.io.decode import ImageLoadError, LoadedImage, load_image
-from tests.corpus import base_picture, dicom_bytes, matches, unreadable_cases, valid_cases
+from tests.corpus import (
+    _dicom_encapsulated,
+    base_picture,
+    dicom_bytes,
+    jpeg_cut,
+    matches,
+    png_cut_at_chunk,
+    unreadable_cases,
+    valid_cases,
+)
 
 UNREADABLE = unreadable_cases()
 VALID = valid_cases()
@@ -48,6 +59,7 @@ def test_valid_file_decodes_to_expected_picture(case, tmp_path):
     else:
         assert diff.max() == 0
     assert img.colourfulness < 1.0
+    assert img.warnings == case.warnings
     assert load_image(case.data, name=case.name).pixels.tobytes() == img.pixels.tobytes()
 
 
@@ -358,3 +370,198 @@ def test_colour_dicom_reports_its_colourfulness():
     assert "colour" in rule_codes(img)
     grey = load_image(dicom_bytes(np.full((120, 160), 90, np.uint8)))
     assert grey.colourfulness == 0.0
+
+
+# ------------------------------------------------------------------------------------------- files cut short
+def _picture(width: int = 480, height: int = 400, flat_bottom: int = 0, value: int = 0) -> np.ndarray:
+    """uint8 (H, W) test picture with texture everywhere (so a grey fill shows), optionally a flat bottom band."""
+    y, x = np.mgrid[:height, :width]
+    rng = np.random.default_rng(3)
+    arr = (np.sin(x / 9.0) + np.cos(y / 13.0)) * 60 + 128 + rng.normal(0, 12, (height, width))  # (H, W)
+    if flat_bottom:
+        arr[-flat_bottom:] = value
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _jpeg_variants(arr: np.ndarray) -> dict[str, bytes]:
+    rgb = Image.fromarray(np.dstack([arr, arr, 255 - arr]))  # colour, 4:2:0 chroma
+    return {
+        "gray": _jpeg(arr, quality=90),
+        "rgb420": _encode_jpeg(rgb, quality=90),
+        "progressive": _encode_jpeg(Image.fromarray(arr), quality=90, progressive=True),
+        "restarts": _encode_jpeg(Image.fromarray(arr), quality=90, restart_marker_blocks=4),
+        "odd_size": _jpeg(arr[-241:, :333], quality=90),  # last blocks cut by the image edge
+    }
+
+
+def _encode_jpeg(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgb420", "progressive", "restarts", "odd_size"])
+def test_jpeg_cut_short_is_refused_at_every_decode_scale(kind):
+    """libjpeg fills a JPEG cut short grey when an end marker follows the cut; the loader must refuse it instead."""
+    data = _jpeg_variants(_picture())[kind]
+    for keep in (0.5, 0.9, 0.99):
+        for end_marker in (True, False):
+            cut = jpeg_cut(data, keep, end_marker)
+            if end_marker:  # control: Pillow itself decodes this one without complaint (the silent grey fill)
+                im = Image.open(io.BytesIO(cut))
+                im.load()
+            for kw in ({}, {"min_side": 100}, {"max_side": 100}):  # full, DCT-reduced (CLI), display size (app)
+                with pytest.raises(ImageLoadError, match="truncated"):
+                    load_image(cut, **kw)
+
+
+@pytest.mark.parametrize("value", [0, 128])
+@pytest.mark.parametrize("kind", ["gray", "rgb420", "progressive", "restarts", "odd_size"])
+def test_complete_jpeg_with_flat_last_block_decodes_as_before(kind, value, monkeypatch):
+    """A flat band at the bottom: black as film borders are, or mid-grey as libjpeg's fill is (then the probe decode
+    runs and must find the file complete); the pixels are exactly Pillow's."""
+    data = _jpeg_variants(_picture(flat_bottom=40, value=value))[kind]
+    stored = Image.open(io.BytesIO(data))
+    expected = np.asarray(stored.convert("L"))
+    corner = expected[-8:, -8:]
+    assert int(corner.max()) - int(corner.min()) <= 2, "control: the last block is flat"
+    assert (abs(int(corner[-1, -1]) - 128) <= 1) == (value == 128), "control: mid-grey exactly when asked"
+    probes = []
+    real_open = Image.open
+    monkeypatch.setattr(
+        decode.Image, "open", lambda fp, *a: probes.append(decode._JPEG_PROBE in fp.getvalue()) or real_open(fp, *a)
+    )
+    assert np.array_equal(load_image(data).pixels, expected)
+    assert any(probes) == (value == 128 or kind == "progressive"), "the probe runs exactly when needed"
+    assert np.array_equal(load_image(data + b"trailing bytes after the end").pixels, expected)
+    assert load_image(data, max_side=100).size[0] == 100
+
+
+def test_jpeg_end_marker_is_found_after_the_last_scan():
+    data = _jpeg(_picture(), quality=90)
+    assert decode._jpeg_end_of_image(data) == (len(data) - 2, True)
+    assert decode._jpeg_end_of_image(data + b"\x00junk\xff\xd9") == (len(data) - 2, True)  # the first image's end
+    cut = data[: int(len(data) * 0.9)]
+    cut = cut if cut.endswith(b"\xff") else cut + b"\xff"  # half of a stuffed FF00, as a cut can leave it
+    assert decode._jpeg_end_of_image(cut + b"\xff\xd9") == (len(cut) - 1, True)  # before the dangling FF
+    assert decode._jpeg_end_of_image(b"\xff\xd8\xff\xe0\x00")[0] is None
+
+
+def test_progressive_jpeg_cut_between_scans_is_refused():
+    """Cut exactly where a scan ends: every scan present is complete, the later ones (the detail) are missing."""
+    data = _encode_jpeg(Image.fromarray(_picture()), quality=90, progressive=True)
+    first_scan = data.find(b"\xff\xda")
+    cuts = [m.start() for m in re.finditer(rb"\xff[\xc4\xda]", data) if m.start() > first_scan]  # next tables/scan
+    assert len(cuts) >= 6 and decode._jpeg_end_of_image(data)[1]
+    for cut in cuts:
+        short = data[:cut] + b"\xff\xd9"
+        assert not decode._jpeg_end_of_image(short)[1]
+        Image.open(io.BytesIO(short)).load()  # control: Pillow decodes it, blurred, without a word
+        with pytest.raises(ImageLoadError, match="truncated"):
+            load_image(short)
+
+
+def test_png_cut_at_a_chunk_boundary_is_refused_and_a_whole_one_decodes_exactly():
+    g = base_picture()
+    buf = io.BytesIO()
+    Image.fromarray(g).save(buf, format="PNG")
+    rechunked = png_cut_at_chunk(buf.getvalue(), chunk_size=2048, keep=1.0)  # every chunk kept: a whole file
+    assert np.array_equal(load_image(rechunked).pixels, g)
+    with pytest.raises(ImageLoadError, match="truncated"):
+        load_image(png_cut_at_chunk(buf.getvalue(), chunk_size=2048))
+
+
+# ---------------------------------------------------------------------------------------------------- DICOM
+def test_dicom_cut_short_is_called_incomplete_not_empty():
+    g16 = base_picture().astype(np.uint16) * 16
+    for data in (dicom_bytes(g16, bits_stored=12), dicom_bytes(np.stack([g16, g16]), bits_stored=12)):
+        assert load_image(data).pixels.shape == g16.shape  # control: the whole file reads
+        for short in (1, 2, 9, len(data) // 3):
+            with pytest.raises(ImageLoadError, match="incomplete") as err:
+                load_image(data[:-short])
+            assert "no pixel data" not in str(err.value)
+
+
+def test_compressed_dicom_cut_short_is_called_incomplete_or_truncated():
+    g = base_picture()
+    jpeg = _jpeg(g, quality=95)
+    data = _dicom_encapsulated("1.2.840.10008.1.2.4.50", jpeg, g.shape, "MONOCHROME2")
+    assert np.abs(load_image(data).pixels.astype(int) - g).max() <= 16  # control: the whole file reads
+    for short in (1, 8, 9, 500):
+        with pytest.raises(ImageLoadError, match="incomplete"):
+            load_image(data[:-short])
+    cut_inside = _dicom_encapsulated("1.2.840.10008.1.2.4.50", jpeg_cut(jpeg), g.shape, "MONOCHROME2")
+    with pytest.raises(ImageLoadError, match="truncated"):
+        load_image(cut_inside)
+
+
+def test_signed_values_under_an_unsigned_header_and_the_reverse_are_reported():
+    g = base_picture()
+    signed = g.astype(np.int16) * 4 - 500  # (H, W) -500..520, as a signed detector stores them
+    assert load_image(dicom_bytes(signed, bits_stored=16)).warnings == ()  # control: header and values agree
+    assert np.array_equal(load_image(dicom_bytes(signed, bits_stored=16)).pixels, g)
+    wrong = load_image(dicom_bytes(signed.view(np.uint16), bits_stored=16))  # same bytes, header says unsigned
+    assert wrong.warnings == ("dicom_sign_inconsistent",)
+    unsigned = g.astype(np.uint16) * 200 + 5000  # 5000..56000: wraps to negative when read as signed
+    assert load_image(dicom_bytes(unsigned)).warnings == ()
+    assert load_image(dicom_bytes(unsigned.view(np.int16))).warnings == ("dicom_sign_inconsistent",)
+    full = np.linspace(0, 4095, g.size).reshape(g.shape).astype(np.uint16)  # the whole 12-bit range: no contradiction
+    assert load_image(dicom_bytes(full, bits_stored=12)).warnings == ()
+
+
+def test_highbit_and_bits_beyond_bits_stored_are_read_as_the_standard_says_and_reported():
+    g = base_picture()
+    high = g.astype(np.uint16) * 256  # 12 stored bits ending at bit 15 (HighBit 15): the values are high >> 4
+    img = load_image(dicom_bytes(high, bits_stored=16, BitsStored=12))
+    assert img.warnings == ("dicom_bits_inconsistent",) and np.array_equal(img.pixels, g)
+    # HighBit 11 says the stored bits are 0-11: the bits above are not pixel data (PS3.5 8.1.1) and are masked off
+    overlay = g.astype(np.uint16) * 16 | np.uint16(0xF000)  # the top 4 bits set, as old files put overlays there
+    img = load_image(dicom_bytes(overlay, bits_stored=16, BitsStored=12, HighBit=11))
+    assert img.warnings == ("dicom_bits_inconsistent",) and np.array_equal(img.pixels, g)
+    assert load_image(dicom_bytes(g.astype(np.uint16) * 16, bits_stored=12)).warnings == ()  # control
+
+
+def test_dicom_coded_values_are_shown_only_as_standard_codes():
+    g16 = base_picture().astype(np.uint16) * 16
+    hostile = {
+        "ViewPosition": "DOE^JOHN MRN4711",
+        "Modality": ":red-background[**PNEUMONIA CONFIRMED**]",
+        "BodyPartExamined": "![b](http://example.invalid/x.png)",
+    }
+    img = load_image(dicom_bytes(g16, bits_stored=12, **hostile))
+    assert (img.info["view_position"], img.info["modality"], img.info["body_part"]) == ("other", "other", "other")
+    assert not any(v in repr(img.info) for v in ("DOE", "MRN", "PNEUMONIA", "red-background", "http", "example"))
+    from pneumo.pipeline import safe_facts
+
+    assert safe_facts(img.info)["View position"] == "other" and safe_facts(img.info)["Modality"] == "other"
+    assert rule_codes(img) == ["not_radiograph", "not_chest"]  # as the raw values: no X-ray modality, no chest
+    odd = load_image(
+        dicom_bytes(g16, bits_stored=12, ViewPosition="lateral", Modality="cr", BodyPartExamined="PORT CHEST")
+    )
+    assert (odd.info["view_position"], odd.info["modality"], odd.info["body_part"]) == ("LATERAL", "CR", "CHEST")
+    assert rule_codes(odd) == ["not_frontal"]
+    hand = load_image(dicom_bytes(g16, bits_stored=12, BodyPartExamined="HAND", ViewPosition=""))
+    assert (hand.info["body_part"], hand.info["view_position"]) == ("HAND", "unknown")
+    assert rule_codes(hand) == ["not_chest"]
+    assert load_image(dicom_bytes(g16, bits_stored=12, BodyPartExamined="KNEE RIGHT")).info["body_part"] == "other"
+
+
+def test_multi_frame_dicom_says_which_frame_was_analysed():
+    from pneumo.pipeline import safe_facts
+
+    g16 = base_picture().astype(np.uint16) * 16
+    single = load_image(dicom_bytes(g16, bits_stored=12))
+    multi = load_image(dicom_bytes(np.stack([g16, 4095 - g16, g16]), bits_stored=12))
+    assert np.array_equal(multi.pixels, single.pixels)  # frame 1, not the inverted frame 2
+    assert single.warnings == () and "Frame" not in safe_facts(single.info)
+    assert multi.warnings == ("multi_frame",) and safe_facts(multi.info)["Frame"] == "1 of 3"
+    assert "frame 1" in WARNING_CODES["multi_frame"]
+
+
+def test_decode_warnings_have_sentences_and_do_not_block_the_analysis():
+    from pneumo.checks.scope import OUT_OF_SCOPE_CODES, WARNING_CODES
+
+    assert set(decode.DECODE_WARNINGS) <= set(WARNING_CODES)
+    assert not set(decode.DECODE_WARNINGS) & OUT_OF_SCOPE_CODES
+    emitted = {w for c in VALID for w in c.warnings}
+    assert emitted <= set(decode.DECODE_WARNINGS) and len(emitted) == 3

@@ -211,3 +211,23 @@ def test_crafted_dicom_headers(rows, cols, bits, samples, frames, photometric, s
         PixelRepresentation=signed,
     )
     check(data, "x.dcm")
+
+
+PNG_END = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+CUT_SEEDS = [(n, d) for n, d in SEEDS if n.endswith((".jpg", ".png", ".dcm"))]
+
+
+@FUZZ
+@given(seed=st.sampled_from(CUT_SEEDS), keep=st.floats(0.0, 0.97), end_marker=st.booleans())
+def test_a_file_cut_short_is_always_refused(seed, keep, end_marker):
+    """Cut anywhere (up to 97 %), with or without an end marker added as a repair tool would: never an image, so never
+    a grey-filled one."""
+    name, data = seed
+    cut = data[: int(len(data) * keep)]
+    if end_marker and name.endswith(".jpg"):
+        cut += b"\xff\xd9"
+    elif end_marker and name.endswith(".png"):
+        cut += PNG_END
+    with pytest.raises(ImageLoadError):
+        load_image(cut, name=name)
+    check(cut, name)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from pneumo.pipeline import Models, analyze_bytes
 from pneumo.predict import main
+from pneumo.present.table import COLUMNS
 from tests.conftest import ROOT, synthetic_xray
 
 
@@ -39,7 +40,7 @@ def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_d
     code, out = _run(capsys, "--model", str(tiny_model_path), str(image_dir))
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert out.splitlines()[0] == "path,probability,label,error,warnings"
+    assert out.splitlines()[0] == "path,probability,label,threshold,error,warnings,note"  # the app's CSV header too
     assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "a.png", "b.jpeg"]
     for r in rows:
         assert len(r["probability"].split(".")[1]) == 6
@@ -49,7 +50,8 @@ def test_csv_contract_and_exit_zero(capsys, tiny_model, tiny_model_path, image_d
         assert r["probability"] == f"{exact:.6f}"
         assert r["label"] == ("PNEUMONIA" if exact >= tiny_model.threshold else "NORMAL")
         assert r["error"] == ""
-        assert r["warnings"] == ""  # synthetic radiographs with no gate: no rule fires
+        assert r["warnings"] == "" and r["note"] == ""  # synthetic radiographs with no gate: no rule fires
+        assert r["threshold"] == f"{tiny_model.threshold:.4f}"
 
 
 def test_unreadable_file_gives_error_row_and_exit_two(capsys, tiny_model_path, image_dir, tmp_path):
@@ -68,9 +70,13 @@ def test_json_format_and_heatmaps(capsys, tiny_model_path, image_dir, tmp_path):
     code, out = _run(capsys, "--model", str(tiny_model_path), "--format", "json", "--heatmaps", str(hm), str(image_dir))
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == 3 and set(rows[0]) == {"path", "probability", "label", "error", "warnings"}
+    assert len(rows) == 3 and list(rows[0]) == [*COLUMNS, "heatmap"]
+    for r in rows:  # numbers as numbers (6 decimals), warnings as a list
+        assert isinstance(r["probability"], float) and r["probability"] == round(r["probability"], 6)
+        assert isinstance(r["warnings"], list) and isinstance(r["threshold"], float)
     pngs = sorted(hm.glob("*.png"))
     assert len(pngs) == 3  # one per image, the two a.png do not overwrite each other
+    assert sorted(Path(r["heatmap"]) for r in rows) == pngs  # each row names its overlay
     overlay = np.asarray(Image.open(pngs[0]))
     assert overlay.ndim == 3 and overlay.shape[2] == 3
     assert overlay.shape[:2] == synthetic_xray().shape  # at the original resolution
@@ -90,6 +96,10 @@ def test_usage_errors(tmp_path, tiny_model_path):
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "missing.keras"), str(tmp_path)])
+    for bad in (["--batch-size", "0"], ["--workers", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--model", str(tiny_model_path), *bad, str(tmp_path)])
+        assert e.value.code == 2
 
 
 @pytest.mark.slow
@@ -102,8 +112,8 @@ def test_cli_subprocess_exit_code(tmp_path, tiny_model_path):
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     lines = res.stdout.strip().splitlines()
-    assert lines[0] == "path,probability,label,error,warnings" and len(lines) == 3
-    assert lines[2].endswith("ERROR,File not found.,")
+    assert lines[0] == "path,probability,label,threshold,error,warnings,note" and len(lines) == 3
+    assert lines[2].endswith("ERROR,0.5000,File not found.,,The file could not be read.")
 
 
 def _colour_photo(path: Path) -> Path:
@@ -184,3 +194,35 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"pneumo-predict {pneumo.__version__}"
+
+
+def test_help_gives_formats_exit_codes_and_examples(capsys):
+    """--help is the CLI's contract: the columns, the formats, every exit status and runnable examples."""
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "path,probability,label,threshold,error,warnings,note" in text and "jsonl" in text
+    assert "Exit status: 0" in text and "130 on SIGINT" in text and "141" in text
+    assert "Examples:" in text and "python -m pneumo.predict --heatmaps out/ folder/" in text
+
+
+@pytest.mark.slow
+def test_heatmaps_say_what_they_skipped_and_library_warnings_stay_off_stderr(tiny_model_path, tmp_path):
+    """An out-of-scope image gets no overlay, and the CLI says so (and how to get one); a DICOM that makes pydicom
+    warn ("Expected explicit VR") leaves no raw library warning, with its install path, on stderr."""
+    from tests.corpus import unreadable_cases
+
+    photo = _colour_photo(tmp_path / "holiday.jpeg")
+    odd = next(c for c in unreadable_cases() if c.name == "dicom_bad_syntax.dcm")
+    bad = tmp_path / odd.name
+    bad.write_bytes(odd.data)
+    cmd = [sys.executable, "-m", "pneumo.predict", "--model", str(tiny_model_path), "--heatmaps", str(tmp_path / "hm"),
+           str(photo), str(bad)]  # fmt: skip
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)  # the real stderr
+    err = res.stderr
+    assert res.returncode == 2, err  # the DICOM is unreadable
+    assert "no heatmap for 1 file(s) outside the intended use (--force draws them)" in err
+    assert "no heatmap for 1 unreadable file(s)" in err
+    assert "Warning" not in err and "site-packages" not in err and "explicit VR" not in err, err
+    assert not list((tmp_path / "hm").glob("*.png"))

@@ -88,3 +88,23 @@ def test_previous_model_figures_are_quoted_as_another_models(tmp_path):
     assert "specificity 86.8%" in text and "not this model's figures" in text
     assert ev.load_previous({}, tmp_path) is None and ev.previous_sentence({}, None) == ""
     assert ev.load_previous({"previous_model": {"sha256": "cd" * 32}}, tmp_path) is None
+
+
+def test_refused_share_and_forced_rows_are_shown_with_their_set():
+    """The headline says how many images of the set the gate refused; the table adds, for a set outside the intended
+    use, the figures with every image forced through, labelled so (the in-scope set gets no forced row)."""
+    block = {"n": 90, "n_normal": 40, "n_pneumonia": 50, "threshold": 0.5, "auc": 0.9, "sensitivity": 0.9,
+             "specificity": 0.8, "ece": 0.02, "n_total": 100, "n_out_of_scope": 10}  # fmt: skip
+    forced = {**block, "n": 100, "auc": 0.5}
+    evaluation = {"model_sha256": "x", "sets": {"official_test": {**block, "all_images_forced": forced},
+                                                "external_nih": {**block, "all_images_forced": forced}}}  # fmt: skip
+    assert "The scope gate refused 10 of the set's 100 images (10.0%)" in ev.headline(evaluation)
+    assert "refused" not in ev.headline({"sets": {"official_test": {**block, "n_out_of_scope": 0}}})
+    rows = ev.table_rows(evaluation)
+    assert [r["set"] for r in rows] == [
+        "New patients (official test split)",
+        "Adults, other hospitals (NIH ChestX-ray14)",
+        "Adults, other hospitals (NIH ChestX-ray14): every image forced through",
+    ]
+    assert rows[0]["refused by the gate"] == "10 of 100 (10.0%)" and rows[2]["AUC"] == "0.500"
+    assert rows[2]["intended use"] == "no: outside" and rows[2]["images"].startswith("100 images")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from pneumo.present.text import literal
+from pneumo.present.text import WORD_JOINER, literal
 
 
 @pytest.mark.parametrize(
@@ -25,3 +27,33 @@ def test_markdown_renders_the_escaped_text_as_it_was():
     html = MarkdownIt().render(literal("**x** [a](b) `c` <i>"))
     assert "<strong>" not in html and "<a " not in html and "<code>" not in html and "<i>" not in html
     assert "**x** [a](b) `c` &lt;i&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [("chest.png", "chest"), ("![b](http://127.0.0.1:9/x.png)", "x"), ("$$.png", "image"), ("..\\..\\evil.dcm", "evil"),
+     ("Röntgen Bild.jpeg", "Röntgen_Bild"), ("scan\u202egnp.exe", "scan_gnp"), ("a\nb\x1b[31m.png", "a_b_31m"),
+     ("=cmd|' /C calc'!A0.png", "C_calc_A0"), ("x" * 200 + ".png", "x" * 80)],
+)  # fmt: skip
+def test_download_names_keep_only_plain_characters(name, stem):
+    from pneumo.present.text import download_stem
+
+    assert download_stem(name) == stem
+
+
+# The patterns with which GFM (mdast-util-gfm-autolink-literal, used by Streamlit's markdown) links bare URLs and
+# e-mail addresses in text that has already been unescaped.
+GFM_URL = re.compile(r"(https?://|www(?=\.))([-.\w]+)", re.IGNORECASE)
+GFM_EMAIL = re.compile(r"([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)")
+
+
+@pytest.mark.parametrize(
+    "text", ["![b](http://127.0.0.1:9/x.png)", "HTTPS://evil.example/a", "www.example.org", "wwww.x.org",
+             "mail doe@example.org now", "ftp://x.y"],
+)  # fmt: skip
+def test_bare_urls_and_addresses_are_not_linked(text):
+    out = literal(text)
+    unescaped = re.sub(r"\\(.)", r"\1", out)  # what markdown's text node holds after escapes are resolved
+    assert not GFM_URL.search(unescaped) and not GFM_EMAIL.search(unescaped), unescaped
+    assert GFM_URL.search(text) or GFM_EMAIL.search(text) or text.startswith("ftp"), "control: the raw text would link"
+    assert unescaped.replace(WORD_JOINER, "") == text  # only invisible joiners were added

@@ -125,3 +125,15 @@ def test_training_figure_draws_each_member_from_the_metadata():
     assert list(auc.lines[1].get_ydata()) == hist["val_auc"]
     assert modelcard.training_figure({"training": {"history": hist}}) is not None  # a single network
     assert modelcard.training_figure({}) is None and modelcard.training_figure({"training": {"history": {}}}) is None
+
+
+def test_training_settings_give_every_members_epochs():
+    """An ensemble's settings say each member's epochs (the curves run to the longest), not only the first's."""
+    from pneumo.present.modelcard import portable_settings
+
+    histories = [{"val_auc": [0.8, 0.9, 0.85]}, {"val_auc": [0.7, 0.8, 0.9, 0.95, 0.94]}]
+    out = portable_settings({"epochs_run": 3, "best_epoch": 2, "member_histories": histories, "settings": {}})
+    assert out["epochs_run per member"] == [3, 5] and out["best_epoch per member (highest validation AUC)"] == [2, 4]
+    assert out["epochs_run (member 1)"] == 3 and "epochs_run" not in out
+    single = portable_settings({"epochs_run": 3, "best_epoch": 2, "settings": {}})
+    assert single["epochs_run"] == 3 and "epochs_run per member" not in single

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -155,6 +156,9 @@ def test_probability_meaning_says_what_it_is_not():
     text = pr.probability_meaning(meta, ece=0.137, ece_set="official test split")
     assert "74% of images show pneumonia" in text and "**not** this child's chance" in text and "ECE 0.137" in text
     assert "74%" not in pr.probability_meaning({})
+    assert "poorly calibrated (ECE 0.137" in text  # a large error is called so
+    good = pr.probability_meaning(meta, ece=0.028, ece_set="official test split")
+    assert "poorly" not in good and "within 2.8% of the observed frequencies (ECE 0.028" in good
 
 
 def test_wilson_interval_and_operating_point_counts(tiny_model):
@@ -180,18 +184,34 @@ def test_warning_codes_and_scope_hooks(analysed):
 
 
 def test_results_rows_and_csv(analysed, clear, models):
+    from pneumo.present.table import COLUMNS, display_rows, result_row, to_csv
+
     bad = an.analyze_bytes(b"junk", "junk.bin", models)
-    rows = pr.results_rows([analysed, clear, bad], 0.5)
+    rows = display_rows([analysed, clear, bad], 0.5)
     assert [r["label"] for r in rows] == ["PNEUMONIA", "NORMAL", "ERROR"]
     assert rows[0]["shown"] == pr.format_probability(analysed.probability) and rows[2]["shown"] == "–"
     assert rows[1]["shown"] == pr.format_probability(clear.probability)
     assert [r["probability"] for r in rows] == [analysed.probability, clear.probability, None]
-    csv_text = pr.rows_to_csv(rows, 0.5).decode()
+    csv_text = to_csv(result_row(r, 0.5) for r in (analysed, clear, bad)).decode()
     lines = csv_text.strip().split("\n")
-    assert lines[0] == "file,probability,label,threshold,note"
+    assert lines[0] == ",".join(COLUMNS) == "path,probability,label,threshold,error,warnings,note"
     assert lines[1].startswith(f"chest.png,{analysed.probability:.6f},PNEUMONIA,0.5000,")
     assert lines[2].startswith(f"clear.png,{clear.probability:.6f},NORMAL,0.5000,")
     assert lines[3].startswith("junk.bin,,ERROR,0.5000,")
+    # the user's threshold relabels: the same schema row at another threshold
+    assert result_row(analysed, 0.99).label == "NORMAL" and result_row(analysed, 0.99).threshold == 0.99
+
+
+def test_json_record_has_numbers_and_a_warning_list(analysed):
+    """JSON gets the probability as a number with 6 decimals and the warnings as a list, not a joined string."""
+    from pneumo.present.table import result_row
+
+    row = result_row(dataclasses.replace(analysed, warnings=("rotated", "low_resolution")), 0.5)
+    rec = row.record()
+    assert rec["probability"] == round(analysed.probability, 6) and isinstance(rec["probability"], float)
+    assert rec["warnings"] == ["rotated", "low_resolution"] and rec["threshold"] == 0.5
+    assert row.csv_cells()[5] == "rotated;low_resolution"
+    assert pr.WARNING_CODES["rotated"] in rec["note"]
 
 
 def test_samples_are_listed_with_their_split():
@@ -201,26 +221,32 @@ def test_samples_are_listed_with_their_split():
     assert len(samples) == 4 and all(s.path.is_file() for s in samples)
     seen = [s for s in samples if s.split == "training"]
     assert len(seen) == 1 and "seen in training" in seen[0].title
+    # the others were never trained on, but their split chose the threshold: never called "held out"
+    assert all("validation split" in s.title and "held out" not in s.title for s in samples if s.split == "validation")
     assert list_samples(config.ROOT_DIR / "no_such_folder") == []
 
 
 def probability_line(result, threshold_words: str) -> str:
-    """The report's probability line, built from the Result's own probability."""
-    return f"Probability of pneumonia (model score): {pr.format_probability(result.probability)}; {threshold_words}"
+    """The report's model-output line, built from the Result's own probability."""
+    return f"Model output: P(pneumonia) {pr.format_probability(result.probability)}, {threshold_words}"
 
 
 def test_report_png_and_pdf(analysed, clear, tiny_model):
     from pneumo.present.report import DISCLAIMER, build_report, report_lines
 
     when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
-    user_t = "threshold 30% (chosen by the user; the model's own threshold is 50%)."
+    user_t = "the 30% threshold (chosen by the user; the model's own threshold is 50%)."
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
-    assert lines[:3] == ["File: chest.png", "Result: PNEUMONIA", probability_line(analysed, user_t)]
-    other = report_lines(clear, 0.3, tiny_model.metadata, 0, when)  # each report quotes its own image's result
-    assert other[:3] == ["File: clear.png", "Result: NORMAL", probability_line(clear, user_t)]
+    # no file name unless asked for; the disclaimer first; then what the model computed, then the label
+    no_name = "Image reference: none given (the file name is printed only on request)"
+    assert lines[:4] == [no_name, DISCLAIMER, probability_line(analysed, "at or above " + user_t),
+                         "Label at this threshold: PNEUMONIA"]  # fmt: skip
+    other = report_lines(clear, 0.3, tiny_model.metadata, 0, when, show_name=True, reference="study 7")
+    assert other[:4] == ["Image reference: study 7 · File: clear.png", DISCLAIMER,
+                         probability_line(clear, "below " + user_t), "Label at this threshold: NORMAL"]  # fmt: skip
     own = report_lines(analysed, 0.5, tiny_model.metadata, 1, when)
-    assert own[2] == probability_line(analysed, "threshold 50% (the model's own threshold).")
+    assert own[2] == probability_line(analysed, "at or above the 50% threshold (the model's own threshold).")
     assert "sensitivity 70.0% (95% CI" in text and "specificity 30.0% (95% CI" in text and "4 images" in text
     assert "not yet been independently evaluated" in text  # no evaluation given
     assert "Model: tiny, trained 2026-01-01" in text and "2026-01-02 03:04 UTC" in text
@@ -229,7 +255,7 @@ def test_report_png_and_pdf(analysed, clear, tiny_model):
     assert im.format == "PNG" and im.size[1] / im.size[0] == pytest.approx(11.69 / 8.27, rel=0.01)
     assert im.size[0] >= 8.27 * 200 - 2  # print resolution: at least 200 dpi on A4
     pdf = build_report(analysed, 0.3, tiny_model.metadata, fmt="pdf", when=when)
-    assert pdf.startswith(b"%PDF") and b"pneumo report: chest.png" in pdf
+    assert pdf.startswith(b"%PDF") and b"chest.png" not in pdf  # the metadata never names the file
     assert b"/MediaBox [0 0 595.28 841.89]" in pdf and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") <= 2
     assert "not a medical device" in DISCLAIMER
     with pytest.raises(ValueError):
@@ -249,9 +275,10 @@ def test_rendered_pdf_says_this_images_result(analysed, clear, tiny_model, tmp_p
         pdf.write_bytes(build_report(res, 0.5, tiny_model.metadata, fmt="pdf"))
         words = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
         text = " ".join(words.stdout.split())
-        assert f"{label} Probability of pneumonia (model score): {pr.format_probability(res.probability)};" in text
+        assert f"Model output: P(pneumonia) {pr.format_probability(res.probability)}," in text
+        assert f"Label at this threshold: {label}" in text
         other = "NORMAL" if label == "PNEUMONIA" else "PNEUMONIA"
-        assert f"{other} Probability" not in text
+        assert f"Label at this threshold: {other}" not in text
         subprocess.run(["pdftoppm", "-png", "-r", "40", str(pdf), str(tmp_path / label)], check=True)
         (page,) = sorted(tmp_path.glob(f"{label}*.png"))  # one page
         grey = np.asarray(Image.open(page).convert("L"))
@@ -276,16 +303,21 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
 
     from pneumo.present.report import report_lines
 
-    evaluation = json.loads(next((config.MODELS_DIR / "evaluations").rglob("*.json")).read_text())  # a real one
+    # a real one: the replaced model's, whose official-test figures cover all 624 images (its time had no gate)
+    evaluation = json.loads(next((config.MODELS_DIR / "evaluations" / "previous").glob("*.json")).read_text())
     when = datetime(2026, 1, 2, tzinfo=UTC)
     text = "\n".join(report_lines(analysed, 0.5, tiny_model.metadata, 1, when, evaluation))
     assert "On new patients (official test split, 624 images" in text
     assert "specificity 86.8% (95% CI 81.8–90.5%)" in text
     assert "no better than chance" in text and "OUTSIDE INTENDED USE" not in text
-    odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE)
+    assert "a target that was met, not a measurement" in text  # the validation sensitivity is not sold as measured
+    odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=("adult",))
     lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
-    assert any(x.startswith("OUTSIDE INTENDED USE") for x in lines[:6])  # at the top, with the result
-    assert lines[2] == probability_line(analysed, "threshold 50% (the model's own threshold).")
+    assert lines[2].startswith("OUTSIDE INTENDED USE")  # the refusal leads, right under the disclaimer
+    assert lines[3] == ("Model output, shown on request and meaningless for this image: P(pneumonia) "
+                        f"{pr.format_probability(analysed.probability)}.")  # fmt: skip
+    assert not any(re.search(r"(above|below) the [\d.]+% threshold", x) for x in lines)  # no threshold talk
+    assert not any("Label at this" in x for x in lines)
 
 
 def test_stages_content_and_timeline():
@@ -321,9 +353,11 @@ def test_out_of_scope_rows_and_report_say_why_in_words(analysed, tiny_model):
     from pneumo.present.report import report_lines
 
     adult = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=("adult",))
-    (row,) = pr.results_rows([adult], 0.5)
-    assert row["label"] == "OUT OF SCOPE" and row["probability"] is None
-    assert row["note"] == "outside the intended use: " + WARNING_CODES["adult"]
+    from pneumo.present.table import display_rows
+
+    (row,) = display_rows([adult], 0.5)
+    assert row["label"] == "OUT_OF_SCOPE" and row["probability"] is None  # the CLI's label: one schema
+    assert row["note"] == WARNING_CODES["adult"]
     when = datetime(2026, 1, 2, tzinfo=UTC)
     text = "\n".join(report_lines(adult, 0.5, tiny_model.metadata, 1, when, None))
     assert "OUTSIDE INTENDED USE" in text and WARNING_CODES["adult"] in text and "adult" not in text.split()
@@ -378,3 +412,69 @@ def test_a_faint_map_is_said_in_words(analysed):
     assert faint_note(faint, {"threshold": 0.5}, 1) == ""  # no absolute scale: every map is stretched, never faint
     text = " ".join(" ".join(report_lines(faint, 0.5, meta, 1, datetime(2026, 1, 2, tzinfo=UTC))).split())
     assert note in text
+
+
+@pytest.mark.skipif(not (shutil.which("pdfinfo") and shutil.which("pdftotext")), reason="no poppler-utils")
+@pytest.mark.parametrize("long_name", [False, True])
+@pytest.mark.parametrize("scope", ["in", "out"])
+@pytest.mark.parametrize("user_threshold", [False, True])
+def test_report_is_always_one_page_with_the_disclaimer(analysed, tiny_model, tmp_path, long_name, scope,
+                                                       user_threshold):  # fmt: skip
+    """With the real shipped evaluation (its text is the longest), a 120-character name, every warning of the
+    out-of-scope path and a user's threshold: the PDF is one A4 page that still ends with the disclaimer, and the
+    PNG keeps a blank bottom margin (nothing pushed off the page)."""
+    import json
+
+    from pneumo.checks.scope import WARNING_CODES
+    from pneumo.present.report import build_report
+
+    evaluation = json.loads(next(config.EVALUATIONS_DIR.glob("*.json")).read_text())
+    res = analysed
+    if long_name:
+        res = dataclasses.replace(res, name="n" * 116 + ".png")
+    if scope == "out":
+        res = dataclasses.replace(res, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=tuple(WARNING_CODES))
+    else:
+        res = dataclasses.replace(res, warnings=tuple(c for c in WARNING_CODES if c != "adult")[:4])
+    t = 0.3 if user_threshold else 0.5
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(build_report(res, t, tiny_model.metadata, fmt="pdf", evaluation=evaluation))
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^Pages:\s+1$", info, re.M), info
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.split())
+    assert "not a medical device" in text and "Intended use" in text
+    png = build_report(res, t, tiny_model.metadata, fmt="png", evaluation=evaluation)
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert grey[int(0.975 * grey.shape[0]) :].min() > 245, "ink in the bottom margin: the page overflowed"
+
+
+def test_a_refusal_leads_with_its_most_specific_reason_and_one_remark():
+    """'small' never leads; another modality wins over looks; at most one supporting remark; nothing for an image
+    that no code refuses."""
+    words = pr.WARNING_CODES
+    assert pr.refusal_sentences(["low_resolution", "not_chest", "not_radiograph"]) == [
+        words["not_radiograph"], words["not_chest"]]  # fmt: skip
+    assert pr.refusal_sentences(["low_resolution", "adult"]) == [words["adult"], words["low_resolution"]]
+    assert pr.refusal_sentences(["adult"]) == [words["adult"]]
+    assert pr.refusal_sentences(["low_resolution", "rotated"]) == []
+
+
+HOSTILE_NAMES = ["$$.png", "price_$x_$y.png", r"\frac{a}{b}.png", "**bold**.png", "<b>x</b>.png", "a--b__c.png"]
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="no poppler-utils")
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_report_draws_a_hostile_name_as_plain_text(analysed, tiny_model, tmp_path, name):
+    """'$' is not mathtext in the PNG (matplotlib), and '**' or '<b>' is not markup in the PDF (fpdf2): both reports
+    build, and the PDF's text layer holds the name exactly as it was."""
+    from pneumo.present.report import build_report
+
+    res = dataclasses.replace(analysed, name=name, facts={**analysed.facts, "View position": "$AP$ **x**"})
+    png = build_report(res, 0.5, tiny_model.metadata, fmt="png", show_name=True)
+    im = Image.open(io.BytesIO(png))
+    assert im.format == "PNG" and name not in im.info.get("Title", "")  # never in the metadata
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(build_report(res, 0.5, tiny_model.metadata, fmt="pdf", show_name=True))
+    out = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert f"File: {name}" in out
+    assert "View position $AP$ **x**" in " ".join(out.split())
