@@ -189,14 +189,21 @@ if gate is None:
 else:
     gmeta = gate.metadata
     GATE_RULE = gmeta.get("threshold_rules", {}).get("in_scope", "not recorded")
+    HEADS = len(gmeta.get("outputs", {})) or 2
+    UNDO = (
+        "Two heads undo a 90°/180°/270° turn or inverted grey levels, and a left-right mirror (a right-sided heart is "
+        "assumed to be a mirrored film, though true dextrocardia exists)"
+        if "mirror" in gmeta.get("outputs", {})
+        else "One head undoes a 90°/180°/270° turn or inverted grey levels"
+    )
     st.markdown(
         f"""
 Before any result, every image passes exact rules (DICOM modality, body part and view; colour; uniform; size) and a
-small two-headed CNN (`pneumo_scope.keras`, {int(gmeta.get("parameters", 0)):,} parameters,
-{gmeta.get("input_size", "?")} px input). One head undoes a 90°/180°/270° turn or inverted grey levels (the result
-then says so); the other says whether the image is a child's frontal chest radiograph, an adult's, a lateral view,
-another body part, or no radiograph at all. Its threshold: {GATE_RULE}. An image outside the intended use gets no
-result unless asked for (app: "show anyway"; CLI: `--force`).
+small {HEADS}-headed CNN (`pneumo_scope.keras`, {int(gmeta.get("parameters", 0)):,} parameters,
+{gmeta.get("input_size", "?")} px input). {UNDO} (the result then says so); the kind head says whether the image is a
+child's frontal chest radiograph, an adult's, a lateral view, another body part, or no radiograph at all. Its
+threshold: {GATE_RULE}. An image outside the intended use gets no result unless asked for (app: "show anyway"; CLI:
+`--force`).
 """
     )
     st.table(modelcard.scope_rows(gmeta))

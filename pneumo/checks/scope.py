@@ -5,12 +5,14 @@ Two layers, both compute only (no Streamlit, nothing written):
 - exact rules on the decoded image: DICOM modality, body part and view position; colour; nearly uniform images; tiny
   images and unusual shapes; plus what decoding noticed (``LoadedImage.warnings``: multi-frame DICOM, header
   contradictions, burned-in annotation);
-- a learned gate (a small two-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
+- a learned gate (a small three-headed Keras CNN, trained by ``python -m pneumo.training.train_scope``): the
   ``orientation`` head says which of 8 transforms (0/90/180/270 degrees x normal/inverted grey levels) an in-scope
-  radiograph went through; a confident non-identity transform is undone, reported (``rotated``/``inverted``) and
-  the corrected pixels are returned, so the classifier sees the upright image. The ``kind`` head then scores the
-  corrected image: in scope, adult, not frontal, not chest, not a radiograph; P(in scope) below the stored threshold
-  puts the image out of scope.
+  radiograph went through; a confident non-identity transform is undone. The ``mirror`` head then says whether the
+  (upright) film is mirrored left-right: it gives a handedness score h, and P(mirrored) = sigmoid(h(x) - h(flipped x)),
+  so a film and its mirror image always get complementary answers. Corrections are reported
+  (``rotated``/``inverted``/``mirrored``) and the corrected pixels are returned, so the classifier sees the upright
+  image. The ``kind`` head scores the corrected image: in scope, adult, not frontal, not chest, not a radiograph;
+  P(in scope) below the stored threshold puts the image out of scope.
 
 :func:`assess` works without a gate model (rules only); :func:`assess_batch` runs the gate once per batch.
 """
@@ -41,6 +43,9 @@ WARNING_CODES: dict[str, str] = {
     "adult": "This looks like an adult's chest X-ray; the model was made for children aged 1 to 5.",
     "inverted": "The grey levels looked inverted (bones dark); they were turned back before analysis.",
     "rotated": "The image looked rotated; it was turned upright before analysis.",
+    "mirrored": "The film appeared mirrored left-right (heart on the right); it was flipped back before analysis. "
+    "This is assumed, not certain: in the rare true dextrocardia (situs inversus) the heart is on the right of a "
+    "correctly oriented film. Check the film's side marker (L/R).",
     "orientation_unclear": "It is unclear which way up this image is, or whether its grey levels are inverted.",
     "low_resolution": "The image is small; results on thumbnails are unreliable.",
     "unusual_shape": "The image's shape is unusual for a chest X-ray (very wide or very tall).",
@@ -59,20 +64,35 @@ WARNING_CODES: dict[str, str] = {
     "like signed values read as unsigned, or the reverse; the grey levels shown may be wrong.",
 }
 # Codes that put an image OUTSIDE the intended use (label OUT_OF_SCOPE, no probability unless forced). The others are
-# warnings: the image is analysed (after correction for `rotated`/`inverted`) and the warning is shown with the result.
+# warnings: the image is analysed (after correction for `rotated`/`inverted`/`mirrored`) and the warning is shown with
+# the result.
 OUT_OF_SCOPE_CODES: frozenset[str] = frozenset(
     {"not_radiograph", "not_chest", "not_frontal", "adult", "orientation_unclear", "colour", "uniform"}
 )
 # The kind head's classes, in output order.
 KINDS: tuple[str, ...] = ("in_scope", "adult", "not_frontal", "not_chest", "not_radiograph")
-# The orientation head's classes, in output order: index = quarter_turns + 4 * inverted. "rot90" means the image was
-# turned by np.rot90 once (90 degrees counter-clockwise); "inverted" means 255 - pixels.
-ORIENTATIONS: tuple[str, ...] = (
-    "upright", "rot90", "rot180", "rot270", "inverted", "inverted_rot90", "inverted_rot180", "inverted_rot270"
-)  # fmt: skip
-# Output layer names of the gate model.
+# The transforms the gate can undo: index = quarter_turns + 4 * inverted + 8 * mirrored, applied to the upright image in
+# the order mirror, turn, invert. "mirrored" means flipped left-right (np.fliplr); "rot90" means turned by np.rot90 once
+# (90 degrees counter-clockwise); "inverted" means 255 - pixels. The orientation head's classes are the first 8 (a
+# mirrored film counts as its unmirrored turn); the mirror head decides the rest.
+_UNMIRRORED = (
+    "upright",
+    "rot90",
+    "rot180",
+    "rot270",
+    "inverted",
+    "inverted_rot90",
+    "inverted_rot180",
+    "inverted_rot270",
+)
+ORIENTATIONS: tuple[str, ...] = _UNMIRRORED + tuple(
+    "mirrored" if o == "upright" else f"mirrored_{o}" for o in _UNMIRRORED
+)
+N_TURNS = 8  # the orientation head's classes: ORIENTATIONS[:N_TURNS]
+# Output layer names of the gate model (a gate without the mirror head still runs: it undoes no mirror).
 KIND_OUTPUT = "kind"
 ORIENTATION_OUTPUT = "orientation"
+MIRROR_OUTPUT = "mirror"
 
 
 @dataclass(frozen=True)
@@ -95,24 +115,26 @@ class ScopeResult:
     orientation_probs: dict[str, float] = field(default_factory=dict)
 
 
-def gate_threshold(gate: Network, key: str) -> float:
-    """One of the gate's stored thresholds: 'in_scope', 'orientation' or 'upright_min' (0 when not stored)."""
-    return float(gate.metadata["thresholds"].get(key, 0.0))
+def gate_threshold(gate: Network, key: str, default: float = 0.0) -> float:
+    """One of the gate's stored thresholds: 'in_scope', 'orientation', 'upright_min', 'mirror', 'mirror_unclear'."""
+    return float(gate.metadata["thresholds"].get(key, default))
 
 
 # ---------------------------------------------------------------------------------------------------- transforms
 def apply_orientation(pixels: np.ndarray, index: int) -> np.ndarray:
-    """Apply transform ``ORIENTATIONS[index]`` to an upright uint8 image (H, W[, C])."""
-    out = np.rot90(pixels, index % 4, axes=(0, 1))
-    if index >= 4:
+    """Apply transform ``ORIENTATIONS[index]`` to an upright uint8 image (H, W[, C]): mirror, then turn, then invert."""
+    out = pixels[:, ::-1] if index >= 8 else pixels  # left-right
+    out = np.rot90(out, index % 4, axes=(0, 1))
+    if (index // 4) % 2:
         out = 255 - out
     return np.ascontiguousarray(out)
 
 
 def undo_orientation(pixels: np.ndarray, index: int) -> np.ndarray:
     """Inverse of :func:`apply_orientation`: uint8 (H, W[, C]) transformed -> upright."""
-    out = 255 - pixels if index >= 4 else pixels
-    return np.ascontiguousarray(np.rot90(out, -(index % 4), axes=(0, 1)))
+    out = 255 - pixels if (index // 4) % 2 else pixels
+    out = np.rot90(out, -(index % 4), axes=(0, 1))
+    return np.ascontiguousarray(out[:, ::-1] if index >= 8 else out)
 
 
 # ---------------------------------------------------------------------------------------------------- rules
@@ -150,10 +172,26 @@ def gate_input(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(x[:, :, None])
 
 
-def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8)."""
-    out = forward(gate.model, x, batch_size)  # compiled once per model: no eager overhead per call
-    return np.asarray(out[KIND_OUTPUT]), np.asarray(out[ORIENTATION_OUTPUT])
+def has_mirror_head(gate: Network) -> bool:
+    """Whether the gate model has the mirror head (gates trained before it do not)."""
+    return MIRROR_OUTPUT in gate.model.output
+
+
+def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8), P(mirrored) (N,).
+
+    P(mirrored) = sigmoid(h(x) - h(x flipped left-right)) from the mirror head's handedness score h (one pass over
+    the N images and their N mirror images); None for a gate without the mirror head.
+    """
+    mirror = has_mirror_head(gate)
+    xx = np.concatenate([x, x[:, :, ::-1]]) if mirror else x  # (2N or N, S, S, 1)
+    out = forward(gate.model, xx, batch_size)  # compiled once per model: no eager overhead per call
+    n = len(x)
+    kind, orient = np.asarray(out[KIND_OUTPUT])[:n], np.asarray(out[ORIENTATION_OUTPUT])[:n]
+    if not mirror:
+        return kind, orient, None
+    h = np.asarray(out[MIRROR_OUTPUT], np.float64).reshape(-1)  # (2N,)
+    return kind, orient, 1.0 / (1.0 + np.exp(-(h[:n] - h[n:])))
 
 
 @dataclass(frozen=True)
@@ -161,36 +199,46 @@ class GateDecision:
     """Vectorised gate verdicts for N gate inputs (used by assess_batch and by training's evaluation)."""
 
     kind: np.ndarray  # (N, len(KINDS)) kind probabilities on the (corrected) input
-    orientation: np.ndarray  # (N, 8) orientation probabilities on the original input
-    applied: np.ndarray  # (N,) int, index of the transform undone (0 = none)
-    unclear: np.ndarray  # (N,) bool, orientation could not be told
+    orientation: np.ndarray  # (N, 8) orientation probabilities on the original input (ORIENTATIONS[:8] order)
+    applied: np.ndarray  # (N,) int, index into ORIENTATIONS of the transform undone (0 = none)
+    unclear: np.ndarray  # (N,) bool, orientation (turn, inversion or mirror) could not be told
     in_scope: np.ndarray  # (N,) bool, P(in scope) >= threshold
+    mirrored: np.ndarray | None = None  # (N,) P(mirrored) of the turn-corrected input; None without a mirror head
 
 
 def decide(gate: Network, x: np.ndarray) -> GateDecision:
     """Run the gate on uint8 (N, S, S, 1): detect and undo orientation, then score the kind head.
 
-    A transform is undone when it is the orientation head's argmax with probability >= the orientation threshold and
-    the corrected image is in scope (a "correction" that makes the image out of scope was wrong: the original's
-    verdict is kept). Orientation is unclear when an image that looks in scope has P(upright) < upright_min and
-    nothing was undone (the orientation head knows in-scope images only).
+    A turn or inversion is undone when it is the orientation head's argmax with probability >= the orientation
+    threshold and the corrected image is in scope (a "correction" that makes the image out of scope was wrong: the
+    original's verdict is kept). Then an in-scope image is flipped back left-right when P(mirrored) of the
+    turn-corrected image >= the mirror threshold. Orientation is unclear when an image that looks in scope has
+    P(upright) < upright_min and nothing was undone, or P(mirrored) between mirror_unclear and the mirror threshold
+    (both heads know in-scope images only).
     """
-    kind, orient = _forward(gate, x)  # (N, K), (N, 8)
+    kind, orient, pm = _forward(gate, x)  # (N, K), (N, 8), (N,) or None
     best = orient.argmax(axis=1)  # (N,)
     want = (best != 0) & (orient[np.arange(len(x)), best] >= gate_threshold(gate, "orientation"))
     applied = np.zeros(len(x), dtype=np.int64)
     idx = np.flatnonzero(want)
     if idx.size:
         fixed = np.stack([undo_orientation(x[i], int(best[i])) for i in idx])  # (M, S, S, 1)
-        kind_fixed, _ = _forward(gate, fixed)
+        kind_fixed, _, pm_fixed = _forward(gate, fixed)
         ok = kind_fixed[:, 0] >= gate_threshold(gate, "in_scope")
         kind[idx[ok]] = kind_fixed[ok]
         applied[idx[ok]] = best[idx[ok]]
+        if pm is not None:
+            pm[idx[ok]] = pm_fixed[ok]  # the mirror is judged on the upright image
     in_scope = kind[:, 0] >= gate_threshold(gate, "in_scope")
     unclear = (
         in_scope & (applied == 0) & (orient[:, 0] < gate_threshold(gate, "upright_min"))
     )  # said of in-scope looking images only
-    return GateDecision(kind, orient, applied, unclear, in_scope)
+    if pm is not None:
+        t_mirror = gate_threshold(gate, "mirror", 0.5)
+        flip = in_scope & ~unclear & (pm >= t_mirror)
+        applied = applied + len(ORIENTATIONS) // 2 * flip
+        unclear = unclear | (in_scope & ~flip & (pm >= gate_threshold(gate, "mirror_unclear", t_mirror)))
+    return GateDecision(kind, orient, applied, unclear, in_scope, pm)
 
 
 # ---------------------------------------------------------------------------------------------------- assess
@@ -221,8 +269,10 @@ def _gate_codes(d: GateDecision, i: int) -> list[str]:
     a = int(d.applied[i])
     if a % 4:
         codes.append("rotated")
-    if a >= 4:
+    if (a // 4) % 2:
         codes.append("inverted")
+    if a >= 8:
+        codes.append("mirrored")
     if d.unclear[i]:
         codes.append("orientation_unclear")
     if not d.in_scope[i]:
@@ -239,7 +289,9 @@ def _result(img: LoadedImage, d: GateDecision | None, i: int) -> ScopeResult:
         pixels = undo_orientation(img.pixels, a) if a else img.pixels
         p, orient = float(d.kind[i, 0]), ORIENTATIONS[a]
         kinds = {k: float(v) for k, v in zip(KINDS, d.kind[i], strict=True)}
-        oprobs = {k: float(v) for k, v in zip(ORIENTATIONS, d.orientation[i], strict=True)}
+        oprobs = {k: float(v) for k, v in zip(ORIENTATIONS[:N_TURNS], d.orientation[i], strict=True)}
+        if d.mirrored is not None:
+            oprobs["mirrored"] = float(d.mirrored[i])  # P(mirrored) once turned upright
     in_scope = not any(c in OUT_OF_SCOPE_CODES for c in codes)
     return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, reason_text(codes), oprobs)
 

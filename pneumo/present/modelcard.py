@@ -331,7 +331,7 @@ def scope_rows(gate_metadata: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def orientation_sentence(gate_metadata: dict[str, Any]) -> str:
-    """How often turned or inverted validation films were put upright (or flagged), in one sentence."""
+    """How often turned, inverted or mirrored validation films were put upright (or flagged), in words."""
     o = (gate_metadata.get("metrics") or {}).get("orientation_validation") or {}
     turned = {k: v for k, v in o.items() if k != "upright"}
     if not turned:
@@ -339,8 +339,20 @@ def orientation_sentence(gate_metadata: dict[str, Any]) -> str:
     upright = [v["corrected_upright"] for v in turned.values()]
     either = [v["flagged_or_corrected_upright"] for v in turned.values()]
     n = next(iter(turned.values()))["n"]
-    return (
-        f"Turned (90°, 180°, 270°) or grey-level-inverted copies of the {n} validation films, each of the "
+    what = (
+        "Turned (90°, 180°, 270°), grey-level-inverted or left-right mirrored"
+        if "mirrored" in o
+        else ("Turned (90°, 180°, 270°) or grey-level-inverted")
+    )
+    text = (
+        f"{what} copies of the {n} validation films, each of the "
         f"{len(turned)} transforms: {min(upright):.1%}–{max(upright):.1%} were put back exactly upright before "
         f"analysis, and {min(either):.1%}–{max(either):.1%} were either put upright or flagged."
     )
+    if "mirrored" in o:  # the plain left-right flip, the one a scanner or a viewer can make
+        m = o["mirrored"]
+        text += (
+            f" Mirrored only (heart on the right): {m['corrected_upright']:.1%} flipped back, "
+            f"{m['flagged_or_corrected_upright']:.1%} flipped back or flagged."
+        )
+    return text

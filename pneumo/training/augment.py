@@ -102,3 +102,30 @@ def gate_augment(img: np.ndarray, rng: np.random.Generator, s: Any) -> np.ndarra
     if rng.random() < 0.5:
         x = x + rng.normal(0, rng.uniform(0, s.noise), x.shape)
     return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def add_devices(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Synthetic devices drawn on uint8 (S, S) -> uint8 (S, S): lines and tubes (thin bright curves, some with a
+    radio-opaque stripe) and ECG electrodes (small bright discs or rings, with a wire). At least one device is drawn."""
+    n = img.shape[0]
+    out = img.copy()
+    unit = n / 96.0  # sizes are chosen at the gate's 96 px and scaled
+    t = np.linspace(0.0, 1.0, 40)[:, None]  # curve parameter (40, 1)
+    n_curves, n_discs = int(rng.integers(0, 4)), int(rng.integers(0, 6))
+    if n_curves + n_discs == 0:
+        n_curves = 1
+    for _ in range(n_curves):  # quadratic Bezier from an edge into the chest
+        p0 = np.array([rng.choice([0.0, n - 1.0]), rng.uniform(0, n)]) if rng.random() < 0.5 else rng.uniform(0, n, 2)
+        p1, p2 = rng.uniform(0.1 * n, 0.9 * n, 2), rng.uniform(0.2 * n, 0.8 * n, 2)
+        pts = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(np.int32)  # (40, 2) x, y
+        value = int(rng.integers(190, 256))
+        cv2.polylines(out, [pts], False, value, max(1, round(unit * rng.uniform(0.6, 2.2))), cv2.LINE_AA)
+    for _ in range(n_discs):  # electrodes: disc or ring, radius ~2-4 px at 96
+        c = tuple(int(v) for v in rng.uniform(0.1 * n, 0.9 * n, 2))
+        r = max(1, round(unit * rng.uniform(1.5, 4.0)))
+        value = int(rng.integers(200, 256))
+        cv2.circle(out, c, r, value, -1 if rng.random() < 0.6 else max(1, round(unit)), cv2.LINE_AA)
+        if rng.random() < 0.5:  # its lead wire, out of the image
+            end = (int(rng.uniform(0, n)), int(rng.choice([0, n - 1])))
+            cv2.line(out, c, end, value, max(1, round(unit * 0.7)), cv2.LINE_AA)
+    return out

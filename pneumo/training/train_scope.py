@@ -43,7 +43,7 @@ from pneumo.checks import scope
 from pneumo.io.decode import load_image
 from pneumo.nets.modelfile import Network
 from pneumo.training import data
-from pneumo.training.augment import Augmentation, gate_augment
+from pneumo.training.augment import Augmentation, add_devices, gate_augment
 from pneumo.training.export import export_or_warn
 from pneumo.training.networks import (
     BN_MOMENTUM,
@@ -89,7 +89,12 @@ class Settings(Augmentation):
     n_not_frontal: int = 400
     n_not_chest: int = 800
     n_not_radiograph: int = 1600
-    p_identity: float = 0.4  # share of in-scope samples left upright (the rest: one of the 7 other transforms)
+    p_identity: float = 0.4  # share of in-scope samples not turned or inverted (the rest: one of the 7 others)
+    p_mirrored: float = 0.5  # share of samples (every kind) mirrored left-right, independently of the turn
+    n_mirror: int = 2400  # extra in-scope samples per epoch for the mirror head only (upright, half mirrored)
+    mirror_loss_weight: float = 3.0  # the mirror head's loss weight (the other heads' losses push towards invariance)
+    orient_width: int = 8  # channels of the orientation and mirror heads' 1x1 reductions (they keep where things are)
+    p_devices: float = 0.25  # share of samples (every kind) with synthetic lines, tubes and ECG electrodes drawn on
     n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
     max_per_source: int = 0  # 0 = all; the smoke preset uses a few
     # augmentation (all kinds; OpenCV, pneumo.training.augment.gate_augment)
@@ -100,6 +105,7 @@ class Settings(Augmentation):
     max_flag_rate: float = 0.01  # at most this share of in-scope validation images out of scope
     max_false_correction: float = 0.002  # orientation threshold: upright images wrongly "corrected"
     max_unclear: float = 0.002  # upright_min: upright images called "orientation unclear"
+    max_false_mirror: float = 0.005  # mirror threshold: upright images wrongly flipped (a few films fool the head)
     cache_dir: str = str(Path.home() / ".cache" / "pneumo")
 
 
@@ -117,6 +123,7 @@ PRESETS: dict[str, dict] = {
         n_not_chest=16,
         n_not_radiograph=32,
         n_synthetic=6,
+        n_mirror=16,
         max_per_source=12,
         val_fraction=0.3,
         heldout_mod=2,
@@ -142,7 +149,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
 
 # ---------------------------------------------------------------------------------------------------- the model
 def build_gate(s: Settings):
-    """Functional Keras CNN: uint8-valued (S, S, 1) -> {"kind": (5,) softmax, "orientation": (8,) softmax}."""
+    """Functional Keras CNN: uint8-valued (S, S, 1) -> {"kind": (5,) softmax, "orientation": (8,) softmax,
+    "mirror": (1,) handedness score h (linear; P(mirrored) = sigmoid(h(x) - h(flipped x)), see scope._forward)}."""
 
     inp = keras.Input((s.image_size, s.image_size, 1), name="image")  # raw 0..255
     x = layers.Rescaling(1 / 255.0, name="rescale")(inp)
@@ -161,13 +169,32 @@ def build_gate(s: Settings):
     k = layers.GlobalAveragePooling2D(name="kind_pool")(feat)
     k = layers.Dropout(s.dropout, name="kind_dropout")(k)
     kind = layers.Dense(len(scope.KINDS), activation="softmax", name=scope.KIND_OUTPUT)(k)
-    o = layers.Conv2D(8, 1, use_bias=False, name="orient_reduce")(feat)  # keeps where things are
-    o = layers.BatchNormalization(momentum=BN_MOMENTUM, name="orient_bn")(o)
-    o = layers.ReLU(name="orient_relu")(o)
-    o = layers.Flatten(name="orient_flatten")(o)
-    o = layers.Dropout(s.dropout, name="orient_dropout")(o)
-    orient = layers.Dense(len(scope.ORIENTATIONS), activation="softmax", name=scope.ORIENTATION_OUTPUT)(o)
-    return keras.Model(inp, {scope.KIND_OUTPUT: kind, scope.ORIENTATION_OUTPUT: orient}, name="pneumo_scope")
+    heads = {}
+    for name, short, n, act in ((scope.ORIENTATION_OUTPUT, "orient", scope.N_TURNS, "softmax"),
+                                (scope.MIRROR_OUTPUT, "mirror", 1, None)):  # fmt: skip
+        o = layers.Conv2D(s.orient_width, 1, use_bias=False, name=f"{short}_reduce")(feat)  # keeps where things are
+        o = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{short}_bn")(o)
+        o = layers.ReLU(name=f"{short}_relu")(o)
+        o = layers.Flatten(name=f"{short}_flatten")(o)
+        o = layers.Dropout(s.dropout, name=f"{short}_dropout")(o)
+        heads[name] = layers.Dense(n, activation=act, name=name)(o)
+    return keras.Model(inp, {scope.KIND_OUTPUT: kind, **heads}, name="pneumo_scope")
+
+
+MIRRORED = "mirrored"  # the training wrapper's output: P(mirrored) = sigmoid(h(x) - h(x flipped left-right))
+
+
+def training_wrapper(gate):
+    """The gate run on x and on x flipped left-right (shared weights): kind and orientation of x, and
+    P(mirrored) = sigmoid(h(x) - h(flipped x)), so that the mirror head learns to compare a film with its mirror image.
+    Used for training only; the gate itself is saved (scope._forward computes the same P at inference)."""
+    inp = keras.Input(gate.input_shape[1:], name="image")
+    out = gate(inp)
+    flipped = layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name="fliplr")(inp)  # (B, S, S, 1)
+    diff = layers.Subtract(name="handedness")([out[scope.MIRROR_OUTPUT], gate(flipped)[scope.MIRROR_OUTPUT]])
+    p = layers.Reshape((), name=MIRRORED)(layers.Activation("sigmoid")(diff))  # (B,)
+    return keras.Model(inp, {scope.KIND_OUTPUT: out[scope.KIND_OUTPUT],
+                             scope.ORIENTATION_OUTPUT: out[scope.ORIENTATION_OUTPUT], MIRRORED: p})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -395,32 +422,52 @@ def _counts(s: Settings) -> dict[str, int]:
 
 
 def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random.Generator):
-    """One epoch: x uint8 (N, S, S, 1), kind labels (N,), orientation labels (N,), orientation weights (N,)."""
+    """One epoch: x uint8 (N, S, S, 1), kind labels (N,), transform labels (N,) (index into scope.ORIENTATIONS: turn
+    + 4 inverted + 8 mirrored) and loss weights {output name: (N,)}.
+
+    Each sample: augmented, devices drawn on with p_devices (every kind alike, so devices tell no kind), mirrored
+    with p_mirrored, then turned/inverted (in scope: left as is with p_identity). The orientation head learns the turn
+    (transform % 8) of in-scope samples; the mirror head whether in-scope samples that are not turned or inverted are
+    mirrored (at inference it sees the image once turned upright), from those and from n_mirror extra in-scope samples
+    that teach nothing else.
+    """
     counts = _counts(s)
-    xs, kinds, orients = [], [], []
+    xs, kinds, orients, extra = [], [], [], []
     for k, kind in enumerate(scope.KINDS):
         sources = [p for p in pools[kind] if len(p)]
-        for _ in range(counts[kind] if sources else 0):
+        n = counts[kind] + (s.n_mirror if kind == "in_scope" else 0)
+        for j in range(n if sources else 0):
             src = sources[rng.integers(len(sources))]  # sources equally often, then an image within
             img = gate_augment(src[rng.integers(len(src))], rng, s)
-            if kind == "in_scope":
-                o = 0 if rng.random() < s.p_identity else int(rng.integers(1, 8))
+            if rng.random() < s.p_devices:
+                img = add_devices(img, rng)
+            if j >= counts[kind]:  # an extra mirror-head sample: upright frame
+                o = 0
+            elif kind == "in_scope":
+                o = 0 if rng.random() < s.p_identity else int(rng.integers(1, scope.N_TURNS))
             else:
-                o = int(rng.integers(8))  # the kind head must not depend on orientation
+                o = int(rng.integers(scope.N_TURNS))  # the kind head must not depend on orientation
+            o += scope.N_TURNS * int(rng.random() < s.p_mirrored)
             xs.append(scope.apply_orientation(img, o))
             kinds.append(k)
             orients.append(o)
-    kinds_a, orients_a = np.array(kinds), np.array(orients)
+            extra.append(j >= counts[kind])
+    kinds_a, orients_a, extra_a = np.array(kinds), np.array(orients), np.array(extra, bool)
     order = rng.permutation(len(xs))
-    w = (kinds_a == 0).astype(np.float32)  # orientation loss on in-scope images only
-    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], w[order]
+    inside = kinds_a == 0
+    weights = {
+        scope.KIND_OUTPUT: (~extra_a).astype(np.float32),
+        scope.ORIENTATION_OUTPUT: (inside & ~extra_a).astype(np.float32),  # in-scope images only
+        MIRRORED: (inside & (orients_a % scope.N_TURNS == 0)).astype(np.float32),  # neither turned nor inverted
+    }
+    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], {k: w[order] for k, w in weights.items()}
 
 
 # ---------------------------------------------------------------------------------------------------- thresholds
 def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]:
     """Orientation, upright_min and in-scope thresholds from the upright in-scope validation images (N, S, S, 1)."""
     gate = keras_network(model, {"input_size": s.image_size, "thresholds": {}})
-    kind, orient = scope._forward(gate, x_val)
+    kind, orient, pm = scope._forward(gate, x_val)
     n = len(x_val)
     best = orient.argmax(1)
     grid = np.round(np.arange(0.5, 1.0, 0.01), 2)
@@ -430,6 +477,10 @@ def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]
     unclear = [((orient[:, 0] < u) & ~((best != 0) & (orient.max(1) >= t_orient))).mean() for u in ugrid]
     upright_min = float(next((u for u, r in zip(ugrid, unclear, strict=True) if r <= s.max_unclear), 0.0))
     t = {"orientation": t_orient, "upright_min": upright_min, "in_scope": 0.0}
+    if pm is not None:  # flip: at most max_false_correction of upright images; unclear band: at most max_unclear
+        t_mirror = float(next((m for m in grid if (pm >= m).mean() <= s.max_false_mirror), 0.999))
+        band = [m for m in grid if m <= t_mirror and ((pm >= m) & (pm < t_mirror)).mean() <= s.max_unclear]
+        t.update(mirror=t_mirror, mirror_unclear=float(min(band, default=t_mirror)))
     gate.metadata["thresholds"] = t
     d = scope.decide(gate, x_val)
     allowed = int(np.floor(s.max_flag_rate * n)) - int(d.unclear.sum())
@@ -501,6 +552,7 @@ def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_h
             },  # fmt: skip
         },
         "in_scope_validation_augmented": _augmented_report(gate, x_val, s),
+        "in_scope_validation_devices": devices_report(gate, x_val, y_val, s.seed + 3),
         "in_scope_validation_degraded_64px": {
             "data": "the same images down to 64 px and back up (as MedNIST)",
             "n": len(x_val),
@@ -526,31 +578,54 @@ def _augmented_report(gate: Network, x_val: np.ndarray, s: Settings) -> dict:
     }
 
 
+def devices_report(gate: Network, x_val: np.ndarray, y_val: np.ndarray, seed: int) -> dict:
+    """Flag rate on the validation images uint8 (N, S, S) with synthetic devices drawn on each (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    d = scope.decide(gate, np.stack([add_devices(a, rng) for a in x_val])[..., None])
+    flagged = ~d.in_scope | d.unclear
+    return {
+        "data": "the validation images, each with synthetic lines/tubes (bright curves) and ECG electrodes (discs)",
+        "n": len(x_val),
+        "flagged_out_of_scope": _rate(flagged),
+        "flagged_by_class": {
+            c: {"n": int((y_val == i).sum()), "flagged": _rate(flagged[y_val == i])}
+            for i, c in enumerate(config.CLASS_NAMES)
+        },
+        "codes": {c: int(sum(c in scope._gate_codes(d, i) for i in np.flatnonzero(flagged))) for c in scope.KINDS[1:]},
+    }
+
+
 def _turned(x: np.ndarray, seed: int) -> np.ndarray:
     """Each uint8 (N, S, S) image with a random non-identity orientation transform (fixed seed)."""
     rng = np.random.default_rng(seed)
-    return np.stack([scope.apply_orientation(a, int(rng.integers(1, 8))) for a in x])
+    return np.stack([scope.apply_orientation(a, int(rng.integers(1, len(scope.ORIENTATIONS)))) for a in x])
 
 
 # ---------------------------------------------------------------------------------------------------- training
 def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]:
     """Train for s.epochs freshly augmented epochs with a cosine learning-rate decay; returns per-epoch losses."""
-    per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind]))
+    per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind])) + s.n_mirror
     steps = s.epochs * int(np.ceil(per_epoch / s.batch_size))
     lr = keras.optimizers.schedules.CosineDecay(s.learning_rate, max(steps, 1))
-    model.compile(
+    wrapper = training_wrapper(model)
+    wrapper.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss={scope.KIND_OUTPUT: "sparse_categorical_crossentropy",
-              scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy"},
-        metrics={scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy"},
+              scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy", MIRRORED: "binary_crossentropy"},
+        loss_weights={scope.KIND_OUTPUT: 1.0, scope.ORIENTATION_OUTPUT: 1.0, MIRRORED: s.mirror_loss_weight},
+        metrics={scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy", MIRRORED: "accuracy"},
     )  # fmt: skip
     history = []
     for epoch in range(s.epochs):
         t0 = time.time()
-        x, yk, yo, wo = epoch_arrays(pools, s, rng)
-        h = model.fit(x.astype(np.float32), {scope.KIND_OUTPUT: yk, scope.ORIENTATION_OUTPUT: yo},
-                      sample_weight={scope.KIND_OUTPUT: np.ones_like(wo), scope.ORIENTATION_OUTPUT: wo},
-                      batch_size=s.batch_size, epochs=1, verbose=0, shuffle=False)  # fmt: skip
+        x, yk, yt, w = epoch_arrays(pools, s, rng)
+        y = {
+            scope.KIND_OUTPUT: yk,
+            scope.ORIENTATION_OUTPUT: yt % scope.N_TURNS,
+            MIRRORED: (yt >= scope.N_TURNS).astype(np.float32),
+        }
+        h = wrapper.fit(x.astype(np.float32), y, sample_weight=w, batch_size=s.batch_size, epochs=1, verbose=0,
+                        shuffle=False)  # fmt: skip
         row = {k: round(float(v[-1]), 4) for k, v in h.history.items()}
         history.append({"epoch": epoch + 1, **row, "seconds": round(time.time() - t0, 1)})
         log.info("epoch %d/%d %s", epoch + 1, s.epochs, history[-1])
@@ -621,7 +696,11 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
         "input": "uint8 grayscale (S, S, 1): pneumo.preprocess 224 squash, area-resized to S (scope.gate_input)",
         "kinds": list(scope.KINDS),
         "orientations": list(scope.ORIENTATIONS),
-        "outputs": {scope.KIND_OUTPUT: "softmax over kinds", scope.ORIENTATION_OUTPUT: "softmax over orientations"},
+        "outputs": {
+            scope.KIND_OUTPUT: "softmax over kinds",
+            scope.ORIENTATION_OUTPUT: "softmax over the first 8 orientations (turns x inverted)",
+            scope.MIRROR_OUTPUT: "handedness score h: P(mirrored) = sigmoid(h(x) - h(x flipped left-right))",
+        },
         "parameters": int(model.count_params()),
         "layers": layer_rows(model),
         "thresholds": thresholds,
@@ -630,6 +709,11 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
             "in-scope validation images would be 'corrected'",
             "upright_min": f"the largest of 0.50, 0.49, ... at which at most {s.max_unclear:.1%} of upright "
             "in-scope validation images are 'orientation unclear'",
+            "mirror": f"the smallest of 0.50, 0.51, ... at which at most {s.max_false_mirror:.1%} of upright "
+            "in-scope validation images would be flipped (P(mirrored) >= it)",
+            "mirror_unclear": f"the smallest of 0.50, 0.51, ... below the mirror threshold at which at most "
+            f"{s.max_unclear:.1%} of upright in-scope validation images are 'orientation unclear' (P(mirrored) between "
+            "the two)",
             "in_scope": f"the largest P(in scope) cut at which at most {s.max_flag_rate:.0%} of in-scope "
             "validation images (after orientation correction) are out of scope",
         },

@@ -74,7 +74,10 @@ def test_scope_rows_and_orientation_sentence_from_gate_metadata():
     assert rows[-1]["images"] == "generated: text"
     s = modelcard.orientation_sentence(meta)
     assert "784 validation films" in s and "2 transforms" in s and "99.1%–99.2%" in s
-    assert modelcard.orientation_sentence({}) == ""
+    assert modelcard.orientation_sentence({}) == "" and "mirrored" not in s
+    meta["metrics"]["orientation_validation"]["mirrored"] = _o(0.9745, 0.9987)
+    s = modelcard.orientation_sentence(meta)
+    assert "left-right mirrored" in s and "3 transforms" in s and "97.5% flipped back, 99.9% flipped back or" in s
 
 
 def test_committed_gate_metadata_feeds_the_card():
