@@ -377,8 +377,10 @@ def _short_note(row: dict) -> str:
     note = row["note"]
     if len(note) <= NOTE_CHARS:
         return note
-    if row["label"] == "ERROR":
+    if row["label"] == LABEL_ERROR:
         return "unreadable: open the row"
+    if row["label"] == LABEL_OUT_OF_SCOPE:
+        return "refused: open the row"
     count = max(int(row.get("n_warnings", 1)), 1)
     return f"{count} warning{'s' if count > 1 else ''}: open the row"
 

@@ -278,7 +278,7 @@ def test_several_uploads_give_a_table_csv_and_detail(app, pipeline_p):
     assert list(table["file"]) == ["a.png", "b.png", "broken.jpg"]
     # the table shows the probability exactly as the detail does: one formatting function
     assert list(table["P(pneumonia)"])[:2] == shown
-    assert list(table["label"])[2] == "ERROR"
+    assert list(table["label"])[2] == "ERROR" and list(table["notes"])[2] == "unreadable: open the row"
     # the unreadable file is counted above the table, where it is seen
     assert any("2 analysed" in w.value and "1 could not be read" in w.value for w in app.warning)
     assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
