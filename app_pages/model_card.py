@@ -222,7 +222,10 @@ films it takes for adults, so a refusal can hide a sick child: use "show anyway"
 st.subheader("Validation figures (optimistic)")
 st.caption(
     "Measured on images drawn from the same pool as the training images: much easier than new patients. "
-    "The figures on new patients are above."
+    "This split also chose the best epochs and the threshold, so its sensitivity at the threshold is a target that "
+    "was met. No figures from patients that chose nothing exist for this model: training used every patient of the "
+    "training folder for either fitting or choosing. The only untouched figures are the independent ones on new "
+    "patients, above."
 )
 rows = modelcard.metric_rows(meta)
 if rows:
