@@ -294,13 +294,15 @@ REFUSAL_ORDER: tuple[str, ...] = (
 
 def refusal_sentences(warnings: Any) -> list[str]:
     """Why an image was refused, in at most two sentences: the most specific out-of-scope reason, then at most one
-    supporting remark (another reason or a warning); [] when no code refuses it."""
+    supporting remark (a warning, not another kind); [] when no code refuses it."""
     codes = [str(w) for w in (warnings or ())]
     reasons = [c for c in REFUSAL_ORDER if c in codes]
     if not reasons:
         return []
-    rest = reasons[1:] + [c for c in codes if c not in REFUSAL_ORDER]
-    return warning_sentences(reasons[:1] + rest[:1])
+    # the remark supports the reason: a remark such as "small", never a second kind that contradicts the first
+    # (a CT slice is not also "an X-ray of another body part")
+    remarks = [c for c in codes if c not in REFUSAL_ORDER]
+    return warning_sentences(reasons[:1] + remarks[:1])
 
 
 def warning_sentences(warnings: Any) -> list[str]:

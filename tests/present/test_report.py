@@ -453,7 +453,8 @@ def test_a_refusal_leads_with_its_most_specific_reason_and_one_remark():
     that no code refuses."""
     words = pr.WARNING_CODES
     assert pr.refusal_sentences(["low_resolution", "not_chest", "not_radiograph"]) == [
-        words["not_radiograph"], words["not_chest"]]  # fmt: skip
+        words["not_radiograph"], words["low_resolution"]]  # fmt: skip
+    assert pr.refusal_sentences(["not_chest", "not_radiograph"]) == [words["not_radiograph"]]  # no contradiction
     assert pr.refusal_sentences(["low_resolution", "adult"]) == [words["adult"], words["low_resolution"]]
     assert pr.refusal_sentences(["adult"]) == [words["adult"]]
     assert pr.refusal_sentences(["low_resolution", "rotated"]) == []
