@@ -312,8 +312,9 @@ def show_detail(res, threshold: float) -> None:
             for w in pr.warning_sentences(res.warnings):
                 st.warning(w, icon=":material/help:")
         result_panel(res, threshold)
-        with st.container(border=True):
-            operating_point_panel(threshold)
+        if not pr.is_out_of_scope(res):  # the operating point and its figures say nothing about such an image
+            with st.container(border=True):
+                operating_point_panel(threshold)
     with left:
         cls, alpha, outline = heatmap_panel(res, threshold)
     facts(res)

@@ -110,7 +110,8 @@ A small convolutional network built for this project (`pneumo.training.networks.
 convolution ({settings.get("stem_width", "?")} filters), {len(widths) if widths else "several"} blocks of
 depthwise-separable convolutions (widths {", ".join(map(str, widths)) if widths else "?"}) with batch normalisation,
 global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid output, P(pneumonia).
-**{f"{n_params:,}" if n_params else "An unrecorded number of"} parameters.** Grad-CAM explains the layer
+**{f"{n_params:,}" if n_params else "An unrecorded number of"} parameters in the model file** (with an ensemble, all
+its members together: see below). Grad-CAM explains the layer
 `{loaded.classifier.gradcam_layer}`.
 """
 )
@@ -120,7 +121,8 @@ if members > 1:
         f"The app runs an **ensemble of {members} such networks**, trained from different initialisations on the same "
         "split and merged into one model whose logit is the mean of theirs. Its head is again global average pooling "
         "and one dense layer over the members' concatenated maps, so its heatmap is the mean of their maps. The "
-        "parameter count above and the layer table below are the whole ensemble's."
+        f"parameter count above ({n_params:,}) and the layer table below are the whole ensemble's: about "
+        f"{n_params // members:,} per network."
     )
 with st.expander("Layer by layer"):
     st.dataframe(

@@ -123,7 +123,7 @@ def headline(evaluation: dict[str, Any] | None, markdown: bool = True) -> str:
         ).replace("**", "" if not markdown else "**")
     b = "**" if markdown else ""
     return (
-        f"On new patients (official test split, {block.get('n', '?')} images, scored independently by the "
+        f"On new patients (official test split, {_counts(block)}, scored independently by the "
         f"maintainers): {b}sensitivity {format_interval(block['sensitivity'], block.get('sensitivity_ci95'))}{b}, "
         f"{b}specificity {format_interval(block['specificity'], block.get('specificity_ci95'))}{b} at this model's "
         f"threshold {format_threshold(float(block.get('threshold', 0)))}.{refused_sentence(block)}"

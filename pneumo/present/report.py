@@ -300,8 +300,8 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     boxed(content.out_of_scope, "#fdecea", "#b00020", style="B", size=10.5)
     # what the model computed, then the label at this threshold: text sizes of a measurement, not of a diagnosis
     para(content.probability_line, 11.5, "B")
-    if content.label:
-        para(f"Label at this threshold: {content.label}", 11, "B", colour=content.label_colour)
+    if content.label:  # ordinary weight and ink: a label at a threshold, not a finding
+        para(f"Label at this threshold: {content.label}", 10.5)
     para(content.headline + (" " + content.caution if content.caution else ""), 10)
     if content.warnings:  # one box for all of them
         boxed("Warning: " + " ".join(content.warnings), "#fff4e5", "#e0a040", style="B")
@@ -374,8 +374,8 @@ def _png_report(
     text(DISCLAIMER, 8.5, style="italic", box=("#fff4e5", "#e0a040"), width=110)
     text(content.out_of_scope, 10.5, "bold", box=("#fdecea", "#b00020"), width=88)
     text(content.probability_line, 11.5, "bold", width=88)
-    if content.label:
-        text(f"Label at this threshold: {content.label}", 11, "bold", colour=content.label_colour)
+    if content.label:  # ordinary weight and ink: a label at a threshold, not a finding
+        text(f"Label at this threshold: {content.label}", 10.5)
     text(content.headline + (" " + content.caution if content.caution else ""), 10, width=95)
     if content.warnings:  # one box for all of them
         text("Warning: " + " ".join(content.warnings), 9.5, "bold", box=("#fff4e5", "#e0a040"), width=95)
