@@ -1,8 +1,8 @@
 """Throughput of the batch command (pneumo.batch on Ray Data) against the plain CLI (pneumo.predict), same files.
 
-Examples:
-    python -m pneumo.bench.batch --data ../shared/data/chest_xray/train --n 5000          # CLI vs batch, 1 and 2 actors
-    python -m pneumo.bench.batch --data ../shared/data/chest_xray/train --n 500 --two-nodes  # + a 2-node local cluster
+Examples (DATA: any folder of chest X-rays, e.g. the public data set's train folder):
+    python -m pneumo.bench.batch --data DATA --n 5000               # CLI vs batch, 1 and 2 actors
+    python -m pneumo.bench.batch --data DATA --n 500 --two-nodes    # + a 2-node local cluster
 
 N links to the data's images (cycled) are made in a temporary folder. Each command runs as a user runs it, a fresh
 process timed from start to exit (start-up included: Ray's, the actors' model loading), output to a new folder or

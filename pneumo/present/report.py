@@ -255,8 +255,12 @@ _IMAGE_HEIGHTS_MM = (92.0, 78.0, 64.0, 52.0, 40.0, 30.0)
 _A4_HEIGHT_MM = 297.0
 
 
-def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: str, img_max: float = 92.0) -> FPDF:
-    """The A4 PDF, laid out top to bottom with fpdf2 (images at most ``img_max`` mm high)."""
+def _pdf(
+    content: ReportContent, shape: tuple[int, int], jpegs: tuple[bytes, bytes], bar: bytes, title: str,
+    img_max: float = 92.0,
+) -> FPDF:  # fmt: skip
+    """The A4 PDF, laid out top to bottom with fpdf2: the radiograph and overlay (JPEG bytes of an (h, w) image) at
+    most ``img_max`` mm high, the colour bar (PNG bytes) under the overlay."""
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=14)
     pdf.set_margins(14, 12, 14)
@@ -308,18 +312,17 @@ def _pdf(content: ReportContent, base: np.ndarray, overlay: np.ndarray, title: s
     # images side by side, colour bar under the overlay
     gap = 6.0
     img_w = (width - gap) / 2
-    h, w = base.shape[:2]
+    h, w = shape
     img_h = min(img_w * h / w, img_max)
     img_w_fit = img_h * w / h
     y = pdf.get_y() + 1
     pdf.set_font("DejaVu", "", 8.5)
     pdf.set_text_color(*_hex_rgb("#52606d"))
-    for i, (im, cap) in enumerate(((base, content.image_titles[0]), (overlay, content.image_titles[1]))):
+    for i, (jpeg, cap) in enumerate(zip(jpegs, content.image_titles, strict=True)):
         x = 14 + i * (img_w + gap)
         pdf.set_xy(x, y)
         pdf.cell(img_w, 4, cap, markdown=False)
-        pdf.image(io.BytesIO(_jpeg(im)), x=x, y=y + 5, w=img_w_fit, h=img_h)
-    bar = colourbar_png(content.colourbar_label)
+        pdf.image(io.BytesIO(jpeg), x=x, y=y + 5, w=img_w_fit, h=img_h)
     pdf.image(io.BytesIO(bar), x=14 + img_w + gap, y=y + 6 + img_h, w=img_w_fit)
     pdf.set_y(y + 6 + img_h + img_w_fit * _BAR_IN[1] / _BAR_IN[0] + 2)
     para(content.heatmap_line, 8.5, colour="#52606d", h=4)
@@ -431,9 +434,11 @@ def build_report(
     content = report_content(result, threshold, metadata, target_class, when, evaluation, reference, show_name)
     base, overlay = _images(result, target_class, alpha, metadata, outline)
     title = "pneumo report (research demo, not a diagnosis)"  # no file name: it may hold a patient's name
+    if fmt == "pdf":  # encoded once, laid out at each size tried
+        jpegs, bar = (_jpeg(base), _jpeg(overlay)), colourbar_png(content.colourbar_label)
     for img_max in _IMAGE_HEIGHTS_MM:  # the largest images with which everything fits on one page
         if fmt == "pdf":
-            pdf = _pdf(content, base, overlay, title, img_max)
+            pdf = _pdf(content, base.shape[:2], jpegs, bar, title, img_max)
             if pdf.page_no() == 1 or img_max == _IMAGE_HEIGHTS_MM[-1]:
                 return bytes(pdf.output())
         else:
