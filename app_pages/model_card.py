@@ -170,6 +170,20 @@ if rob_rows:
     sentence = modelcard.heatmap_sentence(meta)
     if sentence:
         st.markdown(sentence)
+    deletion = modelcard.deletion_rows(meta)
+    if deletion:
+        st.markdown(
+            "**Is the heatmap faithful? The deletion test** (same validation images): in the classifier's own input, "
+            "the lung cells of the map with the most evidence for the image's class are greyed first (the grey is "
+            "the image's mean inside its lungs), and P(pneumonia) is measured again; as many random lung cells are "
+            "the control. A faithful map moves P away from the image's class faster than the control: down for "
+            "PNEUMONIA images, up for NORMAL ones."
+        )
+        st.table(deletion)
+        st.caption(
+            "Greying is not neutral for this task: a flat grey patch looks like an opacity, so greying random cells "
+            "of a pneumonia image can even raise P. Compare the two columns, not each with the value before."
+        )
     reliability = _figure_png("reliability", json.dumps(meta, sort_keys=True))
     if reliability is not None:
         val = (meta.get("metrics") or {}).get("validation") or {}

@@ -122,7 +122,10 @@ class BatchOutput:
 
 
 def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 (B, 224, 224) -> classifier inputs uint8 (B, S, S, 1) and the lung masks (B, 224, 224) or None."""
+    """uint8 (B, 224, 224) -> classifier inputs uint8 (B, S, S, C) and the lung masks (B, 224, 224) or None.
+
+    C = 1: the lung view; C = 2 (a classifier that pools over the lungs only): the lung view and the lung mask.
+    """
     size = models.classifier.image_size
     if models.classifier.input_mode != "lungs":
         x = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in x224])
@@ -131,6 +134,9 @@ def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.
         raise ValueError("this classifier reads the lungs: load it with its lung model (pneumo.pipeline.load_models)")
     masks, _ = lungs.segment(models.lungs, x224)  # (B, 224, 224) bool
     x = np.stack([lungs.lung_input(im, m, size) for im, m in zip(x224, masks, strict=False)])  # (B, S, S)
+    if models.classifier.channels == 2:
+        m = np.stack([lungs.mask_input(mk, size) for mk in masks])  # (B, S, S) 255 = lung
+        return np.stack([x, m], axis=-1), masks  # (B, S, S, 2)
     return x[..., None], masks
 
 
@@ -146,7 +152,10 @@ def classify_224(models: Models, x224: np.ndarray, batch_size: int = config.PIPE
         if masks is None:
             cams.append(np.stack([cv2.resize(c, (SQUASH, SQUASH), interpolation=cv2.INTER_LINEAR) for c in cam]))
         else:
-            cams.append(np.stack([lungs.paste_back(c, m) for c, m in zip(cam, masks, strict=False)]))
+            inside = models.classifier.channels == 2  # pooled over the lungs: no evidence outside them
+            cams.append(
+                np.stack([lungs.paste_back(c, m, inside_only=inside) for c, m in zip(cam, masks, strict=False)])
+            )
             all_masks.append(masks)
     if not probs:
         return BatchOutput(np.zeros(0), np.zeros((0, SQUASH, SQUASH), np.float32), None)

@@ -43,19 +43,32 @@ def _chest_batch(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x[..., None], y.astype("float32")
 
 
+def tiny_lung_mask(size: int) -> np.ndarray:
+    """Two upright ellipses, the lung fields of a synthetic chest: uint8 (size, size), 255 = lung."""
+    import cv2
+
+    mask = np.zeros((size, size), np.uint8)
+    for cx in (0.3, 0.7):
+        center = (round(cx * size), round(0.5 * size))
+        cv2.ellipse(mask, center, (max(1, round(0.14 * size)), max(1, round(0.32 * size))), 0, 0, 360, 255, -1)
+    return mask
+
+
 def _fit_tiny(model, size: int, seed: int, epochs: int = 15) -> None:
     """A few epochs on synthetic chests, so that the tiny model's output depends on the picture (a random one
-    answers 0.5 for everything, and tests built on it cannot fail)."""
+    answers 0.5 for everything, and tests built on it cannot fail). A two-channel model gets the lung mask too."""
     import keras
 
     x, y = _chest_batch(48, size, seed)
+    if model.input_shape[-1] == 2:
+        x = np.concatenate([x, np.broadcast_to(tiny_lung_mask(size)[None, :, :, None], x.shape)], axis=-1)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
     model.fit(x.astype("float32"), y, batch_size=16, epochs=epochs, verbose=0, shuffle=False)
 
 
 def make_tiny_model(
     out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5, cam_stride: int = 32,
-    export: bool = True,
+    export: bool = True, lung_pooling: bool = False,
 ) -> Path:  # fmt: skip
     """Save a tiny pneumo classifier (briefly trained on synthetic chests: its output depends on the input), its
     metadata and (``export``) its TFLite copy in ``out_dir``; returns the model path."""
@@ -67,7 +80,7 @@ def make_tiny_model(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    model = build_model(size, stem_width=4, widths=(8, 8, 8, 8), cam_stride=cam_stride)
+    model = build_model(size, stem_width=4, widths=(8, 8, 8, 8), cam_stride=cam_stride, lung_pooling=lung_pooling)
     _fit_tiny(model, size, seed)
     path = out_dir / "tiny.keras"
     model.save(path)
@@ -76,6 +89,7 @@ def make_tiny_model(
         "name": "tiny",
         "created": "2026-01-01T00:00:00+00:00",
         "input_size": size,
+        "channels": 2 if lung_pooling else 1,
         "class_names": ["NORMAL", "PNEUMONIA"],
         "gradcam_layer": "gradcam_conv",
         "threshold": threshold,
@@ -142,9 +156,12 @@ def app_model_path(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("app_model"))
 
 
-def make_tiny_lung_models(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5) -> Path:
-    """A tiny classifier that reads the lungs (input_mode 'lungs', CAM stride 16) beside a tiny random U-Net, both
-    exported to TFLite. Returns the classifier's path; pneumo.pipeline.load_models finds the U-Net from its metadata."""
+def make_tiny_lung_models(
+    out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5, lung_pooling: bool = False
+) -> Path:
+    """A tiny classifier that reads the lungs (input_mode 'lungs', CAM stride 16; ``lung_pooling``: it averages over
+    the lung mask only) beside a tiny random U-Net, both exported to TFLite. Returns the classifier's path;
+    pneumo.pipeline.load_models finds the U-Net from its metadata."""
     import keras
 
     from pneumo.nets.modelfile import file_sha256, metadata_path
@@ -158,7 +175,7 @@ def make_tiny_lung_models(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, t
     unet.save(lung_path)
     lung_path.with_suffix(".json").write_text(json.dumps({"input_size": size, "threshold": 0.5}))
     export_tflite(lung_path)
-    path = make_tiny_model(out_dir, size, seed, threshold, cam_stride=16, export=False)
+    path = make_tiny_model(out_dir, size, seed, threshold, cam_stride=16, export=False, lung_pooling=lung_pooling)
     meta = json.loads(metadata_path(path).read_text())
     meta.update(input_mode="lungs", lung_model={"file": lung_path.name, "sha256": file_sha256(lung_path)},
                 cam_scale={"NORMAL": 0.5, "PNEUMONIA": 0.5})  # fmt: skip
@@ -171,3 +188,9 @@ def make_tiny_lung_models(out_dir: Path, size: int = TINY_SIZE, seed: int = 0, t
 def tiny_lung_model_path(tmp_path_factory) -> Path:
     """Path to a tiny random lungs-mode classifier with its tiny U-Net beside it."""
     return make_tiny_lung_models(tmp_path_factory.mktemp("tiny_lungs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pooled_model_path(tmp_path_factory) -> Path:
+    """Path to a tiny lungs-mode classifier that pools over the lung mask only, its tiny U-Net beside it."""
+    return make_tiny_lung_models(tmp_path_factory.mktemp("tiny_pooled"), lung_pooling=True)

@@ -6,7 +6,8 @@ its 224 px copy give the same mask and the same classifier input. No files, no S
 The path for one image (shapes at the defaults):
     x224 uint8 (224, 224) --resize--> (64, 64) --U-Net--> P(lung) (64, 64) --resize--> (224, 224)
     --threshold, two largest components, holes filled--> mask224 bool (224, 224)
-    --dilate, bounding box, grey outside--> lung input uint8 (160, 160) for the classifier.
+    --dilate, bounding box, grey outside--> lung input uint8 (160, 160) for the classifier
+    (+ the mask in the same box, uint8 (160, 160), for a classifier that pools over the lungs only).
 """
 
 from __future__ import annotations
@@ -139,14 +140,40 @@ def lung_input(x224: np.ndarray, mask224: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interp)  # (size, size)
 
 
-def paste_back(heat: np.ndarray, mask224: np.ndarray, shape: tuple[int, int] = (224, 224)) -> np.ndarray:
-    """A map over the lung crop (h, w) -> the same map over the whole 224 squash (224, 224), 0 outside the crop."""
+def mask_input(mask224: np.ndarray, size: int) -> np.ndarray:
+    """The lung mask in the frame of :func:`lung_input`: bool (224, 224) -> uint8 (size, size), 255 = lung.
+
+    The classifier's second channel when it pools over the lungs only: the same box (the grown mask's), the mask
+    itself not grown, area-resized (a pixel on the outline gets its lung share). An empty mask gives all 255, as
+    :func:`lung_input` then shows the whole image.
+    """
+    mask224 = np.asarray(mask224, bool)
+    grown = dilate(mask224)
+    if not grown.any():
+        return np.full((size, size), 255, np.uint8)
+    y0, y1, x0, x1 = lung_box(grown, 0)
+    crop = mask224[y0:y1, x0:x1].astype(np.float32) * 255.0  # (h, w) 0/255
+    interp = cv2.INTER_AREA if min(crop.shape) >= size else cv2.INTER_LINEAR
+    return np.clip(cv2.resize(crop, (size, size), interpolation=interp) + 0.5, 0, 255).astype(np.uint8)
+
+
+def paste_back(
+    heat: np.ndarray, mask224: np.ndarray, shape: tuple[int, int] = (224, 224), inside_only: bool = False
+) -> np.ndarray:
+    """A map over the lung crop (h, w) -> the same map over the whole 224 squash (224, 224), 0 outside the crop.
+
+    inside_only: also 0 outside the lung mask itself (a classifier that pools over the lungs only: its evidence
+    outside them counts for nothing, so none is drawn there).
+    """
+    mask224 = np.asarray(mask224, bool)
     grown = dilate(mask224)
     if not grown.any():
         grown = np.ones_like(grown)
     y0, y1, x0, x1 = lung_box(grown, 0)
     out = np.zeros(shape, dtype=np.float32)
     out[y0:y1, x0:x1] = cv2.resize(np.asarray(heat, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    if inside_only and mask224.any():
+        out[~mask224] = 0.0
     return out
 
 

@@ -67,6 +67,11 @@ class Network:
         return str(self.metadata.get("input_mode", "full"))
 
     @property
+    def channels(self) -> int:
+        """Input channels: 1 (the image) or 2 (the image and the lung mask a lung-pooled classifier averages over)."""
+        return int(self.metadata.get("channels", config.CHANNELS))
+
+    @property
     def threshold(self) -> float:
         """The operating threshold stored with the network (a classifier's P(pneumonia), a U-Net's P(lung))."""
         return float(self.metadata.get("threshold", config.DEFAULT_THRESHOLD))

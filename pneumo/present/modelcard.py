@@ -274,15 +274,42 @@ def heatmap_sentence(metadata: dict[str, Any]) -> str:
         f"inside the lung fields; on {h['n_normal']} validation normal images, {_fmt(neg, '.0%')} of the NORMAL "
         f"heatmap mass does ({h.get('masks', 'reference lung masks')})."
     )
-    if h.get("pneumonia_images_pneumonia_mass_inside_grown") is not None:
+    grown = h.get("pneumonia_images_pneumonia_mass_inside_grown")
+    if grown is not None:
         text += (
-            f" Within the lung fields grown by {h.get('grown_by_px', '?')} px (what the classifier sees): "
-            f"{_fmt(h['pneumonia_images_pneumonia_mass_inside_grown'], '.0%')} and "
-            f"{_fmt(h.get('normal_images_normal_mass_inside_grown'), '.0%')}. The map has one value per "
-            "10 x 10 cell of the lung box (about 15 px at 224), so evidence at the lung borders (hila, heart "
-            "borders, apices) spills across them."
+            f" Within the lung fields grown by {h.get('grown_by_px', '?')} px: {_fmt(grown, '.0%')} and "
+            f"{_fmt(h.get('normal_images_normal_mass_inside_grown'), '.0%')}."
+        )
+    if metadata.get("channels") == 2:
+        text += (
+            " This classifier averages its last features over the lung mask only (masked average pooling), so "
+            "evidence outside the mask counts for nothing and the map is drawn inside the mask only; what lies "
+            "outside the reference fields is where the model's mask and the hand-drawn one disagree."
+        )
+    elif grown is not None:
+        text += (
+            " The map has one value per 10 x 10 cell of the lung box (about 15 px at 224), so evidence at the lung "
+            "borders (hila, heart borders, apices) spills across them."
         )
     return text
+
+
+def deletion_rows(metadata: dict[str, Any]) -> list[dict[str, str]]:
+    """The deletion test of the heatmap (robustness record 'deletion'): per class and share of the lung cells
+    greyed, the mean P(pneumonia) when the cells with the most evidence go first vs as many random lung cells."""
+    d = (metadata.get("robustness") or {}).get("deletion") or {}
+    rows = []
+    for name in ("PNEUMONIA", "NORMAL"):
+        block = d.get(name)
+        if not block:
+            continue
+        for r in block.get("rows", []):
+            rows.append({"validation images": f"{name} (n = {block['n']})",
+                         "lung cells greyed": _fmt(r["fraction"], ".0%"),
+                         "mean P before": _fmt(block.get("mean_p")),
+                         "most evidence first": _fmt(r.get("mean_p_top")),
+                         "random cells": _fmt(r.get("mean_p_random"))})  # fmt: skip
+    return rows
 
 
 def reliability_figure(metadata: dict[str, Any]) -> Figure | None:

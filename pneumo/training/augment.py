@@ -70,10 +70,12 @@ def random_intensity(x, s: Any):
 
 
 def image_augment(s: Any):
-    """A batched tf augmentation: (B, S, S, 1) float 0..255 -> same, random affine + gamma/contrast/noise."""
+    """A batched tf augmentation: (B, S, S, C) float 0..255 -> same, random affine on every channel + gamma/contrast/
+    noise on channel 0 only (channel 1, when present, is the lung mask: it moves with the image, nothing else)."""
 
     def augment(x, y):
-        return random_intensity(random_affine(x, s), s), y
+        moved = random_affine(x, s)  # (B, S, S, C)
+        return tf.concat([random_intensity(moved[..., :1], s), moved[..., 1:]], axis=-1), y
 
     return augment
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 from pneumo import __version__, config
 from pneumo.nets.lite import interpreter_class
 from pneumo.nets.modelfile import file_sha256
-from pneumo.training.gradcam import cam_head
+from pneumo.training.gradcam import cam_head, lung_share_layer
 from pneumo.training.networks import fold_batchnorm, load_keras_with_metadata
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,12 @@ def cam_graph(model: Any, layer_name: str) -> Any | None:
     fmap = model.get_layer(layer_name).output  # (B, h, w, K)
     _, h, w, k = fmap.shape
     conv = keras.layers.Conv2D(1, 1, use_bias=False, name="cam_weights")
-    cam = keras.layers.Reshape((h, w), name="cam")(conv(fmap))  # (B, h, w)
+    raw = conv(fmap)  # (B, h, w, 1): w.F / (h w), Grad-CAM's channel weights
+    share_layer = lung_share_layer(model)
+    if share_layer is not None:  # lung-mask pooling: w.F / sum of the lung shares (gradcam's density)
+        total = keras.ops.sum(share_layer.output, axis=(1, 2, 3), keepdims=True)  # (B, 1, 1, 1)
+        raw = raw * (float(h * w) / keras.ops.maximum(total, 1e-6))
+    cam = keras.layers.Reshape((h, w), name="cam")(raw)  # (B, h, w)
     prob = keras.layers.Reshape((), name="probability")(keras.layers.Activation("sigmoid")(dense.output))  # (B,)
     graph = keras.Model(model.inputs, {"probability": prob, "cam": cam}, name="cam_graph")
     kernel = np.asarray(dense.kernel).reshape(1, 1, k, 1) / float(h * w)  # Grad-CAM's channel weights

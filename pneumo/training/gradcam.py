@@ -10,6 +10,11 @@ Two ways to get the signed map, equal to float tolerance (tests/training/test_gr
   exactly w_k / (h*w), and the Grad-CAM map sum_k w_k / (h*w) * F_k is a 1x1 convolution of the feature map with the
   dense kernel. It needs no backward pass: probability and map come from ONE forward pass. Its spatial mean plus the
   dense bias is the logit, so the map is in logit units and one absolute scale means the same on every image.
+- **Lung-mask pooling** (:class:`pneumo.training.networks.LungMaskPooling`): logit = b + sum_c s_c w.F_c / sum_c s_c,
+  with s_c the lung share of cell c. The map is the evidence density d_c = w.F_c / sum_c s_c, so that
+  logit = b + sum_c s_c d_c exactly (with s = 1 everywhere it is the CAM above): a cell without lung adds nothing,
+  and the drawn map is d times the lung mask, zero outside the lungs. Grad-CAM is not the same map here (its
+  channel weights average the gradient over all cells, lung or not).
 - **Grad-CAM** (any other head, or ``method="gradcam"``): one forward and one backward pass.
 
 The loaded model is never modified: a second functional model shares its layers. The export
@@ -59,11 +64,21 @@ def cam_head(model: keras.Model, layer_name: str = config.GRADCAM_LAYER) -> kera
     layer = _producer(dense.input)
     while isinstance(layer, _PASS_THROUGH):
         layer = _producer(layer.input)
+    if type(layer).__name__ == "LungMaskPooling":  # (feature map, lung share) -> masked mean
+        return dense if _producer(layer.input[0]) is fmap_layer else None
     if not isinstance(layer, keras.layers.GlobalAveragePooling2D) or layer.keepdims:
         return None
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return None
     return dense if _producer(layer.input) is fmap_layer else None
+
+
+def lung_share_layer(model: keras.Model) -> keras.layers.Layer | None:
+    """The layer giving the lung share of each feature cell (B, h, w, 1) of a lung-pooled classifier, else None."""
+    try:
+        return model.get_layer("lung_share")
+    except ValueError:
+        return None
 
 
 def _gradcam_fn(model: keras.Model, layer_name: str) -> Callable:
@@ -88,16 +103,23 @@ def _gradcam_fn(model: keras.Model, layer_name: str) -> Callable:
 
 def _cam_fn(model: keras.Model, layer_name: str, dense: keras.layers.Dense) -> Callable:
     """Compiled CAM: (B, S, S, 1) float32 -> (P(pneumonia) (B,), signed cam (B, h, w)) from one forward pass."""
-    cam_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, dense.output], name="cam")
+    share_layer = lung_share_layer(model)
+    outputs = [model.get_layer(layer_name).output, dense.output]
+    if share_layer is not None:
+        outputs.append(share_layer.output)  # (B, h, w, 1) lung share per cell
+    cam_model = keras.Model(model.inputs, outputs, name="cam")
     size = model.input_shape[1:]
     kernel = dense.kernel  # (K, 1) variable: read at call time, so the map follows the model's current weights
 
     @tf.function(input_signature=[tf.TensorSpec((None, *size), tf.float32)], reduce_retracing=True)
     def cam(x):
-        fmap, logit = cam_model(x, training=False)  # (B, h, w, K), (B, 1)
-        hw = tf.cast(tf.shape(fmap)[1] * tf.shape(fmap)[2], fmap.dtype)
-        w = tf.cast(tf.convert_to_tensor(kernel), fmap.dtype)[:, 0] / hw  # (K,) = Grad-CAM's channel weights
-        signed = tf.tensordot(fmap, w, axes=[[3], [0]])  # (B, h, w): a 1x1 convolution with the dense kernel
+        fmap, logit, *share = cam_model(x, training=False)  # (B, h, w, K), (B, 1)[, (B, h, w, 1)]
+        if share:  # lung-mask pooling: the density per unit of lung share
+            denom = tf.maximum(tf.reduce_sum(share[0], axis=[1, 2, 3]), 1e-6)[:, None, None]  # (B, 1, 1)
+        else:
+            denom = tf.cast(tf.shape(fmap)[1] * tf.shape(fmap)[2], fmap.dtype)
+        w = tf.cast(tf.convert_to_tensor(kernel), fmap.dtype)[:, 0]  # (K,)
+        signed = tf.tensordot(fmap, w, axes=[[3], [0]]) / denom  # (B, h, w): a 1x1 convolution, scaled
         return tf.sigmoid(logit[:, 0]), signed
 
     return cam

@@ -46,6 +46,58 @@ class PerImageStandardization(layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+@keras.saving.register_keras_serializable(package="pneumo")
+class LungMaskPooling(layers.Layer):
+    """Masked average pooling: the mean of a feature map over the lung fields only.
+
+    Inputs: feature map f (B, h, w, K) and the lung share of each feature cell m (B, h, w, 1) in [0, 1].
+    Output: sum_c m_c f_c / sum_c m_c (B, K). A cell with no lung contributes nothing, so with a dense head the
+    class-activation map is exactly zero there (pneumo.training.gradcam). An image whose mask is empty gets zeros.
+    """
+
+    def __init__(self, epsilon: float = 1e-6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):  # noqa: D102
+        fmap, share = inputs  # (B, h, w, K), (B, h, w, 1)
+        total = ops.sum(share, axis=(1, 2))  # (B, 1)
+        return ops.sum(fmap * share, axis=(1, 2)) / ops.maximum(total, self.epsilon)  # (B, K)
+
+    def compute_output_shape(self, input_shape):  # noqa: D102
+        return (input_shape[0][0], input_shape[0][-1])
+
+    def get_config(self) -> dict[str, Any]:  # noqa: D102
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="pneumo")
+class TakeChannel(layers.Layer):
+    """One channel of a (B, H, W, C) input, times ``scale``: (B, H, W, 1)."""
+
+    def __init__(self, channel: int, scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.channel, self.scale = channel, scale
+
+    def call(self, x):  # noqa: D102
+        return x[..., self.channel : self.channel + 1] * self.scale
+
+    def compute_output_shape(self, input_shape):  # noqa: D102
+        return (*input_shape[:-1], 1)
+
+    def get_config(self) -> dict[str, Any]:  # noqa: D102
+        return {**super().get_config(), "channel": self.channel, "scale": self.scale}
+
+
+def split_image_mask(inputs, feature_stride: int):
+    """A two-channel classifier input (B, S, S, 2) -> image (B, S, S, 1) 0..255 and the lung share of each feature
+    cell (B, S/stride, S/stride, 1) in [0, 1] (channel 1 holds the lung mask as 0..255)."""
+    image = TakeChannel(0, name="image_channel")(inputs)  # (B, S, S, 1) 0..255
+    mask = TakeChannel(1, 1.0 / 255.0, name="mask_channel")(inputs)  # (B, S, S, 1) 0..1
+    share = layers.AveragePooling2D(feature_stride, name="lung_share")(mask)  # (B, h, w, 1)
+    return image, share
+
+
 def _sep_block(x, filters: int, name: str, weight_decay: float, last_name: str | None = None):
     """Two depthwise-separable 3x3 convolutions, each followed by batch norm and ReLU."""
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
@@ -65,6 +117,7 @@ def build_model(
     dropout: float = 0.3,
     weight_decay: float = 1e-4,
     cam_stride: int = 32,
+    lung_pooling: bool = False,
 ) -> keras.Model:
     """Build the classifier: (B, S, S, 1) pixel values 0..255 in, P(pneumonia) (B, 1) out.
 
@@ -74,9 +127,14 @@ def build_model(
     The last block's output is named ``config.GRADCAM_LAYER`` (7x7 at 224 px with the default stride 32); the logit
     layer is named
     ``logit`` so that Grad-CAM can differentiate the logit rather than the saturating sigmoid.
+
+    ``lung_pooling``: the input has a second channel, the lung mask (0 or 255), and global average pooling becomes
+    :class:`LungMaskPooling` over the lung cells only: the evidence lies inside the lungs by construction.
     """
-    inputs = keras.Input((image_size, image_size, config.CHANNELS), name="image")  # (B, S, S, 1), 0..255
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)  # (B, S, S, 1), 0..1
+    channels = 2 if lung_pooling else config.CHANNELS
+    inputs = keras.Input((image_size, image_size, channels), name="image")  # (B, S, S, C), 0..255
+    image, share = split_image_mask(inputs, cam_stride) if lung_pooling else (inputs, None)
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)  # (B, S, S, 1), 0..1
     x = PerImageStandardization(name="standardize")(x)  # zero mean, unit variance per image
     x = layers.Conv2D(stem_width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)  # S/2
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
@@ -87,7 +145,10 @@ def build_model(
         x = _sep_block(x, w, f"block{i}", weight_decay, last_name=config.GRADCAM_LAYER if last else None)
         if not last and not (cam_stride == 16 and i == len(widths) - 1):
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)  # halves H and W
-    x = layers.GlobalAveragePooling2D(name="gap")(x)  # (B, widths[-1])
+    if share is None:
+        x = layers.GlobalAveragePooling2D(name="gap")(x)  # (B, widths[-1])
+    else:
+        x = LungMaskPooling(name="gap")([x, share])  # (B, widths[-1]): the mean over lung cells only
     x = layers.Dropout(dropout, name="dropout")(x)
     logit = layers.Dense(1, name="logit")(x)  # (B, 1)
     prob = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)  # (B, 1) = P(PNEUMONIA)
@@ -104,13 +165,24 @@ def ensemble_model(members: list[keras.Model]) -> keras.Model:
     if not members:
         raise ValueError("an ensemble needs members")
     n = len(members)
-    inputs = keras.Input(members[0].input_shape[1:], name="image")  # (B, S, S, 1), 0..255
+    shape = members[0].input_shape[1:]  # (S, S, C)
+    inputs = keras.Input(shape, name="image")  # (B, S, S, C), 0..255
+    pooled = isinstance(members[0].get_layer("gap"), LungMaskPooling)
+    if pooled:
+        stride = shape[0] // int(members[0].get_layer(config.GRADCAM_LAYER).output.shape[1])
+        image, share = split_image_mask(inputs, stride)  # (B, S, S, 1), (B, h, w, 1)
+    else:
+        image, share = inputs, None
     fmaps = []
     for i, m in enumerate(members):
-        body = keras.Model(m.inputs, m.get_layer(config.GRADCAM_LAYER).output, name=f"member{i + 1}")
-        fmaps.append(body(inputs))  # (B, h, w, K)
+        source = m.get_layer("image_channel").output if pooled else m.inputs
+        body = keras.Model(source, m.get_layer(config.GRADCAM_LAYER).output, name=f"member{i + 1}")
+        fmaps.append(body(image))  # (B, h, w, K)
     x = layers.Concatenate(name=config.GRADCAM_LAYER)(fmaps) if n > 1 else fmaps[0]  # (B, h, w, N*K)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if pooled:
+        x = LungMaskPooling(name="gap")([x, share])  # (B, N*K): the mean over the lung cells
+    else:
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
     logit = layers.Dense(1, name="logit")(x)
     prob = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
     model = keras.Model(inputs, prob, name=f"pneumo_cnn_ensemble{n}")

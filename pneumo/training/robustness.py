@@ -13,6 +13,9 @@ What is measured, all through the one analysis path (pneumo.pipeline.classify_22
 - heatmap in lungs: the share of PNEUMONIA CAM mass inside the reference lung mask on pneumonia images, and of
   NORMAL CAM mass on normal images.
 - calibration: ECE (10 bins) and the reliability table.
+- deletion (heatmap faithfulness): in the classifier's own input, the lung cells of the explained feature map with the
+  most evidence for an image's class are greyed first, and P is measured again; the same number of lung cells chosen
+  at random is the control. A faithful map makes P fall (or, for NORMAL, rise) much faster for its top cells.
 The reference masks are the data set's lung masks where given (``--masks``), else the model's own.
 """
 
@@ -28,13 +31,15 @@ import numpy as np
 
 from pneumo import __version__, config
 from pneumo.checks import lungs
-from pneumo.pipeline import Models, classify_224, load_models
+from pneumo.nets.lite import forward_cam
+from pneumo.pipeline import Models, classifier_inputs, classify_224, load_models
 from pneumo.training import data, metrics
 from pneumo.training.data import load_masks
 
 log = logging.getLogger("pneumo.robustness")
 
 BORDER_PX = 16  # the maintainers' border test: the outer 16 px of the 224 copy
+DELETION_FRACTIONS = (0.05, 0.1, 0.2, 0.4)  # shares of an image's lung cells greyed in the deletion test
 
 
 def grey_border(x224: np.ndarray, px: int = BORDER_PX) -> np.ndarray:
@@ -107,6 +112,74 @@ def measure(models: Models, x224: np.ndarray, y: np.ndarray, ref_masks: np.ndarr
             "masks": "reference lung masks (undilated)" if ref_masks is not None else "the model's own lung masks",
         }
     out["calibration"] = {"ece": metrics.expected_calibration_error(y, base.prob), "bins": reliability(y, base.prob)}
+    out["deletion"] = deletion(models, x224, y)
+    return out
+
+
+def _cell_grid(x: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lung share per feature cell (B, h, w) and the grey each image is filled with (B,), from inputs (B, S, S, C)."""
+    b, size = len(x), x.shape[1]
+    if x.shape[-1] > 1:
+        mask = x[..., 1].astype(np.float32) / 255.0  # (B, S, S) lung share per pixel
+    else:
+        mask = np.ones(x.shape[:3], np.float32)
+    share = mask.reshape(b, h, size // h, w, size // w).mean(axis=(2, 4))  # (B, h, w)
+    lungs_px = mask > 0.5
+    fill = np.array(
+        [float(im[m].mean()) if m.any() else float(im.mean()) for im, m in zip(x[..., 0], lungs_px, strict=True)]
+    )
+    return share, fill
+
+
+def grey_cells(x: np.ndarray, cells: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """Inputs (B, S, S, C) with the image channel of the chosen feature cells (bool (B, h, w)) set to each fill."""
+    out = np.array(x, np.float32, copy=True)
+    b, size, h = len(x), x.shape[1], cells.shape[1]
+    up = np.repeat(np.repeat(cells, size // h, axis=1), size // cells.shape[2], axis=2)  # (B, S, S)
+    for i in range(b):
+        out[i, ..., 0][up[i]] = fill[i]
+    return out
+
+
+def deletion(models: Models, x224: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """The deletion test of the heatmap on squashes (N, 224, 224) with labels (N,): mean P(pneumonia) after greying
+    the top cells of the map for the image's class vs as many random lung cells, per fraction of the lung cells."""
+    net, layer = models.classifier.model, models.classifier.gradcam_layer
+    rng = np.random.default_rng(seed)
+    rows = {f: {"top": [], "random": []} for f in DELETION_FRACTIONS}
+    base_p = []
+    for i in range(0, len(x224), 32):
+        x, _ = classifier_inputs(models, x224[i : i + 32])  # (b, S, S, C)
+        p, cam = forward_cam(net, x, layer)  # (b,), (b, h, w)
+        share, fill = _cell_grid(x, cam.shape[1], cam.shape[2])
+        sign = np.where(y[i : i + 32] == 1, 1.0, -1.0)[:, None, None]  # evidence for the image's own class
+        score = np.where(share > 0, sign * cam, -np.inf)  # (b, h, w): lung cells only
+        order = np.argsort(-score.reshape(len(x), -1), axis=1)  # most evidence first
+        n_lung = (share > 0).reshape(len(x), -1).sum(axis=1)  # (b,)
+        base_p.append(p)
+        for f in DELETION_FRACTIONS:
+            top = np.zeros(share.shape, bool).reshape(len(x), -1)
+            rand = np.zeros_like(top)
+            for j in range(len(x)):
+                k = max(1, int(round(f * n_lung[j])))
+                top[j, order[j, :k]] = True
+                lung_idx = np.flatnonzero(share[j].reshape(-1) > 0)
+                rand[j, rng.choice(lung_idx, size=min(k, len(lung_idx)), replace=False)] = True
+            for key, cells in (("top", top), ("random", rand)):
+                pk, _ = forward_cam(net, grey_cells(x, cells.reshape(share.shape), fill), layer)
+                rows[f][key].append(pk)
+    base = np.concatenate(base_p)
+    out: dict = {"fractions": list(DELETION_FRACTIONS), "grey": "the mean of the image inside its lung mask"}
+    for k, name in ((1, "PNEUMONIA"), (0, "NORMAL")):
+        sel = y == k
+        if not sel.any():
+            continue
+        per = []
+        for f in DELETION_FRACTIONS:
+            top, rand = np.concatenate(rows[f]["top"])[sel], np.concatenate(rows[f]["random"])[sel]
+            per.append({"fraction": f, "mean_p_top": round(float(top.mean()), 4),
+                        "mean_p_random": round(float(rand.mean()), 4)})  # fmt: skip
+        out[name] = {"n": int(sel.sum()), "mean_p": round(float(base[sel].mean()), 4), "rows": per}
     return out
 
 

@@ -15,11 +15,15 @@ _FLAG_TYPES = {"int": int, "float": float, "str": str}
 
 
 def add_setting_args(parser: argparse.ArgumentParser, settings_cls: type) -> None:
-    """One ``--field-name`` flag per int/float/str field of the Settings dataclass (default: unset)."""
+    """One ``--field-name`` flag per int/float/str field of the Settings dataclass, ``--field-name`` /
+    ``--no-field-name`` per bool field (default: unset)."""
     for f in dataclasses.fields(settings_cls):
-        kind = _FLAG_TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
-        if kind is not None:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        flag = f"--{f.name.replace('_', '-')}"
+        if type_name == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif type_name in _FLAG_TYPES:
+            parser.add_argument(flag, type=_FLAG_TYPES[type_name], default=None)
 
 
 def settings_from(args: argparse.Namespace, settings_cls: type, preset: dict[str, Any]) -> Any:

@@ -7,7 +7,7 @@ Examples (DATA/chest_xray: the public data set's folder; the README's training s
     python -m pneumo.training.train --data /tmp/synthetic --out /tmp/model --preset smoke
 
 Layout: DATA/train/{NORMAL,PNEUMONIA}/*.jpeg, optional DATA/val/... (the tiny official val, reported only) and
-DATA/test/... (evaluated once at the end, recorded, never used for any choice). Model selection uses a validation
+DATA/test/... (evaluated once at the end, recorded, never used for any choice). The threshold is chosen on a validation
 split carved from train by patient id, stratified by class. Writes OUT/pneumo_cnn.keras, OUT/pneumo_cnn.json
 (metadata) and OUT/pneumo_cnn_training.png (ROC and training curves).
 """
@@ -66,9 +66,12 @@ class Settings(Augmentation):
     widths: tuple[int, ...] = (64, 128, 192, 256)
     dropout: float = 0.3
     weight_decay: float = 1e-4  # L2 on pointwise convolutions
+    lung_pooling: bool = True  # average the last features over the lung mask only (input_mode "lungs"): a 2nd channel
     batch_size: int = 32
-    epochs: int = 16  # upper bound; early stopping on validation AUC usually ends sooner
-    patience: int = 5  # epochs without a validation-AUC improvement before stopping
+    epochs: int = 12  # a fixed count with a cosine learning-rate decay, unless early_stopping
+    early_stopping: bool = False  # True: stop on validation AUC (patience) and keep the best epoch; then validation
+    # patients choose the epoch AND the threshold. False: they choose only the threshold.
+    patience: int = 5  # early_stopping only: epochs without a validation-AUC improvement before stopping
     learning_rate: float = 1e-3
     min_sensitivity: float = 0.95  # threshold rule: the highest threshold keeping validation sensitivity >= this
     val_fraction: float = 0.15  # share of each class's training images (whole patients) held out for validation
@@ -114,6 +117,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
 INPUT_WORDS = {
     "lungs": "grayscale 0..255: the 224x224 squash (area interpolation), outside the lung mask grown by "
     "LUNG_MARGIN_PX set to the mean inside it, the grown mask's bounding box squashed to input_size",
+    "lungs+mask": "channel 0, grayscale 0..255: the 224x224 squash (area interpolation), outside the lung mask grown "
+    "by LUNG_MARGIN_PX set to the mean inside it, the grown mask's bounding box squashed to input_size; channel 1: the "
+    "lung mask itself (not grown) in the same box, 0..255 (pneumo.checks.lungs.mask_input); the last features are "
+    "averaged over the lung cells only",
     "full": "grayscale pixel values 0..255, squashed to input_size x input_size with area interpolation",
 }
 
@@ -121,6 +128,11 @@ INPUT_WORDS = {
 def effective_mode(s: Settings) -> str:
     """'lungs' when a lung model is given and asked for, else 'full'."""
     return "lungs" if (s.input_mode == "lungs" and s.lung_model) else "full"
+
+
+def pooled(s: Settings) -> bool:
+    """Whether the classifier averages its last features over the lung mask only (its input then has 2 channels)."""
+    return effective_mode(s) == "lungs" and s.lung_pooling
 
 
 def lung_model_facts(s: Settings) -> dict | None:
@@ -132,20 +144,23 @@ def lung_model_facts(s: Settings) -> dict | None:
 
 
 def model_inputs(x224: np.ndarray, s: Settings) -> np.ndarray:
-    """The classifier's inputs from 224 squashes: uint8 (N, 224, 224) -> uint8 (N, S, S, 1).
+    """The classifier's inputs from 224 squashes: uint8 (N, 224, 224) -> uint8 (N, S, S, C).
 
-    input_mode "lungs": the U-Net's mask, then the dilated lung box greyed outside the lungs (pneumo.checks.lungs);
+    input_mode "lungs": the U-Net's mask, then the dilated lung box greyed outside the lungs (pneumo.checks.lungs),
+    plus the mask in the same box as channel 1 when the classifier pools over the lungs (C = 2);
     "full": the whole squash resized to S.
     """
 
     if effective_mode(s) == "full":
         return np.stack([cv2.resize(x, (s.image_size,) * 2, interpolation=cv2.INTER_AREA) for x in x224])[..., None]
     seg = load_keras_network(s.lung_model, "lung model")
-    out = np.empty((len(x224), s.image_size, s.image_size, 1), np.uint8)
+    out = np.empty((len(x224), s.image_size, s.image_size, 2 if pooled(s) else 1), np.uint8)
     for i in range(0, len(x224), 256):
         masks, _ = lungs.segment(seg, x224[i : i + 256])  # (b, 224, 224) bool
         for j, m in enumerate(masks):
             out[i + j, ..., 0] = lungs.lung_input(x224[i + j], m, s.image_size)
+            if pooled(s):
+                out[i + j, ..., 1] = lungs.mask_input(m, s.image_size)
         log.info("lung inputs: %d/%d", min(i + 256, len(x224)), len(x224))
     return out
 
@@ -186,17 +201,25 @@ def fit_member(s: Settings, x_tr, y_tr, x_va, y_va, class_weight: dict) -> tuple
         .map(image_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
+    model = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride, pooled(s))
+    steps = s.epochs * int(np.ceil(len(y_tr) / s.batch_size))
+    rate = s.learning_rate if s.early_stopping else keras.optimizers.schedules.CosineDecay(s.learning_rate, steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(s.learning_rate),
+        optimizer=keras.optimizers.Adam(rate),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
     )
     log.info("model: %d parameters", model.count_params())
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=s.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=3, min_lr=1e-5),
-    ]
+    callbacks = (
+        [
+            keras.callbacks.EarlyStopping(
+                monitor="val_auc", mode="max", patience=s.patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=3, min_lr=1e-5),
+        ]
+        if s.early_stopping
+        else []  # the last epoch is kept: validation only watches
+    )
     hist = model.fit(
         ds,
         validation_data=(x_va.astype("float32"), y_va.astype("float32")),
@@ -205,7 +228,7 @@ def fit_member(s: Settings, x_tr, y_tr, x_va, y_va, class_weight: dict) -> tuple
         callbacks=callbacks,
         verbose=2,
     )
-    final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride)
+    final = build_model(s.image_size, s.stem_width, s.widths, s.dropout, s.weight_decay, s.cam_stride, pooled(s))
     final.set_weights(model.get_weights())
     return final, {k: [round(float(v), 5) for v in vals] for k, vals in hist.history.items()}
 
@@ -288,7 +311,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
             members.append(member)
             histories.append(hist)
         history = histories[0]
-        best_epoch = int(np.argmax(history["val_auc"])) + 1
+        best_epoch = int(np.argmax(history["val_auc"])) + 1 if s.early_stopping else len(history["loss"])
         final = members[0] if s.members == 1 else ensemble_model(members)
         seconds = round(time.time() - t0, 1)
         command = "python -m pneumo.training.train " + " ".join(sys.argv[1:]) if args.cli else "pneumo.train.train()"
@@ -316,9 +339,10 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         "name": args.name,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input_size": s.image_size,
-        "channels": config.CHANNELS,
+        "channels": 2 if pooled(s) else config.CHANNELS,
         "input_mode": effective_mode(s),
-        "input": INPUT_WORDS[effective_mode(s)],
+        "input": INPUT_WORDS["lungs+mask" if pooled(s) else effective_mode(s)],
+        "pooling": "lung mask (masked average pooling)" if pooled(s) else "global average",
         "lung_model": lung_model_facts(s),
         "class_names": list(config.CLASS_NAMES),
         "output": "sigmoid P(PNEUMONIA)",
@@ -332,6 +356,9 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
             "rule": f"{s.val_fraction:.0%} of each class's training images, whole patients, seed {s.seed}",
             "patients": n_pat,
             "images": int(len(va)),
+            "chose": "the epoch (early stopping) and the threshold"
+            if s.early_stopping
+            else "the threshold only: a fixed number of epochs, the last one kept",
         },
         "operating_points": metrics.operating_points(y_va, p_va),
         "cam_scale": cam_scale(final, x_va, y_va),

@@ -40,6 +40,26 @@ def test_heatmap_sentence_says_data_and_n():
     assert modelcard.heatmap_sentence({}) == ""
 
 
+def test_heatmap_sentence_says_a_lung_pooled_map_lies_inside_the_mask_by_construction():
+    pooled = modelcard.heatmap_sentence({"robustness": ROB, "channels": 2})
+    plain = modelcard.heatmap_sentence({"robustness": ROB, "channels": 1})
+    assert "lung mask only" in pooled and "lung mask only" not in plain
+
+
+def test_deletion_rows_compare_top_cells_with_random_ones_per_class_with_n():
+    rob = {"deletion": {"fractions": [0.1, 0.2],
+                        "PNEUMONIA": {"n": 70, "mean_p": 0.95, "rows": [
+                            {"fraction": 0.1, "mean_p_top": 0.61, "mean_p_random": 0.93},
+                            {"fraction": 0.2, "mean_p_top": 0.42, "mean_p_random": 0.9}]},
+                        "NORMAL": {"n": 30, "mean_p": 0.05, "rows": [
+                            {"fraction": 0.1, "mean_p_top": 0.3, "mean_p_random": 0.08}]}}}  # fmt: skip
+    rows = modelcard.deletion_rows({"robustness": rob})
+    assert [r["validation images"] for r in rows] == ["PNEUMONIA (n = 70)"] * 2 + ["NORMAL (n = 30)"]
+    assert rows[1] == {"validation images": "PNEUMONIA (n = 70)", "lung cells greyed": "20%", "mean P before": "0.950",
+                       "most evidence first": "0.420", "random cells": "0.900"}  # fmt: skip
+    assert modelcard.deletion_rows({}) == []
+
+
 def test_lung_rows_per_class():
     meta = {"metrics": {"validation": {"n": 10, "dice_mean": 0.95, "dice_median": 0.96, "dice_p05": 0.9,
                                        "iou_mean": 0.91, "plausible_share": 1.0},
