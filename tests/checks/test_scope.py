@@ -385,7 +385,8 @@ def test_smoke_training_writes_a_loadable_gate(tmp_path):
     assert meta["kinds"] == list(scope.KINDS) and meta["input_size"] == 32
     t = meta["thresholds"]
     assert set(t) == {"in_scope", "orientation", "upright_min", "mirror", "mirror_unclear", "mirror_warn"}
-    assert t["mirror_warn"] <= min(0.5, t["mirror"]) and t["mirror_unclear"] == t["mirror"]  # a warning band, no refusal
+    # a warning band below the flip threshold, no refusal band
+    assert t["mirror_warn"] <= min(0.5, t["mirror"]) and t["mirror_unclear"] == t["mirror"]
     assert set(meta["threshold_rules"]) == set(t)
     mv = meta["metrics"]["mirror_validation"]["mirrored"]
     assert mv["n"] == val_n(meta) and 0.0 <= mv["flipped_or_warned"] <= 1.0
