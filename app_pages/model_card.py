@@ -73,6 +73,9 @@ else:
         "\n".join(f"- **{ev.set_label(k)}**: {ev.set_description(k, b)}." for k, b in (EVAL.get("sets") or {}).items())
         + "\n\nECE = expected calibration error (10 bins): how far the probabilities are from observed frequencies."
     )
+    newer_gate = ev.gate_sentence(EVAL, loaded.gate.metadata if loaded.gate is not None else None)
+    if newer_gate:
+        st.info(newer_gate, icon=":material/history:")
 
 st.subheader("Intended use")
 st.markdown(
@@ -206,12 +209,22 @@ else:
     gmeta = gate.metadata
     GATE_RULE = gmeta.get("threshold_rules", {}).get("in_scope", "not recorded")
     HEADS = len(gmeta.get("outputs", {})) or 2
+    MIRROR_HEAD = "mirror" in gmeta.get("outputs", {})
     UNDO = (
-        "Two heads undo a 90°/180°/270° turn or inverted grey levels, and a left-right mirror (a right-sided heart is "
-        "assumed to be a mirrored film, though true dextrocardia exists)"
-        if "mirror" in gmeta.get("outputs", {})
+        "Two heads undo a 90°/180°/270° turn or inverted grey levels, and a left-right mirror when the gate is sure "
+        "(a right-sided heart is assumed to be a mirrored film, though true dextrocardia exists)"
+        if MIRROR_HEAD
         else "One head undoes a 90°/180°/270° turn or inverted grey levels"
     )
+    mv = (gmeta.get("metrics") or {}).get("mirror_validation") or {}
+    if mv.get("mirrored") and "mirror_warn" in gmeta.get("thresholds", {}):
+        m, u = mv["mirrored"], mv["upright"]
+        UNDO += (
+            f"; a film less surely mirrored (P(mirrored) from {gmeta['thresholds']['mirror_warn']:.2f}) is analysed as "
+            f"it is with the warning that it may be mirrored. Of the {m['n']} validation films mirrored, "
+            f"{m['flipped']:.1%} were flipped back and {m['warned_possibly_mirrored']:.1%} warned; of the same films "
+            f"upright, {u['flipped']:.1%} were wrongly flipped and {u['warned_possibly_mirrored']:.1%} warned"
+        )
     st.markdown(
         f"""
 Before any result, every image passes exact rules (DICOM modality, body part and view; colour; uniform; size) and a
@@ -227,11 +240,12 @@ threshold: {GATE_RULE}. An image outside the intended use gets no result unless 
     if sentence:
         st.markdown(sentence)
     st.markdown(
-        """
+        f"""
 **What it cannot catch.** The held-out images above come from the same collections the gate was trained on; adult
-films, photographs and scans from other sources will be caught less often. It was not shown teenagers, mirrored films,
-small rotations, oblique views without a DICOM header or heavy crops. The children it refuses are mostly pneumonia
-films it takes for adults, so a refusal can hide a sick child: use "show anyway" and look at the film yourself.
+films, photographs and scans from other sources will be caught less often. It was not shown teenagers,
+{"" if MIRROR_HEAD else "mirrored films, "}small rotations, oblique views without a DICOM header or heavy crops. The
+children it refuses are mostly pneumonia films it takes for adults, so a refusal can hide a sick child: use "show
+anyway" and look at the film yourself.
 """
     )
 

@@ -11,8 +11,9 @@ Two layers, both compute only (no Streamlit, nothing written):
   (upright) film is mirrored left-right: it gives a handedness score h, and P(mirrored) = sigmoid(h(x) - h(flipped x)),
   so a film and its mirror image always get complementary answers. Corrections are reported
   (``rotated``/``inverted``/``mirrored``) and the corrected pixels are returned, so the classifier sees the upright
-  image. The ``kind`` head scores the corrected image: in scope, adult, not frontal, not chest, not a radiograph;
-  P(in scope) below the stored threshold puts the image out of scope.
+  image. A film with P(mirrored) in the warning band below the flip threshold is analysed as it is, with the
+  ``possibly_mirrored`` warning (never a refusal). The ``kind`` head scores the corrected image: in scope, adult,
+  not frontal, not chest, not a radiograph; P(in scope) below the stored threshold puts the image out of scope.
 
 :func:`assess` works without a gate model (rules only); :func:`assess_batch` runs the gate once per batch.
 """
@@ -46,6 +47,9 @@ WARNING_CODES: dict[str, str] = {
     "mirrored": "The film appeared mirrored left-right (heart on the right); it was flipped back before analysis. "
     "This is assumed, not certain: in the rare true dextrocardia (situs inversus) the heart is on the right of a "
     "correctly oriented film. Check the film's side marker (L/R).",
+    "possibly_mirrored": "The heart appears to be on the right: the film may be mirrored left-right (or the patient "
+    "may have dextrocardia). It was analysed as it is, but the model was trained on correctly oriented films and its "
+    "answer may not hold. Check the film's side marker (L/R).",
     "orientation_unclear": "It is unclear which way up this image is, or whether its grey levels are inverted.",
     "low_resolution": "The image is small; results on thumbnails are unreliable.",
     "unusual_shape": "The image's shape is unusual for a chest X-ray (very wide or very tall).",
@@ -116,7 +120,8 @@ class ScopeResult:
 
 
 def gate_threshold(gate: Network, key: str, default: float = 0.0) -> float:
-    """One of the gate's stored thresholds: 'in_scope', 'orientation', 'upright_min', 'mirror', 'mirror_unclear'."""
+    """One of the gate's stored thresholds: 'in_scope', 'orientation', 'upright_min', 'mirror', 'mirror_unclear',
+    'mirror_warn'."""
     return float(gate.metadata["thresholds"].get(key, default))
 
 
@@ -204,6 +209,7 @@ class GateDecision:
     unclear: np.ndarray  # (N,) bool, orientation (turn, inversion or mirror) could not be told
     in_scope: np.ndarray  # (N,) bool, P(in scope) >= threshold
     mirrored: np.ndarray | None = None  # (N,) P(mirrored) of the turn-corrected input; None without a mirror head
+    mirror_warned: np.ndarray | None = None  # (N,) bool, analysed as it is with `possibly_mirrored`; None: no head
 
 
 def decide(gate: Network, x: np.ndarray) -> GateDecision:
@@ -214,7 +220,8 @@ def decide(gate: Network, x: np.ndarray) -> GateDecision:
     original's verdict is kept). Then an in-scope image is flipped back left-right when P(mirrored) of the
     turn-corrected image >= the mirror threshold. Orientation is unclear when an image that looks in scope has
     P(upright) < upright_min and nothing was undone, or P(mirrored) between mirror_unclear and the mirror threshold
-    (both heads know in-scope images only).
+    (both heads know in-scope images only). An in-scope image neither flipped nor unclear with P(mirrored) >=
+    mirror_warn is analysed as it is and warned (``mirror_warned``); a gate without mirror_warn warns of nothing.
     """
     kind, orient, pm = _forward(gate, x)  # (N, K), (N, 8), (N,) or None
     best = orient.argmax(axis=1)  # (N,)
@@ -237,7 +244,11 @@ def decide(gate: Network, x: np.ndarray) -> GateDecision:
         t_mirror = gate_threshold(gate, "mirror", 0.5)
         flip = in_scope & ~unclear & (pm >= t_mirror)
         applied = applied + len(ORIENTATIONS) // 2 * flip
-        unclear = unclear | (in_scope & ~flip & (pm >= gate_threshold(gate, "mirror_unclear", t_mirror)))
+        t_unclear = gate_threshold(gate, "mirror_unclear", t_mirror)
+        unclear = unclear | (in_scope & ~flip & (pm >= t_unclear))
+        t_warn = gate_threshold(gate, "mirror_warn", t_unclear)  # a gate without the rule: no warning band
+        warned = in_scope & ~unclear & ~flip & (pm >= t_warn)  # (N,)
+        return GateDecision(kind, orient, applied, unclear, in_scope, pm, warned)
     return GateDecision(kind, orient, applied, unclear, in_scope, pm)
 
 
@@ -273,6 +284,8 @@ def _gate_codes(d: GateDecision, i: int) -> list[str]:
         codes.append("inverted")
     if a >= 8:
         codes.append("mirrored")
+    if d.mirror_warned is not None and d.mirror_warned[i]:
+        codes.append("possibly_mirrored")
     if d.unclear[i]:
         codes.append("orientation_unclear")
     if not d.in_scope[i]:

@@ -266,6 +266,18 @@ def load_previous(metadata: dict[str, Any], folder: Path | None = None) -> dict[
     return data if data.get("model_sha256") == digest else None
 
 
+def gate_sentence(evaluation: dict[str, Any] | None, gate_metadata: dict[str, Any] | None) -> str:
+    """A sentence when the scope gate in use was made after the evaluation (its refusals were another gate's)."""
+    made = str((gate_metadata or {}).get("created", ""))[:10]  # ISO dates compare as text
+    scored = str((evaluation or {}).get("evaluated", ""))[:10]
+    if not made or not scored or made <= scored:
+        return ""
+    return (
+        f"The scope gate in use now was made on {made}, after this evaluation ({scored}): the refusals counted here "
+        "are those of the earlier gate; how often this gate refuses these images has not been measured."
+    )
+
+
 def previous_sentence(metadata: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
     """One sentence quoting the replaced model's official-test figures, labelled as another model's ('' if none)."""
     block = primary(evaluation)

@@ -106,6 +106,8 @@ class Settings(Augmentation):
     max_false_correction: float = 0.002  # orientation threshold: upright images wrongly "corrected"
     max_unclear: float = 0.002  # upright_min: upright images called "orientation unclear"
     max_false_mirror: float = 0.005  # mirror threshold: upright images wrongly flipped (a few films fool the head)
+    min_mirror_warned: float = 0.95  # mirror_warn: mirrored images at least warned (the target for mirrored films)
+    adult_catch_target: float = 0.98  # reported only: the in-scope cut that would catch this share of held-out adults
     cache_dir: str = str(Path.home() / ".cache" / "pneumo")
 
 
@@ -477,10 +479,12 @@ def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]
     unclear = [((orient[:, 0] < u) & ~((best != 0) & (orient.max(1) >= t_orient))).mean() for u in ugrid]
     upright_min = float(next((u for u, r in zip(ugrid, unclear, strict=True) if r <= s.max_unclear), 0.0))
     t = {"orientation": t_orient, "upright_min": upright_min, "in_scope": 0.0}
-    if pm is not None:  # flip: at most max_false_correction of upright images; unclear band: at most max_unclear
+    if pm is not None:  # flip: at most max_false_mirror of upright images; below it a warning band, no refusal band
         t_mirror = float(next((m for m in grid if (pm >= m).mean() <= s.max_false_mirror), 0.999))
-        band = [m for m in grid if m <= t_mirror and ((pm >= m) & (pm < t_mirror)).mean() <= s.max_unclear]
-        t.update(mirror=t_mirror, mirror_unclear=float(min(band, default=t_mirror)))
+        pm_mirrored = scope._forward(gate, np.ascontiguousarray(x_val[:, :, ::-1]))[2]  # (N,) the mirror images
+        wgrid = np.round(np.arange(0.5, 0.0, -0.01), 2)  # never above 0.5: from there a film looks more mirrored
+        t_warn = float(next((m for m in wgrid if (pm_mirrored >= m).mean() >= s.min_mirror_warned), 0.01))
+        t.update(mirror=t_mirror, mirror_unclear=t_mirror, mirror_warn=min(t_warn, t_mirror))
     gate.metadata["thresholds"] = t
     d = scope.decide(gate, x_val)
     allowed = int(np.floor(s.max_flag_rate * n)) - int(d.unclear.sum())
@@ -559,10 +563,73 @@ def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_h
             "flagged_out_of_scope": _rate(~d64.in_scope | d64.unclear),
         },
         "orientation_validation": orientation_report(gate, x_val),
+        "mirror_validation": mirror_report(gate, x_val, y_val),
         "scope_held_out": {k: {"kind": FOLDER_KINDS[k], **caught(gate, v)} for k, v in held.items() if len(v)},
         "synthetic_held_out": {k: caught(gate, v) for k, v in syn_held.items()},
         "scope_held_out_turned": {k: caught(gate, _turned(v, i)) for i, (k, v) in enumerate(held.items()) if len(v)},
+        "in_scope_cut_tradeoff": adult_tradeoff(
+            gate, x_val, y_val, held.get("adult_frontal_cxr", np.zeros((0, 1, 1), np.uint8)), s.adult_catch_target
+        ),
     }
+
+
+def mirror_report(gate: Network, x_val: np.ndarray, y_val: np.ndarray) -> dict:
+    """What the gate does with the upright validation images uint8 (N, S, S) and with their mirror images."""
+    if not scope.has_mirror_head(gate):
+        return {}
+    out: dict = {"data": "the in-scope validation images upright, and the same images mirrored left-right"}
+    for name, x in (("upright", x_val), ("mirrored", np.ascontiguousarray(x_val[:, :, ::-1]))):
+        d = scope.decide(gate, x[..., None])
+        refused = ~d.in_scope | d.unclear
+        flipped = ~refused & (d.applied >= scope.N_TURNS)  # a mirror undone (alone or with a turn)
+        warned = d.mirror_warned if d.mirror_warned is not None else np.zeros(len(x), bool)
+        row = {
+            "n": len(x),
+            "flipped": _rate(flipped),
+            "flipped_back_exactly": _rate(~refused & (d.applied == scope.N_TURNS)),
+            "warned_possibly_mirrored": _rate(warned),
+            "flipped_or_warned": _rate(flipped | warned),
+            "refused": _rate(refused),
+            "p_mirrored_at_least_0.5": _rate(d.mirrored >= 0.5),
+            "by_class": {
+                c: {
+                    "n": int((y_val == i).sum()),
+                    "flipped": _rate(flipped[y_val == i]),
+                    "warned_possibly_mirrored": _rate(warned[y_val == i]),
+                    "refused": _rate(refused[y_val == i]),
+                }
+                for i, c in enumerate(config.CLASS_NAMES)
+            },  # fmt: skip
+        }
+        out[name] = row
+    return out
+
+
+def adult_tradeoff(gate: Network, x_val: np.ndarray, y_val: np.ndarray, adults: np.ndarray, target: float) -> dict:
+    """The highest P(in scope) cut that keeps the stored one's in-scope validation refusals, and the cut that would
+    catch ``target`` of the held-out adult films uint8 (N, S, S), with the validation refusals it would cost."""
+    if not len(adults):
+        return {}
+    thresholds = dict(gate.metadata["thresholds"])
+
+    def at(cut: float) -> dict:
+        gate.metadata["thresholds"] = dict(thresholds, in_scope=cut)
+        d, da = scope.decide(gate, x_val[..., None]), scope.decide(gate, adults[..., None])
+        refused = ~d.in_scope | d.unclear
+        return {
+            "in_scope_cut": round(cut, 4),
+            "adults_caught": _rate(~da.in_scope | da.unclear),
+            "validation_refused": _rate(refused),
+            "validation_refused_by_class": {c: _rate(refused[y_val == i]) for i, c in enumerate(config.CLASS_NAMES)},
+        }
+
+    p_adult = scope.decide(gate, adults[..., None]).kind[:, 0]  # (M,) P(in scope) of the adults
+    need = int(np.ceil(target * len(adults)))  # adults to catch; caught when P(in scope) < cut
+    cut = float(np.sort(p_adult)[need - 1]) + 1e-6
+    out = {"data": f"the {len(adults)} held-out adult films and the in-scope validation images",
+           "target_adults_caught": target, "stored": at(thresholds["in_scope"]), "for_target": at(cut)}  # fmt: skip
+    gate.metadata["thresholds"] = thresholds
+    return out
 
 
 def _augmented_report(gate: Network, x_val: np.ndarray, s: Settings) -> dict:
@@ -711,9 +778,11 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
             "in-scope validation images are 'orientation unclear'",
             "mirror": f"the smallest of 0.50, 0.51, ... at which at most {s.max_false_mirror:.1%} of upright "
             "in-scope validation images would be flipped (P(mirrored) >= it)",
-            "mirror_unclear": f"the smallest of 0.50, 0.51, ... below the mirror threshold at which at most "
-            f"{s.max_unclear:.1%} of upright in-scope validation images are 'orientation unclear' (P(mirrored) between "
-            "the two)",
+            "mirror_unclear": "equal to the mirror threshold: no refusal band for mirrors (below the flip threshold a "
+            "film is analysed as it is, warned from mirror_warn)",
+            "mirror_warn": f"the largest of 0.50, 0.49, ... at which at least {s.min_mirror_warned:.0%} of the "
+            "mirrored in-scope validation images have P(mirrored) >= it: from it up to the mirror threshold the "
+            "film is analysed as it is with the 'possibly_mirrored' warning",
             "in_scope": f"the largest P(in scope) cut at which at most {s.max_flag_rate:.0%} of in-scope "
             "validation images (after orientation correction) are out of scope",
         },

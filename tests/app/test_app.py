@@ -427,6 +427,9 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     nih = evaluation["sets"]["external_nih"]
     assert f"refused {nih['n_out_of_scope']} of {nih['n_total']}" in text and "no better than chance" in text
     assert "These are not this model's figures" not in text  # the replaced model's figures are not needed now
+    # the committed gate is newer than the evaluation: its refusals are said to be the earlier gate's
+    assert "after this evaluation (2026-12-02)" in text and "those of the earlier gate" in text
+    assert "of the 784 validation films mirrored, 91.1% were flipped back and 6.9% warned" in text.lower()
 
 
 def test_model_card_and_analyze_page_show_a_shipped_evaluation(tmp_path, tiny_model_path, pipeline_p, monkeypatch):

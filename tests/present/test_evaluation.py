@@ -90,6 +90,14 @@ def test_previous_model_figures_are_quoted_as_another_models(tmp_path):
     assert ev.load_previous({"previous_model": {"sha256": "cd" * 32}}, tmp_path) is None
 
 
+def test_a_gate_newer_than_the_evaluation_is_said_to_have_other_refusals():
+    evaluation = {"evaluated": "2026-12-02", "sets": {}}
+    text = ev.gate_sentence(evaluation, {"created": "2026-12-06T19:36:54+00:00"})
+    assert "made on 2026-12-06, after this evaluation (2026-12-02)" in text and "earlier gate" in text
+    assert ev.gate_sentence(evaluation, {"created": "2026-11-26T01:07:41+00:00"}) == ""  # the gate it was scored with
+    assert ev.gate_sentence(None, {"created": "2026-12-06"}) == ev.gate_sentence(evaluation, None) == ""
+
+
 def test_refused_share_and_forced_rows_are_shown_with_their_set():
     """The headline says how many images of the set the gate refused; the table adds, for a set outside the intended
     use, the figures with every image forced through, labelled so (the in-scope set gets no forced row)."""

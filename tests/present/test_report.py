@@ -458,6 +458,16 @@ def test_a_refusal_leads_with_its_most_specific_reason_and_one_remark():
     assert pr.refusal_sentences(["low_resolution", "adult"]) == [words["adult"], words["low_resolution"]]
     assert pr.refusal_sentences(["adult"]) == [words["adult"]]
     assert pr.refusal_sentences(["low_resolution", "rotated"]) == []
+    assert pr.refusal_sentences(["possibly_mirrored"]) == []  # a warning: the film is analysed as it is
+
+
+def test_a_possibly_mirrored_film_keeps_its_label_with_the_warning_in_the_row(analysed):
+    from pneumo.present.table import result_row
+
+    row = result_row(dataclasses.replace(analysed, warnings=("possibly_mirrored",)), 0.5)
+    assert row.label == "PNEUMONIA" and row.probability == analysed.probability
+    assert row.warnings == ("possibly_mirrored",) and row.note == pr.WARNING_CODES["possibly_mirrored"]
+    assert "may be mirrored" in row.note
 
 
 HOSTILE_NAMES = ["$$.png", "price_$x_$y.png", r"\frac{a}{b}.png", "**bold**.png", "<b>x</b>.png", "a--b__c.png"]
