@@ -122,11 +122,14 @@ def _disc(px: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
 
 
-def lung_input(x224: np.ndarray, mask224: np.ndarray, size: int) -> np.ndarray:
+def lung_input(x224: np.ndarray, mask224: np.ndarray, size: int, margin: tuple[int, int] | None = None) -> np.ndarray:
     """The classifier's view: uint8 (224, 224) image and bool mask -> uint8 (size, size), lungs only.
 
     Pixels outside the dilated mask are set to the mean inside it, then the dilated mask's bounding box is squashed
     to ``size`` x ``size``. Borders, markers, neck and abdomen cannot reach the classifier.
+    ``margin`` (training only): (px, grey) greys everything outside the mask grown by px instead (px <= the margin),
+    with the grey value given, in the same frame: the edge of the visible lungs moves as it does when the U-Net's
+    mask differs from the truth.
     """
     x224 = np.asarray(x224).reshape(x224.shape[0], x224.shape[1])
     grown = dilate(mask224)
@@ -134,6 +137,8 @@ def lung_input(x224: np.ndarray, mask224: np.ndarray, size: int) -> np.ndarray:
         grown = np.ones_like(grown)
     fill = np.uint8(round(float(x224[grown].mean())))
     view = np.where(grown, x224, fill).astype(np.uint8)  # (224, 224)
+    if margin is not None and np.asarray(mask224).any():
+        view[~dilate(mask224, margin[0])] = np.uint8(margin[1])
     y0, y1, x0, x1 = lung_box(grown, 0)
     crop = view[y0:y1, x0:x1]
     interp = cv2.INTER_AREA if min(crop.shape) >= size else cv2.INTER_LINEAR

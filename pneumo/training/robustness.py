@@ -153,7 +153,7 @@ def deletion(models: Models, x224: np.ndarray, y: np.ndarray, seed: int = 0) -> 
         p, cam = forward_cam(net, x, layer)  # (b,), (b, h, w)
         share, fill = _cell_grid(x, cam.shape[1], cam.shape[2])
         sign = np.where(y[i : i + 32] == 1, 1.0, -1.0)[:, None, None]  # evidence for the image's own class
-        score = np.where(share > 0, sign * cam, -np.inf)  # (b, h, w): lung cells only
+        score = np.where(share > 0, sign * cam * share, -np.inf)  # (b, h, w): each lung cell's part of the logit
         order = np.argsort(-score.reshape(len(x), -1), axis=1)  # most evidence first
         n_lung = (share > 0).reshape(len(x), -1).sum(axis=1)  # (b,)
         base_p.append(p)

@@ -66,6 +66,8 @@ class Settings(Augmentation):
     widths: tuple[int, ...] = (64, 128, 192, 256)
     dropout: float = 0.3
     weight_decay: float = 1e-4  # L2 on pointwise convolutions
+    margin_jitter: float = 0.0  # share of training images seen with the visible margin around the lungs cut to a
+    # random 0..LUNG_MARGIN_PX px and greyed with the image mean (as when the U-Net's mask is off at the edge)
     lung_pooling: bool = True  # average the last features over the lung mask only (input_mode "lungs"): a 2nd channel
     batch_size: int = 32
     epochs: int = 12  # a fixed count with a cosine learning-rate decay, unless early_stopping
@@ -143,22 +145,27 @@ def lung_model_facts(s: Settings) -> dict | None:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def model_inputs(x224: np.ndarray, s: Settings) -> np.ndarray:
+def model_inputs(x224: np.ndarray, s: Settings, jitter_seed: int | None = None) -> np.ndarray:
     """The classifier's inputs from 224 squashes: uint8 (N, 224, 224) -> uint8 (N, S, S, C).
 
     input_mode "lungs": the U-Net's mask, then the dilated lung box greyed outside the lungs (pneumo.checks.lungs),
     plus the mask in the same box as channel 1 when the classifier pools over the lungs (C = 2);
     "full": the whole squash resized to S.
+    jitter_seed: each image's visible margin cut to a random 0..LUNG_MARGIN_PX px, greyed with the image mean
+    (training only, see Settings.margin_jitter).
     """
 
     if effective_mode(s) == "full":
         return np.stack([cv2.resize(x, (s.image_size,) * 2, interpolation=cv2.INTER_AREA) for x in x224])[..., None]
     seg = load_keras_network(s.lung_model, "lung model")
     out = np.empty((len(x224), s.image_size, s.image_size, 2 if pooled(s) else 1), np.uint8)
+    rng = np.random.default_rng(jitter_seed) if jitter_seed is not None else None
     for i in range(0, len(x224), 256):
         masks, _ = lungs.segment(seg, x224[i : i + 256])  # (b, 224, 224) bool
         for j, m in enumerate(masks):
-            out[i + j, ..., 0] = lungs.lung_input(x224[i + j], m, s.image_size)
+            im = x224[i + j]
+            margin = (int(rng.integers(0, config.LUNG_MARGIN_PX + 1)), round(float(im.mean()))) if rng else None
+            out[i + j, ..., 0] = lungs.lung_input(im, m, s.image_size, margin)
             if pooled(s):
                 out[i + j, ..., 1] = lungs.mask_input(m, s.image_size)
         log.info("lung inputs: %d/%d", min(i + 256, len(x224)), len(x224))
@@ -188,15 +195,26 @@ def robustness(model_file: Path, data_root: Path, masks: Path) -> dict:
     return result
 
 
-def fit_member(s: Settings, x_tr, y_tr, x_va, y_va, class_weight: dict) -> tuple:
+def fit_member(s: Settings, x_tr, y_tr, x_va, y_va, class_weight: dict, x_alt=None) -> tuple:
     """Train one network (augmentation, class weights, early stopping on validation AUC, best weights kept).
 
+    x_alt: the same training images with a cut margin (Settings.margin_jitter): each draw takes it with that chance.
     Returns a fresh, uncompiled copy with the best weights (no optimizer state) and its history.
     """
 
+    if x_alt is None:
+        ds = tf.data.Dataset.from_tensor_slices((x_tr.astype("float32"), y_tr.astype("float32")))
+    else:
+        p_alt = s.margin_jitter
+
+        def pick(x, alt, y):
+            return tf.where(tf.random.uniform([]) < p_alt, alt, x), y
+
+        ds = tf.data.Dataset.from_tensor_slices((x_tr, x_alt, y_tr.astype("float32"))).map(
+            lambda x, alt, y: pick(tf.cast(x, tf.float32), tf.cast(alt, tf.float32), y)
+        )
     ds = (
-        tf.data.Dataset.from_tensor_slices((x_tr.astype("float32"), y_tr.astype("float32")))
-        .shuffle(len(y_tr), seed=s.seed, reshuffle_each_iteration=True)
+        ds.shuffle(len(y_tr), seed=s.seed, reshuffle_each_iteration=True)
         .batch(s.batch_size)
         .map(image_augment(s), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
@@ -284,9 +302,13 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     log.info("train folder: %d images (%d NORMAL, %d PNEUMONIA)", len(paths), (labels == 0).sum(), labels.sum())
     fp = data.fingerprint(paths, root)
     cache = Path(s.cache_dir) if s.cache_dir else None
-    x_all = model_inputs(data.load_arrays(paths, 224, cache)[..., 0], s)  # (N, S, S, 1) uint8
+    x224 = data.load_arrays(paths, 224, cache)[..., 0]  # (N, 224, 224) uint8
+    x_all = model_inputs(x224, s)  # (N, S, S, C) uint8
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)
     x_tr, y_tr, x_va, y_va = x_all[tr], labels[tr], x_all[va], labels[va]
+    x_alt = None
+    if s.margin_jitter > 0 and effective_mode(s) == "lungs" and not args.threshold_only:
+        x_alt = model_inputs(x224[tr], s, jitter_seed=s.seed)  # (N_tr, S, S, C): margins cut at random
     n_pat = len({data.patient_id(paths[i].name) for i in va})
     log.info("patient split: train %d images, validation %d images (%d patients)", len(tr), len(va), n_pat)
 
@@ -306,7 +328,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
         members, histories = [], []
         for m in range(s.members):
             keras.utils.set_random_seed(s.seed + 1000 * m)  # another initialisation and augmentation, same split
-            member, hist = fit_member(s, x_tr, y_tr, x_va, y_va, class_weight)
+            member, hist = fit_member(s, x_tr, y_tr, x_va, y_va, class_weight, x_alt)
             log.info("member %d/%d: best validation AUC %.4f", m + 1, s.members, max(hist["val_auc"]))
             members.append(member)
             histories.append(hist)

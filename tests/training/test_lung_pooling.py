@@ -132,6 +132,19 @@ def test_mask_channel_lies_in_the_frame_of_the_lung_view():
     assert np.all(lungs.mask_input(np.zeros((224, 224), bool), 16) == 255)  # no mask: the whole view counts
 
 
+def test_training_margin_cut_greys_outside_a_narrower_margin_in_the_same_frame():
+    mask = cv2.resize(tiny_lung_mask(224), (224, 224), interpolation=cv2.INTER_NEAREST) > 0
+    image = np.full((224, 224), 90, np.uint8)
+    image[::4] = 200  # texture everywhere: greying is visible
+    usual = lungs.lung_input(image, mask, 64)
+    cut = lungs.lung_input(image, mask, 64, margin=(0, 17))  # no visible margin, grey 17
+    inside = lungs.mask_input(mask, 64) == 255
+    np.testing.assert_array_equal(cut[inside][: inside.sum() // 2], usual[inside][: inside.sum() // 2])
+    assert (cut == 17).sum() > (usual == 17).sum() + 50  # the margin is now grey
+    fill = round(float(image[lungs.dilate(mask)].mean()))  # the usual grey outside the grown mask
+    np.testing.assert_array_equal(lungs.lung_input(image, mask, 64, margin=(8, fill)), usual)  # the full margin
+
+
 def test_augmentation_moves_the_mask_with_the_image_and_changes_only_the_image_intensity():
     import tensorflow as tf
 

@@ -148,16 +148,19 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     assert lung_meta["parameters"] < 1_000_000
 
     lung_file = str(out / "pneumo_lungs.keras")
-    extra = ["--lung-model", lung_file, "--robustness-masks", str(masks)]
+    extra = ["--lung-model", lung_file, "--robustness-masks", str(masks), "--margin-jitter", "0.5"]
     cmd = [sys.executable, "-m", "pneumo.training.train", *common, *extra]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     meta = json.loads((out / "pneumo_cnn.json").read_text())
     assert meta["input_mode"] == "lungs"
+    assert meta["channels"] == 2 and meta["pooling"].startswith("lung mask")  # masked average pooling by default
+    assert meta["training"]["settings"]["margin_jitter"] == 0.5
+    assert meta["validation_split"]["chose"].startswith("the threshold only")  # fixed epochs, no early stopping
     assert meta["lung_model"]["file"] == "pneumo_lungs.keras" and len(meta["lung_model"]["sha256"]) == 64
     assert set(meta["cam_scale"]) == {"NORMAL", "PNEUMONIA"}
     rob = meta["robustness"]
-    for key in ("base", "border16", "outside_lungs", "heatmap_in_lungs", "calibration"):
+    for key in ("base", "border16", "outside_lungs", "heatmap_in_lungs", "calibration", "deletion"):
         assert key in rob, key
     # lungs only: greying outside the dilated reference mask moves little (the masks here are the model's input)
     assert 0.0 <= rob["outside_lungs"]["mean_abs_dp"] <= 1.0
