@@ -186,14 +186,14 @@ def probability_bar(v: pr.Verdict) -> None:
     )
 
 
-# OpenCV's JET colormap (the overlay's) as CSS gradient stops: dark blue, blue, cyan, yellow, red, dark red
-JET_CSS = "#00007f 0%, #0000ff 12.5%, #00ffff 37.5%, #ffff00 62.5%, #ff0000 87.5%, #7f0000 100%"
+def colour_bar_html(cls: int) -> str:
+    """The heatmap's colour bar for class ``cls`` as HTML (no image: crisp at any size, nothing per user to serve),
+    its gradient read from the overlay's own colour table (warm for PNEUMONIA, cool for NORMAL)."""
+    from pneumo.explain.draw import heat_css_stops
 
-
-def colour_bar_html(name: str) -> str:
-    """The heatmap's colour bar as HTML (no image: crisp at any size, nothing per user to serve)."""
+    name = config.CLASS_NAMES[cls]
     return f"""<div style="font-size:0.8rem;color:#31333f">
-      <div style="height:12px;border-radius:3px;background:linear-gradient(to right, {JET_CSS})"></div>
+      <div style="height:12px;border-radius:3px;background:linear-gradient(to right, {heat_css_stops(cls)})"></div>
       <div style="display:flex;justify-content:space-between"><span>0: no evidence</span>
       <span>1: typical {name} peak or more</span></div></div>"""
 
@@ -356,7 +356,7 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
                 overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
                 caption=f"Heatmap of {scale_words(meta, cls)}." + (f" {faint}" if faint else ""),
             )  # fmt: skip
-            st.html(colour_bar_html(config.CLASS_NAMES[cls]))
+            st.html(colour_bar_html(cls))
         else:
             st.image(
                 overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta), width="stretch",

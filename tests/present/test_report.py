@@ -489,3 +489,29 @@ def test_report_draws_a_hostile_name_as_plain_text(analysed, tiny_model, tmp_pat
     out = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert f"File: {name}" in out
     assert "View position $AP$ **x**" in " ".join(out.split())
+
+
+def test_report_colour_bar_shows_the_scale_of_the_class_shown(clear, tiny_model, monkeypatch):
+    """The colour bar of a NORMAL heatmap is cool (no red anywhere), a PNEUMONIA one warm; both formats draw the bar
+    of the class the report shows."""
+    from pneumo.present import report
+
+    def reds(png: bytes) -> int:
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)  # (h, w, 3)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        return int(((r > g + 60) & (r > b + 60)).sum())  # clearly red or orange pixels
+
+    def cools(png: bytes) -> int:
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+        return int(((rgb[..., 2] > rgb[..., 0] + 60) | (rgb[..., 1] > rgb[..., 0] + 60)).sum())
+
+    normal, pneumonia = report.colourbar_png("NORMAL", 0), report.colourbar_png("PNEUMONIA", 1)
+    assert reds(normal) == 0 and cools(normal) > 1000
+    assert reds(pneumonia) > 1000
+    drawn: list[int] = []
+    real = report.heat_lut
+    monkeypatch.setattr(report, "heat_lut", lambda cls: drawn.append(cls) or real(cls))
+    for fmt in ("png", "pdf"):
+        drawn.clear()
+        report.build_report(clear, 0.3, tiny_model.metadata, fmt=fmt, target_class=0)
+        assert drawn and set(drawn) == {0}, fmt
