@@ -1,7 +1,8 @@
 """A one-page report of one analysed image: a real A4 PDF (fpdf2) and a print-resolution PNG (matplotlib).
 
 Both formats draw the same content (:func:`report_content`) on exactly one page: the disclaimer first, then what the
-model computed ("Model output: P(pneumonia) 99.7 %, above the 49 % threshold"; out of scope, the refusal leads and no
+model computed ("Model output: P(pneumonia) = 99.7%, at or above the stored threshold 49%: the model's PNEUMONIA
+side", the app's wording: :func:`pneumo.present.text.model_output_line`; out of scope, the refusal leads and no
 threshold is spoken of), the image and its Grad-CAM overlay with a labelled colour bar (and a lung outline when the
 analysis carries one), the warnings, the independent figures on new patients, the optimistic validation figures with
 counts and intervals, and the intended use. The file name is printed only when asked for (clinical file names often
@@ -34,9 +35,9 @@ from pneumo.present.text import (
     DISCLAIMER,
     VALIDATION_CAVEAT,
     format_interval,
-    format_probability,
     format_threshold,
     is_out_of_scope,
+    model_output_line,
     operating_point,
     probability_meaning,
     refusal_sentences,
@@ -126,9 +127,6 @@ def report_content(
     p = float(result.probability)
     v = verdict(p, threshold)
     default_t = float(metadata.get("threshold", config.DEFAULT_THRESHOLD))
-    which = "the model's own threshold"
-    if abs(threshold - default_t) > 1e-9:
-        which = f"chosen by the user; the model's own threshold is {format_threshold(default_t)}"
     block = ev.primary(evaluation)
     external = ""
     if evaluation and "external_nih" in (evaluation.get("sets") or {}):
@@ -159,14 +157,8 @@ def report_content(
             f"{why} The result was shown on request only and means nothing clinically."
         )
     cls = config.CLASS_NAMES[target_class]
-    side = "at or above" if v.label == config.CLASS_NAMES[1] else "below"
-    if scope:  # the refusal leads; no label and no threshold for an image the model was not made for
-        output = f"Model output, shown on request and meaningless for this image: P(pneumonia) {format_probability(p)}."
-    else:
-        output = (
-            f"Model output: P(pneumonia) {format_probability(p)}, {side} the {format_threshold(threshold)} threshold "
-            f"({which})."
-        )
+    # the refusal leads out of scope; then no label and no threshold for an image the model was not made for
+    output = model_output_line(p, threshold, default_t, out_of_scope=bool(scope))
     return ReportContent(
         file_line=image_line(result.name, reference, show_name),
         label="" if scope else v.label,

@@ -177,6 +177,31 @@ def verdict(probability: float, threshold: float) -> Verdict:
     return Verdict(label, p, t, position, headline, caution)
 
 
+def model_output_line(
+    probability: float, threshold: float, stored_threshold: float | None = None, out_of_scope: bool = False
+) -> str:
+    """The model's output in one plain sentence, as the app and the report both lead with it, e.g. 'Model output:
+    P(pneumonia) = 78.0%, at or above the stored threshold 50%: the model's PNEUMONIA side.'
+
+    stored_threshold: the model's own threshold; when ``threshold`` differs, the sentence names both. out_of_scope:
+    the image lies outside the intended use: no threshold and no side are spoken of, only that the number means
+    nothing. No markdown: safe as plain text and as markdown.
+    """
+    shown = format_probability(probability)
+    if out_of_scope:
+        return f"Model output, shown on request and meaningless for this image: P(pneumonia) = {shown}."
+    label = label_for(float(probability), float(threshold))
+    side = "at or above" if label == config.CLASS_NAMES[1] else "below"
+    cut = format_threshold(threshold)
+    if stored_threshold is None:
+        which = f"the threshold {cut}"
+    elif abs(float(threshold) - float(stored_threshold)) <= 1e-9:
+        which = f"the stored threshold {cut}"
+    else:
+        which = f"the chosen threshold {cut} (the model's stored threshold is {format_threshold(stored_threshold)})"
+    return f"Model output: P(pneumonia) = {shown}, {side} {which}: the model's {label} side."
+
+
 def plain_verdict(probability: float, threshold: float) -> str:
     """One markdown paragraph: the headline and, when needed, the caution (see :func:`verdict`)."""
     v = verdict(probability, threshold)
