@@ -162,6 +162,9 @@ CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "RIB", "TORSO")
 # Scope rule: DICOM ViewPosition values of a non-frontal projection (lateral and decubitus views).
 NON_FRONTAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLO", "RLO", "LO", "OBL"})
 # ---- independent evaluations and reports (issue 10) ----
+# A figure (AUC, sensitivity, specificity, ECE) resting on fewer images than this is shown as "too few images to mean
+# much", not as a number: with 29 images a 95 % interval of a proportion is still about +-17 points wide.
+FEW_IMAGES = 30
 # Maintainers' scores of a model on sequestered sets, one file per model named <sha256 of the .keras file>.json and
 # shipped in the repository (a cloud deploy has no data folder beside it): a retrained model has none until scored.
 EVALUATIONS_DIR = MODELS_DIR / "evaluations"

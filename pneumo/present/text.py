@@ -256,6 +256,15 @@ VALIDATION_CAVEAT = (
 
 
 # ---- intervals and operating points -------------------------------------------------------------------------------
+def too_few(n: Any) -> str:
+    """'too few images to mean much (n = 15)' for a figure resting on fewer than config.FEW_IMAGES images, else ''."""
+    try:
+        count = int(n)
+    except (TypeError, ValueError):
+        return ""
+    return f"too few images to mean much (n = {count})" if count < config.FEW_IMAGES else ""
+
+
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
     """Wilson 95 % score interval for a proportion successes/n; None when n is 0."""
     if n <= 0:

@@ -240,11 +240,12 @@ def test_report_png_and_pdf(analysed, clear, tiny_model):
     text = "\n".join(lines)
     # no file name unless asked for; the disclaimer first; then what the model computed, then the label
     no_name = "Image reference: none given (the file name is printed only on request)"
-    assert lines[:4] == [no_name, DISCLAIMER, probability_line(analysed, f"at or above {user_t}: the model's PNEUMONIA side."),
-                         "Label at this threshold: PNEUMONIA"]  # fmt: skip
+    above = probability_line(analysed, f"at or above {user_t}: the model's PNEUMONIA side.")
+    assert lines[:4] == [no_name, DISCLAIMER, above, "Label at this threshold: PNEUMONIA"]
     other = report_lines(clear, 0.3, tiny_model.metadata, 0, when, show_name=True, reference="study 7")
-    assert other[:4] == ["Image reference: study 7 · File: clear.png", DISCLAIMER,
-                         probability_line(clear, f"below {user_t}: the model's NORMAL side."), "Label at this threshold: NORMAL"]  # fmt: skip
+    below = probability_line(clear, f"below {user_t}: the model's NORMAL side.")
+    assert other[:4] == ["Image reference: study 7 · File: clear.png", DISCLAIMER, below,
+                         "Label at this threshold: NORMAL"]  # fmt: skip
     own = report_lines(analysed, 0.5, tiny_model.metadata, 1, when)
     assert own[2] == probability_line(analysed, "at or above the stored threshold 50%: the model's PNEUMONIA side.")
     assert "sensitivity 70.0% (95% CI" in text and "specificity 30.0% (95% CI" in text and "4 images" in text
