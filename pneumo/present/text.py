@@ -188,8 +188,9 @@ def model_output_line(
     nothing. No markdown: safe as plain text and as markdown.
     """
     shown = format_probability(probability)
+    shown = shown if shown[0] in "<>" else "= " + shown  # 'P(pneumonia) > 99.9%', never '= > 99.9%'
     if out_of_scope:
-        return f"Model output, shown on request and meaningless for this image: P(pneumonia) = {shown}."
+        return f"Model output, shown on request and meaningless for this image: P(pneumonia) {shown}."
     label = label_for(float(probability), float(threshold))
     side = "at or above" if label == config.CLASS_NAMES[1] else "below"
     cut = format_threshold(threshold)
@@ -199,7 +200,7 @@ def model_output_line(
         which = f"the stored threshold {cut}"
     else:
         which = f"the chosen threshold {cut} (the model's stored threshold is {format_threshold(stored_threshold)})"
-    return f"Model output: P(pneumonia) = {shown}, {side} {which}: the model's {label} side."
+    return f"Model output: P(pneumonia) {shown}, {side} {which}: the model's {label} side."
 
 
 def plain_verdict(probability: float, threshold: float) -> str:

@@ -262,12 +262,12 @@ async def wait_for_result(page, timeout_ms: int) -> None:
 
 
 # The page's model-output line (pneumo.present.text.model_output_line): the probability and the threshold's side.
-OUTPUT_LINE = re.compile(r"Model output(?:, [^:]+)?: P\(pneumonia\) = (.+?%)[,.](?: .*the model's (\w+) side\.)?")
+OUTPUT_LINE = re.compile(r"Model output(?:, [^:]+)?: P\(pneumonia\) (?:= )?(.+?%)[,.](?: .*the model's (\w+) side\.)?")
 
 
 def output_line(page):
     """The locator of the Analyze page's model-output line (one paragraph, ordinary type)."""
-    return page.get_by_test_id("stMarkdown").filter(has_text="P(pneumonia) = ").first
+    return page.get_by_test_id("stMarkdown").filter(has_text="Model output").first
 
 
 async def shown_probability(page) -> str:

@@ -119,7 +119,7 @@ def browser():
 
 def _output_line(page):
     """The Analyze page's model-output line (pneumo.present.text.model_output_line), ordinary type."""
-    return page.get_by_test_id("stMarkdown").filter(has_text="P(pneumonia) = ").first
+    return page.get_by_test_id("stMarkdown").filter(has_text="Model output").first
 
 
 def _settle(page, timeout_ms: int = 60_000) -> None:
@@ -279,10 +279,11 @@ def test_independent_figures_and_wording_at_several_thresholds(server, browser, 
         thresholds.append(t)
         value = OUTPUT_LINE.search(_output_line(page).inner_text()).group(2)  # the threshold's side it names
         assert value == label_for(p, t), (value, p, t)
-        phrase = pr.verdict(p, t).headline.split(" is ")[1]  # e.g. 'far above the 1% threshold'
-        page.wait_for_function(
-            "x => document.querySelector('[data-testid=stMain]').innerText.includes(x)", arg=phrase, timeout=10_000
-        )
+        # the whole model-output sentence, as the report words it, and the position badge ('Far above the threshold')
+        for phrase in (pr.model_output_line(p, t, models.threshold), pr.verdict(p, t).position_text):
+            page.wait_for_function(
+                "x => document.querySelector('[data-testid=stMain]').innerText.includes(x)", arg=phrase, timeout=10_000
+            )
         assert "confident" not in main.inner_text().lower()
     assert thresholds[:2] == [0.01, 0.99] and 0.01 < thresholds[2] < 0.99, thresholds  # the slider did move
     page.screenshot(path=shots / "analyze_threshold_moved.png")

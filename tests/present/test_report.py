@@ -532,5 +532,6 @@ def test_model_output_line_states_number_threshold_and_side():
         pr.model_output_line(0.2, 0.3)
         == "Model output: P(pneumonia) = 20.0%, below the threshold 30%: the model's NORMAL side."
     )
+    assert pr.model_output_line(0.99999, 0.5, 0.5).startswith("Model output: P(pneumonia) > 99.9%, at or above")
     odd = pr.model_output_line(0.9, 0.5, 0.5, out_of_scope=True)
     assert "meaningless" in odd and "threshold" not in odd and "PNEUMONIA" not in odd
