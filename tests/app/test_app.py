@@ -300,6 +300,7 @@ def test_out_of_scope_result_on_request_says_under_each_number_that_it_means_not
         m.value for m in app.markdown if re.search(r"^\*{0,2}(NORMAL|PNEUMONIA): .+ the [\d.]+% threshold", m.value)
     ]
     assert not verdicts, verdicts  # no "just below the threshold" talk for an image the model was not made for
+    assert not re.search(r"(above|below) the (stored |chosen )?threshold|the model's \w+ side", all_text(app))
     # nor the operating point and its figures, which say nothing about such an image
     assert not [sl for sl in app.slider if sl.key == "threshold_pct"] and "Operating point" not in all_text(app)
 

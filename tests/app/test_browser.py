@@ -308,7 +308,7 @@ def test_report_download_right_after_a_slider_move(server, browser, models, shot
     from pneumo.present.text import format_threshold
 
     assert t != pytest.approx(models.threshold), "control: the threshold moved before the report was asked for"
-    assert f"the {format_threshold(t)} threshold".encode() in data, "the report is for the threshold on screen"
+    assert f"the chosen threshold {format_threshold(t)}".encode() in data, "the report is for the threshold on screen"
     pdftoppm = shutil.which("pdftoppm")
     if pdftoppm:  # render it, as a reader's PDF viewer would, for the screenshots folder
         (shots / "report.pdf").write_bytes(data)

@@ -317,7 +317,9 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
     assert lines[2].startswith("OUTSIDE INTENDED USE")  # the refusal leads, right under the disclaimer
     assert lines[3] == ("Model output, shown on request and meaningless for this image: P(pneumonia) = "
                         f"{pr.format_probability(analysed.probability)}.")  # fmt: skip
-    assert not any(re.search(r"(above|below) the [\d.]+% threshold", x) for x in lines)  # no threshold talk
+    talk = r"(above|below) the ([\d.]+% |stored |chosen )?threshold|the model's \w+ side"
+    assert not any(re.search(talk, x) for x in lines)  # no threshold talk
+    assert any(re.search(talk, x) for x in report_lines(analysed, 0.5, tiny_model.metadata, 1, when))  # control
     assert not any("Label at this" in x for x in lines)
 
 
