@@ -186,45 +186,38 @@ def probability_bar(v: pr.Verdict) -> None:
     )
 
 
-# OpenCV's JET colormap (the overlay's) as CSS gradient stops: dark blue, blue, cyan, yellow, red, dark red
-JET_CSS = "#00007f 0%, #0000ff 12.5%, #00ffff 37.5%, #ffff00 62.5%, #ff0000 87.5%, #7f0000 100%"
+def colour_bar_html(cls: int) -> str:
+    """The heatmap's colour bar for class ``cls`` as HTML (no image: crisp at any size, nothing per user to serve),
+    its gradient read from the overlay's own colour table (warm for PNEUMONIA, cool for NORMAL)."""
+    from pneumo.explain.draw import heat_css_stops
 
-
-def colour_bar_html(name: str) -> str:
-    """The heatmap's colour bar as HTML (no image: crisp at any size, nothing per user to serve)."""
+    name = config.CLASS_NAMES[cls]
     return f"""<div style="font-size:0.8rem;color:#31333f">
-      <div style="height:12px;border-radius:3px;background:linear-gradient(to right, {JET_CSS})"></div>
+      <div style="height:12px;border-radius:3px;background:linear-gradient(to right, {heat_css_stops(cls)})"></div>
       <div style="display:flex;justify-content:space-between"><span>0: no evidence</span>
       <span>1: typical {name} peak or more</span></div></div>"""
 
 
 def result_panel(res, threshold: float) -> None:
-    """Label, probability, where it lies relative to the threshold, and what the probability means."""
+    """The model's output first and plainly (P(pneumonia), the threshold and its side, in ordinary type: no label
+    headline, which would read like a diagnosis), where it lies relative to the threshold, and what it means."""
     v = pr.verdict(float(res.probability), threshold)
+    odd = pr.is_out_of_scope(res)  # an image outside the intended use shown on request: the line says it means nothing
+    # the report's own sentence (pneumo.present.text.model_output_line); plain text, nothing in it is markdown
+    st.markdown(pr.model_output_line(v.probability, threshold, default_t, out_of_scope=odd))
     badge = {"NORMAL": "green", "PNEUMONIA": "red"}[v.label] if v.position != "near" else "orange"
-    c1, c2 = st.columns([6, 5], gap="small")  # "PNEUMONIA" needs the wider half in a half-page column
-    # an image outside the intended use shown on request: each number says, right under it, that it means nothing
-    void = {"delta": "meaningless", "delta_color": "off", "delta_arrow": "off"}  # short: a metric's delta never wraps
-    void = void if pr.is_out_of_scope(res) else {}
-    c1.metric(
-        "Label at this threshold", v.label,
-        help="PNEUMONIA when the probability is at or above the threshold, else NORMAL.", **void,
-    )  # fmt: skip
-    c2.metric(
-        "Model's P(pneumonia)", pr.format_probability(v.probability),
-        help="The model's score for this image, P(pneumonia). See the line below for what it is not.", **void,
-    )  # fmt: skip
     badges = f":{badge}-badge[{v.position_text}]"
-    if pr.is_out_of_scope(res):  # no "near the threshold" talk for an image the model was not made for
+    if odd:  # no "near the threshold" talk for an image the model was not made for
         badges = ":red-badge[:material/report: Outside intended use: the number means nothing]"
     st.markdown(
         badges,
         help=f"Where the probability lies relative to the threshold on the log-odds scale: 'near' within "
         f"{pr.NEAR_LOGIT:g}, 'far' beyond {pr.FAR_LOGIT:g}, 'clearly' in between. It says nothing about how "
-        "often the model is right: see the figures on new patients.",
+        "often the model is right: see the figures on new patients. PNEUMONIA side: the probability is at or "
+        "above the threshold; NORMAL side: below it.",
     )
-    if not pr.is_out_of_scope(res):
-        st.markdown(pr.plain_verdict(v.probability, threshold))
+    if not odd and v.caution:
+        st.markdown(v.caution)
     probability_bar(v)
     block = ev.primary(EVALUATION)
     st.caption(
@@ -356,7 +349,7 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
                 overlay_display_png(res.digest, cls, round(alpha, 3), bool(outline), res, meta), width="stretch",
                 caption=f"Heatmap of {scale_words(meta, cls)}." + (f" {faint}" if faint else ""),
             )  # fmt: skip
-            st.html(colour_bar_html(config.CLASS_NAMES[cls]))
+            st.html(colour_bar_html(cls))
         else:
             st.image(
                 overlay_display_png(res.digest, cls, 0.0, bool(outline), res, meta), width="stretch",

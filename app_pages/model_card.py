@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from app_pages.common import evaluation, model_or_stop
+from pneumo import config
 from pneumo.nets.lite import describe
 from pneumo.present import evaluation as ev
 from pneumo.present import modelcard
@@ -68,11 +69,24 @@ else:
         f"Scored by {EVAL.get('evaluator', 'the maintainers')} on {EVAL.get('evaluated', '?')}, "
         f"{EVAL.get('protocol', '')}. 95 % intervals: AUC by bootstrap, sensitivity and specificity Wilson."
     )
+    sets = EVAL.get("sets") or {}
+    outside = ev.outside_keys(EVAL)
+    st.markdown("**Within the intended use** (pediatric frontal radiographs)")
     st.table(ev.table_rows(EVAL))  # a static table wraps its text: nothing is cut at 1280 px
     st.markdown(
-        "\n".join(f"- **{ev.set_label(k)}**: {ev.set_description(k, b)}." for k, b in (EVAL.get("sets") or {}).items())
-        + "\n\nECE = expected calibration error (10 bins): how far the probabilities are from observed frequencies."
+        "\n".join(f"- **{ev.set_label(k)}**: {ev.set_description(k, b)}." for k, b in sets.items() if k not in outside)
+        + "\n\nECE = expected calibration error (10 bins): how far the probabilities are from observed frequencies. "
+        f"A figure resting on fewer than {config.FEW_IMAGES} images reads 'too few images to mean much'."
     )
+    if outside:  # apart and folded: these figures are not comparable with the ones above
+        with st.expander(ev.OUTSIDE_TITLE, icon=":material/block:"):
+            st.caption(
+                "The scope gate refuses most of these images; the figures on the few it lets through rest on too few "
+                "images to mean much, and scored all the same the model does no better than chance. They are here "
+                "to show that the model must not be used on adults, not as a measure of how well it works."
+            )
+            st.table(ev.table_rows(EVAL, intended_use=False))
+            st.markdown("\n".join(f"- **{ev.set_label(k)}**: {ev.set_description(k, sets[k])}." for k in outside))
     newer_gate = ev.gate_sentence(EVAL, loaded.gate.metadata if loaded.gate is not None else None)
     if newer_gate:
         st.info(newer_gate, icon=":material/history:")

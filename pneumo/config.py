@@ -141,7 +141,14 @@ FAINT_HEAT = 0.5
 CALIBRATED_ECE = 0.05
 # A typed image reference on the report is cut to this many characters: one line of the page.
 REPORT_REFERENCE_CHARS = 60
-# Lung outline colour (RGB) on overlays: magenta occurs neither in the jet colormap nor in a grayscale radiograph.
+# Heatmap colour scale for PNEUMONIA evidence: OpenCV's JET (blue -> red), warm where the evidence is strongest.
+HEAT_COLORMAP_PNEUMONIA = "JET"
+# Heatmap colour scale for NORMAL evidence, RGB stops evenly spaced from heat 0 to 1: one cool hue family, dark navy to
+# bright aqua, never red or yellow, so a NORMAL map (strongest = brightest) cannot be read as evidence of disease.
+HEAT_STOPS_NORMAL: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 80), (0, 60, 190), (0, 140, 235), (0, 210, 245), (60, 255, 220),
+)  # fmt: skip
+# Lung outline colour (RGB) on overlays: magenta occurs neither in the heat colour scales nor in a grayscale radiograph.
 OUTLINE_COLOUR: tuple[int, int, int] = (255, 0, 255)
 # Outline thickness is max(1, long side / this): 1 px at the display size of 1200, thicker on full-size downloads.
 OUTLINE_PIXELS_PER_WIDTH = 800
@@ -155,6 +162,9 @@ CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "RIB", "TORSO")
 # Scope rule: DICOM ViewPosition values of a non-frontal projection (lateral and decubitus views).
 NON_FRONTAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLO", "RLO", "LO", "OBL"})
 # ---- independent evaluations and reports (issue 10) ----
+# A figure (AUC, sensitivity, specificity, ECE) resting on fewer images than this is shown as "too few images to mean
+# much", not as a number: with 29 images a 95 % interval of a proportion is still about +-17 points wide.
+FEW_IMAGES = 30
 # Maintainers' scores of a model on sequestered sets, one file per model named <sha256 of the .keras file>.json and
 # shipped in the repository (a cloud deploy has no data folder beside it): a retrained model has none until scored.
 EVALUATIONS_DIR = MODELS_DIR / "evaluations"

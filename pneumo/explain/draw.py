@@ -1,6 +1,11 @@
 """Drawing an explanation: the class evidence (:mod:`pneumo.explain.cam`) blended over the radiograph, kept within
 the lungs the classifier saw, with their outline. The app, the CLI's ``--heatmaps`` and the report all draw with
 :func:`result_overlay`, so all three show the same picture. Arrays in, arrays out.
+
+Each class has its own colour scale, chosen in one place (:func:`heat_lut`): PNEUMONIA evidence in a warm scale
+(JET, red at the strongest), NORMAL evidence in a cool one (navy to aqua, no red or yellow), so that a map of NORMAL
+evidence never looks like disease. The app's legend (:func:`heat_css_stops`) and the report's colour bar read the
+same table.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pneumo.checks.lungs import dilate
 from pneumo.explain.cam import class_heat
 
 _LUTS: dict[int, np.ndarray] = {}
+_STOP_LUTS: dict[str, np.ndarray] = {}  # colour scales built from config stops, (256, 1, 3) RGB
 # Lung outlines are traced on the mask upsampled to at most this side: smooth at display size, cheap to trace.
 _OUTLINE_SIDE = 512
 
@@ -25,6 +31,34 @@ def _rgb_lut(colormap: int) -> np.ndarray:
         ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
         _LUTS[colormap] = np.ascontiguousarray(cv2.applyColorMap(ramp, colormap)[:, :, ::-1])  # (256, 1, 3) RGB
     return _LUTS[colormap]
+
+
+def heat_lut(target_class: int) -> np.ndarray:
+    """The colour scale of the evidence for ``target_class`` (0 NORMAL, 1 PNEUMONIA): RGB uint8 (256, 1, 3), level 0
+    (no evidence) to 255 (a typical peak or more). The one place that maps a class to its colours (config)."""
+    if target_class == 1:
+        return _rgb_lut(getattr(cv2, f"COLORMAP_{config.HEAT_COLORMAP_PNEUMONIA}"))
+    if target_class == 0:
+        if "normal" not in _STOP_LUTS:
+            stops = np.asarray(config.HEAT_STOPS_NORMAL, dtype=np.float64)  # (k, 3) RGB, evenly spaced over 0..1
+            at = np.linspace(0.0, 1.0, len(stops))  # (k,)
+            ramp = np.linspace(0.0, 1.0, 256)  # (256,)
+            lut = np.stack([np.interp(ramp, at, stops[:, c]) for c in range(3)], axis=1)  # (256, 3)
+            _STOP_LUTS["normal"] = np.round(lut).astype(np.uint8).reshape(256, 1, 3)
+        return _STOP_LUTS["normal"]
+    raise ValueError(f"target_class must be 0 or 1, not {target_class!r}")
+
+
+def heat_css_stops(target_class: int, stops: int = 17) -> str:
+    """The colour scale of :func:`heat_lut` as CSS linear-gradient stops ('#rrggbb 0%, ..., #rrggbb 100%'), sampled
+    at ``stops`` evenly spaced levels: the app's legend shows exactly the overlay's colours."""
+    lut = heat_lut(target_class)[:, 0]  # (256, 3) RGB
+    parts = []
+    for i in range(stops):
+        level = round(i * 255 / (stops - 1))
+        r, g, b = (int(x) for x in lut[level])
+        parts.append(f"#{r:02x}{g:02x}{b:02x} {level / 255:.2%}")
+    return ", ".join(parts)
 
 
 def _draw_outline(rgb: np.ndarray, outline: np.ndarray, colour: tuple[int, int, int]) -> None:
@@ -49,7 +83,7 @@ def overlay_heatmap(
     image: np.ndarray,
     heatmap: np.ndarray,
     alpha: float = 0.4,
-    colormap: int = cv2.COLORMAP_JET,
+    colormap: int | np.ndarray = cv2.COLORMAP_JET,
     *,
     outline: np.ndarray | None = None,
     within: np.ndarray | None = None,
@@ -58,7 +92,8 @@ def overlay_heatmap(
     """Blend a heatmap over an image at the image's own resolution (pass a display-size image to keep it cheap).
 
     image: uint8 (H, W) grayscale or (H, W, 3) RGB. heatmap: float (h, w) in [0, 1], resized to (H, W).
-    alpha: heatmap opacity in [0, 1]. outline: optional binary mask (any size, e.g. the lungs) whose contour is drawn
+    alpha: heatmap opacity in [0, 1]. colormap: an OpenCV colormap id or an RGB table uint8 (256, 1, 3) such as
+    :func:`heat_lut`'s. outline: optional binary mask (any size, e.g. the lungs) whose contour is drawn
     thin in ``outline_colour``. within: optional mask (see :func:`mask_heatmap`) restricting the heat.
     Returns uint8 (H, W, 3) RGB.
     """
@@ -90,7 +125,8 @@ def overlay_heatmap(
         lev = level[roi]  # (bh, bw)
         weight = alpha * np.arange(256, dtype=np.float64) / 255.0  # (256,) a per heat level
         keep = cv2.LUT(lev, np.round(255.0 * (1.0 - weight)).astype(np.uint8))  # (bh, bw) (1 - a) * 255
-        tint_lut = np.round(_rgb_lut(colormap) * weight[:, None, None]).astype(np.uint8)  # (256, 1, 3)
+        table = colormap if isinstance(colormap, np.ndarray) else _rgb_lut(colormap)  # (256, 1, 3) RGB
+        tint_lut = np.round(table * weight[:, None, None]).astype(np.uint8)  # (256, 1, 3)
         tint = cv2.applyColorMap(lev, tint_lut)  # (bh, bw, 3) colour * a
         if image.ndim == 2:  # one channel to weight, then to RGB: the same numbers, a third of the work
             base = cv2.cvtColor(cv2.multiply(image[roi], keep, scale=1.0 / 255.0), cv2.COLOR_GRAY2RGB)  # (bh, bw, 3)
@@ -122,7 +158,8 @@ def result_overlay(
     """The heatmap of an analysed image over ``image`` (default: its pixels): uint8 (H, W, 3) RGB.
 
     result: a pneumo.pipeline.Result (cam224, lung_mask, pixels). The heat is kept within
-    the dilated lung mask (what the classifier saw) and the lung outline is drawn when ``outline``.
+    the dilated lung mask (what the classifier saw) and the lung outline is drawn when ``outline``. The colours are
+    the class's own scale (:func:`heat_lut`).
     """
     if result.cam224 is None:
         raise ValueError("this analysis has no heatmap")
@@ -132,4 +169,11 @@ def result_overlay(
     within = None
     if mask is not None:  # what the classifier saw, with soft edges (the 224 mask is blocky when enlarged)
         within = cv2.GaussianBlur(dilate(mask).astype(np.float32), (0, 0), 1.5)
-    return overlay_heatmap(base, heat, alpha, within=within, outline=mask if (outline and mask is not None) else None)
+    return overlay_heatmap(
+        base,
+        heat,
+        alpha,
+        heat_lut(target_class),
+        within=within,
+        outline=mask if (outline and mask is not None) else None,
+    )

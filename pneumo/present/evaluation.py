@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumo import __version__, config
-from pneumo.present.text import format_interval, format_threshold
+from pneumo.present.text import format_interval, format_threshold, too_few
 
 log = logging.getLogger(__name__)
 
@@ -150,26 +150,49 @@ def refused_sentence(block: dict[str, Any]) -> str:
     )
 
 
-def table_rows(evaluation: dict[str, Any] | None) -> list[dict[str, str]]:
-    """One row of display strings per evaluated set (intended-use sets first)."""
+# The title of the separate table of the sets outside the intended use (the model card shows it apart, folded).
+OUTSIDE_TITLE = "Outside the intended use (adults): shown only to say the model must not be used there"
+
+
+def outside_keys(evaluation: dict[str, Any] | None) -> list[str]:
+    """The evaluated sets outside the intended use, in the order of SETS (unknown sets count as outside)."""
+    sets = (evaluation or {}).get("sets") or {}
+    return [k for k in sorted(sets, key=lambda k: list(SETS).index(k) if k in SETS else 99) if not in_scope(k)]
+
+
+def table_rows(evaluation: dict[str, Any] | None, intended_use: bool = True) -> list[dict[str, str]]:
+    """One row of display strings per evaluated set: the sets of the intended use (``intended_use``), or those outside
+    it with, for each, the figures of every image forced through the refusal (a separate table: see OUTSIDE_TITLE).
+
+    A figure resting on fewer than config.FEW_IMAGES images is shown as 'too few images to mean much (n = ...)'."""
     if not evaluation:
         return []
     sets = evaluation.get("sets") or {}
+    keys = [k for k in sets if k not in outside_keys(evaluation)] if intended_use else outside_keys(evaluation)
+    keys.sort(key=lambda k: list(SETS).index(k) if k in SETS else 99)
     rows = []
-    for key in sorted(sets, key=lambda k: (not in_scope(k), list(SETS).index(k) if k in SETS else 99)):
-        rows.append(_table_row(set_label(key), sets[key], in_scope(key), refused_text(sets[key])))
+    for key in keys:
+        label = set_label(key) + ("" if intended_use else ": the images the gate let through")
+        rows.append(_table_row(label, sets[key], refused_text(sets[key])))
         forced = sets[key].get("all_images_forced")
-        if forced and not in_scope(key):  # what a user who ignores the refusal gets: labelled as outside the use
-            rows.append(_table_row(f"{set_label(key)}: every image forced through", forced, False, "none (--force)"))
+        if forced and not intended_use:  # what a user who ignores the refusal gets
+            rows.append(_table_row(f"{set_label(key)}: every image forced through", forced, "none (--force)"))
     return rows
 
 
-def _table_row(label: str, blk: dict[str, Any], intended: bool, refused: str) -> dict[str, str]:
-    """One row of display strings for one block of figures."""
+def _table_row(label: str, blk: dict[str, Any], refused: str) -> dict[str, str]:
+    """One row of display strings for one block of figures; a figure on too few images says so instead."""
     auc, auc_ci = blk.get("auc"), blk.get("auc_ci95")
     auc_text = "–" if auc is None else f"{auc:.3f}" + (f" ({auc_ci[0]:.3f}–{auc_ci[1]:.3f})" if auc_ci else "")
     sens = "–" if "sensitivity" not in blk else format_interval(blk["sensitivity"], blk.get("sensitivity_ci95"))
     spec = "–" if "specificity" not in blk else format_interval(blk["specificity"], blk.get("specificity_ci95"))
+    ece = "–" if blk.get("ece") is None else f"{blk['ece']:.3f}"
+    n = blk.get("n")
+    # each figure by the images it rests on: sensitivity on the pneumonia images, specificity on the normal ones
+    auc_text = (auc is not None and too_few(n)) or auc_text
+    ece = (blk.get("ece") is not None and too_few(n)) or ece
+    sens = ("sensitivity" in blk and too_few(blk.get("n_pneumonia", n))) or sens
+    spec = ("specificity" in blk and too_few(blk.get("n_normal", n))) or spec
     return {
         "set": label,
         "images": _counts(blk),
@@ -177,8 +200,7 @@ def _table_row(label: str, blk: dict[str, Any], intended: bool, refused: str) ->
         "AUC": auc_text,
         "sensitivity": sens,
         "specificity": spec,
-        "ECE": "–" if blk.get("ece") is None else f"{blk['ece']:.3f}",
-        "intended use": "yes" if intended else "no: outside",
+        "ECE": ece,
     }
 
 

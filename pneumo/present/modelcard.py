@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from pneumo.present.text import format_interval, format_threshold, wilson
+from pneumo.present.text import format_interval, format_threshold, too_few, wilson
 
 # The one title of the data set (the model card, the README and the About page use it).
 DATASET = (
@@ -70,6 +71,11 @@ def metric_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
             row["images"] = f"{block.get('n', '?')} ({block['n_normal']} normal, {block['n_pneumonia']} pneumonia)"
         for key, title in _METRIC_NAMES:
             row[title] = block.get(key)
+        few = too_few(block.get("n"))
+        if few:  # figures on a handful of images (the official 'val' folder's 16) are not presented as figures
+            row.update({title: few for key, title in _METRIC_NAMES if key != "threshold" and row[title] is not None})
+            rows.append(row)
+            continue
         conf = block.get("confusion") or {}
         for key, hit, total in (("sensitivity", "tp", ("tp", "fn")), ("specificity", "tn", ("tn", "fp"))):
             if block.get(key) is not None and conf:
@@ -79,6 +85,29 @@ def metric_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
                 row[key] = f"{float(block[key]):.1%}"
         rows.append(row)
     return rows
+
+
+# What each metrics block's figures were drawn on, in a figure's title (the counts come from the metadata).
+_FIGURE_DATA = {
+    "validation": "validation patients carved from the training folder",
+    "test": "the official test folder",
+    "official_val": "the official 'val' folder",
+}
+
+
+def data_caption(metadata: dict[str, Any], split: str = "validation", n: int | None = None) -> str:
+    """What a figure of ``split`` was drawn on and how many images, read from the metadata, e.g. 'validation patients
+    carved from the training folder, n = 784 (202 normal / 582 pneumonia)'. ``n``: the figure's own count when it is
+    drawn from another record (the class counts are given only when it is the metrics block's n)."""
+    block = (metadata.get("metrics") or {}).get(split) or {}
+    what = _FIGURE_DATA.get(split, split_label(split))
+    count = block.get("n") if n is None else n
+    if count is None:
+        return f"{what}, n not recorded"
+    text = f"{what}, n = {count:,}" if isinstance(count, int) else f"{what}, n = {count}"
+    if "n_normal" in block and "n_pneumonia" in block and str(block.get("n")) == str(count):
+        text += f" ({block['n_normal']:,} normal / {block['n_pneumonia']:,} pneumonia)"
+    return text
 
 
 def _confusion(block: dict[str, Any]) -> np.ndarray | None:
@@ -99,7 +128,8 @@ def evaluation_figure(metadata: dict[str, Any], split: str = "validation") -> Fi
     panels = [p for p in ("roc", "confusion", "points") if have[p]]
     if not panels:
         return None
-    fig = Figure(figsize=(3.4 * len(panels), 3.4), layout="constrained")  # narrow: larger text at page width
+    fig = Figure(figsize=(3.4 * len(panels), 3.6), layout="constrained")  # narrow: larger text at page width
+    fig.suptitle(data_caption(metadata, split).capitalize(), fontsize=10)  # the data and its n, on every panel's row
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     threshold = float(metadata.get("threshold", 0.5))
     for ax, panel in zip(axes, panels, strict=True):
@@ -146,7 +176,8 @@ def training_figure(metadata: dict[str, Any]) -> Figure | None:
     histories = [h for h in histories if isinstance(h, dict) and h.get("loss") and h.get("val_loss")]
     if not histories:
         return None
-    fig = Figure(figsize=(8.2, 3.3), layout="constrained")
+    fig = Figure(figsize=(8.2, 3.6), layout="constrained")
+    fig.suptitle(textwrap.fill(training_caption(metadata), 110), fontsize=9.5)
     axes = fig.subplots(1, 2)
     colours = ["#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#c62828"]
     for i, h in enumerate(histories):
@@ -165,6 +196,18 @@ def training_figure(metadata: dict[str, Any]) -> Figure | None:
     styles = [axes[1].plot([], [], ":", color="#37474f")[0], axes[1].plot([], [], "-", color="#37474f")[0]]
     axes[1].legend(styles, ["training images", "validation split"], fontsize=9, loc="lower right")
     return fig
+
+
+def training_caption(metadata: dict[str, Any]) -> str:
+    """The data of the training curves and their n, from the metadata: 'Dotted: the training images (n = 4,432);
+    solid: validation patients carved from the training folder, n = 784 (202 normal / 582 pneumonia)'."""
+    folder = ((metadata.get("training") or {}).get("data") or {}).get("train_images")
+    held = (metadata.get("validation_split") or {}).get("images", ((metadata.get("metrics") or {}).get("validation")
+                                                                   or {}).get("n"))  # fmt: skip
+    train = "the training images"
+    if isinstance(folder, int) and isinstance(held, int) and held < folder:  # the folder less the carved patients
+        train = f"the training folder less the validation split, n = {folder - held:,}"
+    return f"Dotted: {train}; solid: {data_caption(metadata, 'validation')}"
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -326,9 +369,10 @@ def reliability_figure(metadata: dict[str, Any]) -> Figure | None:
     ax.plot(x, y, "o-", color="#c62828", label="validation")
     for b in bins:
         ax.annotate(str(b["n"]), (b["mean_p"], b["observed"]), fontsize=7.5, xytext=(3, -9), textcoords="offset points")
-    n = sum(b["n"] for b in bins)
+    n = sum(int(b["n"]) for b in bins)  # the images the diagram was drawn from
     ax.set(xlabel="mean predicted P(pneumonia) in bin", ylabel="observed share with pneumonia", xlim=(0, 1),
-           ylim=(0, 1), title=f"Reliability, validation ({n} images), ECE {cal['ece']:.3f}")  # fmt: skip
+           ylim=(0, 1))  # fmt: skip
+    ax.set_title(textwrap.fill(f"Reliability (ECE {cal['ece']:.3f}): {data_caption(metadata, 'validation', n)}", 64))
     ax.title.set_fontsize(8)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()

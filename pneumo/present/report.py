@@ -1,7 +1,8 @@
 """A one-page report of one analysed image: a real A4 PDF (fpdf2) and a print-resolution PNG (matplotlib).
 
 Both formats draw the same content (:func:`report_content`) on exactly one page: the disclaimer first, then what the
-model computed ("Model output: P(pneumonia) 99.7 %, above the 49 % threshold"; out of scope, the refusal leads and no
+model computed ("Model output: P(pneumonia) = 99.7%, at or above the stored threshold 49%: the model's PNEUMONIA
+side", the app's wording: :func:`pneumo.present.text.model_output_line`; out of scope, the refusal leads and no
 threshold is spoken of), the image and its Grad-CAM overlay with a labelled colour bar (and a lung outline when the
 analysis carries one), the warnings, the independent figures on new patients, the optimistic validation figures with
 counts and intervals, and the intended use. The file name is printed only when asked for (clinical file names often
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 
 from pneumo import __version__, config
 from pneumo.explain.cam import faint_note, scale_words
-from pneumo.explain.draw import result_overlay
+from pneumo.explain.draw import heat_lut, result_overlay
 from pneumo.io.decode import shrink_to_side
 from pneumo.pipeline import Result
 from pneumo.present import evaluation as ev
@@ -34,9 +35,9 @@ from pneumo.present.text import (
     DISCLAIMER,
     VALIDATION_CAVEAT,
     format_interval,
-    format_probability,
     format_threshold,
     is_out_of_scope,
+    model_output_line,
     operating_point,
     probability_meaning,
     refusal_sentences,
@@ -80,6 +81,7 @@ class ReportContent:
     model_line: str
     image_titles: tuple[str, str]
     colourbar_label: str
+    heat_class: int = 1  # the class whose evidence the heatmap shows: its colour scale (heat_lut) draws the bar
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def lines(self) -> list[str]:
@@ -125,9 +127,6 @@ def report_content(
     p = float(result.probability)
     v = verdict(p, threshold)
     default_t = float(metadata.get("threshold", config.DEFAULT_THRESHOLD))
-    which = "the model's own threshold"
-    if abs(threshold - default_t) > 1e-9:
-        which = f"chosen by the user; the model's own threshold is {format_threshold(default_t)}"
     block = ev.primary(evaluation)
     external = ""
     if evaluation and "external_nih" in (evaluation.get("sets") or {}):
@@ -158,14 +157,8 @@ def report_content(
             f"{why} The result was shown on request only and means nothing clinically."
         )
     cls = config.CLASS_NAMES[target_class]
-    side = "at or above" if v.label == config.CLASS_NAMES[1] else "below"
-    if scope:  # the refusal leads; no label and no threshold for an image the model was not made for
-        output = f"Model output, shown on request and meaningless for this image: P(pneumonia) {format_probability(p)}."
-    else:
-        output = (
-            f"Model output: P(pneumonia) {format_probability(p)}, {side} the {format_threshold(threshold)} threshold "
-            f"({which})."
-        )
+    # the refusal leads out of scope; then no label and no threshold for an image the model was not made for
+    output = model_output_line(p, threshold, default_t, out_of_scope=bool(scope))
     return ReportContent(
         file_line=image_line(result.name, reference, show_name),
         label="" if scope else v.label,
@@ -203,6 +196,7 @@ def report_content(
         ),
         image_titles=("Radiograph as analysed", f"Heatmap: evidence for {cls}"),
         colourbar_label=f"0 = no evidence; 1 = a typical {cls} peak or more",
+        heat_class=target_class,
     )
 
 
@@ -227,11 +221,12 @@ def _images(
 _BAR_IN = (3.4, 0.75)  # the PDF's colour bar (inches): at its printed width of ~85 mm its text is 7.5-8 pt
 
 
-def colourbar_png(label: str, dpi: int = 200, width_in: float = _BAR_IN[0]) -> bytes:
-    """A horizontal colour bar of the overlay's colormap (JET, 0..1), labelled, as PNG bytes."""
+def colourbar_png(label: str, target_class: int = 1, dpi: int = 200, width_in: float = _BAR_IN[0]) -> bytes:
+    """A horizontal colour bar of the overlay's colour scale for ``target_class`` (:func:`heat_lut`, 0..1), labelled,
+    as PNG bytes."""
     fig = Figure(figsize=(width_in, _BAR_IN[1]))
     ax = fig.add_axes((0.04, 0.6, 0.92, 0.26))
-    ax.imshow(np.linspace(0, 1, 256)[None, :], aspect="auto", cmap="jet", extent=(0, 1, 0, 1))
+    ax.imshow(heat_lut(target_class).reshape(1, 256, 3), aspect="auto", extent=(0, 1, 0, 1), interpolation="nearest")
     ax.set_yticks([])
     ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=7.5)
     ax.tick_params(length=2, pad=1)
@@ -391,7 +386,8 @@ def _png_report(
         ax.set_axis_off()
     y -= 0.018 + img_h + 0.012
     cax = fig.add_axes((0.51 + 0.03, y - 0.008, 0.36, 0.008))
-    cax.imshow(np.linspace(0, 1, 256)[None, :], aspect="auto", cmap="jet", extent=(0, 1, 0, 1))
+    cax.imshow(heat_lut(content.heat_class).reshape(1, 256, 3), aspect="auto", extent=(0, 1, 0, 1),
+               interpolation="nearest")  # fmt: skip
     cax.set_yticks([])
     cax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=6.5)
     cax.set_xlabel(content.colourbar_label, fontsize=6.5, parse_math=False, usetex=False)
@@ -435,7 +431,7 @@ def build_report(
     base, overlay = _images(result, target_class, alpha, metadata, outline)
     title = "pneumo report (research demo, not a diagnosis)"  # no file name: it may hold a patient's name
     if fmt == "pdf":  # encoded once, laid out at each size tried
-        jpegs, bar = (_jpeg(base), _jpeg(overlay)), colourbar_png(content.colourbar_label)
+        jpegs, bar = (_jpeg(base), _jpeg(overlay)), colourbar_png(content.colourbar_label, content.heat_class)
     for img_max in _IMAGE_HEIGHTS_MM:  # the largest images with which everything fits on one page
         if fmt == "pdf":
             pdf = _pdf(content, base.shape[:2], jpegs, bar, title, img_max)

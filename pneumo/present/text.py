@@ -177,6 +177,32 @@ def verdict(probability: float, threshold: float) -> Verdict:
     return Verdict(label, p, t, position, headline, caution)
 
 
+def model_output_line(
+    probability: float, threshold: float, stored_threshold: float | None = None, out_of_scope: bool = False
+) -> str:
+    """The model's output in one plain sentence, as the app and the report both lead with it, e.g. 'Model output:
+    P(pneumonia) = 78.0%, at or above the stored threshold 50%: the model's PNEUMONIA side.'
+
+    stored_threshold: the model's own threshold; when ``threshold`` differs, the sentence names both. out_of_scope:
+    the image lies outside the intended use: no threshold and no side are spoken of, only that the number means
+    nothing. No markdown: safe as plain text and as markdown.
+    """
+    shown = format_probability(probability)
+    shown = shown if shown[0] in "<>" else "= " + shown  # 'P(pneumonia) > 99.9%', never '= > 99.9%'
+    if out_of_scope:
+        return f"Model output, shown on request and meaningless for this image: P(pneumonia) {shown}."
+    label = label_for(float(probability), float(threshold))
+    side = "at or above" if label == config.CLASS_NAMES[1] else "below"
+    cut = format_threshold(threshold)
+    if stored_threshold is None:
+        which = f"the threshold {cut}"
+    elif abs(float(threshold) - float(stored_threshold)) <= 1e-9:
+        which = f"the stored threshold {cut}"
+    else:
+        which = f"the chosen threshold {cut} (the model's stored threshold is {format_threshold(stored_threshold)})"
+    return f"Model output: P(pneumonia) {shown}, {side} {which}: the model's {label} side."
+
+
 def plain_verdict(probability: float, threshold: float) -> str:
     """One markdown paragraph: the headline and, when needed, the caution (see :func:`verdict`)."""
     v = verdict(probability, threshold)
@@ -231,6 +257,15 @@ VALIDATION_CAVEAT = (
 
 
 # ---- intervals and operating points -------------------------------------------------------------------------------
+def too_few(n: Any) -> str:
+    """'too few images to mean much (n = 15)' for a figure resting on fewer than config.FEW_IMAGES images, else ''."""
+    try:
+        count = int(n)
+    except (TypeError, ValueError):
+        return ""
+    return f"too few images to mean much (n = {count})" if count < config.FEW_IMAGES else ""
+
+
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
     """Wilson 95 % score interval for a proportion successes/n; None when n is 0."""
     if n <= 0:

@@ -254,17 +254,30 @@ async def launch_chromium(playwright):
 
 async def wait_for_result(page, timeout_ms: int) -> None:
     """Wait until the Analyze page shows a probability, its images and report button, and the script run has ended."""
-    await page.get_by_test_id("stMetric").filter(has_text="Model's P(pneumonia)").wait_for(timeout=timeout_ms)
+    await output_line(page).wait_for(timeout=timeout_ms)
     await page.get_by_role("button", name="Create the report").wait_for(timeout=timeout_ms)  # end of the detail
     await page.get_by_test_id("stImage").first.wait_for(timeout=timeout_ms)  # the heatmap
     await page.wait_for_timeout(300)  # the "running" indicator appears with a short delay
     await page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=timeout_ms)
 
 
+# The page's model-output line (pneumo.present.text.model_output_line): the probability and the threshold's side.
+OUTPUT_LINE = re.compile(r"Model output(?:, [^:]+)?: P\(pneumonia\) (?:= )?(.+?%)[,.](?: .*the model's (\w+) side\.)?")
+
+
+def output_line(page):
+    """The locator of the Analyze page's model-output line (one paragraph, ordinary type)."""
+    return page.get_by_test_id("stMarkdown").filter(has_text="Model output").first
+
+
 async def shown_probability(page) -> str:
-    """The text of the "Model's P(pneumonia)" metric, e.g. '43.2%'."""
-    metric = page.get_by_test_id("stMetric").filter(has_text="Model's P(pneumonia)")
-    return (await metric.get_by_test_id("stMetricValue").inner_text()).strip()
+    """The probability the model-output line shows, e.g. '43.2%'."""
+    return OUTPUT_LINE.search(await output_line(page).inner_text()).group(1)
+
+
+async def shown_side(page) -> str | None:
+    """The threshold side the model-output line names ('NORMAL' or 'PNEUMONIA'); None out of scope."""
+    return OUTPUT_LINE.search(await output_line(page).inner_text()).group(2)
 
 
 def shows_probability(shown: str, p: float) -> bool:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.present.text import format_probability, literal
+from pneumo import config
+from pneumo.present.text import format_probability, literal, model_output_line
 from tests.conftest import ROOT, synthetic_xray
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
@@ -74,6 +75,30 @@ def frame_with(at, column: str):
     return next(d.value for d in [*at.dataframe, *at.table] if column in d.value.columns)
 
 
+OUTPUT_LINE = re.compile(
+    r"^Model output(?:, [^:]+)?: P\(pneumonia\) (?:= )?(.+?%)[,.](?: .*the model's (\w+) side\.)?$"
+)
+
+
+def model_output(at) -> re.Match | None:
+    """The page's model-output line (pneumo.present.text.model_output_line), parsed; None when there is none."""
+    lines = [m for m in at.markdown if m.value.startswith("Model output")]
+    assert len(lines) <= 1, [m.value for m in lines]
+    return OUTPUT_LINE.match(lines[0].value) if lines else None
+
+
+def shown_probability(at) -> str | None:
+    """The P(pneumonia) the page's model-output line shows, e.g. '43.2%'; None when the page shows no result."""
+    line = model_output(at)
+    return line.group(1) if line else None
+
+
+def shown_side(at) -> str | None:
+    """The side of the threshold the model-output line names ('NORMAL' or 'PNEUMONIA'); None when it names none."""
+    line = model_output(at)
+    return line.group(2) if line else None
+
+
 def metric(at, label: str) -> str | None:
     for m in at.metric:
         if m.label == label:
@@ -114,7 +139,7 @@ def test_analyze_start_page_shows_disclaimer_and_uploader(app):
     assert app.title[0].value == "Analyze a chest X-ray"
     assert any("not a medical device" in w.value for w in app.warning)
     assert len(app.file_uploader) == 1
-    assert metric(app, "Model's P(pneumonia)") is None
+    assert shown_probability(app) is None
     assert not app.slider  # nothing to set before there is a result
 
 
@@ -155,14 +180,16 @@ def test_an_upload_on_the_committed_models_never_imports_tensorflow():
         ".read(), 'application/octet-stream')]); at.run(); "
         "common._WARM_UP is not None and common._WARM_UP.join(120); "
         "assert not at.exception, at.exception; "
-        "print({m.label: m.value for m in at.metric}, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+        "print([m.value for m in at.markdown if m.value.startswith('Model output')], 'tensorflow' in sys.modules, "
+        "'keras' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "PNEUMO_MODEL"}  # the committed models
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     last = out.stdout.strip().splitlines()[-1]
-    assert last.endswith("} False False"), out.stdout[-500:]
-    assert f"\"Model's P(pneumonia)\": '{expected}'" in last, (expected, last)  # the result is on the page
+    assert last.endswith("] False False"), out.stdout[-500:]
+    shown = expected if expected[0] in "<>" else "= " + expected  # '> 99.9%' is not preceded by '='
+    assert f"Model output: P(pneumonia) {shown}," in last, (expected, last)  # the result is on the page
 
 
 def test_upload_shows_probability_label_and_overlay(app, pipeline_p, tiny_model):
@@ -174,8 +201,25 @@ def test_upload_shows_probability_label_and_overlay(app, pipeline_p, tiny_model)
     p = pipeline_p(data)
     # the tiny model answers differently for a clear chest: a page that showed another image's number would fail
     assert format_probability(pipeline_p(png_bytes(synthetic_xray(seed=11)))) != format_probability(p)
-    assert metric(app, "Model's P(pneumonia)") == format_probability(p)
-    assert metric(app, "Label at this threshold") == label_for(p, tiny_model.threshold)
+    assert shown_probability(app) == format_probability(p)
+    assert shown_side(app) == label_for(p, tiny_model.threshold)
+    # the report's sentence, in ordinary type; the label is no headline (no metric, no heading shows it)
+    t = tiny_model.threshold
+    assert model_output(app).group(0) == model_output_line(p, t, t)
+    assert not [m for m in app.metric if m.value in ("NORMAL", "PNEUMONIA")]
+    assert not [h for h in (*app.header, *app.subheader, *app.title) if h.value in ("NORMAL", "PNEUMONIA")]
+    big = [m.value for m in app.markdown if m.value.startswith(("#", "**")) and re.search("NORMAL|PNEUMONIA", m.value)]
+    assert not big, big
+    # the legend under the heatmap shows the overlay's own colour scale for the class shown
+    from pneumo.explain.draw import heat_css_stops
+
+    legends = [h.proto.body for h in app.get("html") if "linear-gradient" in h.proto.body]
+    shown = 1 if label_for(p, t) == "PNEUMONIA" else 0
+    assert len(legends) == 1 and heat_css_stops(shown) in legends[0] and heat_css_stops(1 - shown) not in legends[0]
+    app.radio(key="explain").set_value(config.CLASS_NAMES[1 - shown]).run()
+    legends = [h.proto.body for h in app.get("html") if "linear-gradient" in h.proto.body]
+    assert len(legends) == 1 and heat_css_stops(1 - shown) in legends[0]
+    app.radio(key="explain").set_value("Predicted class").run()
     captions = [c for img in app.image for c in img.captions]
     assert len(app.image) == 1 and captions[0].startswith("Heatmap of evidence for")  # only the image in view is sent
     app.radio(key="view").set_value("Radiograph").run()
@@ -199,7 +243,7 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, pipeline_p
     p = pipeline_p(data)
     assert 0.02 < p < 0.98, "the tiny model should give a probability away from the slider ends"
     app.slider(key="threshold_pct").set_value(1.0).run()
-    assert metric(app, "Label at this threshold") == "PNEUMONIA"
+    assert shown_side(app) == "PNEUMONIA"
     text = all_text(app)
     # fixture: sens = 1 - t, spec = t on 2 + 2 validation images: counts and Wilson intervals are shown
     assert "Validation split, optimistic" in text and "sensitivity 99.0% (95% CI" in text
@@ -208,8 +252,8 @@ def test_threshold_relabels_and_shows_validation_operating_point(app, pipeline_p
     assert "not yet been independently evaluated" in text  # the tiny model has no shipped evaluation
     assert any(b.label.startswith("Reset to the model's threshold") for b in app.button)
     app.slider(key="threshold_pct").set_value(99.0).run()
-    assert metric(app, "Label at this threshold") == "NORMAL"
-    assert metric(app, "Model's P(pneumonia)") == format_probability(p)  # the probability itself does not move
+    assert shown_side(app) == "NORMAL"
+    assert shown_probability(app) == format_probability(p)  # the probability itself does not move
     next(b for b in app.button if b.label.startswith("Reset")).click().run()
     assert app.slider(key="threshold_pct").value == pytest.approx(50.0)
 
@@ -247,14 +291,16 @@ def test_out_of_scope_result_on_request_says_under_each_number_that_it_means_not
     upload(app, [("holiday.png", png_bytes(photo))])
     assert not app.exception
     assert any("outside the intended use" in e.value for e in app.error)
-    assert metric(app, "Model's P(pneumonia)") is None  # no result unless asked for
+    assert shown_probability(app) is None  # no result unless asked for
     next(t for t in app.toggle if t.label.startswith("Show the result anyway")).set_value(True).run()
-    shown = [m for m in app.metric if m.label in ("Label at this threshold", "Model's P(pneumonia)")]
-    assert len(shown) == 2 and all(m.delta == "meaningless" for m in shown)
+    line = model_output(app)
+    assert line is not None and line.group(0).startswith("Model output, shown on request and meaningless")
+    assert shown_side(app) is None and not app.metric  # no side of a threshold, no headline number
     verdicts = [
         m.value for m in app.markdown if re.search(r"^\*{0,2}(NORMAL|PNEUMONIA): .+ the [\d.]+% threshold", m.value)
     ]
     assert not verdicts, verdicts  # no "just below the threshold" talk for an image the model was not made for
+    assert not re.search(r"(above|below) the (stored |chosen )?threshold|the model's \w+ side", all_text(app))
     # nor the operating point and its figures, which say nothing about such an image
     assert not [sl for sl in app.slider if sl.key == "threshold_pct"] and "Operating point" not in all_text(app)
 
@@ -263,11 +309,11 @@ def test_bad_upload_shows_error_and_app_keeps_running(app, pipeline_p):
     upload(app, [("notes.txt", b"this is not an image")])
     assert not app.exception
     assert any("could not be read" in e.value and "Not an image" in e.value for e in app.error)
-    assert metric(app, "Model's P(pneumonia)") is None
+    assert shown_probability(app) is None
     data = png_bytes(synthetic_xray(seed=13))
     upload(app, [("chest.png", data)])
     assert not app.exception and not app.error
-    assert metric(app, "Model's P(pneumonia)") == format_probability(pipeline_p(data))
+    assert shown_probability(app) == format_probability(pipeline_p(data))
 
 
 def test_several_uploads_give_a_table_csv_and_detail(app, pipeline_p):
@@ -286,7 +332,7 @@ def test_several_uploads_give_a_table_csv_and_detail(app, pipeline_p):
     assert any(b.label == "Download the table (CSV)" for b in app.get("download_button"))
     # the newest readable file's detail by default, not an error box; the name as literal markdown
     assert app.main.subheader[-1].value == literal("b.png")
-    assert metric(app, "Model's P(pneumonia)") == shown[1]
+    assert shown_probability(app) == shown[1]
     # selecting a row opens its detail (the browser test clicks the row itself)
     app.session_state["table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
     app.run()
@@ -296,7 +342,7 @@ def test_several_uploads_give_a_table_csv_and_detail(app, pipeline_p):
     app.session_state["table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     assert app.main.subheader[-1].value == literal("a.png")
-    assert metric(app, "Model's P(pneumonia)") == shown[0]
+    assert shown_probability(app) == shown[0]
 
 
 def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app, pipeline_p):
@@ -310,7 +356,7 @@ def test_sample_picker_analyses_samples_and_says_which_were_seen_in_training(app
     assert sum("seen in training" in t for t in titles) == 1  # samples.json marks one as pneumo_split=training
     samples = {s.file: s for s in list_samples()}
     first = samples[box.value]
-    assert metric(app, "Model's P(pneumonia)") == format_probability(pipeline_p(first.path.read_bytes(), first.file))
+    assert shown_probability(app) == format_probability(pipeline_p(first.path.read_bytes(), first.file))
     box.set_value("all").run()
     table = app.dataframe[0].value
     assert len(table) == 4
@@ -325,7 +371,7 @@ def test_dicom_shows_safe_facts_only(app, pipeline_p):
     text = all_text(app)
     assert "Modality: DX" in text and "View position: PA" in text and "300 × 260" in text
     assert "Doe" not in text and "SECRET" not in text and "1980" not in text
-    assert metric(app, "Model's P(pneumonia)") == format_probability(pipeline_p(data, "scan.dcm"))
+    assert shown_probability(app) == format_probability(pipeline_p(data, "scan.dcm"))
 
 
 def test_non_xray_dicom_is_refused_with_a_reason(app):
@@ -333,7 +379,7 @@ def test_non_xray_dicom_is_refused_with_a_reason(app):
     assert not app.exception
     assert any("outside the intended use" in e.value and "another modality" in e.value for e in app.error)
     assert not any("modality" in w.value for w in app.warning)  # said once, as the reason for no result
-    assert metric(app, "Model's P(pneumonia)") is None
+    assert shown_probability(app) is None
     assert "Doe" not in all_text(app)
 
 
@@ -343,9 +389,9 @@ def test_colour_photo_is_not_given_a_result_unless_asked(app, pipeline_p):
     upload(app, [("holiday.png", photo)])
     assert not app.exception
     assert any("in colour" in e.value and "outside the intended use" in e.value for e in app.error)
-    assert metric(app, "Model's P(pneumonia)") is None
+    assert shown_probability(app) is None
     app.toggle[0].set_value(True).run()
-    assert metric(app, "Model's P(pneumonia)") == format_probability(pipeline_p(photo, "holiday.png"))
+    assert shown_probability(app) == format_probability(pipeline_p(photo, "holiday.png"))
 
 
 def test_stages_page(app):
@@ -366,8 +412,8 @@ def test_model_card_page_reads_metadata(app, tiny_model, tiny_keras):
     assert metric(app, "Parameters") == f"{tiny_model.metadata['parameters']:,}"
     table = frame_with(app, "data")
     assert table["data"][0] == "Validation split"
-    assert table["ROC AUC"][0] == "0.500"
-    assert table["sensitivity"][0].startswith("50.0% (95% CI") and table["sensitivity"][0].endswith("n=2")
+    # the tiny model's validation split has 4 images: its figures are not presented as figures
+    assert table["ROC AUC"][0] == table["sensitivity"][0] == "too few images to mean much (n = 4)"
     layers = frame_with(app, "parameters")
     assert int(layers["parameters"].sum()) == tiny_keras.model.count_params()  # the layer table has every parameter
     text = all_text(app)
@@ -419,12 +465,20 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     assert metric(at, "Test AUC") == f"{test['auc']:.3f}"
     refused = f"refused {test['n_out_of_scope']} of the set's {test['n_total']} images"
     assert f"On new patients (official test split, {test['n']} images" in text and refused in text
-    rows = frame_with(at, "set")
-    official = rows[rows["set"] == "New patients (official test split)"].iloc[0]
+    rows = frame_with(at, "set")  # the main table: the intended use only
+    assert list(rows["set"]) == ["New patients (official test split)"]
+    official = rows.iloc[0]
     assert official["refused by the gate"].startswith(f"{test['n_out_of_scope']} of {test['n_total']}")
-    forced = rows[rows["set"].str.endswith("every image forced through")]
-    assert len(forced) == 2 and set(forced["intended use"]) == {"no: outside"}  # the two adult sets, labelled
+    # the adult sets: apart, in a folded table whose title says why they are shown
+    (outside,) = [e for e in at.expander if e.label == ev.OUTSIDE_TITLE]
+    assert "outside the intended use (adults)" in outside.label.lower()
+    adults = outside.table[0].value
+    forced = adults[adults["set"].str.endswith("every image forced through")]
+    assert len(forced) == 2 and len(adults) == 4  # the two adult sets, each as let through and as forced through
     nih = evaluation["sets"]["external_nih"]
+    let_through = adults[adults["set"] == "Adults, other hospitals (NIH ChestX-ray14): the images the gate let through"]
+    if nih["n"] < config.FEW_IMAGES:  # 15 images passed the gate: no figure is shown as a number
+        assert set(let_through.iloc[0][["AUC", "ECE"]]) == {f"too few images to mean much (n = {nih['n']})"}
     assert f"refused {nih['n_out_of_scope']} of {nih['n_total']}" in text and "no better than chance" in text
     assert "These are not this model's figures" not in text  # the replaced model's figures are not needed now
     # the committed gate is newer than the evaluation: its refusals are said to be the earlier gate's
@@ -462,7 +516,7 @@ def test_model_card_and_analyze_page_show_a_shipped_evaluation(tmp_path, tiny_mo
     data = png_bytes(synthetic_xray(seed=31))
     upload(at, [("chest.png", data)])
     assert not at.exception and not at.error
-    assert metric(at, "Model's P(pneumonia)") == format_probability(pipeline_p(data))
+    assert shown_probability(at) == format_probability(pipeline_p(data))
     quoted = [s.value for s in at.success if "On new patients (official test split, 624 images" in s.value]
     assert len(quoted) == 1 and "specificity 60.0%" in quoted[0] and "not known" not in quoted[0]
     at.slider(key="threshold_pct").set_value(30.0).run()

@@ -22,7 +22,7 @@ import pytest
 
 from pneumo import config
 from tests.app.live_app import CHROMIUM as SYSTEM_CHROMIUM
-from tests.app.live_app import require_browser, shows_probability
+from tests.app.live_app import OUTPUT_LINE, require_browser, shows_probability
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -117,6 +117,11 @@ def browser():
         b.close()
 
 
+def _output_line(page):
+    """The Analyze page's model-output line (pneumo.present.text.model_output_line), ordinary type."""
+    return page.get_by_test_id("stMarkdown").filter(has_text="Model output").first
+
+
 def _settle(page, timeout_ms: int = 60_000) -> None:
     """Wait until the script run has finished and every st.image on the page shows a decoded image."""
     page.wait_for_timeout(500)
@@ -185,16 +190,13 @@ def test_upload_in_browser_matches_cli(server, browser, model_path, shots):
 
     start = time.monotonic()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(SAMPLE))
-    value = page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)").locator(
-        '[data-testid="stMetricValue"]'
-    )
-    value.wait_for(timeout=120_000)
+    _output_line(page).wait_for(timeout=120_000)
     seconds = time.monotonic() - start
     _settle(page)
     _no_exception(page)
     _screenshots(page, shots, "analyze_result")
 
-    shown = value.inner_text().strip()
+    shown = OUTPUT_LINE.search(_output_line(page).inner_text()).group(1)
     cli = _cli_probability(model_path, SAMPLE)
     # the page shows one decimal of a percentage; the CLI six decimals of the probability
     assert shows_probability(shown, cli), (shown, cli)
@@ -225,7 +227,7 @@ def _analyze_sample(page, url: str, sample_option: str | None = None) -> None:
     if sample_option:
         page.get_by_test_id("stSelectbox").first.click()
         page.get_by_role("option", name=sample_option).click()
-    page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)").first.wait_for(timeout=120_000)
+    _output_line(page).wait_for(timeout=120_000)
     _settle(page)
 
 
@@ -265,10 +267,7 @@ def test_independent_figures_and_wording_at_several_thresholds(server, browser, 
     main.get_by_role("heading", name=sample.file).first.wait_for()  # control: the page shows that sample
     # the sentence next to the operating point: the figures on new patients, or that there are none
     main.get_by_text(ev.headline(ev.load_evaluation(model_path), markdown=False)).first.wait_for()
-    shown = (
-        page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)")
-        .locator('[data-testid="stMetricValue"]').inner_text().strip()
-    )  # fmt: skip
+    shown = OUTPUT_LINE.search(_output_line(page).inner_text()).group(1)
     assert shown == pr.format_probability(p), (shown, p)
     slider = _threshold_box(page).get_by_role("slider")
     thresholds = []
@@ -278,13 +277,13 @@ def test_independent_figures_and_wording_at_several_thresholds(server, browser, 
         _settle(page)
         t = _threshold(page)
         thresholds.append(t)
-        label = page.locator('[data-testid="stMetric"]', has_text="Label at this threshold")
-        value = label.locator('[data-testid="stMetricValue"]').inner_text().strip()
+        value = OUTPUT_LINE.search(_output_line(page).inner_text()).group(2)  # the threshold's side it names
         assert value == label_for(p, t), (value, p, t)
-        phrase = pr.verdict(p, t).headline.split(" is ")[1]  # e.g. 'far above the 1% threshold'
-        page.wait_for_function(
-            "x => document.querySelector('[data-testid=stMain]').innerText.includes(x)", arg=phrase, timeout=10_000
-        )
+        # the whole model-output sentence, as the report words it, and the position badge ('Far above the threshold')
+        for phrase in (pr.model_output_line(p, t, models.threshold), pr.verdict(p, t).position_text):
+            page.wait_for_function(
+                "x => document.querySelector('[data-testid=stMain]').innerText.includes(x)", arg=phrase, timeout=10_000
+            )
         assert "confident" not in main.inner_text().lower()
     assert thresholds[:2] == [0.01, 0.99] and 0.01 < thresholds[2] < 0.99, thresholds  # the slider did move
     page.screenshot(path=shots / "analyze_threshold_moved.png")
@@ -309,7 +308,7 @@ def test_report_download_right_after_a_slider_move(server, browser, models, shot
     from pneumo.present.text import format_threshold
 
     assert t != pytest.approx(models.threshold), "control: the threshold moved before the report was asked for"
-    assert f"the {format_threshold(t)} threshold".encode() in data, "the report is for the threshold on screen"
+    assert f"the chosen threshold {format_threshold(t)}".encode() in data, "the report is for the threshold on screen"
     pdftoppm = shutil.which("pdftoppm")
     if pdftoppm:  # render it, as a reader's PDF viewer would, for the screenshots folder
         (shots / "report.pdf").write_bytes(data)
@@ -376,7 +375,7 @@ def test_a_markdown_image_as_file_name_fetches_nothing_and_shows_literally(serve
             field.set_input_files([{"name": name, "mimeType": "image/jpeg", "buffer": SAMPLE.read_bytes()}])
             if i:
                 page.get_by_test_id("stDataFrame").wait_for(timeout=120_000)
-            page.locator('[data-testid="stMetric"]', has_text="Model's P(pneumonia)").first.wait_for(timeout=120_000)
+            _output_line(page).wait_for(timeout=120_000)
             _settle(page)
             _no_exception(page)
             main = page.locator('[data-testid="stMain"]')

@@ -31,6 +31,7 @@ from tests.app.live_app import (
     launch_chromium,
     require_browser,
     shown_probability,
+    shown_side,
     shows_probability,
     upload,
     wait_for_result,
@@ -106,11 +107,10 @@ async def _session(browser, url: str, name: str, data: bytes) -> dict:
     await upload(page, [(name, data)], TIMEOUT_MS)
     uploaded = time.time()
     await wait_for_result(page, TIMEOUT_MS)
-    label = page.get_by_test_id("stMetric").filter(has_text="Label at this threshold").get_by_test_id("stMetricValue")
     out = {
         "name": name,
         "shown": await shown_probability(page),
-        "label": (await label.inner_text()).strip(),
+        "label": await shown_side(page),
         "text": await page.inner_text("body"),
         "html": await page.content(),
         "media": {s for s in await page.eval_on_selector_all("img", "els => els.map(e => e.src)") if "/media/" in s},

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pneumo import config
-from pneumo.explain.draw import _rgb_lut, overlay_heatmap
+from pneumo.explain.cam import class_heat
+from pneumo.explain.draw import _rgb_lut, heat_css_stops, heat_lut, overlay_heatmap, result_overlay
 from tests.conftest import synthetic_xray
 
 
@@ -100,3 +101,54 @@ def test_overlay_blends_only_where_there_is_heat_with_the_same_result():
             before = image.copy()
             np.testing.assert_array_equal(overlay_heatmap(image, heat, 0.45), whole_frame(image, heat, 0.45))
             np.testing.assert_array_equal(image, before)  # the caller's image is left alone
+
+
+# ---- each class has its own colour scale --------------------------------------------------------------------------
+def _blend_at_heat_one(target_class: int) -> np.ndarray:
+    """A mid-grey image under heat 1 everywhere, in the class's scale: uint8 (16, 16, 3) RGB."""
+    grey = np.full((16, 16), 128, np.uint8)
+    return overlay_heatmap(grey, np.ones((4, 4), np.float32), 0.45, heat_lut(target_class))
+
+
+def test_normal_evidence_is_never_red_and_pneumonia_evidence_is():
+    normal = _blend_at_heat_one(0).reshape(-1, 3).astype(int)  # (n, 3) RGB
+    assert (normal[:, 0] < np.maximum(normal[:, 1], normal[:, 2])).all()  # red never leads where NORMAL heat is strong
+    pneu = _blend_at_heat_one(1).reshape(-1, 3).astype(int)
+    assert (pneu[:, 0] > pneu[:, 1] + 30).all() and (pneu[:, 0] > pneu[:, 2] + 30).all()  # red at a PNEUMONIA peak
+    # the whole NORMAL scale is cool (no red or yellow at any level) and grows brighter with the evidence
+    lut = heat_lut(0)[:, 0].astype(int)  # (256, 3)
+    assert (lut[:, 0] < np.maximum(lut[:, 1], lut[:, 2])).all()
+    assert (lut[:, 0] < 100).all()
+    brightness = lut @ np.array([0.299, 0.587, 0.114])  # (256,) luma: dark for no evidence, brightest at a peak
+    assert (np.diff(brightness) > -1).all() and brightness[-1] > brightness[0] + 150  # up to rounding
+    with pytest.raises(ValueError):
+        heat_lut(2)
+
+
+def test_result_overlay_draws_each_class_in_its_own_scale():
+    class R:  # the fields result_overlay reads; no lung mask
+        lung_mask = None
+        pixels = np.full((64, 64), 128, np.uint8)
+
+    meta = {"cam_scale": {"PNEUMONIA": 1.0, "NORMAL": 1.0}}
+    r = R()
+    for cls, sign in ((0, -1.0), (1, 1.0)):  # the signed CAM: > 0 supports PNEUMONIA
+        r.cam224 = np.full((224, 224), 5.0 * sign, np.float32)  # strong evidence for cls everywhere
+        got = result_overlay(r, meta, cls, 0.45, outline=False)
+        heat = class_heat(r.cam224, cls, meta)  # (224, 224)
+        assert heat.min() > 0.99
+        np.testing.assert_array_equal(got, overlay_heatmap(R.pixels, heat, 0.45, heat_lut(cls)))
+        red, green, blue = (got[..., k].astype(int) for k in range(3))
+        assert ((red > np.maximum(green, blue)) == (cls == 1)).all()  # red only for PNEUMONIA evidence
+
+
+def test_legend_css_stops_are_the_lut_colours():
+    for cls in (0, 1):
+        lut = heat_lut(cls)[:, 0]  # (256, 3)
+        stops = heat_css_stops(cls).split(", ")
+        assert len(stops) == 17
+        for stop in stops:
+            colour, at = stop.split()
+            level = round(float(at.rstrip("%")) / 100 * 255)
+            assert colour == "#{:02x}{:02x}{:02x}".format(*(int(x) for x in lut[level]))
+        assert stops[0].endswith(" 0.00%") and stops[-1].endswith(" 100.00%")

@@ -226,3 +226,27 @@ def test_heatmaps_say_what_they_skipped_and_library_warnings_stay_off_stderr(tin
     assert "no heatmap for 1 unreadable file(s)" in err
     assert "Warning" not in err and "site-packages" not in err and "explicit VR" not in err, err
     assert not list((tmp_path / "hm").glob("*.png"))
+
+
+def test_heatmap_overlays_draw_normal_evidence_cool_and_pneumonia_evidence_warm(capsys, tiny_model_path, tmp_path):
+    """--heatmaps draws each film's predicted class in that class's colour scale: no red on a NORMAL film's map."""
+    films, out = tmp_path / "films", tmp_path / "maps"
+    films.mkdir()
+    for name, opacity in (("clear.png", False), ("opacity.png", True)):
+        Image.fromarray(synthetic_xray(320, 240, seed=3, opacity=opacity)).save(films / name)
+    code, text = _run(capsys, "--model", str(tiny_model_path), "--heatmaps", str(out), str(films))
+    assert code == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(text))}
+    assert rows["clear.png"]["label"] == "NORMAL" and rows["opacity.png"]["label"] == "PNEUMONIA"  # control
+
+    def tinted(name: str) -> tuple[int, int]:
+        rgb = np.asarray(Image.open(rows[name]["heatmap"]).convert("RGB")).astype(int)  # (h, w, 3)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        red = (r > g + 40) & (r > b + 40)  # clearly red or orange (the magenta outline has b = r)
+        cool = ((b > r + 40) | (g > r + 40)) & ~((r > 150) & (b > 150))  # blue, cyan, aqua (not the outline)
+        return int(red.sum()), int(cool.sum())
+
+    normal_red, normal_cool = tinted("clear.png")
+    pneumonia_red, _ = tinted("opacity.png")
+    assert normal_red == 0 and normal_cool > 500  # the NORMAL map is drawn, in cool colours only
+    assert pneumonia_red > 500

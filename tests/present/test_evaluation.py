@@ -109,10 +109,44 @@ def test_refused_share_and_forced_rows_are_shown_with_their_set():
     assert "The scope gate refused 10 of the set's 100 images (10.0%)" in ev.headline(evaluation)
     assert "refused" not in ev.headline({"sets": {"official_test": {**block, "n_out_of_scope": 0}}})
     rows = ev.table_rows(evaluation)
-    assert [r["set"] for r in rows] == [
-        "New patients (official test split)",
-        "Adults, other hospitals (NIH ChestX-ray14)",
+    assert [r["set"] for r in rows] == ["New patients (official test split)"]  # the main table: intended use only
+    assert rows[0]["refused by the gate"] == "10 of 100 (10.0%)"
+    outside = ev.table_rows(evaluation, intended_use=False)
+    assert [r["set"] for r in outside] == [
+        "Adults, other hospitals (NIH ChestX-ray14): the images the gate let through",
         "Adults, other hospitals (NIH ChestX-ray14): every image forced through",
     ]
-    assert rows[0]["refused by the gate"] == "10 of 100 (10.0%)" and rows[2]["AUC"] == "0.500"
-    assert rows[2]["intended use"] == "no: outside" and rows[2]["images"].startswith("100 images")
+    assert outside[1]["AUC"] == "0.500" and outside[1]["images"].startswith("100 images")
+
+
+def test_sets_outside_the_intended_use_are_apart_and_small_figures_say_so():
+    """Adult sets never share the main table; a figure resting on fewer than config.FEW_IMAGES images is not shown
+    as a number (the NIH set's in-scope subset had 15 images: 4 normal, 11 pneumonia)."""
+    from pneumo import config
+
+    big = {"n": 610, "n_normal": 221, "n_pneumonia": 389, "threshold": 0.49, "auc": 0.99, "sensitivity": 0.98,
+           "specificity": 0.88, "ece": 0.03}  # fmt: skip
+    nih = {"n": 15, "n_normal": 4, "n_pneumonia": 11, "auc": 0.43, "sensitivity": 0.64, "specificity": 0.0,
+           "ece": 0.42, "n_total": 1000, "n_out_of_scope": 985,
+           "all_images_forced": {"n": 1000, "n_normal": 500, "n_pneumonia": 500, "auc": 0.5, "sensitivity": 0.6,
+                                 "specificity": 0.4, "ece": 0.3}}  # fmt: skip
+    adults = {"n": 12, "n_normal": 12, "n_pneumonia": 0, "specificity": 1.0}
+    evaluation = {"sets": {"external_nih": nih, "official_test": big, "external_adult_normals": adults}}
+    main = ev.table_rows(evaluation)
+    assert [r["set"] for r in main] == ["New patients (official test split)"]
+    assert main[0]["AUC"] == "0.990" and main[0]["sensitivity"].startswith("98.0%")  # enough images: figures
+    assert ev.outside_keys(evaluation) == ["external_nih", "external_adult_normals"]
+    assert "outside the intended use (adults)" in ev.OUTSIDE_TITLE.lower() and "must not be used" in ev.OUTSIDE_TITLE
+    rows = {r["set"].split(":")[0] + ("*" if "forced" in r["set"] else ""): r for r in ev.table_rows(evaluation, False)}
+    gate, forced = (
+        rows["Adults, other hospitals (NIH ChestX-ray14)"],
+        rows["Adults, other hospitals (NIH ChestX-ray14)*"],
+    )
+    assert gate["AUC"] == gate["ECE"] == "too few images to mean much (n = 15)"
+    assert gate["sensitivity"] == "too few images to mean much (n = 11)"
+    assert gate["specificity"] == "too few images to mean much (n = 4)"
+    assert forced["AUC"] == "0.500" and forced["specificity"] == "40.0%"  # 1000 images: shown as figures
+    normals = rows["Normal adults (PA views)"]
+    assert normals["specificity"] == "too few images to mean much (n = 12)" and normals["AUC"] == "–"
+    # the limit is the config's: one image more than it is shown as a figure
+    assert ev.too_few(config.FEW_IMAGES - 1) and not ev.too_few(config.FEW_IMAGES) and not ev.too_few(None)

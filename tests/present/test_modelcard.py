@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pneumo.present import modelcard
 
 ROB = {
@@ -72,7 +74,7 @@ def test_lung_rows_per_class():
 
 def test_reliability_figure_draws_the_bins():
     fig = modelcard.reliability_figure({"robustness": ROB})
-    assert fig is not None and "100 images" in fig.axes[0].get_title()
+    assert fig is not None and "validation patients" in fig.axes[0].get_title() and "n = 100" in fig.axes[0].get_title()
     assert len(modelcard.figure_png(fig)) > 1000
     assert modelcard.reliability_figure({}) is None
 
@@ -157,3 +159,50 @@ def test_training_settings_give_every_members_epochs():
     assert out["epochs_run (member 1)"] == 3 and "epochs_run" not in out
     single = portable_settings({"epochs_run": 3, "best_epoch": 2, "settings": {}})
     assert single["epochs_run"] == 3 and "epochs_run per member" not in single
+
+
+# ---- every validation plot names its data and n, read from the metadata ------------------------------------------
+def _meta(n: int, n_normal: int, n_pneumonia: int) -> dict:
+    hist = {"loss": [0.6, 0.4], "val_loss": [0.5, 0.45], "auc": [0.8, 0.9], "val_auc": [0.85, 0.9]}
+    return {
+        "threshold": 0.5,
+        "metrics": {"validation": {"n": n, "n_normal": n_normal, "n_pneumonia": n_pneumonia, "auc": 0.9,
+                                   "sensitivity": 0.9, "specificity": 0.8, "threshold": 0.5,
+                                   "confusion": {"tn": 8, "fp": 2, "fn": 1, "tp": 9}}},  # fmt: skip
+        "roc": {"validation": {"fpr": [0, 0.2, 1], "tpr": [0, 0.9, 1]}},
+        "operating_points": [{"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.8}],
+        "validation_split": {"images": n},
+        "training": {"history": hist, "data": {"train_images": 5000}},
+        "robustness": {"calibration": {"ece": 0.02, "bins": [{"mean_p": 0.1, "observed": 0.1, "n": n - 3},
+                                                              {"mean_p": 0.9, "observed": 0.9, "n": 3}]}},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("counts", [(784, 202, 582), (123, 45, 78)])
+def test_every_validation_plot_states_its_data_and_n(counts):
+    n, normal, pneumonia = counts
+    meta = _meta(*counts)
+    want = f"n = {n} ({normal} normal / {pneumonia} pneumonia)"
+    assert modelcard.data_caption(meta) == f"validation patients carved from the training folder, {want}"
+    roc_and_confusion = modelcard.evaluation_figure(meta).get_suptitle()
+    assert (
+        roc_and_confusion.startswith("Validation patients carved from the training folder")
+        and want in roc_and_confusion
+    )
+    training = modelcard.training_figure(meta).get_suptitle().replace("\n", " ")
+    assert want in training and f"n = {5000 - n:,}" in training  # training folder less the validation patients
+    reliability = modelcard.reliability_figure(meta).axes[0].get_title().replace("\n", " ")
+    assert "validation patients carved from the training folder, n = " + str(n) in reliability
+    assert (
+        modelcard.data_caption({"metrics": {}}) == "validation patients carved from the training folder, n not recorded"
+    )
+
+
+def test_metric_rows_on_a_handful_of_images_say_so():
+    meta = {"metrics": {"validation": {"n": 784, "auc": 0.99, "sensitivity": 0.95}, "official_val": {
+        "n": 16, "n_normal": 8, "n_pneumonia": 8, "auc": 0.9, "sensitivity": 1.0, "threshold": 0.5}}}  # fmt: skip
+    rows = {r["data"]: r for r in modelcard.display_rows(modelcard.metric_rows(meta))}
+    assert rows["Validation split"]["ROC AUC"] == "0.990"
+    small = rows["Official 'val' folder"]
+    assert small["ROC AUC"] == small["sensitivity"] == "too few images to mean much (n = 16)"
+    assert small["threshold"] == "50%" and small["ECE"] == "–"

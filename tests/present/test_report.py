@@ -228,25 +228,26 @@ def test_samples_are_listed_with_their_split():
 
 def probability_line(result, threshold_words: str) -> str:
     """The report's model-output line, built from the Result's own probability."""
-    return f"Model output: P(pneumonia) {pr.format_probability(result.probability)}, {threshold_words}"
+    return f"Model output: P(pneumonia) = {pr.format_probability(result.probability)}, {threshold_words}"
 
 
 def test_report_png_and_pdf(analysed, clear, tiny_model):
     from pneumo.present.report import DISCLAIMER, build_report, report_lines
 
     when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
-    user_t = "the 30% threshold (chosen by the user; the model's own threshold is 50%)."
+    user_t = "the chosen threshold 30% (the model's stored threshold is 50%)"
     lines = report_lines(analysed, 0.3, tiny_model.metadata, 1, when)
     text = "\n".join(lines)
     # no file name unless asked for; the disclaimer first; then what the model computed, then the label
     no_name = "Image reference: none given (the file name is printed only on request)"
-    assert lines[:4] == [no_name, DISCLAIMER, probability_line(analysed, "at or above " + user_t),
-                         "Label at this threshold: PNEUMONIA"]  # fmt: skip
+    above = probability_line(analysed, f"at or above {user_t}: the model's PNEUMONIA side.")
+    assert lines[:4] == [no_name, DISCLAIMER, above, "Label at this threshold: PNEUMONIA"]
     other = report_lines(clear, 0.3, tiny_model.metadata, 0, when, show_name=True, reference="study 7")
-    assert other[:4] == ["Image reference: study 7 · File: clear.png", DISCLAIMER,
-                         probability_line(clear, "below " + user_t), "Label at this threshold: NORMAL"]  # fmt: skip
+    below = probability_line(clear, f"below {user_t}: the model's NORMAL side.")
+    assert other[:4] == ["Image reference: study 7 · File: clear.png", DISCLAIMER, below,
+                         "Label at this threshold: NORMAL"]  # fmt: skip
     own = report_lines(analysed, 0.5, tiny_model.metadata, 1, when)
-    assert own[2] == probability_line(analysed, "at or above the 50% threshold (the model's own threshold).")
+    assert own[2] == probability_line(analysed, "at or above the stored threshold 50%: the model's PNEUMONIA side.")
     assert "sensitivity 70.0% (95% CI" in text and "specificity 30.0% (95% CI" in text and "4 images" in text
     assert "not yet been independently evaluated" in text  # no evaluation given
     assert "Model: tiny, trained 2026-01-01" in text and "2026-01-02 03:04 UTC" in text
@@ -275,7 +276,7 @@ def test_rendered_pdf_says_this_images_result(analysed, clear, tiny_model, tmp_p
         pdf.write_bytes(build_report(res, 0.5, tiny_model.metadata, fmt="pdf"))
         words = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
         text = " ".join(words.stdout.split())
-        assert f"Model output: P(pneumonia) {pr.format_probability(res.probability)}," in text
+        assert f"Model output: P(pneumonia) = {pr.format_probability(res.probability)}," in text
         assert f"Label at this threshold: {label}" in text
         other = "NORMAL" if label == "PNEUMONIA" else "PNEUMONIA"
         assert f"Label at this threshold: {other}" not in text
@@ -314,9 +315,11 @@ def test_report_quotes_the_independent_evaluation_and_marks_out_of_scope(analyse
     odd = dataclasses.replace(analysed, in_scope=False, label=an.LABEL_OUT_OF_SCOPE, warnings=("adult",))
     lines = report_lines(odd, 0.5, tiny_model.metadata, 1, when, evaluation)
     assert lines[2].startswith("OUTSIDE INTENDED USE")  # the refusal leads, right under the disclaimer
-    assert lines[3] == ("Model output, shown on request and meaningless for this image: P(pneumonia) "
+    assert lines[3] == ("Model output, shown on request and meaningless for this image: P(pneumonia) = "
                         f"{pr.format_probability(analysed.probability)}.")  # fmt: skip
-    assert not any(re.search(r"(above|below) the [\d.]+% threshold", x) for x in lines)  # no threshold talk
+    talk = r"(above|below) the ([\d.]+% |stored |chosen )?threshold|the model's \w+ side"
+    assert not any(re.search(talk, x) for x in lines)  # no threshold talk
+    assert any(re.search(talk, x) for x in report_lines(analysed, 0.5, tiny_model.metadata, 1, when))  # control
     assert not any("Label at this" in x for x in lines)
 
 
@@ -489,3 +492,48 @@ def test_report_draws_a_hostile_name_as_plain_text(analysed, tiny_model, tmp_pat
     out = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert f"File: {name}" in out
     assert "View position $AP$ **x**" in " ".join(out.split())
+
+
+def test_report_colour_bar_shows_the_scale_of_the_class_shown(clear, tiny_model, monkeypatch):
+    """The colour bar of a NORMAL heatmap is cool (no red anywhere), a PNEUMONIA one warm; both formats draw the bar
+    of the class the report shows."""
+    from pneumo.present import report
+
+    def reds(png: bytes) -> int:
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)  # (h, w, 3)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        return int(((r > g + 60) & (r > b + 60)).sum())  # clearly red or orange pixels
+
+    def cools(png: bytes) -> int:
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+        return int(((rgb[..., 2] > rgb[..., 0] + 60) | (rgb[..., 1] > rgb[..., 0] + 60)).sum())
+
+    normal, pneumonia = report.colourbar_png("NORMAL", 0), report.colourbar_png("PNEUMONIA", 1)
+    assert reds(normal) == 0 and cools(normal) > 1000
+    assert reds(pneumonia) > 1000
+    drawn: list[int] = []
+    real = report.heat_lut
+    monkeypatch.setattr(report, "heat_lut", lambda cls: drawn.append(cls) or real(cls))
+    for fmt in ("png", "pdf"):
+        drawn.clear()
+        report.build_report(clear, 0.3, tiny_model.metadata, fmt=fmt, target_class=0)
+        assert drawn and set(drawn) == {0}, fmt
+
+
+def test_model_output_line_states_number_threshold_and_side():
+    """The one sentence the app and the report lead with: the number, the threshold and its side, no headline."""
+    line = pr.model_output_line(0.781, 0.5, 0.5)
+    assert (
+        line == "Model output: P(pneumonia) = 78.1%, at or above the stored threshold 50%: the model's PNEUMONIA side."
+    )
+    assert pr.model_output_line(0.5, 0.5, 0.5).startswith("Model output: P(pneumonia) = 50.0%, at or above")  # >=
+    low = pr.model_output_line(0.2, 0.3, 0.5)
+    assert low == ("Model output: P(pneumonia) = 20.0%, below the chosen threshold 30% (the model's stored threshold "
+                   "is 50%): the model's NORMAL side.")  # fmt: skip
+    assert (
+        pr.model_output_line(0.2, 0.3)
+        == "Model output: P(pneumonia) = 20.0%, below the threshold 30%: the model's NORMAL side."
+    )
+    assert pr.model_output_line(0.99999, 0.5, 0.5).startswith("Model output: P(pneumonia) > 99.9%, at or above")
+    odd = pr.model_output_line(0.9, 0.5, 0.5, out_of_scope=True)
+    assert "meaningless" in odd and "threshold" not in odd and "PNEUMONIA" not in odd
