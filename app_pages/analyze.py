@@ -322,14 +322,21 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
 
     view = st.radio("View", ("Heatmap", "Radiograph"), horizontal=True, key="view", label_visibility="collapsed")
     slot = st.empty()  # filled once the controls below are read
+    pooled = meta.get("channels") == 2  # the classifier averages its features over the lung mask only
+    where = (
+        "The classifier averages its features over the lung mask only, so evidence outside the outline counts for "
+        "nothing and the map is drawn inside it only; each cell's heat is its exact share of the model's answer. "
+        if pooled
+        else "The classifier sees only the lung fields grown by a small margin, so the map lies within that margin "
+        "(softened at its edge); it can reach a little past the drawn outline. "
+    )
     choice = st.radio(
-        "Heatmap (Grad-CAM) shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
-        help="Grad-CAM (here exactly the class activation map) highlights the regions whose features pushed the "
-        "model towards the chosen class. The classifier sees only the lung fields grown by a small margin, so the "
-        "map lies within that margin (softened at its edge); it can reach a little past the drawn outline. The "
-        "outline often includes the lung behind the heart (on other films it follows the left heart border), so "
-        "heat over the heart shadow may come from that lung or from the heart itself: the map cannot tell them "
-        "apart. It is coarse (about 15 px at 224) and shows what the network used, not the extent of disease.",
+        "Heatmap (class activation map) shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
+        help="The class activation map (CAM; for this head Grad-CAM gives the same or a close map) highlights the "
+        "regions whose features pushed the model towards the chosen class. " + where + "The outline often "
+        "includes the lung behind the heart (on other films it follows the left heart border), so heat over the "
+        "heart shadow may come from that lung or from the heart itself: the map cannot tell them apart. It is "
+        "coarse (about 15 px at 224) and shows what the network used, not the extent of disease.",
     )  # fmt: skip
     k1, k2 = st.columns([3, 2], vertical_alignment="bottom")
     alpha = k1.slider("Heatmap opacity", 0, 100, 45, 5, format="%d%%", key="opacity") / 100.0  # in percent

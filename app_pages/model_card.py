@@ -120,13 +120,14 @@ st.markdown(
 st.subheader("Architecture")
 widths = settings.get("widths")
 input_px = loaded.classifier.image_size  # the classifier's input side
+POOLING = "average pooling over the lung mask" if meta.get("channels") == 2 else "global average pooling"
 st.markdown(
     f"""
 A small convolutional network built for this project (`pneumo.training.networks.build_model`): grayscale input
 {input_px} × {input_px}, rescaling and per-image standardisation inside the model, a stride-2 stem
 convolution ({settings.get("stem_width", "?")} filters), {len(widths) if widths else "several"} blocks of
 depthwise-separable convolutions (widths {", ".join(map(str, widths)) if widths else "?"}) with batch normalisation,
-global average pooling, dropout {settings.get("dropout", "?")} and one sigmoid output, P(pneumonia).
+{POOLING}, dropout {settings.get("dropout", "?")} and one sigmoid output, P(pneumonia).
 **{f"{n_params:,}" if n_params else "An unrecorded number of"} parameters in the model file** (with an ensemble, all
 its members together: see below). Grad-CAM explains the layer
 `{loaded.classifier.gradcam_layer}`.
@@ -136,8 +137,9 @@ members = int(settings.get("members") or training.get("members") or 1)  # the tr
 if members > 1:
     st.markdown(
         f"The app runs an **ensemble of {members} such networks**, trained from different initialisations on the same "
-        "split and merged into one model whose logit is the mean of theirs. Its head is again global average pooling "
-        "and one dense layer over the members' concatenated maps, so its heatmap is the mean of their maps. The "
+        "split and merged into one model whose logit is the mean of theirs. Its head is again "
+        + ("average pooling over the lung mask" if meta.get("channels") == 2 else "global average pooling")
+        + " and one dense layer over the members' concatenated maps, so its heatmap is the mean of their maps. The "
         f"parameter count above ({n_params:,}) and the layer table below are the whole ensemble's: about "
         f"{n_params // members:,} per network."
     )
@@ -168,6 +170,13 @@ lungs' bounding box is squashed to {input_px} × {input_px}. Borders, text marke
 abdomen cannot reach it. Post-processing: {lung_meta.get("post_processing", "not recorded")}.
 """
     )
+    if meta.get("channels") == 2:
+        st.markdown(
+            "**Evidence inside the lungs by construction.** The mask itself (not grown) is the classifier's second "
+            "input channel, and its last features are averaged over the lung cells only (masked average pooling: "
+            "each cell weighted by its share of lung). A cell without lung adds nothing to the answer, so the "
+            "heatmap is exactly zero outside the mask, and the map's lung-weighted sum plus the bias is the logit."
+        )
     st.markdown("**Segmentation quality** (validation patients, Dice and IoU at 224 px against the V7 Labs masks)")
     st.table(modelcard.lung_rows(lung_meta))
     st.caption(
