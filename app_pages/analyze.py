@@ -334,7 +334,8 @@ def heatmap_panel(res, threshold: float) -> tuple[int, float, bool]:
         "Heatmap (class activation map) shows evidence for", EXPLAIN_OPTIONS, horizontal=True, key="explain",
         help="The class activation map (CAM; for this head Grad-CAM gives the same or a close map) highlights the "
         "regions whose features pushed the model towards the chosen class. " + where + "The outline often "
-        "includes the lung behind the heart (on other films it follows the left heart border), so heat over the "
+        "includes the lung behind the heart, and with it much of the heart shadow (on other films it follows the "
+        "left heart border), so heat over the "
         "heart shadow may come from that lung or from the heart itself: the map cannot tell them apart. It is "
         "coarse (about 15 px at 224) and shows what the network used, not the extent of disease.",
     )  # fmt: skip

@@ -141,8 +141,11 @@ FAINT_HEAT = 0.5
 CALIBRATED_ECE = 0.05
 # A typed image reference on the report is cut to this many characters: one line of the page.
 REPORT_REFERENCE_CHARS = 60
-# Heatmap colour scale for PNEUMONIA evidence: OpenCV's JET (blue -> red), warm where the evidence is strongest.
-HEAT_COLORMAP_PNEUMONIA = "JET"
+# Heatmap colour scale for PNEUMONIA evidence, RGB stops evenly spaced from heat 0 to 1: warm only, pale yellow to
+# red (strongest). No blue, cyan or green at any level, so a weak PNEUMONIA map cannot pass for a NORMAL one.
+HEAT_STOPS_PNEUMONIA: tuple[tuple[int, int, int], ...] = (
+    (255, 235, 110), (255, 185, 50), (250, 120, 25), (235, 50, 20), (220, 0, 0),
+)  # fmt: skip
 # Heatmap colour scale for NORMAL evidence, RGB stops evenly spaced from heat 0 to 1: one cool hue family, dark navy to
 # bright aqua, never red or yellow, so a NORMAL map (strongest = brightest) cannot be read as evidence of disease.
 HEAT_STOPS_NORMAL: tuple[tuple[int, int, int], ...] = (

@@ -3,9 +3,9 @@ the lungs the classifier saw, with their outline. The app, the CLI's ``--heatmap
 :func:`result_overlay`, so all three show the same picture. Arrays in, arrays out.
 
 Each class has its own colour scale, chosen in one place (:func:`heat_lut`): PNEUMONIA evidence in a warm scale
-(JET, red at the strongest), NORMAL evidence in a cool one (navy to aqua, no red or yellow), so that a map of NORMAL
-evidence never looks like disease. The app's legend (:func:`heat_css_stops`) and the report's colour bar read the
-same table.
+(pale yellow to red, red at the strongest), NORMAL evidence in a cool one (navy to aqua, no red or yellow), so that a
+map of NORMAL evidence never looks like disease and no weak PNEUMONIA map looks like a NORMAL one. The app's legend
+(:func:`heat_css_stops`) and the report's colour bar read the same table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pneumo.checks.lungs import dilate
 from pneumo.explain.cam import class_heat
 
 _LUTS: dict[int, np.ndarray] = {}
-_STOP_LUTS: dict[str, np.ndarray] = {}  # colour scales built from config stops, (256, 1, 3) RGB
+_STOP_LUTS: dict[int, np.ndarray] = {}  # colour scales built from config stops, (256, 1, 3) RGB
 # Lung outlines are traced on the mask upsampled to at most this side: smooth at display size, cheap to trace.
 _OUTLINE_SIDE = 512
 
@@ -36,16 +36,15 @@ def _rgb_lut(colormap: int) -> np.ndarray:
 def heat_lut(target_class: int) -> np.ndarray:
     """The colour scale of the evidence for ``target_class`` (0 NORMAL, 1 PNEUMONIA): RGB uint8 (256, 1, 3), level 0
     (no evidence) to 255 (a typical peak or more). The one place that maps a class to its colours (config)."""
-    if target_class == 1:
-        return _rgb_lut(getattr(cv2, f"COLORMAP_{config.HEAT_COLORMAP_PNEUMONIA}"))
-    if target_class == 0:
-        if "normal" not in _STOP_LUTS:
-            stops = np.asarray(config.HEAT_STOPS_NORMAL, dtype=np.float64)  # (k, 3) RGB, evenly spaced over 0..1
+    if target_class in (0, 1):
+        if target_class not in _STOP_LUTS:
+            chosen = config.HEAT_STOPS_PNEUMONIA if target_class == 1 else config.HEAT_STOPS_NORMAL
+            stops = np.asarray(chosen, dtype=np.float64)  # (k, 3) RGB, evenly spaced over 0..1
             at = np.linspace(0.0, 1.0, len(stops))  # (k,)
             ramp = np.linspace(0.0, 1.0, 256)  # (256,)
             lut = np.stack([np.interp(ramp, at, stops[:, c]) for c in range(3)], axis=1)  # (256, 3)
-            _STOP_LUTS["normal"] = np.round(lut).astype(np.uint8).reshape(256, 1, 3)
-        return _STOP_LUTS["normal"]
+            _STOP_LUTS[target_class] = np.round(lut).astype(np.uint8).reshape(256, 1, 3)
+        return _STOP_LUTS[target_class]
     raise ValueError(f"target_class must be 0 or 1, not {target_class!r}")
 
 

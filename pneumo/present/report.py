@@ -56,6 +56,11 @@ _A4_INCHES = (8.27, 11.69)
 _FONT_DIR = Path(__import__("matplotlib").get_data_path()) / "fonts" / "ttf"  # DejaVu: every Unicode a name needs
 
 
+def _lower_first(sentence: str) -> str:
+    """'This model has ...' -> 'this model has ...' after a colon (a name or 'On new patients' stays as it is)."""
+    return sentence[:1].lower() + sentence[1:] if sentence.startswith("This ") else sentence
+
+
 def _hex_rgb(colour: str) -> tuple[int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
@@ -180,12 +185,13 @@ def report_content(
             for x in (
                 f"Heatmap: {scale_words(metadata, target_class)}.",
                 faint_note(result, metadata, target_class),
-                "Drawn only within the lungs, all the classifier sees (the outline often includes the lung behind the "
-                "heart): where the model found evidence, not how much disease there is.",
+                "Drawn only inside the lung outline (the model's lung fields, which include the lung behind the heart, "
+                "so the outline takes in the heart shadow: heat there may come from the lung or the heart): where the "
+                "model found evidence, not how much disease there is.",
             )
             if x
         ),
-        independent="Independent figures: " + ev.headline(evaluation, markdown=False),
+        independent="Independent figures: " + _lower_first(ev.headline(evaluation, markdown=False)),
         external=external,
         validation=validation,
         facts="Image: " + ", ".join(f"{k} {x}" for k, x in result.facts.items()) + ".",

@@ -122,7 +122,7 @@ class Verdict:
     """How one probability reads at one threshold: label, position and the sentences that go with it.
 
     position: 'near' (within NEAR_LOGIT of the threshold), 'clearly' or 'far'.
-    headline: e.g. 'NORMAL: 23.7% is far below the 97% threshold'.
+    headline: e.g. 'P(pneumonia) 23.7% is far below the 97% threshold'.
     caution: a sentence for a label that a person could misread from the number ('' when there is none).
     """
 
@@ -156,9 +156,10 @@ def verdict(probability: float, threshold: float) -> Verdict:
     side = "above" if label == config.CLASS_NAMES[1] else "below"
     cut = format_threshold(t, percent=True)
     shown = format_probability(p)
-    headline = f"{label}: {shown} is {'' if position == 'near' else position + ' '}{side} the {cut} threshold"
+    # the number leads, not the class: "PNEUMONIA: > 99.9%" would read like a diagnosis with a certainty
+    headline = f"P(pneumonia) {shown} is {'' if position == 'near' else position + ' '}{side} the {cut} threshold"
     if position == "near":
-        headline = f"{label}: {shown} is just {side} the {cut} threshold (borderline)"
+        headline = f"P(pneumonia) {shown} is just {side} the {cut} threshold (borderline)"
     caution = ""
     if label == config.CLASS_NAMES[0] and p >= 0.5:
         caution = (

@@ -121,6 +121,10 @@ def test_normal_evidence_is_never_red_and_pneumonia_evidence_is():
     assert (lut[:, 0] < 100).all()
     brightness = lut @ np.array([0.299, 0.587, 0.114])  # (256,) luma: dark for no evidence, brightest at a peak
     assert (np.diff(brightness) > -1).all() and brightness[-1] > brightness[0] + 150  # up to rounding
+    # and the whole PNEUMONIA scale is warm: red leads at every level, no blue, cyan or green, so a weak PNEUMONIA map
+    # never looks like a NORMAL one
+    warm = heat_lut(1)[:, 0].astype(int)  # (256, 3)
+    assert (warm[:, 0] >= 220).all() and (warm[:, 2] < warm[:, 0] - 100).all() and (warm[:, 1] <= warm[:, 0]).all()
     with pytest.raises(ValueError):
         heat_lut(2)
 

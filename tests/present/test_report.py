@@ -150,7 +150,7 @@ def test_operating_point_lookup(tiny_model):
 def test_verdict_never_contradicts_the_number(p, t, label, words):
     v = pr.verdict(p, t)
     text = pr.plain_verdict(p, t)
-    assert v.label == label and words in text and text.startswith(f"**{label}: {pr.format_probability(p)} is")
+    assert v.label == label and words in text and text.startswith(f"**P(pneumonia) {pr.format_probability(p)} is")
     assert "confident" not in text.lower()  # no claim about certainty, at any threshold
     # a number above 50 % labelled NORMAL, or below 50 % labelled PNEUMONIA, always comes with the reason
     contradicts = (label == "NORMAL") == (p >= 0.5)
