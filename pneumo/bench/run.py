@@ -519,6 +519,14 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int) 
     return {name: stats_ms(t) for name, t in times.items()}
 
 
+def _classifier_input(x: np.ndarray, model: Any) -> np.ndarray:
+    """(1, S, S, 1) -> the model's channels: a lung-pooled classifier (2 channels) gets a mask of all lung (same
+    arithmetic as any real mask)."""
+    if int(model.input_shape[-1]) == 2:
+        return np.concatenate([x, np.full_like(x, 255)], axis=-1)  # (1, S, S, 2)
+    return x
+
+
 def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, dict[str, Any]]:
     """predict_ms, explain_ms, batch_ms and batch_images_per_s of every candidate, timed interleaved.
 
@@ -530,7 +538,7 @@ def measure_all(cands: list[Candidate], jpeg: bytes, plan: Plan) -> dict[str, di
 
     pixels = display_pixels(jpeg)  # (h, w) uint8, long side <= DISPLAY_MAX_SIDE
     blobs = [jpeg] * plan.batch_size
-    xs = {c.name: preprocess(pixels, c.size)[None] for c in cands}  # (1, S, S, 1) each
+    xs = {c.name: _classifier_input(preprocess(pixels, c.size)[None], c.model) for c in cands}  # (1, S, S, C) each
     pipeline = {c.name: "pneumo" if i == 0 else "seed" for i, c in enumerate(cands)}
     log.info("timing %s, interleaved", ", ".join(c.name for c in cands))
     predict = time_interleaved(
