@@ -59,18 +59,21 @@ def test_the_gate_keeps_a_child_film_and_undoes_turns_and_inversion(models):
 
 @pytest.mark.slow
 def test_the_drawn_map_is_the_reference_gradcam_of_what_the_classifier_saw(models):
-    """The app's cam224 (TFLite CAM pasted back over the 224 squash) against Grad-CAM computed by TensorFlow on the
-    same classifier input: same sign, same place (a flipped or shifted map fails)."""
+    """The app's cam224 (TFLite CAM pasted back over the 224 squash) against the reference map TensorFlow computes on
+    the same classifier input (pneumo.training.gradcam: Grad-CAM for a global-average head, the exact logit
+    decomposition for a lung-pooled one): same sign, same place (a flipped or shifted map fails)."""
     from pneumo.training.gradcam import explain_batch
     from pneumo.training.networks import load_keras_network
 
     film = load_image(SAMPLE).pixels
     res = analyze_images(models, [LoadedImage(film)])[0]
     x224 = preprocess(film, 224)[..., 0][None]  # (1, 224, 224)
-    x, masks = classifier_inputs(models, x224)  # (1, S, S, 1), (1, 224, 224)
+    x, masks = classifier_inputs(models, x224)  # (1, S, S, C), (1, 224, 224)
     keras_net = load_keras_network(models.classifier.path)
-    p_ref, cam_ref = explain_batch(keras_net.model, x, keras_net.gradcam_layer, method="gradcam")  # (1,), (1, h, w)
-    ref224 = lungs.paste_back(cam_ref[0], masks[0])  # (224, 224)
+    pooled = models.classifier.channels == 2
+    method = "auto" if pooled else "gradcam"  # Grad-CAM equals the CAM only for a global-average head
+    p_ref, cam_ref = explain_batch(keras_net.model, x, keras_net.gradcam_layer, method=method)  # (1,), (1, h, w)
+    ref224 = lungs.paste_back(cam_ref[0], masks[0], inside_only=pooled)  # (224, 224)
     assert res.probability == pytest.approx(float(p_ref[0]), abs=1e-4)
     inside = masks[0] if masks is not None else np.ones((224, 224), bool)
     a, b = res.cam224[lungs.dilate(inside)], ref224[lungs.dilate(inside)]

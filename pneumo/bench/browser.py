@@ -32,7 +32,7 @@ from pneumo import config
 CHROMIUM = "/usr/bin/chromium"  # Debian's Chromium: nothing is downloaded
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 HEADING = "Analyze a chest X-ray"  # the Analyze page's title
-METRIC = "Model's P(pneumonia)"  # the st.metric that carries the result
+RESULT = "Model output: P(pneumonia)"  # the line that carries the result (pneumo.present.text.model_output_line)
 TIMEOUT_MS = 180_000  # a cold start on a slow machine
 NEW_VISITORS = 8  # fresh pages timed (each loads the front end anew: slower and more variable)
 COLD_PAUSE_S = 8.0  # a visitor who takes this long to pick a file after the first page painted
@@ -62,15 +62,14 @@ def _upload(page, file: Path) -> float:
     """Hand ``file`` to the uploader; seconds until its probability is on the page."""
     t0 = time.perf_counter()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(file))
-    value = page.locator('[data-testid="stMetric"]', has_text=METRIC).locator('[data-testid="stMetricValue"]')
-    value.first.wait_for(timeout=TIMEOUT_MS)
+    page.get_by_test_id("stMarkdown").filter(has_text=RESULT).first.wait_for(timeout=TIMEOUT_MS)
     return time.perf_counter() - t0
 
 
 def _remove_upload(page) -> None:
     """Take the uploaded file off the uploader and wait until the page is idle again."""
     page.locator('[data-testid="stFileChipDeleteBtn"] button').first.click()
-    page.locator('[data-testid="stMetric"]', has_text=METRIC).first.wait_for(state="detached", timeout=TIMEOUT_MS)
+    page.get_by_test_id("stMarkdown").filter(has_text=RESULT).first.wait_for(state="detached", timeout=TIMEOUT_MS)
     _idle(page)
 
 
