@@ -422,8 +422,12 @@ def orientation_sentence(gate_metadata: dict[str, Any]) -> str:
     )
     if "mirrored" in o:  # the plain left-right flip, the one a scanner or a viewer can make
         m = o["mirrored"]
-        text += (
-            f" Mirrored only (heart on the right): {m['corrected_upright']:.1%} flipped back, "
-            f"{m['flagged_or_corrected_upright']:.1%} flipped back or flagged."
+        warned = (((gate_metadata.get("metrics") or {}).get("mirror_validation") or {}).get("mirrored") or {}).get(
+            "flipped_or_warned"
+        )
+        text += f" Mirrored only (heart on the right): {m['corrected_upright']:.1%} flipped back, " + (
+            f"{warned:.1%} flipped back or analysed with the possibly-mirrored warning."
+            if warned is not None
+            else f"{m['flagged_or_corrected_upright']:.1%} flipped back or flagged."
         )
     return text

@@ -100,6 +100,9 @@ def test_scope_rows_and_orientation_sentence_from_gate_metadata():
     meta["metrics"]["orientation_validation"]["mirrored"] = _o(0.9745, 0.9987)
     s = modelcard.orientation_sentence(meta)
     assert "left-right mirrored" in s and "3 transforms" in s and "97.5% flipped back, 99.9% flipped back or" in s
+    meta["metrics"]["mirror_validation"] = {"mirrored": {"n": 784, "flipped_or_warned": 0.98}}  # with the warning band
+    s = modelcard.orientation_sentence(meta)
+    assert "97.5% flipped back, 98.0% flipped back or analysed with the possibly-mirrored warning" in s
 
 
 def test_committed_gate_metadata_feeds_the_card():
