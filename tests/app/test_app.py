@@ -460,6 +460,10 @@ def test_committed_model_without_an_evaluation_quotes_the_previous_models_as_tha
     assert "not yet been independently evaluated" in text
     assert "These are not this model's figures" in text
     assert f"{previous['sets']['official_test']['auc']:.3f}" in text
+    # the committed classifier pools over the lungs: the card says so and shows its deletion test with n
+    assert "Evidence inside the lungs by construction" in text and "Is the heatmap faithful?" in text
+    deletion = [t.value for t in at.table if "most evidence first" in t.value.columns]
+    assert deletion and deletion[0]["validation images"].iloc[0].startswith("PNEUMONIA (n = ")
 
 
 def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monkeypatch, tmp_path):
