@@ -206,6 +206,7 @@ if rob_rows:
             "PNEUMONIA images, up for NORMAL ones."
         )
         st.table(deletion)
+        st.markdown(modelcard.deletion_sentence(meta))
         st.caption(
             "Greying is not neutral for this task: a flat grey patch looks like an opacity, so greying random cells "
             "of a pneumonia image can even raise P. Compare the two columns, not each with the value before."

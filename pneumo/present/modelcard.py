@@ -320,8 +320,8 @@ def heatmap_sentence(metadata: dict[str, Any]) -> str:
     grown = h.get("pneumonia_images_pneumonia_mass_inside_grown")
     if grown is not None:
         text += (
-            f" Within the lung fields grown by {h.get('grown_by_px', '?')} px: {_fmt(grown, '.0%')} and "
-            f"{_fmt(h.get('normal_images_normal_mass_inside_grown'), '.0%')}."
+            f" Within the lung fields grown by {h.get('grown_by_px', '?')} px: {_fmt(grown, '.1%')} and "
+            f"{_fmt(h.get('normal_images_normal_mass_inside_grown'), '.1%')}."
         )
     if metadata.get("channels") == 2:
         text += (
@@ -335,6 +335,31 @@ def heatmap_sentence(metadata: dict[str, Any]) -> str:
             "borders (hila, heart borders, apices) spills across them."
         )
     return text
+
+
+def deletion_sentence(metadata: dict[str, Any]) -> str:
+    """What the deletion test says of each class's map, at the largest share of lung cells greyed ('' when not
+    measured): how much further the top cells move P away from the class than random cells do."""
+    d = (metadata.get("robustness") or {}).get("deletion") or {}
+    parts = []
+    for name, sign in (("PNEUMONIA", 1.0), ("NORMAL", -1.0)):
+        rows = (d.get(name) or {}).get("rows") or []
+        if not rows:
+            continue
+        last = rows[-1]
+        gap = sign * (last["mean_p_random"] - last["mean_p_top"])  # > 0: the top cells matter more than random ones
+        verdict = (
+            "faithful by this test"
+            if gap >= 0.05
+            else "no better than random cells: read it as where the lungs look clear, not as why the answer is " + name
+            if name == "NORMAL"
+            else "no better than random cells: read it with more caution"
+        )
+        parts.append(
+            f"{name} map: greying its top {last['fraction']:.0%} of lung cells moves P {gap:+.3f} further from "
+            f"{name} than greying random cells ({verdict})"
+        )
+    return ("; ".join(parts) + ".") if parts else ""
 
 
 def deletion_rows(metadata: dict[str, Any]) -> list[dict[str, str]]:

@@ -60,6 +60,12 @@ def test_deletion_rows_compare_top_cells_with_random_ones_per_class_with_n():
     assert rows[1] == {"validation images": "PNEUMONIA (n = 70)", "lung cells greyed": "20%", "mean P before": "0.950",
                        "most evidence first": "0.420", "random cells": "0.900"}  # fmt: skip
     assert modelcard.deletion_rows({}) == []
+    s = modelcard.deletion_sentence({"robustness": rob})
+    assert "PNEUMONIA map: greying its top 20% of lung cells moves P +0.480 further" in s and "faithful" in s
+    assert "NORMAL map: greying its top 10% of lung cells moves P +0.220 further" in s
+    rob["deletion"]["NORMAL"]["rows"][0]["mean_p_top"] = 0.07  # top cells no worse than random: not faithful
+    assert "where the lungs look clear" in modelcard.deletion_sentence({"robustness": rob})
+    assert modelcard.deletion_sentence({}) == ""
 
 
 def test_lung_rows_per_class():
