@@ -274,12 +274,13 @@ anyway" and look at the film yourself.
     )
 
 st.subheader("Validation figures (optimistic)")
+CHOSE = (meta.get("validation_split") or {}).get("chose", "the best epochs and the threshold")
 st.caption(
     "Measured on images drawn from the same pool as the training images: much easier than new patients. "
-    "This split also chose the best epochs and the threshold, so its sensitivity at the threshold is a target that "
-    "was met. No figures from patients that chose nothing exist for this model: training used every patient of the "
-    "training folder for either fitting or choosing. The only untouched figures are the independent ones on new "
-    "patients, above."
+    f"This split also chose {CHOSE}, so its sensitivity at the threshold is a target that was met, and the design "
+    "choices were compared on it. No figures from patients that chose nothing exist for this model: training used "
+    "every patient of the training folder for either fitting or choosing. The only untouched figures are the "
+    "independent ones on new patients, above."
 )
 rows = modelcard.metric_rows(meta)
 if rows:

@@ -11,7 +11,7 @@ from pneumo import config
 SAMPLES_DIR = config.ASSETS_DIR / "samples"
 # How samples.json's pneumo_split reads in the sample menu.
 _SPLIT_WORDS = {
-    # not trained on, but the split chose the best epoch and the threshold: not a new patient either
+    # not trained on, but the split chose the threshold (and the design): not a new patient either
     "validation": "validation split: not trained on, but it chose the threshold",
     "training": "seen in training: its result is optimistic",
 }

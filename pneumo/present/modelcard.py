@@ -27,9 +27,9 @@ DATASET = (
 SPLITS = {
     "validation": (
         "Validation split",
-        "whole patients held out of the data set's training folder; the same split chose the best epoch and the "
-        "threshold (the highest keeping its sensitivity >= 95%), so its sensitivity there is a target that was met, "
-        "not a measurement, and its other figures are optimistic",
+        "whole patients held out of the data set's training folder; the same split chose the threshold (the "
+        "highest keeping its sensitivity >= 95%) and, for a model trained with early stopping, the epoch, so its "
+        "sensitivity there is a target that was met, not a measurement, and its other figures are optimistic",
     ),
     "test": ("Official test folder", "the data set's official test folder, never used for training or any choice"),
     "official_val": (
