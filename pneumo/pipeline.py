@@ -133,11 +133,9 @@ def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.
     if models.lungs is None:
         raise ValueError("this classifier reads the lungs: load it with its lung model (pneumo.pipeline.load_models)")
     masks, _ = lungs.segment(models.lungs, x224)  # (B, 224, 224) bool
-    x = np.stack([lungs.lung_input(im, m, size) for im, m in zip(x224, masks, strict=False)])  # (B, S, S)
-    if models.classifier.channels == 2:
-        m = np.stack([lungs.mask_input(mk, size) for mk in masks])  # (B, S, S) 255 = lung
-        return np.stack([x, m], axis=-1), masks  # (B, S, S, 2)
-    return x[..., None], masks
+    two = models.classifier.channels == 2  # the view and the lung mask the classifier pools over
+    x = np.stack([lungs.lung_input(im, m, size, with_mask=two) for im, m in zip(x224, masks, strict=False)])
+    return (x if two else x[..., None]), masks  # (B, S, S, C)
 
 
 def classify_224(models: Models, x224: np.ndarray, batch_size: int = config.PIPELINE_BATCH) -> BatchOutput:

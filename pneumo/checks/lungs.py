@@ -122,44 +122,56 @@ def _disc(px: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
 
 
-def lung_input(x224: np.ndarray, mask224: np.ndarray, size: int, margin: tuple[int, int] | None = None) -> np.ndarray:
+def _squash(crop: np.ndarray, size: int) -> np.ndarray:
+    """A crop (h, w) resized to (size, size): area filtering when shrinking, linear when enlarging."""
+    interp = cv2.INTER_AREA if min(crop.shape) >= size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def lung_input(
+    x224: np.ndarray,
+    mask224: np.ndarray,
+    size: int,
+    margin: tuple[int, int] | None = None,
+    with_mask: bool = False,
+) -> np.ndarray:
     """The classifier's view: uint8 (224, 224) image and bool mask -> uint8 (size, size), lungs only.
 
     Pixels outside the dilated mask are set to the mean inside it, then the dilated mask's bounding box is squashed
     to ``size`` x ``size``. Borders, markers, neck and abdomen cannot reach the classifier.
+    ``with_mask``: uint8 (size, size, 2), the view and, as channel 1, the mask itself (not grown) cut from the same
+    box and area-resized, 255 = lung (a pixel on the outline gets its lung share; an empty mask: all 255, as the view
+    then shows the whole image): the input of a classifier that pools over the lungs only.
     ``margin`` (training only): (px, grey) greys everything outside the mask grown by px instead (px <= the margin),
     with the grey value given, in the same frame: the edge of the visible lungs moves as it does when the U-Net's
     mask differs from the truth.
     """
     x224 = np.asarray(x224).reshape(x224.shape[0], x224.shape[1])
+    mask224 = np.asarray(mask224, bool)
     grown = dilate(mask224)
-    if not grown.any():
+    empty = not grown.any()
+    if empty:
         grown = np.ones_like(grown)
     fill = np.uint8(round(float(x224[grown].mean())))
     view = np.where(grown, x224, fill).astype(np.uint8)  # (224, 224)
-    if margin is not None and np.asarray(mask224).any():
+    if margin is not None and not empty:
         view[~dilate(mask224, margin[0])] = np.uint8(margin[1])
     y0, y1, x0, x1 = lung_box(grown, 0)
-    crop = view[y0:y1, x0:x1]
-    interp = cv2.INTER_AREA if min(crop.shape) >= size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)  # (size, size)
+    out = _squash(view[y0:y1, x0:x1], size)  # (size, size)
+    if not with_mask:
+        return out
+    if empty:
+        lung = np.full((size, size), 255, np.uint8)
+    else:
+        share = _squash(mask224[y0:y1, x0:x1].astype(np.float32) * 255.0, size)  # (size, size) 0..255
+        lung = np.clip(share + 0.5, 0, 255).astype(np.uint8)
+    return np.stack([out, lung], axis=-1)  # (size, size, 2)
 
 
 def mask_input(mask224: np.ndarray, size: int) -> np.ndarray:
-    """The lung mask in the frame of :func:`lung_input`: bool (224, 224) -> uint8 (size, size), 255 = lung.
-
-    The classifier's second channel when it pools over the lungs only: the same box (the grown mask's), the mask
-    itself not grown, area-resized (a pixel on the outline gets its lung share). An empty mask gives all 255, as
-    :func:`lung_input` then shows the whole image.
-    """
-    mask224 = np.asarray(mask224, bool)
-    grown = dilate(mask224)
-    if not grown.any():
-        return np.full((size, size), 255, np.uint8)
-    y0, y1, x0, x1 = lung_box(grown, 0)
-    crop = mask224[y0:y1, x0:x1].astype(np.float32) * 255.0  # (h, w) 0/255
-    interp = cv2.INTER_AREA if min(crop.shape) >= size else cv2.INTER_LINEAR
-    return np.clip(cv2.resize(crop, (size, size), interpolation=interp) + 0.5, 0, 255).astype(np.uint8)
+    """The lung mask in the frame of :func:`lung_input`: bool (224, 224) -> uint8 (size, size), 255 = lung (its
+    channel 1 with ``with_mask``)."""
+    return lung_input(np.zeros(np.shape(mask224), np.uint8), mask224, size, with_mask=True)[..., 1]
 
 
 def paste_back(

@@ -145,30 +145,37 @@ def lung_model_facts(s: Settings) -> dict | None:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def model_inputs(x224: np.ndarray, s: Settings, jitter_seed: int | None = None) -> np.ndarray:
+def lung_masks(x224: np.ndarray, s: Settings) -> np.ndarray:
+    """The U-Net's lung masks of 224 squashes: uint8 (N, 224, 224) -> bool (N, 224, 224), in chunks of 256."""
+    seg = load_keras_network(s.lung_model, "lung model")
+    out = np.empty(x224.shape, bool)
+    for i in range(0, len(x224), 256):
+        out[i : i + 256], _ = lungs.segment(seg, x224[i : i + 256])
+        log.info("lung masks: %d/%d", min(i + 256, len(x224)), len(x224))
+    return out
+
+
+def model_inputs(
+    x224: np.ndarray, s: Settings, masks: np.ndarray | None = None, jitter_seed: int | None = None
+) -> np.ndarray:
     """The classifier's inputs from 224 squashes: uint8 (N, 224, 224) -> uint8 (N, S, S, C).
 
-    input_mode "lungs": the U-Net's mask, then the dilated lung box greyed outside the lungs (pneumo.checks.lungs),
-    plus the mask in the same box as channel 1 when the classifier pools over the lungs (C = 2);
-    "full": the whole squash resized to S.
+    input_mode "lungs": the U-Net's mask (``masks`` when already made, else :func:`lung_masks`), then the dilated
+    lung box greyed outside the lungs (pneumo.checks.lungs), plus the mask in the same box as channel 1 when the
+    classifier pools over the lungs (C = 2); "full": the whole squash resized to S.
     jitter_seed: each image's visible margin cut to a random 0..LUNG_MARGIN_PX px, greyed with the image mean
     (training only, see Settings.margin_jitter).
     """
 
     if effective_mode(s) == "full":
         return np.stack([cv2.resize(x, (s.image_size,) * 2, interpolation=cv2.INTER_AREA) for x in x224])[..., None]
-    seg = load_keras_network(s.lung_model, "lung model")
+    masks = lung_masks(x224, s) if masks is None else masks
     out = np.empty((len(x224), s.image_size, s.image_size, 2 if pooled(s) else 1), np.uint8)
     rng = np.random.default_rng(jitter_seed) if jitter_seed is not None else None
-    for i in range(0, len(x224), 256):
-        masks, _ = lungs.segment(seg, x224[i : i + 256])  # (b, 224, 224) bool
-        for j, m in enumerate(masks):
-            im = x224[i + j]
-            margin = (int(rng.integers(0, config.LUNG_MARGIN_PX + 1)), round(float(im.mean()))) if rng else None
-            out[i + j, ..., 0] = lungs.lung_input(im, m, s.image_size, margin)
-            if pooled(s):
-                out[i + j, ..., 1] = lungs.mask_input(m, s.image_size)
-        log.info("lung inputs: %d/%d", min(i + 256, len(x224)), len(x224))
+    for i, (im, m) in enumerate(zip(x224, masks, strict=True)):
+        margin = (int(rng.integers(0, config.LUNG_MARGIN_PX + 1)), round(float(im.mean()))) if rng else None
+        view = lungs.lung_input(im, m, s.image_size, margin, with_mask=pooled(s))  # (S, S[, 2])
+        out[i] = view if view.ndim == 3 else view[..., None]
     return out
 
 
@@ -303,12 +310,13 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     fp = data.fingerprint(paths, root)
     cache = Path(s.cache_dir) if s.cache_dir else None
     x224 = data.load_arrays(paths, 224, cache)[..., 0]  # (N, 224, 224) uint8
-    x_all = model_inputs(x224, s)  # (N, S, S, C) uint8
+    masks = lung_masks(x224, s) if effective_mode(s) == "lungs" else None  # (N, 224, 224): the U-Net runs once
+    x_all = model_inputs(x224, s, masks)  # (N, S, S, C) uint8
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)
     x_tr, y_tr, x_va, y_va = x_all[tr], labels[tr], x_all[va], labels[va]
     x_alt = None
     if s.margin_jitter > 0 and effective_mode(s) == "lungs" and not args.threshold_only:
-        x_alt = model_inputs(x224[tr], s, jitter_seed=s.seed)  # (N_tr, S, S, C): margins cut at random
+        x_alt = model_inputs(x224[tr], s, masks[tr], jitter_seed=s.seed)  # (N_tr, S, S, C): margins cut at random
     n_pat = len({data.patient_id(paths[i].name) for i in va})
     log.info("patient split: train %d images, validation %d images (%d patients)", len(tr), len(va), n_pat)
 
