@@ -249,11 +249,12 @@ def probability_meaning(
     return text
 
 
-# The validation split chose the threshold (sensitivity floor) and the epochs: its figures at that threshold partly
-# measure the choice itself. Quoted wherever the validation operating point is shown.
+# The validation split chose the threshold (sensitivity floor), and designs were compared on it (an early-stopped
+# model's epochs too): its figures at that threshold partly measure the choice itself. Quoted wherever the validation
+# operating point is shown.
 VALIDATION_CAVEAT = (
-    "This split also chose the threshold (sensitivity kept at or above 95%) and the epochs: its sensitivity at the "
-    "model's threshold is a target that was met, not a measurement."
+    "This split also chose the threshold (sensitivity kept at or above 95%) and the design was compared on it: its "
+    "sensitivity at the model's threshold is a target that was met, not a measurement."
 )
 
 
