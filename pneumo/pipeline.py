@@ -42,8 +42,8 @@ ANALYSIS_DECODE = {"min_side": config.DECODE_MIN_FACTOR * SQUASH}
 
 @dataclass(frozen=True)
 class Models:
-    """Everything the path runs: the classifier, the lung U-Net (None for a 'full'-input classifier) and the gate
-    (None: rules only)."""
+    """Everything the path runs: the classifier, the lung network (None for a 'full'-input classifier) and the gate
+    (None: rules only). The lung network may be the gate itself (one encoder, a lung head: ``shared_lungs``)."""
 
     classifier: Network
     lungs: Network | None = None
@@ -52,6 +52,11 @@ class Models:
     @property
     def threshold(self) -> float:
         return self.classifier.threshold
+
+    @property
+    def shared_lungs(self) -> bool:
+        """Whether the gate's lung head finds the lungs: the gate's pass gives the masks, no third network runs."""
+        return self.lungs is not None and self.lungs is self.gate
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -77,10 +82,12 @@ def load_models(
     path = Path(classifier_path)
     clf = loader(path, "classifier")
     seg = None
-    if clf.input_mode == "lungs":
+    if clf.input_mode == "lungs":  # the lung network its metadata names: a U-Net, or the gate with its lung head
         seg = loader(path.parent / (clf.metadata.get("lung_model") or {}).get("file", config.LUNG_MODEL_PATH.name),
                      "lung model")  # fmt: skip
     gate_path = path.parent / config.SCOPE_MODEL_PATH.name
+    if seg is not None and seg.path.resolve() == gate_path.resolve():  # the gate finds the lungs: load it once
+        return Models(clf, seg, seg if with_gate else None)
     gate = loader(gate_path, "scope gate") if with_gate and gate_path.exists() else None
     return Models(clf, seg, gate)
 
@@ -121,10 +128,14 @@ class BatchOutput:
     masks: np.ndarray | None
 
 
-def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def classifier_inputs(
+    models: Models, x224: np.ndarray, lung_prob: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 (B, 224, 224) -> classifier inputs uint8 (B, S, S, C) and the lung masks (B, 224, 224) or None.
 
     C = 1: the lung view; C = 2 (a classifier that pools over the lungs only): the lung view and the lung mask.
+    lung_prob: P(lung) float (B, s, s) of these squashes when the gate's lung head gave it already (its pass on the
+    corrected image); otherwise the lung network runs here.
     """
     size = models.classifier.image_size
     if models.classifier.input_mode != "lungs":
@@ -132,19 +143,28 @@ def classifier_inputs(models: Models, x224: np.ndarray) -> tuple[np.ndarray, np.
         return x[..., None], None
     if models.lungs is None:
         raise ValueError("this classifier reads the lungs: load it with its lung model (pneumo.pipeline.load_models)")
-    masks, _ = lungs.segment(models.lungs, x224)  # (B, 224, 224) bool
+    if lung_prob is None:
+        masks, _ = lungs.segment(models.lungs, x224)  # (B, 224, 224) bool
+    else:
+        masks = lungs.masks_from(lungs.upsample(lung_prob, x224.shape[1:3]), lungs.lung_threshold(models.lungs))
     two = models.classifier.channels == 2  # the view and the lung mask the classifier pools over
     x = np.stack([lungs.lung_input(im, m, size, with_mask=two) for im, m in zip(x224, masks, strict=False)])
     return (x if two else x[..., None]), masks  # (B, S, S, C)
 
 
-def classify_224(models: Models, x224: np.ndarray, batch_size: int = config.PIPELINE_BATCH) -> BatchOutput:
-    """Run lungs, classifier and CAM on squashes uint8 (B, 224, 224): one forward pass per model and batch."""
+def classify_224(
+    models: Models,
+    x224: np.ndarray,
+    batch_size: int = config.PIPELINE_BATCH,
+    lung_prob: np.ndarray | None = None,
+) -> BatchOutput:
+    """Run lungs, classifier and CAM on squashes uint8 (B, 224, 224): one forward pass per model and batch.
+    lung_prob: P(lung) float (B, s, s) from the gate's lung head, when it ran (see :func:`classifier_inputs`)."""
     x224 = np.asarray(x224, np.uint8).reshape(-1, SQUASH, SQUASH)
     probs, cams, all_masks = [], [], []
     for i in range(0, len(x224), batch_size):
         chunk = x224[i : i + batch_size]
-        x, masks = classifier_inputs(models, chunk)
+        x, masks = classifier_inputs(models, chunk, None if lung_prob is None else lung_prob[i : i + batch_size])
         p, cam = forward_cam(models.classifier.model, x, models.classifier.gradcam_layer)  # (b,), (b, h, w)
         probs.append(p)
         if masks is None:
@@ -219,7 +239,9 @@ def analyze_images(models: Models, images: list[LoadedImage], force: bool = Fals
     checks = scope.assess_batch(images, models.gate, squashed)  # one gate pass for the batch
     x224 = np.stack([q if c.corrected is im.pixels else preprocess(c.corrected, SQUASH)[..., 0]
                      for q, c, im in zip(squashed, checks, images, strict=True)])  # fmt: skip  # (B, 224, 224) upright
-    out = classify_224(models, x224)  # every readable image runs: --force / "show anyway" need the answer
+    shared = models.shared_lungs and all(c.lung_probability is not None for c in checks)
+    lung_prob = np.stack([c.lung_probability for c in checks]) if shared else None  # (B, s, s): the gate found them
+    out = classify_224(models, x224, lung_prob=lung_prob)  # every readable image runs: --force / "show anyway"
     results: list[Result] = []
     for i, c in enumerate(checks):
         base = dict(warnings=tuple(c.codes), in_scope=c.in_scope, scope_text=c.explanation,

@@ -156,12 +156,19 @@ def app_model_path(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("app_model"))
 
 
+# Thresholds of a tiny random gate that lets every image through as it is (no refusal, turn or flip).
+OPEN_GATE = {"in_scope": 0.0, "orientation": 1.01, "upright_min": 0.0, "mirror": 1.01, "mirror_unclear": 1.01,
+             "mirror_warn": 1.01}  # fmt: skip
+
+
 def make_tiny_lung_models(
-    out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5, lung_pooling: bool = False
-) -> Path:
+    out_dir: Path, size: int = TINY_SIZE, seed: int = 0, threshold: float = 0.5, lung_pooling: bool = False,
+    shared: bool = False,
+) -> Path:  # fmt: skip
     """A tiny classifier that reads the lungs (input_mode 'lungs', CAM stride 16; ``lung_pooling``: it averages over
     the lung mask only) beside a tiny random U-Net, both exported to TFLite. Returns the classifier's path;
-    pneumo.pipeline.load_models finds the U-Net from its metadata."""
+    pneumo.pipeline.load_models finds the U-Net from its metadata. ``shared``: instead of a U-Net, a tiny random gate
+    with a lung head (pneumo_scope.keras, thresholds :data:`OPEN_GATE`) finds the lungs."""
     import keras
 
     from pneumo.nets.modelfile import file_sha256, metadata_path
@@ -170,10 +177,18 @@ def make_tiny_lung_models(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    unet = build_unet(size, widths=(4, 8, 8))
-    lung_path = out_dir / "pneumo_lungs.keras"
-    unet.save(lung_path)
-    lung_path.with_suffix(".json").write_text(json.dumps({"input_size": size, "threshold": 0.5}))
+    if shared:
+        from pneumo.training.train_scope import Settings, build_gate
+
+        lung_net = build_gate(Settings(image_size=size, stem_width=4, widths=(8, 8), lung_widths=(8, 4)))
+        lung_path = out_dir / "pneumo_scope.keras"
+        lung_meta = {"input_size": size, "thresholds": OPEN_GATE, "lung_threshold": 0.5}
+    else:
+        lung_net = build_unet(size, widths=(4, 8, 8))
+        lung_path = out_dir / "pneumo_lungs.keras"
+        lung_meta = {"input_size": size, "threshold": 0.5}
+    lung_net.save(lung_path)
+    lung_path.with_suffix(".json").write_text(json.dumps(lung_meta))
     export_tflite(lung_path)
     path = make_tiny_model(out_dir, size, seed, threshold, cam_stride=16, export=False, lung_pooling=lung_pooling)
     meta = json.loads(metadata_path(path).read_text())
@@ -188,6 +203,12 @@ def make_tiny_lung_models(
 def tiny_lung_model_path(tmp_path_factory) -> Path:
     """Path to a tiny random lungs-mode classifier with its tiny U-Net beside it."""
     return make_tiny_lung_models(tmp_path_factory.mktemp("tiny_lungs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_shared_model_path(tmp_path_factory) -> Path:
+    """Path to a tiny lung-pooled classifier whose lungs a tiny random gate with a lung head finds (two networks)."""
+    return make_tiny_lung_models(tmp_path_factory.mktemp("tiny_shared"), lung_pooling=True, shared=True)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,10 @@ from pneumo.nets.modelfile import Network
 
 log = logging.getLogger(__name__)
 
+# The output name of a lung head: the U-Net's one output, or the lung head of a scope gate that also finds the lungs
+# (pneumo.checks.scope); such a gate's metadata gives its P(lung) threshold as "lung_threshold".
+LUNG_OUTPUT = "lung_probability"
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # masks
@@ -196,18 +200,34 @@ def paste_back(
 
 # ---------------------------------------------------------------------------------------------------------------
 # loading and running
+def lung_threshold(net: Network) -> float:
+    """The P(lung) threshold of a lung network: a U-Net's ``threshold``; a gate with a lung head's
+    ``lung_threshold``."""
+    return float(net.metadata.get("lung_threshold", net.threshold))
+
+
 def lung_probability(net: Network, x224: np.ndarray) -> np.ndarray:
     """P(lung) at 224 for a batch of 224 squashes: uint8 (B, 224, 224[, 1]) -> float32 (B, 224, 224)."""
     size = net.image_size
     x224 = np.asarray(x224).reshape(len(x224), x224.shape[1], x224.shape[2])
     small = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in x224])  # (B, s, s)
-    prob = forward(net.model, small[..., None].astype(np.float32))  # (B, s, s, 1)
-    h, w = x224.shape[1:3]
-    return np.stack([cv2.resize(p[..., 0], (w, h), interpolation=cv2.INTER_LINEAR) for p in prob])  # (B, 224, 224)
+    out = forward(net.model, small[..., None].astype(np.float32))  # (B, s, s, 1), or a gate's dict of heads
+    return upsample(out[LUNG_OUTPUT] if isinstance(out, dict) else out, x224.shape[1:3])
+
+
+def upsample(prob: np.ndarray, shape: tuple[int, int] = (224, 224)) -> np.ndarray:
+    """P(lung) at the network's side float (B, s, s[, 1]) -> float32 (B, H, W) by linear interpolation."""
+    prob = np.asarray(prob, np.float32).reshape(len(prob), prob.shape[1], prob.shape[2])
+    h, w = shape
+    return np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in prob])
+
+
+def masks_from(prob224: np.ndarray, threshold: float) -> np.ndarray:
+    """P(lung) float (B, 224, 224) -> post-processed bool masks (B, 224, 224) (:func:`postprocess`)."""
+    return np.stack([postprocess(p, threshold) for p in prob224]).reshape(np.shape(prob224))
 
 
 def segment(net: Network, x224: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks for a batch: uint8 (B, 224, 224[, 1]) -> (bool masks (B, 224, 224), P(lung) float32 (B, 224, 224))."""
     prob = lung_probability(net, x224)
-    masks = np.stack([postprocess(p, net.threshold) for p in prob])
-    return masks, prob
+    return masks_from(prob, lung_threshold(net)), prob

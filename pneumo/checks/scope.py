@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from pneumo import config
+from pneumo.checks.lungs import LUNG_OUTPUT
 from pneumo.io.decode import LoadedImage
 from pneumo.io.preprocess import preprocess
 from pneumo.nets.lite import forward
@@ -106,7 +107,8 @@ class ScopeResult:
     codes: warning codes (keys of WARNING_CODES), rules first; in_scope: no code of OUT_OF_SCOPE_CODES;
     p_in_scope: the gate's P(in scope) on the corrected image (None without a gate); kind_probs: kind -> probability;
     orientation: the transform detected and undone ("upright" when none); corrected: uint8 (H, W) upright pixels;
-    explanation: plain words for users.
+    explanation: plain words for users. lung_probability: P(lung) of the corrected image at the gate's side, when
+    the gate has a lung head (the pipeline then runs no separate lung network).
     """
 
     codes: tuple[str, ...]
@@ -117,6 +119,7 @@ class ScopeResult:
     corrected: np.ndarray
     explanation: str
     orientation_probs: dict[str, float] = field(default_factory=dict)
+    lung_probability: np.ndarray | None = None  # float32 (S, S) P(lung) of the corrected image, from a gate's lung head
 
 
 def gate_threshold(gate: Network, key: str, default: float = 0.0) -> float:
@@ -182,8 +185,14 @@ def has_mirror_head(gate: Network) -> bool:
     return MIRROR_OUTPUT in gate.model.output
 
 
-def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8), P(mirrored) (N,).
+def has_lung_head(gate: Network) -> bool:
+    """Whether the gate also finds the lungs (one encoder, a lung head: pneumo's two-network design)."""
+    return LUNG_OUTPUT in gate.model.output
+
+
+def _forward(gate: Network, x: np.ndarray, batch_size: int = 64, lungs: bool = False) -> tuple[np.ndarray, ...]:
+    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8), P(mirrored) (N,);
+    with ``lungs`` also P(lung) (N, S, S) of x and of x flipped left-right (each None without a lung head).
 
     P(mirrored) = sigmoid(h(x) - h(x flipped left-right)) from the mirror head's handedness score h (one pass over
     the N images and their N mirror images); None for a gate without the mirror head.
@@ -193,10 +202,17 @@ def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.nda
     out = forward(gate.model, xx, batch_size)  # compiled once per model: no eager overhead per call
     n = len(x)
     kind, orient = np.asarray(out[KIND_OUTPUT])[:n], np.asarray(out[ORIENTATION_OUTPUT])[:n]
-    if not mirror:
-        return kind, orient, None
-    h = np.asarray(out[MIRROR_OUTPUT], np.float64).reshape(-1)  # (2N,)
-    return kind, orient, 1.0 / (1.0 + np.exp(-(h[:n] - h[n:])))
+    pm = None
+    if mirror:
+        h = np.asarray(out[MIRROR_OUTPUT], np.float64).reshape(-1)  # (2N,)
+        pm = 1.0 / (1.0 + np.exp(-(h[:n] - h[n:])))
+    if not lungs:
+        return kind, orient, pm
+    lung = np.asarray(out[LUNG_OUTPUT], np.float32)[..., 0] if LUNG_OUTPUT in out else None  # (2N or N, S, S)
+    if lung is None:
+        return kind, orient, pm, None, None
+    flipped = lung[n:] if mirror else None  # the map of the mirror image: of the film once flipped back
+    return kind, orient, pm, lung[:n], flipped
 
 
 @dataclass(frozen=True)
@@ -210,6 +226,7 @@ class GateDecision:
     in_scope: np.ndarray  # (N,) bool, P(in scope) >= threshold
     mirrored: np.ndarray | None = None  # (N,) P(mirrored) of the turn-corrected input; None without a mirror head
     mirror_warned: np.ndarray | None = None  # (N,) bool, analysed as it is with `possibly_mirrored`; None: no head
+    lungs: np.ndarray | None = None  # (N, S, S) P(lung) of the corrected input (every transform undone); None: no head
 
 
 def decide(gate: Network, x: np.ndarray) -> GateDecision:
@@ -223,19 +240,23 @@ def decide(gate: Network, x: np.ndarray) -> GateDecision:
     (both heads know in-scope images only). An in-scope image neither flipped nor unclear with P(mirrored) >=
     mirror_warn is analysed as it is and warned (``mirror_warned``); a gate without mirror_warn warns of nothing.
     """
-    kind, orient, pm = _forward(gate, x)  # (N, K), (N, 8), (N,) or None
+    kind, orient, pm, lung, lung_flipped = _forward(gate, x, lungs=True)  # (N, K), (N, 8), (N,), (N, S, S) or None
     best = orient.argmax(axis=1)  # (N,)
     want = (best != 0) & (orient[np.arange(len(x)), best] >= gate_threshold(gate, "orientation"))
     applied = np.zeros(len(x), dtype=np.int64)
     idx = np.flatnonzero(want)
     if idx.size:
         fixed = np.stack([undo_orientation(x[i], int(best[i])) for i in idx])  # (M, S, S, 1)
-        kind_fixed, _, pm_fixed = _forward(gate, fixed)
+        kind_fixed, _, pm_fixed, lung_fixed, flipped_fixed = _forward(gate, fixed, lungs=True)
         ok = kind_fixed[:, 0] >= gate_threshold(gate, "in_scope")
         kind[idx[ok]] = kind_fixed[ok]
         applied[idx[ok]] = best[idx[ok]]
         if pm is not None:
             pm[idx[ok]] = pm_fixed[ok]  # the mirror is judged on the upright image
+        if lung is not None:  # the lungs are found on the upright image
+            lung[idx[ok]] = lung_fixed[ok]
+            if lung_flipped is not None:
+                lung_flipped[idx[ok]] = flipped_fixed[ok]
     in_scope = kind[:, 0] >= gate_threshold(gate, "in_scope")
     unclear = (
         in_scope & (applied == 0) & (orient[:, 0] < gate_threshold(gate, "upright_min"))
@@ -244,12 +265,14 @@ def decide(gate: Network, x: np.ndarray) -> GateDecision:
         t_mirror = gate_threshold(gate, "mirror", 0.5)
         flip = in_scope & ~unclear & (pm >= t_mirror)
         applied = applied + len(ORIENTATIONS) // 2 * flip
+        if lung is not None and lung_flipped is not None:
+            lung[flip] = lung_flipped[flip]  # the map of the film flipped back: no extra pass
         t_unclear = gate_threshold(gate, "mirror_unclear", t_mirror)
         unclear = unclear | (in_scope & ~flip & (pm >= t_unclear))
         t_warn = gate_threshold(gate, "mirror_warn", t_unclear)  # a gate without the rule: no warning band
         warned = in_scope & ~unclear & ~flip & (pm >= t_warn)  # (N,)
-        return GateDecision(kind, orient, applied, unclear, in_scope, pm, warned)
-    return GateDecision(kind, orient, applied, unclear, in_scope, pm)
+        return GateDecision(kind, orient, applied, unclear, in_scope, pm, warned, lung)
+    return GateDecision(kind, orient, applied, unclear, in_scope, pm, lungs=lung)
 
 
 # ---------------------------------------------------------------------------------------------------- assess
@@ -306,7 +329,8 @@ def _result(img: LoadedImage, d: GateDecision | None, i: int) -> ScopeResult:
         if d.mirrored is not None:
             oprobs["mirrored"] = float(d.mirrored[i])  # P(mirrored) once turned upright
     in_scope = not any(c in OUT_OF_SCOPE_CODES for c in codes)
-    return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, reason_text(codes), oprobs)
+    lung = None if d is None or d.lungs is None else d.lungs[i]
+    return ScopeResult(tuple(codes), in_scope, p, kinds, orient, pixels, reason_text(codes), oprobs, lung)
 
 
 def assess_batch(

@@ -183,10 +183,14 @@ def forward_cam(model: Any, x: np.ndarray, layer_name: str) -> tuple[np.ndarray,
 
 
 def describe(models: Any) -> str:
-    """Which runtime runs each network of a pneumo.pipeline.Models, e.g. 'classifier TFLite, lungs TFLite, gate
-    TFLite' (TensorFlow only for the Keras networks that training loads)."""
+    """Which runtime runs each network of a pneumo.pipeline.Models, e.g. 'classifier TFLite, gate and lungs TFLite'
+    (one network for both) or 'classifier TFLite, lungs TFLite, gate TFLite' (TensorFlow only for the Keras networks
+    that training loads)."""
     nets = [("classifier", models.classifier.model, ("cam", models.classifier.gradcam_layer))]
-    nets += [(n, m.model, "forward") for n, m in (("lungs", models.lungs), ("gate", models.gate)) if m is not None]
+    if models.lungs is not None and models.lungs is models.gate:
+        nets.append(("gate and lungs", models.gate.model, "forward"))
+    else:
+        nets += [(n, m.model, "forward") for n, m in (("lungs", models.lungs), ("gate", models.gate)) if m is not None]
     words = {True: "TFLite", False: "TensorFlow"}
     return ", ".join(f"{n} {words[isinstance(_runner(m, k), (LiteNet, ProbabilityView))]}" for n, m, k in nets)
 

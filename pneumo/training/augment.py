@@ -90,8 +90,12 @@ def image_mask_augment(s: Any):
     return augment
 
 
-def gate_augment(img: np.ndarray, rng: np.random.Generator, s: Any) -> np.ndarray:
-    """One random affine + degradation + gamma + noise on uint8 (S, S) -> uint8 (S, S)."""
+def gate_augment(img: np.ndarray, rng: np.random.Generator, s: Any, mask: np.ndarray | None = None) -> Any:
+    """One random affine + degradation + gamma + noise on uint8 (S, S) -> uint8 (S, S).
+
+    mask: a lung mask float32 (S, S) in [0, 1] that moves with the image (the same affine, nothing else); then
+    returns (image, mask).
+    """
     n = img.shape[0]
     if rng.random() < s.p_degrade:
         small = cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA) if n > 64 else img
@@ -103,7 +107,12 @@ def gate_augment(img: np.ndarray, rng: np.random.Generator, s: Any) -> np.ndarra
     x = (img.astype(np.float32) / 255.0) ** rng.uniform(*s.gamma)
     if rng.random() < 0.5:
         x = x + rng.normal(0, rng.uniform(0, s.noise), x.shape)
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if mask is None:
+        return out
+    moved = cv2.warpAffine(np.asarray(mask, np.float32), m, (n, n), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # fmt: skip  # (S, S) in [0, 1]
+    return out, moved
 
 
 def add_devices(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from pneumo.checks import lungs
+from pneumo.nets.modelfile import Network
+
 # The grid on which operating points are tabulated for the app's threshold control.
 THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 
@@ -89,3 +92,25 @@ def roc_points(y_true: np.ndarray, prob: np.ndarray, max_points: int = 200) -> d
         idx = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
         fpr, tpr = fpr[idx], tpr[idx]
     return {"fpr": [round(float(v), 4) for v in fpr], "tpr": [round(float(v), 4) for v in tpr]}
+
+
+def lung_figures(net: Network, x224: np.ndarray, m224: np.ndarray, threshold: float = 0.5) -> dict:
+    """Dice/IoU at 224 (raw threshold and post-processed) of a lung network (a U-Net, or a gate with a lung head) on
+    squashes uint8 (N, 224, 224) against reference masks bool (N, 224, 224); per-image lists kept out."""
+    if len(x224) == 0:
+        return {"n": 0}
+    prob = lungs.lung_probability(net, x224)  # (N, 224, 224)
+    raw = [lungs.dice(p >= threshold, m) for p, m in zip(prob, m224, strict=False)]
+    post = [lungs.postprocess(p, threshold) for p in prob]
+    d = np.array([lungs.dice(a, m) for a, m in zip(post, m224, strict=False)])
+    j = np.array([lungs.iou(a, m) for a, m in zip(post, m224, strict=False)])
+    plaus = np.array([lungs.plausible(a) for a in post])
+    return {
+        "n": int(len(m224)),
+        "dice_raw_mean": round(float(np.mean(raw)), 4),
+        "dice_mean": round(float(d.mean()), 4),
+        "dice_median": round(float(np.median(d)), 4),
+        "dice_p05": round(float(np.percentile(d, 5)), 4),
+        "iou_mean": round(float(j.mean()), 4),
+        "plausible_share": round(float(plaus.mean()), 4),
+    }

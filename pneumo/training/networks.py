@@ -379,3 +379,12 @@ def build_unet(size: int = config.LUNG_SEG_SIZE, widths: tuple[int, ...] = (8, 1
         x = block(x, w, f"up{i}")
     out = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="lung_probability")(x)  # (B, S, S, 1)
     return keras.Model(inputs, out, name="pneumo_lungs")
+
+
+def dice_loss(y_true, y_pred):
+    """BCE plus soft Dice per image, (B, S, S, 1) each -> (B,): BCE for the pixels, Dice for the overlap a lung mask
+    is judged by (the U-Net's and the gate's lung head's loss)."""
+    inter = ops.sum(y_true * y_pred, axis=(1, 2, 3))
+    denom = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
+    soft_dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
+    return ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=(1, 2)) + soft_dice

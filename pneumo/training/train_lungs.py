@@ -29,14 +29,13 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from pneumo import config
-from pneumo.checks import lungs
 from pneumo.training import data
 from pneumo.training.augment import Augmentation, image_mask_augment
 from pneumo.training.export import export_or_warn
-from pneumo.training.networks import build_unet, keras_network, layer_rows
+from pneumo.training.metrics import lung_figures
+from pneumo.training.networks import build_unet, dice_loss, keras_network, layer_rows
 from pneumo.training.settings import add_setting_args, settings_from, trainer_parser
 
 log = logging.getLogger("pneumo.train_lungs")
@@ -84,35 +83,6 @@ def to_size(x: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(np.asarray(a, np.float32), (size, size), interpolation=cv2.INTER_AREA) for a in x])
 
 
-def dice_loss(y_true, y_pred):
-    """BCE plus soft Dice (per image): BCE for the pixels, Dice for the overlap the model is judged by."""
-    inter = ops.sum(y_true * y_pred, axis=(1, 2, 3))
-    denom = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
-    soft_dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
-    return ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=(1, 2)) + soft_dice
-
-
-def evaluate(model, x224: np.ndarray, m224: np.ndarray, size: int, threshold: float = 0.5) -> dict:
-    """Dice/IoU at 224 (raw threshold and post-processed) over images with a mask; per-image lists kept out."""
-    if len(x224) == 0:
-        return {"n": 0}
-    prob = lungs.lung_probability(keras_network(model, {"input_size": size}), x224)  # (N, 224, 224)
-    raw = [lungs.dice(p >= threshold, m) for p, m in zip(prob, m224, strict=False)]
-    post = [lungs.postprocess(p, threshold) for p in prob]
-    d = np.array([lungs.dice(a, m) for a, m in zip(post, m224, strict=False)])
-    j = np.array([lungs.iou(a, m) for a, m in zip(post, m224, strict=False)])
-    plaus = np.array([lungs.plausible(a) for a in post])
-    return {
-        "n": int(len(m224)),
-        "dice_raw_mean": round(float(np.mean(raw)), 4),
-        "dice_mean": round(float(d.mean()), 4),
-        "dice_median": round(float(np.median(d)), 4),
-        "dice_p05": round(float(np.percentile(d, 5)), 4),
-        "iou_mean": round(float(j.mean()), 4),
-        "plausible_share": round(float(plaus.mean()), 4),
-    }
-
-
 def train(args: argparse.Namespace, s: Settings) -> dict:
     """Train, evaluate on the validation patients and write the model and its metadata; returns the metadata."""
 
@@ -157,8 +127,9 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     final.set_weights(model.get_weights())
     seconds = round(time.time() - t0, 1)
 
-    val = evaluate(final, x224[va], masks[va], s.image_size)
-    by_class = {c: evaluate(final, x224[va][labels[va] == k], masks[va][labels[va] == k], s.image_size)
+    net = keras_network(final, {"input_size": s.image_size})
+    val = lung_figures(net, x224[va], masks[va])
+    by_class = {c: lung_figures(net, x224[va][labels[va] == k], masks[va][labels[va] == k])
                 for k, c in enumerate(("NORMAL", "PNEUMONIA"))}  # fmt: skip
     log.info("validation (224 px, post-processed): %s", json.dumps(val))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -40,14 +40,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pneumo import config
 from pneumo.checks import scope
+from pneumo.checks.lungs import LUNG_OUTPUT
 from pneumo.io.decode import load_image
 from pneumo.nets.modelfile import Network
 from pneumo.training import data
 from pneumo.training.augment import Augmentation, add_devices, gate_augment
 from pneumo.training.export import export_or_warn
+from pneumo.training.metrics import lung_figures
 from pneumo.training.networks import (
     BN_MOMENTUM,
     PerImageStandardization,
+    dice_loss,
     keras_network,
     layer_rows,
     load_keras_with_metadata,
@@ -93,6 +96,8 @@ class Settings(Augmentation):
     p_mirrored: float = 0.5  # share of samples (every kind) mirrored left-right, independently of the turn
     n_mirror: int = 2400  # extra in-scope samples per epoch for the mirror head only (upright, half mirrored)
     mirror_loss_weight: float = 3.0  # the mirror head's loss weight (the other heads' losses push towards invariance)
+    lung_widths: tuple[int, ...] = (64, 32, 16, 8)  # the lung decoder, one per level up to S (empty: no lung head)
+    lung_loss_weight: float = 1.0  # the lung head's loss (BCE + soft Dice) against the other heads'
     orient_width: int = 8  # channels of the orientation and mirror heads' 1x1 reductions (they keep where things are)
     p_devices: float = 0.25  # share of samples (every kind) with synthetic lines, tubes and ECG electrodes drawn on
     n_synthetic: int = 200  # generated training negatives per generator (and n_synthetic // 3 held out)
@@ -117,6 +122,7 @@ PRESETS: dict[str, dict] = {
         image_size=32,
         stem_width=4,
         widths=(8, 8),
+        lung_widths=(8, 4),
         epochs=1,
         batch_size=16,
         n_in_scope=48,
@@ -138,6 +144,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     p = trainer_parser("pneumo-train-scope", __doc__, "pneumo_scope", PRESETS)
     p.add_argument("--scope", required=True, type=Path, help="out-of-scope folder (adult_frontal_cxr/, ct/, ...)")
     p.add_argument(
+        "--masks",
+        type=Path,
+        default=None,
+        help="lung-mask folder (train/{NORMAL,PNEUMONIA}/<stem>.png) that teaches the lung head (with lung_widths)",
+    )
+    p.add_argument(
         "--evaluate-only",
         action="store_true",
         help="no training: re-choose the thresholds of OUT/NAME.keras and re-measure it (the training record is kept)",
@@ -146,26 +158,33 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the metadata
     settings = settings_from(args, Settings, PRESETS[args.preset])
+    if settings.lung_widths and args.masks is None:  # the lung head learns from masks: without them, a gate only
+        log.warning("no --masks: the gate is trained without its lung head (the pipeline then needs a lung U-Net)")
+        settings = dataclasses.replace(settings, lung_widths=())
     return args, settings
 
 
 # ---------------------------------------------------------------------------------------------------- the model
 def build_gate(s: Settings):
     """Functional Keras CNN: uint8-valued (S, S, 1) -> {"kind": (5,) softmax, "orientation": (8,) softmax,
-    "mirror": (1,) handedness score h (linear; P(mirrored) = sigmoid(h(x) - h(flipped x)), see scope._forward)}."""
+    "mirror": (1,) handedness score h (linear; P(mirrored) = sigmoid(h(x) - h(flipped x)), see scope._forward)}, and
+    with ``s.lung_widths`` also "lung_probability": (S, S, 1) P(lung), a light U-Net decoder on the same encoder (one
+    network finds the lungs and judges the scope: pneumo runs two networks per image, not three)."""
 
     inp = keras.Input((s.image_size, s.image_size, 1), name="image")  # raw 0..255
     x = layers.Rescaling(1 / 255.0, name="rescale")(inp)
-    x = PerImageStandardization(name="standardize")(x)
+    x = std = PerImageStandardization(name="standardize")(x)  # (S, S, 1)
     x = layers.Conv2D(s.stem_width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)  # (S/2)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
+    skips = []  # each block's output before pooling: (S/2, S/4, ...) for the lung decoder
     for b, w in enumerate(s.widths):
         for i in (1, 2):
             x = layers.SeparableConv2D(w, 3, padding="same", use_bias=False, name=f"block{b}_sep{i}")(x)
             x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn{i}")(x)
             x = layers.ReLU(name=f"block{b}_relu{i}")(x)
         if b < len(s.widths) - 1:
+            skips.append(x)
             x = layers.MaxPooling2D(name=f"block{b}_pool")(x)  # halves the side
     feat = x  # (S / 2**len(widths), same, widths[-1])
     k = layers.GlobalAveragePooling2D(name="kind_pool")(feat)
@@ -180,10 +199,29 @@ def build_gate(s: Settings):
         o = layers.Flatten(name=f"{short}_flatten")(o)
         o = layers.Dropout(s.dropout, name=f"{short}_dropout")(o)
         heads[name] = layers.Dense(n, activation=act, name=name)(o)
+    if s.lung_widths:
+        heads[scope.LUNG_OUTPUT] = lung_decoder(feat, [std, *skips], s.lung_widths)
     return keras.Model(inp, {scope.KIND_OUTPUT: kind, **heads}, name="pneumo_scope")
 
 
+def lung_decoder(feat, skips: list, widths: tuple[int, ...]):
+    """The lung head: from the encoder's last features, up by 2 per level (bilinear), each time joined with the
+    encoder's map of that size (the last: the standardised input) and one separable 3x3 conv + BN + ReLU; then a
+    1x1 sigmoid. feat (S/2**L, ., C) -> P(lung) (S, S, 1). ``widths``: one per level, len(skips) of them."""
+    if len(widths) != len(skips):
+        raise ValueError(f"lung_widths needs {len(skips)} values (one per level), got {len(widths)}")
+    x = feat
+    for j, (skip, w) in enumerate(zip(reversed(skips), widths, strict=True)):
+        x = layers.UpSampling2D(skip.shape[1] // x.shape[1], interpolation="bilinear", name=f"lung_up{j}")(x)
+        x = layers.Concatenate(name=f"lung_join{j}")([x, skip])
+        x = layers.SeparableConv2D(w, 3, padding="same", use_bias=False, name=f"lung_sep{j}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"lung_bn{j}")(x)
+        x = layers.ReLU(name=f"lung_relu{j}")(x)
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=scope.LUNG_OUTPUT)(x)  # (S, S, 1)
+
+
 MIRRORED = "mirrored"  # the training wrapper's output: P(mirrored) = sigmoid(h(x) - h(x flipped left-right))
+LUNG = LUNG_OUTPUT  # the lung head's output (a gate built with lung_widths)
 
 
 def training_wrapper(gate):
@@ -195,8 +233,9 @@ def training_wrapper(gate):
     flipped = layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name="fliplr")(inp)  # (B, S, S, 1)
     diff = layers.Subtract(name="handedness")([out[scope.MIRROR_OUTPUT], gate(flipped)[scope.MIRROR_OUTPUT]])
     p = layers.Reshape((), name=MIRRORED)(layers.Activation("sigmoid")(diff))  # (B,)
+    lung = {LUNG: out[LUNG]} if LUNG in out else {}  # of x only
     return keras.Model(inp, {scope.KIND_OUTPUT: out[scope.KIND_OUTPUT],
-                             scope.ORIENTATION_OUTPUT: out[scope.ORIENTATION_OUTPUT], MIRRORED: p})  # fmt: skip
+                             scope.ORIENTATION_OUTPUT: out[scope.ORIENTATION_OUTPUT], MIRRORED: p, **lung})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -205,15 +244,20 @@ def to_gate(x224: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(np.squeeze(a), (size, size), interpolation=cv2.INTER_AREA) for a in x224])
 
 
-def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
-    """In-scope training and validation arrays uint8 (N, 224, 224), validation labels (1 = PNEUMONIA), all paths."""
+def load_in_scope(args: argparse.Namespace, s: Settings) -> tuple[np.ndarray, ...]:
+    """In-scope training and validation squashes uint8 (N, 224, 224), validation labels (1 = PNEUMONIA), all paths,
+    and the training and validation lung masks bool (N, 224, 224) (all False without --masks or a mask)."""
     paths, labels = data.list_split(args.data / "train")
     if s.max_per_source:
         keep = np.concatenate([np.flatnonzero(labels == c)[: s.max_per_source] for c in (0, 1)])
         paths, labels = [paths[i] for i in keep], labels[keep]
     tr, va = data.patient_split(paths, labels, s.val_fraction, s.seed)
     x = data.load_arrays(paths, config.IMAGE_SIZE, Path(s.cache_dir) if s.cache_dir else None)[..., 0]
-    return x[tr], x[va], labels[va], paths
+    if args.masks is not None:
+        m = data.load_masks(paths, args.data, args.masks)  # (N, 224, 224) bool
+    else:
+        m = np.zeros(x.shape, bool)
+    return x[tr], x[va], labels[va], paths, m[tr], m[va]
 
 
 def _group(path: Path) -> str:
@@ -423,9 +467,13 @@ def _counts(s: Settings) -> dict[str, int]:
     return dict(zip(scope.KINDS, n, strict=True))
 
 
-def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random.Generator):
+def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random.Generator, masks: dict | None = None):
     """One epoch: x uint8 (N, S, S, 1), kind labels (N,), transform labels (N,) (index into scope.ORIENTATIONS: turn
-    + 4 inverted + 8 mirrored) and loss weights {output name: (N,)}.
+    + 4 inverted + 8 mirrored), loss weights {output name: (N,)} and lung masks float32 (N, S, S, 1).
+
+    masks: {kind: [float32 (n, S, S) in [0, 1] or None, aligned with pools[kind]]}: an image's lung mask moves with
+    it (augmentation, mirror, turn); the lung head learns from in-scope samples with a mask that are neither turned
+    nor inverted (at inference it reads the upright film).
 
     Each sample: augmented, devices drawn on with p_devices (every kind alike, so devices tell no kind), mirrored
     with p_mirrored, then turned/inverted (in scope: left as is with p_identity). The orientation head learns the turn
@@ -435,12 +483,21 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
     """
     counts = _counts(s)
     xs, kinds, orients, extra = [], [], [], []
+    size = next(p for ps in pools.values() for p in ps if len(p)).shape[1]
+    ys = []  # (S, S) float32 lung masks, zeros where none
+    mask_sources = {id(p): (masks or {}).get(kind, [None] * len(ps))[j]
+                    for kind, ps in pools.items() for j, p in enumerate(ps)}  # fmt: skip
     for k, kind in enumerate(scope.KINDS):
         sources = [p for p in pools[kind] if len(p)]
         n = counts[kind] + (s.n_mirror if kind == "in_scope" else 0)
         for j in range(n if sources else 0):
             src = sources[rng.integers(len(sources))]  # sources equally often, then an image within
-            img = gate_augment(src[rng.integers(len(src))], rng, s)
+            ii = int(rng.integers(len(src)))
+            msrc = mask_sources[id(src)]
+            if msrc is not None and msrc[ii].any():
+                img, lung = gate_augment(src[ii], rng, s, msrc[ii])
+            else:
+                img, lung = gate_augment(src[ii], rng, s), None
             if rng.random() < s.p_devices:
                 img = add_devices(img, rng)
             if j >= counts[kind]:  # an extra mirror-head sample: upright frame
@@ -451,6 +508,8 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
                 o = int(rng.integers(scope.N_TURNS))  # the kind head must not depend on orientation
             o += scope.N_TURNS * int(rng.random() < s.p_mirrored)
             xs.append(scope.apply_orientation(img, o))
+            turn = o - 4 * ((o // 4) % 2)  # the geometry only: a mask is not inverted
+            ys.append(np.zeros((size, size), np.float32) if lung is None else scope.apply_orientation(lung, turn))
             kinds.append(k)
             orients.append(o)
             extra.append(j >= counts[kind])
@@ -462,7 +521,12 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
         scope.ORIENTATION_OUTPUT: (inside & ~extra_a).astype(np.float32),  # in-scope images only
         MIRRORED: (inside & (orients_a % scope.N_TURNS == 0)).astype(np.float32),  # neither turned nor inverted
     }
-    return np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order], {k: w[order] for k, w in weights.items()}
+    y_lung = np.stack(ys)[..., None]  # (N, S, S, 1)
+    if masks:
+        has = y_lung.reshape(len(ys), -1).max(axis=1) > 0
+        weights[LUNG] = (inside & has & (orients_a % scope.N_TURNS == 0)).astype(np.float32)
+    return (np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order],
+            {k: w[order] for k, w in weights.items()}, y_lung[order])  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- thresholds
@@ -573,6 +637,18 @@ def evaluate(model, thresholds: dict, s: Settings, val: tuple, held: dict, syn_h
     }
 
 
+def lung_report(model, s: Settings, x_va224: np.ndarray, m_va224: np.ndarray, y_va: np.ndarray) -> dict:
+    """The lung head's Dice and IoU at 224 px (post-processed) on the validation images with a reference mask."""
+    net = keras_network(model, {"input_size": s.image_size, "thresholds": {}})
+    has = m_va224.reshape(len(m_va224), -1).any(axis=1)
+    data_text = (f"validation split carved from train by patient ({int(has.sum())} images with a mask), Dice/IoU at "
+                 "224 px after post-processing")  # fmt: skip
+    by_class = {c: lung_figures(net, x_va224[has & (y_va == i)], m_va224[has & (y_va == i)])
+                for i, c in enumerate(config.CLASS_NAMES)}  # fmt: skip
+    return {"lungs_validation": {**lung_figures(net, x_va224[has], m_va224[has]), "data": data_text},
+            "lungs_validation_by_class": by_class}  # fmt: skip
+
+
 def mirror_report(gate: Network, x_val: np.ndarray, y_val: np.ndarray) -> dict:
     """What the gate does with the upright validation images uint8 (N, S, S) and with their mirror images."""
     if not scope.has_mirror_head(gate):
@@ -669,28 +745,32 @@ def _turned(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]:
-    """Train for s.epochs freshly augmented epochs with a cosine learning-rate decay; returns per-epoch losses."""
+def fit(model, pools: dict, s: Settings, rng: np.random.Generator, masks: dict | None = None) -> list[dict]:
+    """Train for s.epochs freshly augmented epochs with a cosine learning-rate decay; returns per-epoch losses.
+    masks: the lung masks of the pools (:func:`epoch_arrays`), for a gate with a lung head."""
     per_epoch = sum(n for kind, n in _counts(s).items() if any(len(p) for p in pools[kind])) + s.n_mirror
     steps = s.epochs * int(np.ceil(per_epoch / s.batch_size))
     lr = keras.optimizers.schedules.CosineDecay(s.learning_rate, max(steps, 1))
     wrapper = training_wrapper(model)
-    wrapper.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss={scope.KIND_OUTPUT: "sparse_categorical_crossentropy",
-              scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy", MIRRORED: "binary_crossentropy"},
-        loss_weights={scope.KIND_OUTPUT: 1.0, scope.ORIENTATION_OUTPUT: 1.0, MIRRORED: s.mirror_loss_weight},
-        metrics={scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy", MIRRORED: "accuracy"},
-    )  # fmt: skip
+    lung = LUNG in wrapper.output
+    loss = {scope.KIND_OUTPUT: "sparse_categorical_crossentropy",
+            scope.ORIENTATION_OUTPUT: "sparse_categorical_crossentropy", MIRRORED: "binary_crossentropy"}  # fmt: skip
+    weights = {scope.KIND_OUTPUT: 1.0, scope.ORIENTATION_OUTPUT: 1.0, MIRRORED: s.mirror_loss_weight}
+    metrics = {scope.KIND_OUTPUT: "accuracy", scope.ORIENTATION_OUTPUT: "accuracy", MIRRORED: "accuracy"}
+    if lung:
+        loss[LUNG], weights[LUNG] = dice_loss, s.lung_loss_weight
+    wrapper.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, loss_weights=weights, metrics=metrics)
     history = []
     for epoch in range(s.epochs):
         t0 = time.time()
-        x, yk, yt, w = epoch_arrays(pools, s, rng)
+        x, yk, yt, w, y_lung = epoch_arrays(pools, s, rng, masks if lung else None)
         y = {
             scope.KIND_OUTPUT: yk,
             scope.ORIENTATION_OUTPUT: yt % scope.N_TURNS,
             MIRRORED: (yt >= scope.N_TURNS).astype(np.float32),
         }
+        if lung:
+            y[LUNG] = y_lung
         h = wrapper.fit(x.astype(np.float32), y, sample_weight=w, batch_size=s.batch_size, epochs=1, verbose=0,
                         shuffle=False)  # fmt: skip
         row = {k: round(float(v[-1]), 4) for k, v in h.history.items()}
@@ -699,15 +779,28 @@ def fit(model, pools: dict, s: Settings, rng: np.random.Generator) -> list[dict]
     return history
 
 
-def build_pools(x_tr224: np.ndarray, train: dict, syn_train: dict, s: Settings) -> dict[str, list[np.ndarray]]:
-    """Training sources per kind: each a uint8 (N, S, S) array, drawn equally often within its kind."""
+def build_pools(
+    x_tr224: np.ndarray, train: dict, syn_train: dict, s: Settings, m_tr224: np.ndarray | None = None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray | None]]]:
+    """Training sources per kind, each a uint8 (N, S, S) array drawn equally often within its kind, and their lung
+    masks float32 (N, S, S) (the in-scope images' from m_tr224 bool (N, 224, 224); None for the others)."""
     pools: dict[str, list[np.ndarray]] = {k: [] for k in scope.KINDS}
+    masks: dict[str, list[np.ndarray | None]] = {k: [] for k in scope.KINDS}
     pools["in_scope"].append(to_gate(x_tr224, s.image_size))
+    masks["in_scope"].append(None if m_tr224 is None else to_gate_mask(m_tr224, s.image_size))
     for folder, arr in train.items():
         pools[FOLDER_KINDS[folder]].append(arr)
+        masks[FOLDER_KINDS[folder]].append(None)
     for name, arr in syn_train.items():
-        pools[GENERATOR_KINDS.get(name, "not_radiograph")].append(arr)
-    return pools
+        kind = GENERATOR_KINDS.get(name, "not_radiograph")
+        pools[kind].append(arr)
+        masks[kind].append(None)
+    return pools, masks
+
+
+def to_gate_mask(m224: np.ndarray, size: int) -> np.ndarray:
+    """bool (N, 224, 224) masks -> float32 (N, size, size) lung shares by area resizing (soft edges)."""
+    return np.stack([cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) for m in m224])
 
 
 def train(args: argparse.Namespace, s: Settings) -> dict:
@@ -716,7 +809,7 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     t_start = time.time()
     keras.utils.set_random_seed(s.seed)
     rng = np.random.default_rng(s.seed)
-    x_tr224, x_va224, y_va, in_paths = load_in_scope(args, s)
+    x_tr224, x_va224, y_va, in_paths, m_tr224, m_va224 = load_in_scope(args, s)
     train_sc, held_sc, scope_paths = load_scope(args, s)
     syn_train = make_synthetic(x_tr224, s.n_synthetic, s.seed, False, s.image_size)
     syn_held = make_synthetic(x_va224, max(s.n_synthetic // 3, 2), s.seed + 1, True, s.image_size)
@@ -727,11 +820,14 @@ def train(args: argparse.Namespace, s: Settings) -> dict:
     else:
         model = build_gate(s)
         log.info("gate: %d parameters", model.count_params())
-        history = fit(model, build_pools(x_tr224, train_sc, syn_train, s), s, rng)
+        pools, masks = build_pools(x_tr224, train_sc, syn_train, s, m_tr224 if s.lung_widths else None)
+        history = fit(model, pools, s, rng, masks)
         seconds = time.time() - t_start
     x_val = to_gate(x_va224, s.image_size)  # (N, S, S)
     thresholds = choose_thresholds(model, x_val[..., None], s)
     metrics = evaluate(model, thresholds, s, (x_val, y_va), held_sc, syn_held)
+    if LUNG in model.output:
+        metrics.update(lung_report(model, s, x_va224, m_va224, y_va))
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.evaluate_only:
         model.save(path)
@@ -767,7 +863,24 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
             scope.KIND_OUTPUT: "softmax over kinds",
             scope.ORIENTATION_OUTPUT: "softmax over the first 8 orientations (turns x inverted)",
             scope.MIRROR_OUTPUT: "handedness score h: P(mirrored) = sigmoid(h(x) - h(x flipped left-right))",
+            **(
+                {
+                    LUNG: "P(lung) per pixel (S, S, 1) of the upright film; resized to 224, thresholded at "
+                    "lung_threshold, two largest components kept, holes filled (pneumo.checks.lungs)"
+                }
+                if LUNG in model.output
+                else {}
+            ),
         },
+        **(
+            {
+                "lung_threshold": 0.5,
+                "task": "scope gate and lung-field segmentation (V7 Labs masks: lung fields "
+                "including the retrocardiac region) from one encoder",
+            }
+            if LUNG in model.output
+            else {}
+        ),
         "parameters": int(model.count_params()),
         "layers": layer_rows(model),
         "thresholds": thresholds,

@@ -314,7 +314,7 @@ def tiny_gate():
     from pneumo.training.train_scope import Settings, build_gate
 
     keras.utils.set_random_seed(0)
-    model = build_gate(Settings(image_size=GATE_SIZE, stem_width=4, widths=(8, 8)))
+    model = build_gate(Settings(image_size=GATE_SIZE, stem_width=4, widths=(8, 8), lung_widths=(8, 4)))
     t = {"orientation": 0.2, "in_scope": 0.2, "upright_min": 0.0}
     return keras_network(model, {"input_size": GATE_SIZE, "thresholds": t})
 

@@ -35,7 +35,7 @@ def test_epoch_labels_are_the_applied_transform_mirrored_ones_included():
     pools["in_scope"].append(src[None])  # one in-scope image (1, S, S)
     pools["adult"].append(_asymmetric(1)[None])
     pools["not_radiograph"].append(_asymmetric(2)[None])
-    x, kinds, orients, weights = epoch_arrays(pools, _still(), np.random.default_rng(0))
+    x, kinds, orients, weights, _ = epoch_arrays(pools, _still(), np.random.default_rng(0))
     w, wm = weights[scope.ORIENTATION_OUTPUT], weights[MIRRORED]
     assert x.shape == (480, S, S, 1) and x.dtype == np.uint8
     inside = kinds == 0
@@ -55,7 +55,7 @@ def test_extra_mirror_samples_teach_the_mirror_head_only():
     pools = {k: [] for k in scope.KINDS}
     pools["in_scope"].append(_asymmetric(0)[None])
     pools["adult"].append(_asymmetric(1)[None])
-    x, kinds, orients, w = epoch_arrays(pools, _still(n_mirror=300), np.random.default_rng(2))
+    x, kinds, orients, w, _ = epoch_arrays(pools, _still(n_mirror=300), np.random.default_rng(2))
     assert len(x) == 400 + 40 + 300 and (kinds == 0).sum() == 700
     extra = w[scope.KIND_OUTPUT] == 0  # the extra samples: no kind loss...
     assert extra.sum() == 300 and (kinds[extra] == 0).all()
@@ -72,7 +72,7 @@ def test_training_wrapper_compares_a_film_with_its_mirror_image():
     from pneumo.training.train_scope import build_gate, training_wrapper
 
     keras.utils.set_random_seed(0)
-    gate = build_gate(Settings(image_size=S, stem_width=4, widths=(8, 8)))
+    gate = build_gate(Settings(image_size=S, stem_width=4, widths=(8, 8), lung_widths=(8, 4)))
     wrapper = training_wrapper(gate)
     x = np.stack([_asymmetric(3), _asymmetric(4)])[..., None].astype(np.float32)  # (2, S, S, 1)
     p = np.asarray(wrapper(x, training=False)[MIRRORED])  # (2,)
@@ -102,8 +102,59 @@ def test_devices_keep_the_kind_label():
     levels = {"in_scope": 20, "adult": 60, "not_radiograph": 100}  # a flat image per kind, told apart by its level
     for kind, v in levels.items():
         pools[kind].append(np.full((1, S, S), v, np.uint8))
-    x, kinds, orients, _ = epoch_arrays(pools, _still(p_devices=1.0), np.random.default_rng(1))
+    x, kinds, orients, _, _ = epoch_arrays(pools, _still(p_devices=1.0), np.random.default_rng(1))
     for xi, k, o in zip(x[..., 0], kinds, orients, strict=True):
         up = scope.undo_orientation(xi, int(o))  # (S, S) as drawn, before the orientation transform
         assert np.bincount(up.ravel()).argmax() == levels[scope.KINDS[k]]  # the source picture, with its own kind
         assert up.max() >= 150  # and a device was drawn on it
+
+
+def test_lung_masks_move_with_their_films_and_teach_only_upright_children():
+    """Each in-scope sample's lung mask gets the sample's geometry (augmentation, mirror, turn; never the grey-level
+    inversion); the lung head's loss falls on in-scope samples with a mask that are neither turned nor inverted."""
+    from pneumo.training.train_scope import LUNG
+
+    img = _asymmetric(7)
+    mask = np.zeros((S, S), np.float32)
+    mask[4:20, 3:9] = 1.0  # one asymmetric blob: every transform moves it somewhere else
+    pools = {k: [] for k in scope.KINDS}
+    masks = {k: [] for k in scope.KINDS}
+    pools["in_scope"] += [img[None], _asymmetric(8)[None]]
+    masks["in_scope"] += [mask[None], None]  # the second source has no mask
+    pools["adult"].append(_asymmetric(9)[None])
+    masks["adult"].append(None)
+    x, kinds, orients, w, y = epoch_arrays(pools, _still(n_mirror=100), np.random.default_rng(4), masks)
+    assert y.shape == (len(x), S, S, 1)
+    lung_w = w[LUNG]
+    for xi, k, o, wi, yi in zip(x[..., 0], kinds, orients, lung_w, y[..., 0], strict=True):
+        from_masked = np.array_equal(scope.undo_orientation(xi, int(o)), img)
+        if wi:  # taught: an in-scope film from the masked source, upright or mirrored only
+            assert k == 0 and o % scope.N_TURNS == 0 and from_masked
+        if k == 0 and from_masked:
+            geometry = int(o) - 4 * ((int(o) // 4) % 2)  # the same turn and mirror, no inversion
+            np.testing.assert_array_equal(scope.undo_orientation(yi, geometry), mask)
+        else:
+            assert not yi.any() and not wi  # no mask, no lung loss
+    assert lung_w.sum() >= 50  # the extra upright samples teach the lung head too
+    assert set(orients[lung_w > 0]) == {0, 8}
+
+
+def test_gate_augment_moves_a_mask_with_the_image():
+    """One random affine for both: a bright square and the mask drawn on it stay together; the mask keeps [0, 1]."""
+    from pneumo.training.augment import gate_augment
+
+    img = np.full((S, S), 20, np.uint8)
+    img[5:11, 14:20] = 230
+    mask = (img > 100).astype(np.float32)
+    s = dataclasses.replace(Settings(image_size=S), rotate_deg=30.0, shift=0.15, zoom=(0.8, 1.2), gamma=(1.0, 1.0),
+                            noise=0.0, p_degrade=0.0)  # fmt: skip
+    rng = np.random.default_rng(0)
+    moved = 0
+    for _ in range(10):
+        out, m = gate_augment(img, rng, s, mask)
+        assert m.dtype == np.float32 and 0.0 <= m.min() and m.max() <= 1.0
+        ys, xs = np.nonzero(out > 125)
+        my, mx = np.nonzero(m > 0.5)
+        assert abs(ys.mean() - my.mean()) < 1.0 and abs(xs.mean() - mx.mean()) < 1.0
+        moved += abs(my.mean() - 7.5) + abs(mx.mean() - 16.5) > 1.0
+    assert moved >= 5  # the affine did move them

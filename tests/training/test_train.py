@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumo.io.decode import LoadedImage
 from tests.conftest import ROOT, synthetic_xray
 
 
@@ -182,6 +183,45 @@ def test_lung_model_then_lung_classifier_smoke_runs(tmp_path):
     ref = classify_224(load_models(out / "pneumo_cnn.keras", with_gate=False, loader=load_keras_network), x)
     np.testing.assert_allclose(res.prob, ref.prob, atol=1e-4)
     assert np.mean(res.masks != ref.masks) < 1e-3  # a rare pixel at exactly the threshold may round the other way
+
+
+@pytest.mark.slow
+def test_gate_with_lung_head_then_classifier_smoke_runs(tmp_path):
+    """The committed design's chain, two networks: the gate learns the lungs from the masks as a second head, the
+    classifier reads the lungs that head finds, and the app's loader runs the gate once for both."""
+    from pneumo.nets.lite import describe
+    from pneumo.pipeline import analyze_images, load_models
+    from pneumo.training.networks import load_keras_network
+    from tests.checks.test_scope import _write_folders
+
+    data_dir, masks, out = tmp_path / "data", tmp_path / "masks", tmp_path / "out"
+    _synthetic_dataset(data_dir)
+    _synthetic_masks(data_dir, masks)
+    _, sc = _write_folders(tmp_path / "scope_root")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    common = ["--data", str(data_dir), "--out", str(out), "--preset", "smoke"]
+    cmd = [sys.executable, "-m", "pneumo.training.train_scope", "--scope", str(sc), "--masks", str(masks), *common]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    gate_meta = json.loads((out / "pneumo_scope.json").read_text())
+    assert "lung_probability" in gate_meta["tflite"]["outputs"] and gate_meta["lung_threshold"] == 0.5
+    lv = gate_meta["metrics"]["lungs_validation"]
+    assert lv["n"] > 0 and 0.0 <= lv["dice_mean"] <= 1.0 and "Dice" in lv["data"]
+
+    cmd = [sys.executable, "-m", "pneumo.training.train", *common, "--lung-model", str(out / "pneumo_scope.keras")]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((out / "pneumo_cnn.json").read_text())
+    assert meta["lung_model"]["file"] == "pneumo_scope.keras"
+
+    models = load_models(out / "pneumo_cnn.keras")  # TFLite, with the gate: one network for the gate and lungs
+    assert models.shared_lungs and describe(models) == "classifier TFLite, gate and lungs TFLite"
+    x = [LoadedImage(synthetic_xray(224, 224, seed=s, opacity=s == 1)) for s in range(2)]
+    res_lite = analyze_images(models, x, force=True)
+    ref = analyze_images(load_models(out / "pneumo_cnn.keras", loader=load_keras_network), x, force=True)
+    np.testing.assert_allclose([r.probability for r in res_lite], [r.probability for r in ref], atol=1e-4)
+    same = np.mean([np.mean(a.lung_mask != b.lung_mask) for a, b in zip(res_lite, ref, strict=True)])
+    assert same < 1e-3
 
 
 def test_every_training_script_takes_setting_flags():
