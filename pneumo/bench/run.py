@@ -288,10 +288,17 @@ def candidate_mmacs(cand: Candidate) -> dict[str, float]:
     else:  # pneumo runs TFLite copies: count on the .keras files they were made from
         from pneumo.training.networks import load_keras_with_metadata
 
-        paths = {"classifier": cand.models.classifier.path}
-        paths |= {k: n.path for k, n in (("lungs", cand.models.lungs), ("scope_gate", cand.models.gate)) if n}
+        models = cand.models
+        paths = {"classifier": models.classifier.path}
+        if models.shared_lungs:  # one network is the gate and finds the lungs
+            paths["scope_gate_and_lungs"] = models.gate.path
+        else:
+            paths |= {k: n.path for k, n in (("lungs", models.lungs), ("scope_gate", models.gate)) if n}
         nets = {name: load_keras_with_metadata(p)[0] for name, p in paths.items()}
-    out = {name: round(count_macs(m) / 1e6, 3) for name, m in nets.items() if m is not None}
+    # a gate with the mirror head runs on each film and on its mirror image: two passes per image
+    passes = {name: 2 if name.startswith("scope_gate") and "mirror" in getattr(m, "output", {}) else 1
+              for name, m in nets.items()}  # fmt: skip
+    out = {name: round(count_macs(m) * passes[name] / 1e6, 3) for name, m in nets.items() if m is not None}
     out["total"] = round(sum(out.values()), 3)
     return out
 
@@ -386,7 +393,11 @@ def load_pneumo(model_path: Path) -> tuple[Candidate, Any, float]:
         threshold=loaded.threshold,
         gradcam_layer=loaded.gradcam_layer,
         description=f"{loaded.metadata.get('name', model_path.stem)} ({model_path.name}) with "
-        + ", ".join(n for n, m in (("lung U-Net", models.lungs), ("scope gate", models.gate)) if m is not None),
+        + (
+            "scope gate with its lung head (one network)"
+            if models.shared_lungs
+            else ", ".join(n for n, m in (("lung U-Net", models.lungs), ("scope gate", models.gate)) if m is not None)
+        ),
         file_mb=round(sum(p.stat().st_size for p in model_files(models)) / 2**20, 2),
         engine=engine_words(models),
         cam_scale=class_scale(loaded.metadata, 1),
@@ -410,8 +421,9 @@ def model_files(models: Any) -> list[Path]:
     files = [models.classifier.path]
     if models.lungs is not None:
         files.append(models.lungs.path)
-    if models.gate is not None:
-        files.append(models.classifier.path.parent / config.SCOPE_MODEL_PATH.name)
+    gate = models.classifier.path.parent / config.SCOPE_MODEL_PATH.name
+    if models.gate is not None and not models.shared_lungs:  # a shared gate is the lung file already
+        files.append(gate)
     return files
 
 
@@ -604,7 +616,13 @@ def measure_pipeline_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[st
         else {"status": "not present", "path": str(models.path.parent / config.SCOPE_MODEL_PATH.name)},
         "preprocess_ms": time_ms(lambda: preprocess(pixels, 224), reps, warm),
     }
-    if models.lungs is not None:
+    if models.shared_lungs:  # the gate's pass found the lungs: what is left is the post-processing
+        prob, t_lung = res_gate_map(models, img), lungs.lung_threshold(models.lungs)
+        out["segmentation_ms"] = time_ms(lambda: lungs.masks_from(lungs.upsample(prob), t_lung), reps, warm)
+        out["segmentation_note"] = "post-processing only: the scope gate's pass gives P(lung) (scope_ms includes it)"
+        mask = res.lung_mask
+        out["lung_input_ms"] = time_ms(lambda: lungs.lung_input(x224[0], mask, cand.size), reps, warm)
+    elif models.lungs is not None:
         out["segmentation_ms"] = time_ms(lambda: lungs.segment(models.lungs, x224), reps, warm)
         mask = res.lung_mask
         out["lung_input_ms"] = time_ms(lambda: lungs.lung_input(x224[0], mask, cand.size), reps, warm)
@@ -618,6 +636,13 @@ def measure_pipeline_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[st
     out["app_path_stages"] = ["decode_display_ms", "analyze_images (scope, lungs, classifier + CAM)", "overlay_ms"]
     out["explanation_method"] = cam_method(cand)
     return out
+
+
+def res_gate_map(models: Any, img: Any) -> np.ndarray:
+    """P(lung) (1, s, s) that the gate's lung head gives for one decoded image (its pass on the corrected film)."""
+    from pneumo.checks import scope
+
+    return scope.assess_batch([img], models.gate)[0].lung_probability[None]
 
 
 def measure_stages(cand: Candidate, jpeg: bytes, plan: Plan) -> dict[str, Any]:

@@ -91,6 +91,23 @@ def test_stages_time_the_models_that_are_present(tiny_lung_model_path, tiny_mode
     assert full["segmentation_ms"]["status"] == "not present"
 
 
+def test_stages_and_macs_of_the_two_network_path(tiny_shared_model_path):
+    """With a gate that finds the lungs: the gate's pass is timed once (segmentation is its post-processing only),
+    its cost counts twice (the film and its mirror image), and its file once."""
+    plan = bench.Plan(warmup=0, reps=1, batch_reps=1, batch_warmup=0, import_reps=1, train_images=8)
+    cand = bench.load_pneumo(tiny_shared_model_path)[0]
+    assert cand.engine == "classifier TFLite, gate and lungs TFLite" and "one network" in cand.description
+    st = bench.measure_stages(cand, bench.fullres_jpeg((640, 480)), plan)
+    assert st["scope_ms"]["n"] == 1 and st["segmentation_ms"]["n"] == 1 and "post-processing" in st["segmentation_note"]
+    macs = bench.candidate_mmacs(cand)
+    assert set(macs) == {"classifier", "scope_gate_and_lungs", "total"}
+    from pneumo.training.networks import load_keras_with_metadata
+
+    one_pass = bench.count_macs(load_keras_with_metadata(cand.models.gate.path)[0]) / 1e6
+    assert macs["scope_gate_and_lungs"] == pytest.approx(2 * one_pass, rel=1e-3)
+    assert len(bench.model_files(cand.models)) == 2
+
+
 def test_pneumo_runs_on_its_tflite_copies(tiny_lung_model_path, tiny_model_path, tmp_path):
     """The bench times pneumo as the app and the CLI run it: every network on its TFLite copy, no TensorFlow
     fallback (a model without its copy is refused, naming the export command)."""
