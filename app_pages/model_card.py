@@ -161,10 +161,18 @@ lung_meta = loaded.lungs.metadata if loaded.lungs is not None else None
 if lung_meta is None:
     st.markdown("This classifier reads the whole image: there is no lung segmentation in front of it.")
 else:
+    n_params = int(lung_meta.get("parameters", 0))
+    finder = (
+        f"the scope gate's lung head (`{loaded.lungs.path.name}`: one network of {n_params:,} parameters, "
+        f"{lung_meta.get('input_size', '?')} px input, whose encoder also judges the scope, so the path runs two "
+        "networks per image, not three)"
+        if loaded.shared_lungs
+        else f"a U-Net (`{loaded.lungs.path.name}`, {n_params:,} parameters, "
+        f"{lung_meta.get('input_size', '?')} px input)"
+    )
     st.markdown(
         f"""
-Before the classifier runs, a U-Net (`{loaded.lungs.path.name}`, {int(lung_meta.get("parameters", 0)):,} parameters,
-{lung_meta.get("input_size", "?")} px input) finds the lung fields on the 224 × 224 squash of the image. The classifier
+Before the classifier runs, {finder} finds the lung fields on the 224 × 224 squash of the image. The classifier
 then sees only the lungs: everything outside the lung mask grown by a few pixels is set to the mean grey and the
 lungs' bounding box is squashed to {input_px} × {input_px}. Borders, text markers, the neck and the
 abdomen cannot reach it. Post-processing: {lung_meta.get("post_processing", "not recorded")}.

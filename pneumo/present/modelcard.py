@@ -273,10 +273,13 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def lung_rows(lung_metadata: dict[str, Any]) -> list[dict[str, str]]:
-    """Segmentation quality per validation subset: n, Dice (mean, median, 5th percentile), IoU, plausible masks."""
+    """Segmentation quality per validation subset: n, Dice (mean, median, 5th percentile), IoU, plausible masks, from
+    a U-Net's metadata or a gate's with a lung head."""
     m = lung_metadata.get("metrics") or {}
-    subsets = [("all validation images", m.get("validation") or {})]
-    subsets += [(f"{k} images", v) for k, v in (m.get("validation_by_class") or {}).items()]
+    shared = "lungs_validation" in m  # a gate with a lung head keeps its own figures beside the lung head's
+    subsets = [("all validation images", m.get("lungs_validation" if shared else "validation") or {})]
+    by_class = m.get("lungs_validation_by_class" if shared else "validation_by_class") or {}
+    subsets += [(f"{k} images", v) for k, v in by_class.items()]
     return [
         {"images": name, "n": str(b.get("n", "–")), "Dice (mean)": _fmt(b.get("dice_mean")),
          "Dice (median)": _fmt(b.get("dice_median")), "Dice (5th percentile)": _fmt(b.get("dice_p05")),

@@ -58,6 +58,7 @@ from pneumo.training.networks import (
 from pneumo.training.settings import add_setting_args, settings_from, trainer_parser
 
 log = logging.getLogger("pneumo.train_scope")
+LUNG = LUNG_OUTPUT  # the lung head's output (a gate built with lung_widths)
 
 # Folder of the scope reference set -> kind it teaches (unknown folders are skipped with a warning).
 FOLDER_KINDS = {
@@ -97,6 +98,7 @@ class Settings(Augmentation):
     n_mirror: int = 2400  # extra in-scope samples per epoch for the mirror head only (upright, half mirrored)
     mirror_loss_weight: float = 3.0  # the mirror head's loss weight (the other heads' losses push towards invariance)
     lung_widths: tuple[int, ...] = (64, 32, 16, 8)  # the lung decoder, one per level up to S (empty: no lung head)
+    lung_convs: int = 1  # separable 3x3 convs per decoder level
     lung_loss_weight: float = 1.0  # the lung head's loss (BCE + soft Dice) against the other heads'
     orient_width: int = 8  # channels of the orientation and mirror heads' 1x1 reductions (they keep where things are)
     p_devices: float = 0.25  # share of samples (every kind) with synthetic lines, tubes and ECG electrodes drawn on
@@ -200,28 +202,29 @@ def build_gate(s: Settings):
         o = layers.Dropout(s.dropout, name=f"{short}_dropout")(o)
         heads[name] = layers.Dense(n, activation=act, name=name)(o)
     if s.lung_widths:
-        heads[scope.LUNG_OUTPUT] = lung_decoder(feat, [std, *skips], s.lung_widths)
+        heads[LUNG] = lung_decoder(feat, [std, *skips], s.lung_widths, s.lung_convs)
     return keras.Model(inp, {scope.KIND_OUTPUT: kind, **heads}, name="pneumo_scope")
 
 
-def lung_decoder(feat, skips: list, widths: tuple[int, ...]):
+def lung_decoder(feat, skips: list, widths: tuple[int, ...], convs: int = 1):
     """The lung head: from the encoder's last features, up by 2 per level (bilinear), each time joined with the
-    encoder's map of that size (the last: the standardised input) and one separable 3x3 conv + BN + ReLU; then a
-    1x1 sigmoid. feat (S/2**L, ., C) -> P(lung) (S, S, 1). ``widths``: one per level, len(skips) of them."""
+    encoder's map of that size (the last: the standardised input) and ``convs`` separable 3x3 conv + BN + ReLU; then
+    a 1x1 sigmoid. feat (S/2**L, ., C) -> P(lung) (S, S, 1). ``widths``: one per level, len(skips) of them."""
     if len(widths) != len(skips):
         raise ValueError(f"lung_widths needs {len(skips)} values (one per level), got {len(widths)}")
     x = feat
     for j, (skip, w) in enumerate(zip(reversed(skips), widths, strict=True)):
         x = layers.UpSampling2D(skip.shape[1] // x.shape[1], interpolation="bilinear", name=f"lung_up{j}")(x)
         x = layers.Concatenate(name=f"lung_join{j}")([x, skip])
-        x = layers.SeparableConv2D(w, 3, padding="same", use_bias=False, name=f"lung_sep{j}")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"lung_bn{j}")(x)
-        x = layers.ReLU(name=f"lung_relu{j}")(x)
-    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=scope.LUNG_OUTPUT)(x)  # (S, S, 1)
+        for c in range(convs):
+            tag = f"{j}" if c == 0 else f"{j}_{c + 1}"
+            x = layers.SeparableConv2D(w, 3, padding="same", use_bias=False, name=f"lung_sep{tag}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"lung_bn{tag}")(x)
+            x = layers.ReLU(name=f"lung_relu{tag}")(x)
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=LUNG)(x)  # (S, S, 1)
 
 
 MIRRORED = "mirrored"  # the training wrapper's output: P(mirrored) = sigmoid(h(x) - h(x flipped left-right))
-LUNG = LUNG_OUTPUT  # the lung head's output (a gate built with lung_widths)
 
 
 def training_wrapper(gate):

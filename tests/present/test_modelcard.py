@@ -78,6 +78,16 @@ def test_lung_rows_per_class():
     assert rows[1]["Dice (median)"] == "–"
 
 
+def test_lung_rows_of_a_gate_with_a_lung_head():
+    """A gate that finds the lungs keeps the lung head's figures beside its own: the rows are the lung head's."""
+    meta = {"metrics": {"in_scope_validation": {"n": 784, "flagged_out_of_scope": 0.009},
+                        "lungs_validation": {"n": 780, "dice_mean": 0.947, "plausible_share": 0.996},
+                        "lungs_validation_by_class": {"PNEUMONIA": {"n": 578, "dice_mean": 0.941}}}}  # fmt: skip
+    rows = modelcard.lung_rows(meta)
+    assert [(r["images"], r["n"], r["Dice (mean)"]) for r in rows] == [
+        ("all validation images", "780", "0.947"), ("PNEUMONIA images", "578", "0.941")]  # fmt: skip
+
+
 def test_reliability_figure_draws_the_bins():
     fig = modelcard.reliability_figure({"robustness": ROB})
     assert fig is not None and "validation patients" in fig.axes[0].get_title() and "n = 100" in fig.axes[0].get_title()
