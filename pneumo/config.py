@@ -35,10 +35,11 @@ GRADCAM_LAYER = "gradcam_conv"
 DEFAULT_THRESHOLD = 0.5
 
 # ---- lungs (segmentation and the lung-only classifier input) ----
-# The lung U-Net; the analysis path finds the lung fields with it before the classifier runs.
-LUNG_MODEL_PATH = MODELS_DIR / "pneumo_lungs.keras"
-# U-Net input side: lung fields are large, smooth shapes; at 64 px validation Dice is 0.951 (0.954 at 128 px) for a
-# quarter of the compute and 4 minutes of training instead of 35.
+# The network that finds the lung fields when a lungs-mode classifier's metadata names none: the scope gate, whose
+# lung head shares the gate's encoder (two networks per image instead of three; a classifier names its own).
+LUNG_MODEL_PATH = MODELS_DIR / "pneumo_scope.keras"
+# Input side of a separate lung U-Net (pneumo.training.train_lungs, the three-network option): lung fields are large,
+# smooth shapes; at 64 px validation Dice is 0.951 (0.954 at 128 px) for a quarter of the compute.
 LUNG_SEG_SIZE = 64
 # Pixels (at 224) the lung mask is grown by before cropping and greying: keeps the costophrenic angles and pleura.
 LUNG_MARGIN_PX = 8

@@ -79,14 +79,18 @@ def test_mirrored_samples_are_flipped_back_or_keep_the_upright_answer():
 
 
 def test_committed_lung_and_gate_metadata():
-    lung = json.loads(config.LUNG_MODEL_PATH.with_suffix(".json").read_text())
-    assert lung["metrics"]["validation"]["dice_mean"] >= 0.95 and lung["parameters"] < 1_000_000
-    assert (
-        load_keras_network(config.DEFAULT_MODEL_PATH).metadata["lung_model"]["sha256"]
-        == __import__("hashlib").sha256(config.LUNG_MODEL_PATH.read_bytes()).hexdigest()
-    ), "the classifier was trained behind exactly this lung model"
+    """Two networks: the gate finds the lungs with its lung head, and the classifier was trained behind exactly it."""
+    lung_file = load_keras_network(config.DEFAULT_MODEL_PATH).metadata["lung_model"]
+    assert lung_file["file"] == config.SCOPE_MODEL_PATH.name
+    assert lung_file["sha256"] == __import__("hashlib").sha256(config.SCOPE_MODEL_PATH.read_bytes()).hexdigest()
     gate = json.loads(config.SCOPE_MODEL_PATH.with_suffix(".json").read_text())
-    assert gate["metrics"]["in_scope_validation"]["flagged_out_of_scope"] <= 0.01
+    m = gate["metrics"]
+    assert m["lungs_validation"]["dice_mean"] >= 0.94 and m["lungs_validation"]["n"] >= 700
+    assert "lung_probability" in gate["tflite"]["outputs"] and gate["parameters"] < 200_000
+    assert m["in_scope_validation"]["flagged_out_of_scope"] <= 0.01
+    assert all(v["flagged"] <= 0.02 for v in m["in_scope_validation"]["flagged_by_class"].values())
+    assert m["scope_held_out"]["adult_frontal_cxr"]["caught"] >= 0.98
+    assert not list(config.MODELS_DIR.glob("pneumo_lungs.*")), "the separate U-Net is gone: two networks ship"
 
 
 SAMPLES = config.ASSETS_DIR / "samples"
@@ -101,7 +105,7 @@ PINNED = {
 
 
 def test_every_committed_tflite_copy_is_fresh():
-    for path in (config.DEFAULT_MODEL_PATH, config.LUNG_MODEL_PATH, config.SCOPE_MODEL_PATH):
+    for path in (config.DEFAULT_MODEL_PATH, config.SCOPE_MODEL_PATH):
         assert stale_reason(path, read_metadata(path)) is None, f"run python -m pneumo.training.export {path}"
 
 
