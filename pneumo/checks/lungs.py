@@ -1,10 +1,10 @@
-"""Lung fields: the U-Net's mask post-processing and the lung-only classifier input made from a mask.
+"""Lung fields: the lung mask's post-processing and the lung-only classifier input made from a mask.
 
 Everything works on the 224 squash that :func:`pneumo.io.preprocess` makes, so a full-resolution upload and
 its 224 px copy give the same mask and the same classifier input. No files, no Streamlit: arrays in, arrays out.
 
 The path for one image (shapes at the defaults):
-    x224 uint8 (224, 224) --resize--> (64, 64) --U-Net--> P(lung) (64, 64) --resize--> (224, 224)
+    x224 uint8 (224, 224) --resize--> (96, 96) --the gate's lung head--> P(lung) (96, 96) --resize--> (224, 224)
     --threshold, two largest components, holes filled--> mask224 bool (224, 224)
     --dilate, bounding box, grey outside--> lung input uint8 (160, 160) for the classifier
     (+ the mask in the same box, uint8 (160, 160), for a classifier that pools over the lungs only).
@@ -147,7 +147,7 @@ def lung_input(
     box and area-resized, 255 = lung (a pixel on the outline gets its lung share; an empty mask: all 255, as the view
     then shows the whole image): the input of a classifier that pools over the lungs only.
     ``margin`` (training only): (px, grey) greys everything outside the mask grown by px instead (px <= the margin),
-    with the grey value given, in the same frame: the edge of the visible lungs moves as it does when the U-Net's
+    with the grey value given, in the same frame: the edge of the visible lungs moves as it does when the lung
     mask differs from the truth.
     """
     x224 = np.asarray(x224).reshape(x224.shape[0], x224.shape[1])

@@ -60,7 +60,7 @@ log = logging.getLogger("pneumo.train")
 class Settings(Augmentation):
     image_size: int = 160  # the classifier input: the dilated lung box of the 224 copy, squashed to this side
     input_mode: str = "lungs"  # "lungs": only the lung fields reach the model; "full": the whole 224 squash
-    lung_model: str = "models/pneumo_lungs.keras"  # the U-Net that finds the lungs (input_mode "lungs")
+    lung_model: str = "models/pneumo_scope.keras"  # what finds the lungs (input_mode "lungs"): the gate's lung head
     cam_stride: int = 16  # the explained feature map is image_size / cam_stride (10x10 at 160)
     stem_width: int = 32
     widths: tuple[int, ...] = (64, 128, 192, 256)

@@ -104,6 +104,7 @@ class Settings(Augmentation):
     n_mirror: int = 2400  # extra in-scope samples per epoch for the mirror head only (upright, half mirrored)
     mirror_loss_weight: float = 3.0  # the mirror head's loss weight (the other heads' losses push towards invariance)
     lung_widths: tuple[int, ...] = (64, 32, 16, 8)  # the lung decoder, one per level up to S (empty: no lung head)
+    p_grey_outside: float = 0.3  # share of the extra (mirror and lung only) samples greyed outside their lungs
     lung_convs: int = 2  # separable 3x3 convs per decoder level (1: Dice 0.938 against 0.943, same epochs x 9/11)
     lung_loss_weight: float = 2.0  # the lung head's loss (BCE + soft Dice) against the other heads'
     orient_width: int = 8  # channels of the orientation and mirror heads' 1x1 reductions (they keep where things are)
@@ -505,6 +506,8 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
             msrc = mask_sources[id(src)]
             if msrc is not None and msrc[ii].any():
                 img, lung = gate_augment(src[ii], rng, s, msrc[ii])
+                if j >= counts[kind] and rng.random() < s.p_grey_outside:
+                    img = grey_outside_lungs(img, lung, rng)  # the lung head must find lungs from the lungs
             else:
                 img, lung = gate_augment(src[ii], rng, s), None
             if rng.random() < s.p_devices:
@@ -536,6 +539,23 @@ def epoch_arrays(pools: dict[str, list[np.ndarray]], s: Settings, rng: np.random
         weights[LUNG] = (inside & has & (orients_a % scope.N_TURNS == 0)).astype(np.float32)
     return (np.stack(xs)[order, :, :, None], kinds_a[order], orients_a[order],
             {k: w[order] for k, w in weights.items()}, y_lung[order])  # fmt: skip
+
+
+def grey_outside_lungs(img: np.ndarray, lung: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (S, S) with everything outside its lung mask float (S, S), grown by 0-5 % of the side, set to one grey
+    between the mean inside the lungs and the whole image's mean: what is left to find the lungs by is the lungs."""
+    n = img.shape[0]
+    inside = lung > 0.5
+    if not inside.any():
+        return img
+    px = int(rng.integers(0, max(1, round(0.05 * n)) + 1))
+    if px:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+        inside = cv2.dilate(inside.astype(np.uint8), disc) > 0
+    grey = rng.uniform(*sorted((float(img[inside].mean()), float(img.mean()))))
+    out = img.copy()
+    out[~inside] = np.uint8(round(grey))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- thresholds

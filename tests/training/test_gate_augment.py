@@ -123,7 +123,9 @@ def test_lung_masks_move_with_their_films_and_teach_only_upright_children():
     masks["in_scope"] += [mask[None], None]  # the second source has no mask
     pools["adult"].append(_asymmetric(9)[None])
     masks["adult"].append(None)
-    x, kinds, orients, w, y = epoch_arrays(pools, _still(n_mirror=100), np.random.default_rng(4), masks)
+    x, kinds, orients, w, y = epoch_arrays(
+        pools, _still(n_mirror=100, p_grey_outside=0.0), np.random.default_rng(4), masks
+    )
     assert y.shape == (len(x), S, S, 1)
     lung_w = w[LUNG]
     for xi, k, o, wi, yi in zip(x[..., 0], kinds, orients, lung_w, y[..., 0], strict=True):
@@ -158,3 +160,40 @@ def test_gate_augment_moves_a_mask_with_the_image():
         assert abs(ys.mean() - my.mean()) < 1.0 and abs(xs.mean() - mx.mean()) < 1.0
         moved += abs(my.mean() - 7.5) + abs(mx.mean() - 16.5) > 1.0
     assert moved >= 5  # the affine did move them
+
+
+def test_grey_outside_lungs_keeps_the_lungs_and_one_grey_elsewhere():
+    from pneumo.training.train_scope import grey_outside_lungs
+
+    img = _asymmetric(11)
+    lung = np.zeros((S, S), np.float32)
+    lung[6:18, 4:10] = 1.0
+    for seed in range(5):
+        out = grey_outside_lungs(img, lung, np.random.default_rng(seed))
+        inside = lung > 0.5
+        np.testing.assert_array_equal(out[inside], img[inside])  # the lungs untouched
+        changed = out != img
+        assert changed.sum() > 0.5 * (~inside).sum()  # most of the rest greyed...
+        levels = np.unique(out[changed])
+        assert len(levels) == 1  # ...with one grey
+        lo, hi = sorted((img[inside].mean(), img.mean()))
+        assert lo - 0.5 <= levels[0] <= hi + 0.5
+    np.testing.assert_array_equal(grey_outside_lungs(img, np.zeros_like(lung), np.random.default_rng(0)), img)
+
+
+def test_only_extra_samples_are_greyed_outside_their_lungs():
+    """With p_grey_outside 1, every extra (mirror and lung only) sample of a masked film is greyed outside its lungs,
+    and no sample that teaches the kind head is: the kind head never learns that greyed films are in scope."""
+    img = _asymmetric(12)
+    mask = np.zeros((S, S), np.float32)
+    mask[4:20, 3:12] = 1.0
+    pools = {k: [] for k in scope.KINDS}
+    masks = {k: [] for k in scope.KINDS}
+    pools["in_scope"].append(img[None])
+    masks["in_scope"].append(mask[None])
+    settings = _still(n_mirror=40, p_grey_outside=1.0)
+    x, kinds, orients, w, _ = epoch_arrays(pools, settings, np.random.default_rng(5), masks)
+    upright = [scope.undo_orientation(xi, int(o)) for xi, o in zip(x[..., 0], orients, strict=True)]
+    greyed = np.array([not np.array_equal(u, img) for u in upright])
+    extra = w[scope.KIND_OUTPUT] == 0
+    assert greyed[extra].all() and not greyed[~extra].any()
