@@ -435,9 +435,10 @@ def test_committed_gate_keeps_and_uprights_the_sample_films(committed_gate):
 
     films = [load_image(p) for p in sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))]
     kept = scope.assess_batch(films, committed_gate)
-    # the upright films are kept as they are; one pneumonia sample gets P(mirrored) 0.61, in the warning band
+    # the upright films are kept as they are, without a remark (the last gate warned one pneumonia as possibly
+    # mirrored; this one gives it P(mirrored) 0.23)
     assert films and all(r.in_scope and r.orientation == "upright" for r in kept)
-    assert [r.codes for r in kept] == [(), (), ("possibly_mirrored",), ()]
+    assert [r.codes for r in kept] == [(), (), (), ()]
     px = films[0].pixels
     for index in range(1, len(committed_gate.metadata["orientations"])):  # 16 with the mirror head, else 8
         r = scope.assess(scope.apply_orientation(px, index), committed_gate)
@@ -447,17 +448,18 @@ def test_committed_gate_keeps_and_uprights_the_sample_films(committed_gate):
 
 def test_committed_gate_flips_back_the_mirrored_sample_films(committed_gate):
     """The committed sample films mirrored left-right (in memory): three get `mirrored` and are put back exactly (the
-    two normal ones among them, whose answer a mirror changes); the fourth (P(mirrored) 0.39) is analysed as it is."""
+    two normal ones among them, whose answer a mirror changes); the bacterial pneumonia (P(mirrored) 0.77, below the
+    flip threshold 0.999) is analysed as it is, with the `possibly_mirrored` warning."""
     from pneumo.io.decode import load_image
 
     assert MIRROR and scope.gate_threshold(committed_gate, "mirror_warn", 1.0) <= 0.5
     films = [load_image(p).pixels for p in sorted((config.ASSETS_DIR / "samples").glob("*.jpeg"))]
     mirrored = [np.ascontiguousarray(px[:, ::-1]) for px in films]
     results = scope.assess_batch(mirrored, committed_gate)
-    assert [r.codes for r in results] == [("mirrored",), ("mirrored",), (), ("mirrored",)]
+    assert [r.codes for r in results] == [("mirrored",), ("mirrored",), ("possibly_mirrored",), ("mirrored",)]
     for px, m, r in zip(films, mirrored, results, strict=True):
         assert r.in_scope
-        np.testing.assert_array_equal(r.corrected, px if r.codes else m)
+        np.testing.assert_array_equal(r.corrected, px if "mirrored" in r.codes else m)
 
 
 def test_committed_gate_refuses_a_text_page_and_noise(committed_gate):
