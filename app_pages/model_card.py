@@ -174,8 +174,10 @@ else:
         f"""
 Before the classifier runs, {finder} finds the lung fields on the 224 × 224 squash of the image. The classifier
 then sees only the lungs: everything outside the lung mask grown by a few pixels is set to the mean grey and the
-lungs' bounding box is squashed to {input_px} × {input_px}. Borders, text markers, the neck and the
-abdomen cannot reach it. Post-processing: {lung_meta.get("post_processing", "not recorded")}.
+lungs' bounding box is squashed to {input_px} × {input_px}. Borders and text markers away from the lungs cannot
+reach it, nor the neck and the abdomen while the mask is right; a mask that runs below the diaphragm lets some abdomen
+in, and a lung field outlined too short leaves what lies below it out (the page then warns that one field was
+outlined much shorter than the other). Post-processing: {lung_meta.get("post_processing", "not recorded")}.
 """
     )
     if meta.get("channels") == 2:
@@ -223,11 +225,14 @@ if rob_rows:
     if reliability is not None:
         val = (meta.get("metrics") or {}).get("validation") or {}
         share = f"{val['n_pneumonia'] / val['n']:.0%}" if val.get("n") and "n_pneumonia" in val else "most"
+        n_rel = sum(int(b["n"]) for b in ((meta.get("robustness") or {}).get("calibration") or {}).get("bins", []))
         c1, c2 = st.columns([2, 3])
         c1.image(reliability, width="stretch")
         c2.caption(
             "Reliability diagram: for each probability bin, the share of validation images that show pneumonia "
-            "(numbers: images per bin). Points above the diagonal mean the model says less than it should "
+            f"(numbers: images per bin; the {n_rel} validation images with a reference lung mask, on which the "
+            f"robustness figures are measured; the table's ECE is on all {val.get('n', '?')}). Points above the "
+            "diagonal mean the model says less than it should "
             "(under-confident), points below more. The model was trained with class weights, as if half the images "
             f"showed pneumonia, while {share} of the validation images do. New patients differ again: see the "
             "independent evaluation, when there is one."
@@ -325,10 +330,13 @@ if curves is not None or plot.is_file():
     st.subheader("Training curves")
     n_members = len((meta.get("training") or {}).get("member_histories") or []) or 1
     members = f"each of the {n_members} ensemble members" if n_members > 1 else "the network"
+    settings = (meta.get("training") or {}).get("settings") or {}
+    stopping = ("Each run stops once validation AUC stops improving." if settings.get("early_stopping", True)
+                else f"Each run trains a fixed {settings.get('epochs', '?')} epochs and keeps the last.")  # fmt: skip
     if curves is not None:
         st.image(curves, width="stretch", caption=(
             f"Loss and AUC of {members} by epoch, on its training images (dotted) and on the validation split carved "
-            "from train (solid; optimistic). Each run stops once validation AUC stops improving."))  # fmt: skip
+            "from train (solid; optimistic). " + stopping))  # fmt: skip
     else:
         st.image(str(plot), width="stretch", caption=(
             "ROC on the validation split carved from train (optimistic) and on the official val folder (16 images); "

@@ -1,7 +1,7 @@
 """Export ``.keras`` networks as TFLite flatbuffers, the copies the app and the CLI run (pneumo.nets.lite).
 
 Examples:
-    python -m pneumo.training.export models/pneumo_cnn.keras models/pneumo_lungs.keras models/pneumo_scope.keras
+    python -m pneumo.training.export models/pneumo_cnn.keras models/pneumo_scope.keras
 
 Each ``X.keras`` gets an ``X.tflite`` beside it and its ``X.json`` a ``tflite`` block (file, outputs, both SHA-256s,
 export version). A classifier whose head is GAP + dense gets a graph that also outputs the signed CAM (feature map x

@@ -915,6 +915,8 @@ def metadata(model, s: Settings, args, thresholds: dict, metrics: dict, history:
         **(
             {
                 "lung_threshold": 0.5,
+                "post_processing": "P(lung) resized to 224 px, threshold lung_threshold (0.5), the two largest "
+                "8-connected components (each >= 10% of the largest), holes filled",
                 "task": "scope gate and lung-field segmentation (V7 Labs masks: lung fields "
                 "including the retrocardiac region) from one encoder",
             }

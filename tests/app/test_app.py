@@ -485,7 +485,7 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     at.switch_page("app_pages/model_card.py").run()
     assert not at.exception
     text = all_text(at)
-    assert "How the app runs the networks: classifier TFLite, lungs TFLite, gate TFLite" in text
+    assert "How the app runs the networks: classifier TFLite, gate and lungs TFLite" in text
     training = json.loads(config.DEFAULT_MODEL_PATH.with_suffix(".json").read_text())["training"]
     members = training["settings"].get("members", 1)
     assert members == 3 and "ensemble of 3 such networks" in text  # the card says what the app runs
@@ -514,7 +514,10 @@ def test_model_card_shows_the_independent_evaluation_of_the_committed_model(monk
     assert "These are not this model's figures" not in text  # the replaced model's figures are not needed now
     # the committed gate is newer than the evaluation: its refusals are said to be the earlier gate's
     assert "after this evaluation (2026-12-02)" in text and "those of the earlier gate" in text
-    assert "of the 784 validation films mirrored, 91.1% were flipped back and 6.9% warned" in text.lower()
+    mirrored = json.loads(config.SCOPE_MODEL_PATH.with_suffix(".json").read_text())["metrics"]["mirror_validation"]
+    m = mirrored["mirrored"]  # the committed gate's own figures, as its metadata records them
+    said = f"of the {m['n']} validation films mirrored, {m['flipped']:.1%} were flipped back and "
+    assert said + f"{m['warned_possibly_mirrored']:.1%} warned" in text.lower()
 
 
 def test_model_card_and_analyze_page_show_a_shipped_evaluation(tmp_path, tiny_model_path, pipeline_p, monkeypatch):
