@@ -421,9 +421,8 @@ def model_files(models: Any) -> list[Path]:
     files = [models.classifier.path]
     if models.lungs is not None:
         files.append(models.lungs.path)
-    gate = models.classifier.path.parent / config.SCOPE_MODEL_PATH.name
     if models.gate is not None and not models.shared_lungs:  # a shared gate is the lung file already
-        files.append(gate)
+        files.append(models.classifier.path.parent / config.SCOPE_MODEL_PATH.name)
     return files
 
 

@@ -190,29 +190,27 @@ def has_lung_head(gate: Network) -> bool:
     return LUNG_OUTPUT in gate.model.output
 
 
-def _forward(gate: Network, x: np.ndarray, batch_size: int = 64, lungs: bool = False) -> tuple[np.ndarray, ...]:
-    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8), P(mirrored) (N,);
-    with ``lungs`` also P(lung) (N, S, S) of x and of x flipped left-right (each None without a lung head).
+def _forward(gate: Network, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray | None, ...]:
+    """Gate outputs for uint8 (N, S, S, 1): kind probs (N, len(KINDS)), orientation probs (N, 8), P(mirrored) (N,),
+    and P(lung) (N, S, S) of x and of x flipped left-right (the lung head's; None without it).
 
     P(mirrored) = sigmoid(h(x) - h(x flipped left-right)) from the mirror head's handedness score h (one pass over
-    the N images and their N mirror images); None for a gate without the mirror head.
+    the N images and their N mirror images); None for a gate without the mirror head. The mirror images' lung map is
+    the map of each film once flipped back (None without the mirror head).
     """
     mirror = has_mirror_head(gate)
     xx = np.concatenate([x, x[:, :, ::-1]]) if mirror else x  # (2N or N, S, S, 1)
     out = forward(gate.model, xx, batch_size)  # compiled once per model: no eager overhead per call
     n = len(x)
     kind, orient = np.asarray(out[KIND_OUTPUT])[:n], np.asarray(out[ORIENTATION_OUTPUT])[:n]
-    pm = None
+    pm = lung = flipped = None
     if mirror:
         h = np.asarray(out[MIRROR_OUTPUT], np.float64).reshape(-1)  # (2N,)
         pm = 1.0 / (1.0 + np.exp(-(h[:n] - h[n:])))
-    if not lungs:
-        return kind, orient, pm
-    lung = np.asarray(out[LUNG_OUTPUT], np.float32)[..., 0] if LUNG_OUTPUT in out else None  # (2N or N, S, S)
-    if lung is None:
-        return kind, orient, pm, None, None
-    flipped = lung[n:] if mirror else None  # the map of the mirror image: of the film once flipped back
-    return kind, orient, pm, lung[:n], flipped
+    if LUNG_OUTPUT in out:
+        both = np.asarray(out[LUNG_OUTPUT], np.float32)[..., 0]  # (2N or N, S, S)
+        lung, flipped = both[:n], (both[n:] if mirror else None)
+    return kind, orient, pm, lung, flipped
 
 
 @dataclass(frozen=True)
@@ -240,14 +238,14 @@ def decide(gate: Network, x: np.ndarray) -> GateDecision:
     (both heads know in-scope images only). An in-scope image neither flipped nor unclear with P(mirrored) >=
     mirror_warn is analysed as it is and warned (``mirror_warned``); a gate without mirror_warn warns of nothing.
     """
-    kind, orient, pm, lung, lung_flipped = _forward(gate, x, lungs=True)  # (N, K), (N, 8), (N,), (N, S, S) or None
+    kind, orient, pm, lung, lung_flipped = _forward(gate, x)  # (N, K), (N, 8), (N,), (N, S, S) or None
     best = orient.argmax(axis=1)  # (N,)
     want = (best != 0) & (orient[np.arange(len(x)), best] >= gate_threshold(gate, "orientation"))
     applied = np.zeros(len(x), dtype=np.int64)
     idx = np.flatnonzero(want)
     if idx.size:
         fixed = np.stack([undo_orientation(x[i], int(best[i])) for i in idx])  # (M, S, S, 1)
-        kind_fixed, _, pm_fixed, lung_fixed, flipped_fixed = _forward(gate, fixed, lungs=True)
+        kind_fixed, _, pm_fixed, lung_fixed, flipped_fixed = _forward(gate, fixed)
         ok = kind_fixed[:, 0] >= gate_threshold(gate, "in_scope")
         kind[idx[ok]] = kind_fixed[ok]
         applied[idx[ok]] = best[idx[ok]]

@@ -101,7 +101,7 @@ def lung_figures(net: Network, x224: np.ndarray, m224: np.ndarray, threshold: fl
         return {"n": 0}
     prob = lungs.lung_probability(net, x224)  # (N, 224, 224)
     raw = [lungs.dice(p >= threshold, m) for p, m in zip(prob, m224, strict=False)]
-    post = [lungs.postprocess(p, threshold) for p in prob]
+    post = lungs.masks_from(prob, threshold)  # (N, 224, 224) bool
     d = np.array([lungs.dice(a, m) for a, m in zip(post, m224, strict=False)])
     j = np.array([lungs.iou(a, m) for a, m in zip(post, m224, strict=False)])
     plaus = np.array([lungs.plausible(a) for a in post])

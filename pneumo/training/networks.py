@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from pneumo import config
+from pneumo.checks.lungs import LUNG_OUTPUT
 from pneumo.nets.lite import attach
 from pneumo.nets.modelfile import Network, read_metadata
 from pneumo.training.gradcam import explain_batch
@@ -377,7 +378,7 @@ def build_unet(size: int = config.LUNG_SEG_SIZE, widths: tuple[int, ...] = (8, 1
         x = layers.Conv2DTranspose(w, 2, strides=2, padding="same", name=f"up{i}_tconv")(x)
         x = layers.Concatenate(name=f"up{i}_concat")([x, skips[i - 1]])
         x = block(x, w, f"up{i}")
-    out = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="lung_probability")(x)  # (B, S, S, 1)
+    out = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=LUNG_OUTPUT)(x)  # (B, S, S, 1)
     return keras.Model(inputs, out, name="pneumo_lungs")
 
 

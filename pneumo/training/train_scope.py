@@ -563,7 +563,7 @@ def grey_outside_lungs(img: np.ndarray, lung: np.ndarray, rng: np.random.Generat
 def choose_thresholds(model, x_val: np.ndarray, s: Settings) -> dict[str, float]:
     """Orientation, upright_min and in-scope thresholds from the upright in-scope validation images (N, S, S, 1)."""
     gate = keras_network(model, {"input_size": s.image_size, "thresholds": {}})
-    kind, orient, pm = scope._forward(gate, x_val)
+    kind, orient, pm, _, _ = scope._forward(gate, x_val)
     n = len(x_val)
     best = orient.argmax(1)
     grid = np.round(np.arange(0.5, 1.0, 0.01), 2)

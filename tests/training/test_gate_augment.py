@@ -80,7 +80,7 @@ def test_training_wrapper_compares_a_film_with_its_mirror_image():
     np.testing.assert_allclose(p + p_flipped, 1.0, atol=1e-5)
     assert np.abs(p - 0.5).max() > 1e-4  # not trivially 0.5
     net = keras_network(gate, {"input_size": S, "thresholds": {}})
-    _, _, pm = scope._forward(net, x.astype(np.uint8))
+    _, _, pm, _, _ = scope._forward(net, x.astype(np.uint8))
     np.testing.assert_allclose(pm, p, atol=1e-4)
 
 
